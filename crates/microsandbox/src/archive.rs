@@ -1,0 +1,387 @@
+//! Loading images from an OCI Image Layout directory (what `skopeo copy
+//! ... oci:DIR:TAG` and umoci write).
+//!
+//! Every named descriptor of the source's `index.json` becomes a reference
+//! of the cache; an index resolves to one platform. The source is never
+//! trusted: JSON blobs are read bounded and hashed before they are parsed,
+//! layers stream through [`copy_verified`], blob files are opened without
+//! following symlinks, and nothing is visible in the cache until the
+//! commit, which takes the exclusive lock, renames the verified
+//! temporaries into `blobs/` and rewrites `index.json` once. An ingest
+//! lease pins the content from the first byte to the commit, so a prune
+//! running meanwhile cannot take a blob the load counts on.
+
+use std::collections::HashSet;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::catalog::{handle_of, name_descriptor};
+use crate::digest::Digest;
+use crate::error::{ErrorKind, MicrosandboxError, MicrosandboxResult};
+use crate::fsutil::{random_hex, read_bounded, sync_dir};
+use crate::handle::ImageHandle;
+use crate::ingest::{copy_verified, BlobWriter, VerifiedBlob};
+use crate::layout::{Layout, JSON_BLOB_LIMIT};
+use crate::lease::{self, LeaseKind, LeaseRecord};
+use crate::lock::LockMode;
+use crate::model::{
+    is_index_media_type, Descriptor, IndexFile, ManifestDoc, Platform, Shape, ANN_CREATED,
+    ANN_LAST_USED, ANN_LAYERS, ANN_SIZE,
+};
+use crate::reference::Reference;
+use crate::{platform, time};
+
+const SOURCE_INDEX_LIMIT: u64 = 64 << 20;
+const INGEST_LEASE_TTL: Duration = Duration::from_secs(3600);
+/// The annotation containerd and nerdctl use for a full image name.
+const ANN_CONTAINERD_NAME: &str = "io.containerd.image.name";
+
+/// How to load.
+#[derive(Clone, Debug, Default)]
+pub struct LoadOptions {
+    /// The platform to take from multi-platform indexes; the host's if unset.
+    pub platform: Option<Platform>,
+}
+
+/// One image of the source, read and checked, waiting for its layers.
+struct Planned {
+    reference: Reference,
+    manifest: Descriptor,
+    manifest_bytes: Vec<u8>,
+    config: Descriptor,
+    config_bytes: Vec<u8>,
+    layers: Vec<Descriptor>,
+    platform: Platform,
+}
+
+impl Planned {
+    fn size(&self) -> u64 {
+        self.manifest.size + self.config.size + self.layers.iter().map(|l| l.size).sum::<u64>()
+    }
+
+    fn blobs(&self) -> impl Iterator<Item = &Digest> {
+        [&self.manifest.digest, &self.config.digest]
+            .into_iter()
+            .chain(self.layers.iter().map(|l| &l.digest))
+    }
+}
+
+/// An OCI layout directory opened for reading.
+struct Source {
+    root: PathBuf,
+}
+
+impl Source {
+    fn invalid(&self, what: impl std::fmt::Display) -> MicrosandboxError {
+        MicrosandboxError::new(
+            ErrorKind::InvalidArchive,
+            format!("{}: {what}", self.root.display()),
+        )
+    }
+
+    fn blob_path(&self, digest: &Digest) -> PathBuf {
+        self.root.join("blobs").join("sha256").join(digest.hex())
+    }
+
+    /// Opens a blob as a regular file, never through a symlink.
+    fn open_blob(&self, digest: &Digest, what: &str) -> MicrosandboxResult<File> {
+        let path = self.blob_path(digest);
+        let file = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(&path)
+            .map_err(|e| match e.kind() {
+                io::ErrorKind::NotFound => {
+                    self.invalid(format!("{what}: blob {digest} is missing"))
+                }
+                _ if e.raw_os_error() == Some(libc::ELOOP) => {
+                    self.invalid(format!("{what}: blob {digest} is a symlink"))
+                }
+                _ => MicrosandboxError::io("open", &path, e),
+            })?;
+        let meta = file
+            .metadata()
+            .map_err(|e| MicrosandboxError::io("stat", &path, e))?;
+        if !meta.is_file() {
+            return Err(self.invalid(format!("{what}: blob {digest} is not a regular file")));
+        }
+        Ok(file)
+    }
+
+    /// Reads a JSON blob whole (bounded) and checks its digest and size.
+    fn read_json(&self, d: &Descriptor, what: &str) -> MicrosandboxResult<Vec<u8>> {
+        if d.size > JSON_BLOB_LIMIT {
+            return Err(self.invalid(format!(
+                "{what}: {} declares {} bytes, over the {JSON_BLOB_LIMIT}-byte limit for JSON",
+                d.digest, d.size
+            )));
+        }
+        let mut bytes = Vec::with_capacity(d.size as usize);
+        self.open_blob(&d.digest, what)?
+            .take(d.size + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|e| MicrosandboxError::io("read", &self.blob_path(&d.digest), e))?;
+        let actual = Digest::of(&bytes);
+        if bytes.len() as u64 != d.size || actual != d.digest {
+            return Err(MicrosandboxError::new(
+                ErrorKind::DigestMismatch,
+                format!(
+                    "{}: {what}: expected {} ({} bytes), content is {actual} ({} bytes)",
+                    self.root.display(),
+                    d.digest,
+                    d.size,
+                    bytes.len()
+                ),
+            ));
+        }
+        Ok(bytes)
+    }
+}
+
+/// Loads every named image of the OCI layout at `dir`.
+///
+/// # Errors
+///
+/// [`ErrorKind::InvalidArchive`] when the layout is malformed or hostile,
+/// [`ErrorKind::DigestMismatch`] when content does not match its digest,
+/// [`ErrorKind::PlatformNotFound`] when an index lacks the platform; the
+/// cache is unchanged in every case.
+pub fn load_layout_dir(
+    layout: &Layout,
+    dir: &Path,
+    options: &LoadOptions,
+) -> MicrosandboxResult<Vec<ImageHandle>> {
+    let source = Source {
+        root: dir.to_owned(),
+    };
+    let planned = plan(&source, options)?;
+    layout.ensure()?;
+    let lease_id = format!("ingest-{}", random_hex(8));
+    let mut needed: Vec<Digest> = Vec::new();
+    let mut seen = HashSet::new();
+    for d in planned.iter().flat_map(Planned::blobs) {
+        if seen.insert(d.clone()) {
+            needed.push(d.clone());
+        }
+    }
+    {
+        let _shared = layout.lock(LockMode::Shared)?;
+        let now = time::now();
+        lease::write(
+            layout,
+            &LeaseRecord {
+                id: lease_id.clone(),
+                kind: LeaseKind::Ingest,
+                reference: None,
+                manifest_digest: None,
+                blobs: needed.clone(),
+                created_at: time::format(now),
+                expires_at: Some(time::format(now + INGEST_LEASE_TTL)),
+            },
+        )?;
+    }
+    let result = ingest_and_commit(layout, &source, &planned, &needed);
+    let _ = lease::remove(layout, &lease_id);
+    result
+}
+
+fn plan(source: &Source, options: &LoadOptions) -> MicrosandboxResult<Vec<Planned>> {
+    let marker = read_bounded(&source.root.join("oci-layout"), 1 << 20)?
+        .ok_or_else(|| source.invalid("not an OCI image layout: no oci-layout file"))?;
+    let version = serde_json::from_slice::<serde_json::Value>(&marker)
+        .ok()
+        .and_then(|v| v.get("imageLayoutVersion")?.as_str().map(str::to_owned))
+        .ok_or_else(|| source.invalid("oci-layout is not {\"imageLayoutVersion\": ...}"))?;
+    if !version.starts_with("1.") {
+        return Err(source.invalid(format!("unsupported imageLayoutVersion {version:?}")));
+    }
+    let index_bytes = read_bounded(&source.root.join("index.json"), SOURCE_INDEX_LIMIT)?
+        .ok_or_else(|| source.invalid("index.json is missing"))?;
+    let index: IndexFile = serde_json::from_slice(&index_bytes)
+        .map_err(|e| source.invalid(format!("index.json is invalid: {e}")))?;
+    let want = options.platform.clone().unwrap_or_else(platform::host);
+    let mut planned: Vec<Planned> = Vec::new();
+    for d in &index.manifests {
+        let name = d
+            .annotations
+            .get(ANN_CONTAINERD_NAME)
+            .map(String::as_str)
+            .or(d.ref_name());
+        let Some(name) = name else { continue };
+        let reference = Reference::parse(name)
+            .map_err(|e| source.invalid(format!("index.json names an invalid reference: {e}")))?;
+        if planned
+            .iter()
+            .any(|p| p.reference.canonical() == reference.canonical())
+        {
+            return Err(source.invalid(format!("index.json names {} twice", reference.familiar())));
+        }
+        planned.push(plan_image(source, reference, d, &want)?);
+    }
+    if planned.is_empty() {
+        return Err(
+            source.invalid("index.json names no image (no org.opencontainers.image.ref.name)")
+        );
+    }
+    Ok(planned)
+}
+
+fn plan_image(
+    source: &Source,
+    reference: Reference,
+    d: &Descriptor,
+    want: &Platform,
+) -> MicrosandboxResult<Planned> {
+    let shown = reference.familiar();
+    let what = format!("manifest of {shown}");
+    let bytes = source.read_json(d, &what)?;
+    let doc = ManifestDoc::parse(&bytes).map_err(|e| source.invalid(format!("{what}: {e}")))?;
+    let (manifest, manifest_bytes, doc) = match doc.shape() {
+        Ok(Shape::Index(children)) => {
+            let chosen = platform::choose(children, want, &format!("the index of {shown}"))?;
+            let what = format!("{} manifest of {shown}", platform::Display(want));
+            let bytes = source.read_json(chosen, &what)?;
+            let child =
+                ManifestDoc::parse(&bytes).map_err(|e| source.invalid(format!("{what}: {e}")))?;
+            if is_index_media_type(&chosen.media_type)
+                || matches!(child.shape(), Ok(Shape::Index(_)))
+            {
+                return Err(source.invalid(format!("{what}: nested indexes are not supported")));
+            }
+            (chosen.clone(), bytes, child)
+        }
+        _ => (d.clone(), bytes, doc),
+    };
+    let Ok(Shape::Image { config, layers }) = doc.shape() else {
+        unreachable!("index shapes were resolved above")
+    };
+    let what = format!("config of {shown}");
+    let config_bytes = source.read_json(config, &what)?;
+    let cfg: oci_spec::image::ImageConfiguration = serde_json::from_slice(&config_bytes)
+        .map_err(|e| source.invalid(format!("{what}: {e}")))?;
+    let diff_ids = cfg.rootfs().diff_ids();
+    if diff_ids.len() != layers.len() {
+        return Err(source.invalid(format!(
+            "{what}: {} diff_ids for {} layers",
+            diff_ids.len(),
+            layers.len()
+        )));
+    }
+    let platform = Platform {
+        architecture: cfg.architecture().to_string(),
+        os: cfg.os().to_string(),
+        variant: cfg.variant().clone(),
+        ..Platform::default()
+    };
+    Ok(Planned {
+        reference,
+        manifest: Descriptor {
+            media_type: doc
+                .media_type
+                .clone()
+                .unwrap_or_else(|| manifest.media_type.clone()),
+            annotations: Default::default(),
+            platform: None,
+            ..manifest
+        },
+        manifest_bytes,
+        config: config.clone(),
+        config_bytes,
+        layers: layers.to_vec(),
+        platform,
+    })
+}
+
+fn ingest_and_commit(
+    layout: &Layout,
+    source: &Source,
+    planned: &[Planned],
+    needed: &[Digest],
+) -> MicrosandboxResult<Vec<ImageHandle>> {
+    let mut verified: Vec<VerifiedBlob> = Vec::new();
+    let mut written: HashSet<Digest> = HashSet::new();
+    for p in planned {
+        let shown = p.reference.familiar();
+        let json = [
+            (&p.manifest, &p.manifest_bytes, "manifest"),
+            (&p.config, &p.config_bytes, "config"),
+        ];
+        for (d, bytes, what) in json {
+            if layout.has_blob(&d.digest) || !written.insert(d.digest.clone()) {
+                continue;
+            }
+            let mut w = BlobWriter::create(layout)?;
+            w.write(bytes)?;
+            verified.push(w.finish(&d.digest, d.size, &format!("{what} of {shown}"))?);
+        }
+        for (i, d) in p.layers.iter().enumerate() {
+            if layout.has_blob(&d.digest) || !written.insert(d.digest.clone()) {
+                continue;
+            }
+            let what = format!("layer {i} of {shown}");
+            let file = source.open_blob(&d.digest, &what)?;
+            let path = source.blob_path(&d.digest);
+            let blob = copy_verified(
+                layout,
+                file,
+                &d.digest,
+                d.size,
+                &format!("{}: {what}", source.root.display()),
+                |e| MicrosandboxError::io("read", &path, e),
+            )?;
+            verified.push(blob);
+        }
+    }
+
+    let _guard = layout.lock(LockMode::Exclusive)?;
+    let any = !verified.is_empty();
+    for blob in verified {
+        blob.commit(layout)?;
+    }
+    if any {
+        sync_dir(layout.blobs_dir())?;
+    }
+    if let Some(lost) = needed.iter().find(|d| !layout.has_blob(d)) {
+        return Err(MicrosandboxError::corrupt(format!(
+            "blob {lost} vanished from the cache before the load could commit"
+        )));
+    }
+    let mut index = layout.read_index()?;
+    let now = time::format(time::now());
+    let mut descriptors = Vec::with_capacity(planned.len());
+    for p in planned {
+        let canonical = p.reference.canonical();
+        let previous = index
+            .manifests
+            .iter()
+            .position(|d| d.ref_name() == Some(canonical.as_str()))
+            .map(|i| index.manifests.remove(i));
+        let mut d = Descriptor {
+            platform: Some(p.platform.clone()),
+            ..p.manifest.clone()
+        };
+        name_descriptor(&mut d, &p.reference);
+        let same = previous.as_ref().filter(|prev| prev.digest == d.digest);
+        let keep = |k: &str| same.and_then(|prev| prev.annotations.get(k).cloned());
+        d.annotations.insert(
+            ANN_CREATED.into(),
+            keep(ANN_CREATED).unwrap_or_else(|| now.clone()),
+        );
+        if let Some(used) = keep(ANN_LAST_USED) {
+            d.annotations.insert(ANN_LAST_USED.into(), used);
+        }
+        d.annotations.insert(ANN_SIZE.into(), p.size().to_string());
+        d.annotations
+            .insert(ANN_LAYERS.into(), p.layers.len().to_string());
+        index.manifests.push(d.clone());
+        descriptors.push((p.reference.clone(), d));
+    }
+    layout.write_index(&index)?;
+    descriptors
+        .iter()
+        .map(|(r, d)| handle_of(layout, r, d))
+        .collect()
+}

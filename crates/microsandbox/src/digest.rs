@@ -1,0 +1,123 @@
+//! Content digests: a validated `sha256:<64 lowercase hex>` newtype.
+//!
+//! Only SHA-256 is accepted: it is what every registry and tool writes, and
+//! a digest that names a file in `blobs/sha256/` must never carry a path
+//! separator or a dot, which validation here guarantees.
+
+use std::fmt;
+use std::str::FromStr;
+
+use sha2::{Digest as _, Sha256};
+
+/// A `sha256:<hex>` content digest, validated on construction.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Digest(String);
+
+/// Why a string is not a digest.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DigestError(pub String);
+
+impl fmt::Display for DigestError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl Digest {
+    /// The digest of `bytes`.
+    pub fn of(bytes: &[u8]) -> Digest {
+        Digest::from_hasher(Sha256::new_with_prefix(bytes))
+    }
+
+    /// The digest a finished hasher holds.
+    pub fn from_hasher(hasher: Sha256) -> Digest {
+        Digest(format!("sha256:{}", hex(&hasher.finalize())))
+    }
+
+    /// The 64 hex characters: the file name under `blobs/sha256/`.
+    pub fn hex(&self) -> &str {
+        &self.0["sha256:".len()..]
+    }
+
+    /// The digest as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// A digest from a file name under `blobs/sha256/`.
+    pub fn from_hex(hex: &str) -> Result<Digest, DigestError> {
+        format!("sha256:{hex}").parse()
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(DIGITS[(b >> 4) as usize] as char);
+        out.push(DIGITS[(b & 15) as usize] as char);
+    }
+    out
+}
+
+impl FromStr for Digest {
+    type Err = DigestError;
+
+    fn from_str(s: &str) -> Result<Digest, DigestError> {
+        let Some((algorithm, hex)) = s.split_once(':') else {
+            return Err(DigestError(format!("not a digest: {s:?}")));
+        };
+        if algorithm != "sha256" {
+            return Err(DigestError(format!(
+                "unsupported digest algorithm {algorithm:?} in {s:?}"
+            )));
+        }
+        let valid = hex.len() == 64 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+        if !valid {
+            return Err(DigestError(format!(
+                "not a sha256 digest (64 lowercase hex digits): {s:?}"
+            )));
+        }
+        Ok(Digest(s.to_owned()))
+    }
+}
+
+impl fmt::Display for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn digest_of_empty_input_is_the_known_value() {
+        assert_eq!(
+            Digest::of(b"").as_str(),
+            "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+    }
+
+    #[test]
+    fn rejects_what_could_escape_or_is_not_sha256() {
+        for bad in [
+            "",
+            "sha256:",
+            "sha256:../../etc/passwd",
+            "sha512:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+            "sha256:E3B0C44298FC1C149AFBF4C8996FB92427AE41E4649B934CA495991B7852B855",
+            "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b85",
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+        ] {
+            assert!(bad.parse::<Digest>().is_err(), "{bad:?} was accepted");
+        }
+    }
+
+    #[test]
+    fn hex_is_the_file_name() {
+        let d = Digest::of(b"abc");
+        assert_eq!(Digest::from_hex(d.hex()).unwrap(), d);
+    }
+}

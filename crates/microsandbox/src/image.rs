@@ -1,0 +1,179 @@
+//! The public async API: `Image::get`, `list`, `inspect`, `remove`,
+//! `prune`, `load`, and leases, on the default home or on a
+//! [`LocalBackend`].
+//!
+//! Each call runs the blocking operation of [`LocalBackend`] on tokio's
+//! blocking pool, so no runtime worker ever waits on a disk or a lock.
+//! The calls without `_local` use the default home: `$MSB_HOME`, else
+//! `~/.microsandbox`, read at call time.
+
+use std::path::{Path, PathBuf};
+
+use crate::archive::LoadOptions;
+use crate::backend::{default_backend, LeaseOptions, LocalBackend};
+use crate::error::{MicrosandboxError, MicrosandboxResult};
+use crate::handle::{ImageDetail, ImageHandle, ImageLease, ImagePruneReport};
+
+/// The image cache's operations.
+pub struct Image;
+
+async fn run<T, F>(backend: LocalBackend, op: F) -> MicrosandboxResult<T>
+where
+    T: Send + 'static,
+    F: FnOnce(&LocalBackend) -> MicrosandboxResult<T> + Send + 'static,
+{
+    tokio::task::spawn_blocking(move || op(&backend))
+        .await
+        .map_err(|e| {
+            MicrosandboxError::new(crate::ErrorKind::Io, format!("cache task failed: {e}"))
+        })?
+}
+
+async fn ambient() -> MicrosandboxResult<LocalBackend> {
+    default_backend()
+}
+
+impl Image {
+    /// The handle of a cached reference (any equivalent form).
+    ///
+    /// # Errors
+    ///
+    /// `InvalidReference`, `ImageNotFound`, `Busy`, `CorruptCache`, `Io`.
+    ///
+    /// # Example
+    ///
+    /// ```no_run
+    /// # async fn f() -> microsandbox::MicrosandboxResult<()> {
+    /// let image = microsandbox::Image::get("python:3.12").await?;
+    /// println!("{} {}", image.reference(), image.size_bytes());
+    /// # Ok(()) }
+    /// ```
+    pub async fn get(reference: &str) -> MicrosandboxResult<ImageHandle> {
+        Self::get_local(&ambient().await?, reference).await
+    }
+
+    /// [`Image::get`] on `backend`.
+    pub async fn get_local(
+        backend: &LocalBackend,
+        reference: &str,
+    ) -> MicrosandboxResult<ImageHandle> {
+        let reference = reference.to_owned();
+        run(backend.clone(), move |b| b.get_image(&reference)).await
+    }
+
+    /// Every cached reference, newest first. Reads `index.json` only.
+    pub async fn list() -> MicrosandboxResult<Vec<ImageHandle>> {
+        Self::list_local(&ambient().await?).await
+    }
+
+    /// [`Image::list`] on `backend`.
+    pub async fn list_local(backend: &LocalBackend) -> MicrosandboxResult<Vec<ImageHandle>> {
+        run(backend.clone(), |b| b.list_images()).await
+    }
+
+    /// The handle, config and layers of a cached reference.
+    ///
+    /// # Errors
+    ///
+    /// As [`Image::get`].
+    pub async fn inspect(reference: &str) -> MicrosandboxResult<ImageDetail> {
+        Self::inspect_local(&ambient().await?, reference).await
+    }
+
+    /// [`Image::inspect`] on `backend`.
+    pub async fn inspect_local(
+        backend: &LocalBackend,
+        reference: &str,
+    ) -> MicrosandboxResult<ImageDetail> {
+        let reference = reference.to_owned();
+        run(backend.clone(), move |b| b.inspect_image(&reference)).await
+    }
+
+    /// Removes a reference. Without `force`, fails `ImageInUse` when a lease
+    /// pins the image; with it, the reference goes and the content stays
+    /// until the lease ends. Space comes back with [`Image::prune`].
+    pub async fn remove(reference: &str, force: bool) -> MicrosandboxResult<()> {
+        Self::remove_local(&ambient().await?, reference, force).await
+    }
+
+    /// [`Image::remove`] on `backend`.
+    pub async fn remove_local(
+        backend: &LocalBackend,
+        reference: &str,
+        force: bool,
+    ) -> MicrosandboxResult<()> {
+        let reference = reference.to_owned();
+        run(backend.clone(), move |b| b.remove_image(&reference, force)).await
+    }
+
+    /// Removes every reference no lease pins, then every blob nothing kept
+    /// needs, stale temporaries and expired leases.
+    pub async fn prune() -> MicrosandboxResult<ImagePruneReport> {
+        Self::prune_local(&ambient().await?).await
+    }
+
+    /// [`Image::prune`] on `backend`.
+    pub async fn prune_local(backend: &LocalBackend) -> MicrosandboxResult<ImagePruneReport> {
+        run(backend.clone(), |b| b.prune_images()).await
+    }
+
+    /// Loads every named image of an OCI image layout directory, verifying
+    /// every blob; returns the handles it added.
+    ///
+    /// # Errors
+    ///
+    /// `InvalidArchive`, `DigestMismatch`, `PlatformNotFound`,
+    /// `InvalidReference`; the cache is unchanged on any error.
+    pub async fn load(path: impl AsRef<Path>) -> MicrosandboxResult<Vec<ImageHandle>> {
+        Self::load_local(&ambient().await?, path, LoadOptions::default()).await
+    }
+
+    /// [`Image::load`] on `backend`, with options.
+    pub async fn load_local(
+        backend: &LocalBackend,
+        path: impl AsRef<Path>,
+        options: LoadOptions,
+    ) -> MicrosandboxResult<Vec<ImageHandle>> {
+        let path: PathBuf = path.as_ref().to_owned();
+        run(backend.clone(), move |b| b.load_images(&path, &options)).await
+    }
+
+    /// Pins the image a reference names and marks it used.
+    pub async fn acquire(reference: &str, options: LeaseOptions) -> MicrosandboxResult<ImageLease> {
+        Self::acquire_local(&ambient().await?, reference, options).await
+    }
+
+    /// [`Image::acquire`] on `backend`.
+    pub async fn acquire_local(
+        backend: &LocalBackend,
+        reference: &str,
+        options: LeaseOptions,
+    ) -> MicrosandboxResult<ImageLease> {
+        let reference = reference.to_owned();
+        run(backend.clone(), move |b| {
+            b.acquire_lease(&reference, &options)
+        })
+        .await
+    }
+
+    /// Ends a lease; false when there was none of that id.
+    pub async fn release(id: &str) -> MicrosandboxResult<bool> {
+        Self::release_local(&ambient().await?, id).await
+    }
+
+    /// [`Image::release`] on `backend`.
+    pub async fn release_local(backend: &LocalBackend, id: &str) -> MicrosandboxResult<bool> {
+        let id = id.to_owned();
+        run(backend.clone(), move |b| b.release_lease(&id)).await
+    }
+
+    /// The unexpired leases, oldest first.
+    pub async fn leases() -> MicrosandboxResult<Vec<ImageLease>> {
+        Self::leases_local(&ambient().await?).await
+    }
+
+    /// [`Image::leases`] on `backend`.
+    pub async fn leases_local(backend: &LocalBackend) -> MicrosandboxResult<Vec<ImageLease>> {
+        run(backend.clone(), |b| b.list_leases()).await
+    }
+}

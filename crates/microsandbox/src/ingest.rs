@@ -1,0 +1,260 @@
+//! Verified writes: the only way content enters `blobs/`.
+//!
+//! A [`BlobWriter`] streams into its own file in `tmp/`, hashing as it
+//! writes, and holds an exclusive `flock` on that file for its whole life
+//! so prune can tell a live writer from one a crash left behind.
+//! [`BlobWriter::finish`] fsyncs and checks size and digest against the
+//! descriptor the caller expected; only a [`VerifiedBlob`] can be
+//! committed, by a rename into `blobs/sha256/` under the caller's exclusive
+//! cache lock. Whatever is dropped uncommitted is unlinked.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest as _, Sha256};
+
+use crate::digest::Digest;
+use crate::error::{ErrorKind, IoContext, MicrosandboxError, MicrosandboxResult};
+use crate::fsutil::random_hex;
+use crate::layout::Layout;
+use crate::lock::{try_flock, LockMode};
+
+/// The prefix of every writer's file in `tmp/`.
+pub const INGEST_PREFIX: &str = "ingest-";
+const CHUNK: usize = 256 * 1024;
+
+/// A write in progress in `tmp/`.
+#[derive(Debug)]
+pub struct BlobWriter {
+    file: File,
+    path: PathBuf,
+    hasher: Sha256,
+    written: u64,
+    committed: bool,
+}
+
+/// A fsynced temporary whose digest and size matched; ready to commit.
+#[derive(Debug)]
+pub struct VerifiedBlob {
+    writer: BlobWriter,
+    digest: Digest,
+}
+
+impl BlobWriter {
+    /// Opens a new locked temporary file in `tmp/`.
+    pub fn create(layout: &Layout) -> MicrosandboxResult<BlobWriter> {
+        loop {
+            let path = layout
+                .tmp_dir()
+                .join(format!("{INGEST_PREFIX}{}", random_hex(12)));
+            let file = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&path)
+                .at("create", &path)?;
+            if !try_flock(&file, LockMode::Exclusive).at("lock", &path)? {
+                continue;
+            }
+            // A prune may have taken the file between its creation and the
+            // lock; then the name is gone or names another file.
+            let ours = file.metadata().at("stat", &path)?.ino();
+            match fs::metadata(&path) {
+                Ok(m) if m.ino() == ours => {}
+                _ => continue,
+            }
+            return Ok(BlobWriter {
+                file,
+                path,
+                hasher: Sha256::new(),
+                written: 0,
+                committed: false,
+            });
+        }
+    }
+
+    /// Appends bytes.
+    pub fn write(&mut self, bytes: &[u8]) -> MicrosandboxResult<()> {
+        self.hasher.update(bytes);
+        self.written += bytes.len() as u64;
+        self.file.write_all(bytes).at("write", &self.path)
+    }
+
+    /// Bytes written so far.
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+
+    /// Fsyncs, then checks the size and the digest.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::DigestMismatch`] naming `what` when either differs.
+    pub fn finish(
+        mut self,
+        expected: &Digest,
+        expected_size: u64,
+        what: &str,
+    ) -> MicrosandboxResult<VerifiedBlob> {
+        self.file.sync_all().at("fsync", &self.path)?;
+        if self.written != expected_size {
+            return Err(MicrosandboxError::new(
+                ErrorKind::DigestMismatch,
+                format!(
+                    "{what}: size mismatch for {expected}: expected {expected_size} bytes, got {}",
+                    self.written
+                ),
+            ));
+        }
+        let hasher = std::mem::take(&mut self.hasher);
+        let digest = Digest::from_hasher(hasher);
+        if &digest != expected {
+            return Err(MicrosandboxError::new(
+                ErrorKind::DigestMismatch,
+                format!("{what}: digest mismatch: expected {expected}, content hashes to {digest}"),
+            ));
+        }
+        Ok(VerifiedBlob {
+            writer: self,
+            digest,
+        })
+    }
+}
+
+impl Drop for BlobWriter {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = fs::remove_file(&self.path);
+        }
+    }
+}
+
+impl VerifiedBlob {
+    /// The verified digest.
+    pub fn digest(&self) -> &Digest {
+        &self.digest
+    }
+
+    /// Renames the file into `blobs/sha256/`. The caller holds the exclusive
+    /// cache lock and fsyncs the blobs directory once after a batch.
+    /// Returns false when the blob was there already (the temporary goes).
+    pub fn commit(mut self, layout: &Layout) -> MicrosandboxResult<bool> {
+        let target = layout.blob_path(&self.digest);
+        if target.is_file() {
+            return Ok(false);
+        }
+        fs::rename(&self.writer.path, &target).at("commit blob to", &target)?;
+        self.writer.committed = true;
+        Ok(true)
+    }
+}
+
+/// Streams `reader` into a new temporary and verifies it against `expected`.
+/// Reads at most one byte past the announced size, so a source that lies
+/// about its size costs no more than the size it announced.
+///
+/// # Errors
+///
+/// [`ErrorKind::DigestMismatch`] when size or digest differ; `read_error`
+/// turns a read failure of the source into the caller's kind of error.
+pub fn copy_verified(
+    layout: &Layout,
+    reader: impl Read,
+    expected: &Digest,
+    expected_size: u64,
+    what: &str,
+    read_error: impl Fn(io::Error) -> MicrosandboxError,
+) -> MicrosandboxResult<VerifiedBlob> {
+    let mut writer = BlobWriter::create(layout)?;
+    let mut reader = reader.take(expected_size.saturating_add(1));
+    let mut buf = vec![0u8; CHUNK];
+    loop {
+        let n = match reader.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(read_error(e)),
+        };
+        writer.write(&buf[..n])?;
+    }
+    writer.finish(expected, expected_size, what)
+}
+
+/// Whether a file in `tmp/` belongs to no live writer: its lock can be taken.
+/// The lock is held by the returned file until it is dropped.
+pub fn stale_tmp_file(path: &Path) -> io::Result<Option<File>> {
+    let file = File::open(path)?;
+    Ok(if try_flock(&file, LockMode::Exclusive)? {
+        Some(file)
+    } else {
+        None
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn layout() -> (tempfile::TempDir, Layout) {
+        let home = tempfile::tempdir().unwrap();
+        let layout = Layout::new(home.path(), Duration::from_secs(1));
+        layout.ensure().unwrap();
+        (home, layout)
+    }
+
+    fn tmp_count(layout: &Layout) -> usize {
+        fs::read_dir(layout.tmp_dir()).unwrap().count()
+    }
+
+    #[test]
+    fn a_verified_blob_commits_under_its_digest() {
+        let (_home, layout) = layout();
+        let data = b"hello blob".repeat(1000);
+        let digest = Digest::of(&data);
+        let blob = copy_verified(&layout, &data[..], &digest, data.len() as u64, "t", |e| {
+            MicrosandboxError::io("read", Path::new("src"), e)
+        })
+        .unwrap();
+        assert!(blob.commit(&layout).unwrap());
+        assert_eq!(fs::read(layout.blob_path(&digest)).unwrap(), data);
+        assert_eq!(tmp_count(&layout), 0);
+    }
+
+    #[test]
+    fn mismatches_are_refused_and_leave_nothing() {
+        let (_home, layout) = layout();
+        let data = b"content";
+        let wrong = Digest::of(b"other");
+        let err = copy_verified(&layout, &data[..], &wrong, 7, "layer x", |e| {
+            MicrosandboxError::io("read", Path::new("src"), e)
+        })
+        .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::DigestMismatch);
+        assert!(err.to_string().contains("layer x"), "{err}");
+        let right = Digest::of(data);
+        let err = copy_verified(&layout, &data[..], &right, 3, "short", |e| {
+            MicrosandboxError::io("read", Path::new("src"), e)
+        })
+        .unwrap_err();
+        assert!(err.to_string().contains("size mismatch"), "{err}");
+        assert_eq!(tmp_count(&layout), 0);
+        assert!(!layout.has_blob(&right));
+        assert!(!layout.has_blob(&wrong));
+    }
+
+    #[test]
+    fn a_live_writer_is_not_stale_and_a_dead_one_is() {
+        let (_home, layout) = layout();
+        let writer = BlobWriter::create(&layout).unwrap();
+        let path = writer.path.clone();
+        assert!(stale_tmp_file(&path).unwrap().is_none());
+        // A crashed writer: the file stays, its lock is gone.
+        let mut w = writer;
+        w.committed = true; // keeps the file on drop, as a crash would
+        drop(w);
+        assert!(path.exists());
+        assert!(stale_tmp_file(&path).unwrap().is_some());
+    }
+}
