@@ -56,7 +56,7 @@ impl Catalog {
                 handle,
             });
         }
-        entries.sort_by(|a, b| b.handle.created_at.cmp(&a.handle.created_at));
+        entries.sort_by_key(|e| std::cmp::Reverse(e.handle.created_at));
         let by_name = entries
             .iter()
             .enumerate()

@@ -1,0 +1,137 @@
+//! Arguments from JS, checked by hand: a value of the wrong type becomes an
+//! `InvalidArgument` error instead of napi-rs's own conversion error.
+
+use microsandbox::MicrosandboxError;
+use napi::bindgen_prelude::{ClassInstance, FromNapiValue, MaybeTypeTag, Object, Unknown};
+use napi::{JsValue, ValueType};
+
+type ArgResult<T> = Result<T, MicrosandboxError>;
+
+fn invalid(message: String) -> MicrosandboxError {
+    MicrosandboxError::new(microsandbox::ErrorKind::InvalidArgument, message)
+}
+
+fn type_of(v: &Unknown) -> ValueType {
+    v.get_type().unwrap_or(ValueType::Unknown)
+}
+
+fn type_name(t: ValueType) -> &'static str {
+    match t {
+        ValueType::Undefined => "undefined",
+        ValueType::Null => "null",
+        ValueType::Boolean => "a boolean",
+        ValueType::Number => "a number",
+        ValueType::String => "a string",
+        ValueType::Symbol => "a symbol",
+        ValueType::Object => "an object",
+        ValueType::Function => "a function",
+        ValueType::External => "an external",
+        ValueType::BigInt => "a bigint",
+        _ => "an unknown value",
+    }
+}
+
+fn absent(v: &Option<Unknown>) -> bool {
+    match v {
+        None => true,
+        Some(v) => matches!(type_of(v), ValueType::Undefined | ValueType::Null),
+    }
+}
+
+/// A required string.
+pub fn string(v: Option<Unknown>, name: &str) -> ArgResult<String> {
+    match v {
+        Some(v) if type_of(&v) == ValueType::String => {
+            // SAFETY: the value was checked to be a string.
+            unsafe { v.cast::<String>() }.map_err(|e| invalid(format!("{name}: {e}")))
+        }
+        Some(v) => Err(invalid(format!(
+            "{name} must be a string, got {}",
+            type_name(type_of(&v))
+        ))),
+        None => Err(invalid(format!("{name} must be a string, got undefined"))),
+    }
+}
+
+/// An options object, absent if undefined or null.
+pub fn options<'a>(v: Option<Unknown<'a>>, name: &str) -> ArgResult<Option<Object<'a>>> {
+    if absent(&v) {
+        return Ok(None);
+    }
+    let v = v.expect("checked above");
+    if type_of(&v) != ValueType::Object {
+        return Err(invalid(format!(
+            "{name} must be an object, got {}",
+            type_name(type_of(&v))
+        )));
+    }
+    // SAFETY: the value was checked to be an object.
+    unsafe { v.cast::<Object>() }
+        .map(Some)
+        .map_err(|e| invalid(format!("{name}: {e}")))
+}
+
+fn field<'a>(obj: &Option<Object<'a>>, key: &str) -> ArgResult<Option<Unknown<'a>>> {
+    let Some(obj) = obj else { return Ok(None) };
+    let v: Option<Unknown> = obj.get(key).map_err(|e| invalid(format!("{key}: {e}")))?;
+    Ok(if absent(&v) { None } else { v })
+}
+
+/// An optional string field.
+pub fn opt_string(obj: &Option<Object>, key: &str) -> ArgResult<Option<String>> {
+    field(obj, key)?.map(|v| string(Some(v), key)).transpose()
+}
+
+/// An optional boolean field.
+pub fn opt_bool(obj: &Option<Object>, key: &str) -> ArgResult<Option<bool>> {
+    match field(obj, key)? {
+        None => Ok(None),
+        Some(v) if type_of(&v) == ValueType::Boolean => {
+            // SAFETY: checked to be a boolean.
+            unsafe { v.cast::<bool>() }
+                .map(Some)
+                .map_err(|e| invalid(format!("{key}: {e}")))
+        }
+        Some(v) => Err(invalid(format!(
+            "{key} must be a boolean, got {}",
+            type_name(type_of(&v))
+        ))),
+    }
+}
+
+/// An optional finite, non-negative number field.
+pub fn opt_number(obj: &Option<Object>, key: &str) -> ArgResult<Option<f64>> {
+    match field(obj, key)? {
+        None => Ok(None),
+        Some(v) if type_of(&v) == ValueType::Number => {
+            // SAFETY: checked to be a number.
+            let n = unsafe { v.cast::<f64>() }.map_err(|e| invalid(format!("{key}: {e}")))?;
+            if n.is_finite() && n >= 0.0 {
+                Ok(Some(n))
+            } else {
+                Err(invalid(format!(
+                    "{key} must be a finite number >= 0, got {n}"
+                )))
+            }
+        }
+        Some(v) => Err(invalid(format!(
+            "{key} must be a number, got {}",
+            type_name(type_of(&v))
+        ))),
+    }
+}
+
+/// Reads a value of a napi class (a `LocalBackend`), or `InvalidArgument`.
+pub fn instance<'a, T: 'static + MaybeTypeTag>(
+    v: Option<Unknown<'a>>,
+    name: &str,
+    class: &str,
+) -> ArgResult<ClassInstance<'a, T>> {
+    let wrong = || invalid(format!("{name} must be a {class}"));
+    let v = v.ok_or_else(wrong)?;
+    if type_of(&v) != ValueType::Object {
+        return Err(wrong());
+    }
+    // SAFETY: `from_napi_value` checks that the object wraps a `T`.
+    unsafe { ClassInstance::<T>::from_napi_value(v.value().env, v.raw()) }.map_err(|_| wrong())
+}

@@ -1,0 +1,325 @@
+//! The `Image` class: static async methods on the default home, and
+//! `*Local` twins that take a `LocalBackend` first. Each one checks its
+//! arguments, then runs one blocking core operation as a [`CoreTask`].
+
+use std::time::Duration;
+
+use microsandbox as core;
+use microsandbox::{MicrosandboxError, MicrosandboxResult};
+use napi::bindgen_prelude::{AsyncTask, ToNapiValue, TypeName, Unknown};
+use napi_derive::napi;
+
+use crate::args;
+use crate::backend::LocalBackend;
+use crate::task::CoreTask;
+use crate::types::{ImageDetail, ImageHandle, ImageLease, ImagePruneReport};
+
+type Backend = MicrosandboxResult<core::LocalBackend>;
+
+fn ambient() -> Backend {
+    core::backend::default_backend()
+}
+
+fn local(v: Unknown) -> Backend {
+    args::instance::<LocalBackend>(Some(v), "backend", "LocalBackend").map(|b| b.inner.clone())
+}
+
+/// Checks arguments with `prepare`, then runs what it returns off the JS thread.
+fn spawn<J, F>(
+    backend: Backend,
+    prepare: impl FnOnce(core::LocalBackend) -> MicrosandboxResult<F>,
+) -> AsyncTask<CoreTask<J>>
+where
+    J: ToNapiValue + TypeName + Send + 'static,
+    F: FnOnce() -> MicrosandboxResult<J> + Send + 'static,
+{
+    let task = match backend.and_then(prepare) {
+        Ok(op) => CoreTask::new(op),
+        Err(e) => CoreTask::fail(e),
+    };
+    AsyncTask::new(task)
+}
+
+fn handles(v: Vec<core::ImageHandle>) -> Vec<ImageHandle> {
+    v.into_iter().map(ImageHandle::from).collect()
+}
+
+fn get_with(b: Backend, reference: Unknown) -> AsyncTask<CoreTask<ImageHandle>> {
+    spawn(b, |b| {
+        let r = args::string(Some(reference), "reference")?;
+        Ok(move || b.get_image(&r).map(ImageHandle::from))
+    })
+}
+
+fn list_with(b: Backend) -> AsyncTask<CoreTask<Vec<ImageHandle>>> {
+    spawn(b, |b| Ok(move || b.list_images().map(handles)))
+}
+
+fn inspect_with(b: Backend, reference: Unknown) -> AsyncTask<CoreTask<ImageDetail>> {
+    spawn(b, |b| {
+        let r = args::string(Some(reference), "reference")?;
+        Ok(move || b.inspect_image(&r).map(ImageDetail::from))
+    })
+}
+
+fn remove_with(b: Backend, reference: Unknown, options: Unknown) -> AsyncTask<CoreTask<()>> {
+    spawn(b, |b| {
+        let r = args::string(Some(reference), "reference")?;
+        let opts = args::options(Some(options), "options")?;
+        let force = args::opt_bool(&opts, "force")?.unwrap_or(false);
+        Ok(move || b.remove_image(&r, force))
+    })
+}
+
+fn prune_with(b: Backend) -> AsyncTask<CoreTask<ImagePruneReport>> {
+    spawn(b, |b| {
+        Ok(move || b.prune_images().map(ImagePruneReport::from))
+    })
+}
+
+fn load_with(b: Backend, path: Unknown, options: Unknown) -> AsyncTask<CoreTask<Vec<ImageHandle>>> {
+    spawn(b, |b| {
+        let path = args::string(Some(path), "path")?;
+        let opts = args::options(Some(options), "options")?;
+        let platform = args::opt_string(&opts, "platform")?
+            .map(|p| core::platform::parse(&p))
+            .transpose()?;
+        let options = core::LoadOptions { platform };
+        Ok(move || b.load_images(path.as_ref(), &options).map(handles))
+    })
+}
+
+fn lease_kind(kind: Option<String>) -> MicrosandboxResult<Option<core::LeaseKind>> {
+    match kind.as_deref() {
+        None => Ok(None),
+        Some("sandbox") => Ok(Some(core::LeaseKind::Sandbox)),
+        Some("snapshot") => Ok(Some(core::LeaseKind::Snapshot)),
+        Some(other) => Err(MicrosandboxError::new(
+            core::ErrorKind::InvalidArgument,
+            format!("kind must be 'sandbox' or 'snapshot', got {other:?}"),
+        )),
+    }
+}
+
+fn acquire_with(
+    b: Backend,
+    reference: Unknown,
+    options: Unknown,
+) -> AsyncTask<CoreTask<ImageLease>> {
+    spawn(b, |b| {
+        let r = args::string(Some(reference), "reference")?;
+        let opts = args::options(Some(options), "options")?;
+        let options = core::LeaseOptions {
+            id: args::opt_string(&opts, "id")?,
+            kind: lease_kind(args::opt_string(&opts, "kind")?)?,
+            expires_in: args::opt_number(&opts, "expiresInSeconds")?.map(Duration::from_secs_f64),
+        };
+        Ok(move || {
+            b.acquire_lease(&r, &options)
+                .map(|l| ImageLease::new(l, b.clone()))
+        })
+    })
+}
+
+fn release_with(b: Backend, id: Unknown) -> AsyncTask<CoreTask<bool>> {
+    spawn(b, |b| {
+        let id = args::string(Some(id), "id")?;
+        Ok(move || b.release_lease(&id))
+    })
+}
+
+fn leases_with(b: Backend) -> AsyncTask<CoreTask<Vec<ImageLease>>> {
+    spawn(b, |b| {
+        Ok(move || {
+            b.list_leases().map(|v| {
+                v.into_iter()
+                    .map(|l| ImageLease::new(l, b.clone()))
+                    .collect()
+            })
+        })
+    })
+}
+
+/// The image cache. Every method is static and async; the plain ones use
+/// the default home (`MSB_HOME` at call time, else `~/.microsandbox`), the
+/// `*Local` ones the `LocalBackend` given first. Rejections are `Error`s
+/// with a stable `code` (see `ErrorCode`).
+#[napi]
+pub struct Image {}
+
+#[napi]
+impl Image {
+    /// The handle of a cached reference (any equivalent form: `python`,
+    /// `python:latest`, `docker.io/library/python:latest`).
+    /// Rejects `ImageNotFound`, `InvalidReference`.
+    #[napi(
+        ts_args_type = "reference: string",
+        ts_return_type = "Promise<ImageHandle>"
+    )]
+    pub fn get(reference: Unknown) -> AsyncTask<CoreTask<ImageHandle>> {
+        get_with(ambient(), reference)
+    }
+
+    /// `Image.get` on a given backend.
+    #[napi(
+        ts_args_type = "backend: LocalBackend, reference: string",
+        ts_return_type = "Promise<ImageHandle>"
+    )]
+    pub fn get_local(backend: Unknown, reference: Unknown) -> AsyncTask<CoreTask<ImageHandle>> {
+        get_with(local(backend), reference)
+    }
+
+    /// Every cached reference, newest first. Reads `index.json` only.
+    #[napi(ts_return_type = "Promise<Array<ImageHandle>>")]
+    pub fn list() -> AsyncTask<CoreTask<Vec<ImageHandle>>> {
+        list_with(ambient())
+    }
+
+    /// `Image.list` on a given backend.
+    #[napi(
+        ts_args_type = "backend: LocalBackend",
+        ts_return_type = "Promise<Array<ImageHandle>>"
+    )]
+    pub fn list_local(backend: Unknown) -> AsyncTask<CoreTask<Vec<ImageHandle>>> {
+        list_with(local(backend))
+    }
+
+    /// The handle, config and layers of a cached reference.
+    #[napi(
+        ts_args_type = "reference: string",
+        ts_return_type = "Promise<ImageDetail>"
+    )]
+    pub fn inspect(reference: Unknown) -> AsyncTask<CoreTask<ImageDetail>> {
+        inspect_with(ambient(), reference)
+    }
+
+    /// `Image.inspect` on a given backend.
+    #[napi(
+        ts_args_type = "backend: LocalBackend, reference: string",
+        ts_return_type = "Promise<ImageDetail>"
+    )]
+    pub fn inspect_local(backend: Unknown, reference: Unknown) -> AsyncTask<CoreTask<ImageDetail>> {
+        inspect_with(local(backend), reference)
+    }
+
+    /// Removes a reference. Without `force`, rejects `ImageInUse` (naming
+    /// the holders) while a lease pins the image and no other reference
+    /// keeps it; with `force` the reference goes and the content stays
+    /// until the lease ends. Disk space comes back with `Image.prune()`.
+    #[napi(
+        ts_args_type = "reference: string, options?: { force?: boolean }",
+        ts_return_type = "Promise<void>"
+    )]
+    pub fn remove(reference: Unknown, options: Unknown) -> AsyncTask<CoreTask<()>> {
+        remove_with(ambient(), reference, options)
+    }
+
+    /// `Image.remove` on a given backend.
+    #[napi(
+        ts_args_type = "backend: LocalBackend, reference: string, options?: { force?: boolean }",
+        ts_return_type = "Promise<void>"
+    )]
+    pub fn remove_local(
+        backend: Unknown,
+        reference: Unknown,
+        options: Unknown,
+    ) -> AsyncTask<CoreTask<()>> {
+        remove_with(local(backend), reference, options)
+    }
+
+    /// Removes every reference no lease pins, then every blob nothing kept
+    /// needs, stale temporary files and expired leases.
+    #[napi(ts_return_type = "Promise<ImagePruneReport>")]
+    pub fn prune() -> AsyncTask<CoreTask<ImagePruneReport>> {
+        prune_with(ambient())
+    }
+
+    /// `Image.prune` on a given backend.
+    #[napi(
+        ts_args_type = "backend: LocalBackend",
+        ts_return_type = "Promise<ImagePruneReport>"
+    )]
+    pub fn prune_local(backend: Unknown) -> AsyncTask<CoreTask<ImagePruneReport>> {
+        prune_with(local(backend))
+    }
+
+    /// Loads every named image of an OCI image layout directory (as
+    /// `skopeo copy ... oci:DIR:TAG` or umoci write it), verifying every
+    /// blob. Indexes resolve to the host platform, or `platform`
+    /// (`linux/arm64`). Rejects `InvalidArchive`, `DigestMismatch`,
+    /// `PlatformNotFound`; the cache is unchanged on any error.
+    #[napi(
+        ts_args_type = "path: string, options?: { platform?: string }",
+        ts_return_type = "Promise<Array<ImageHandle>>"
+    )]
+    pub fn load(path: Unknown, options: Unknown) -> AsyncTask<CoreTask<Vec<ImageHandle>>> {
+        load_with(ambient(), path, options)
+    }
+
+    /// `Image.load` on a given backend.
+    #[napi(
+        ts_args_type = "backend: LocalBackend, path: string, options?: { platform?: string }",
+        ts_return_type = "Promise<Array<ImageHandle>>"
+    )]
+    pub fn load_local(
+        backend: Unknown,
+        path: Unknown,
+        options: Unknown,
+    ) -> AsyncTask<CoreTask<Vec<ImageHandle>>> {
+        load_with(local(backend), path, options)
+    }
+
+    /// Pins the image a reference names (its manifest digest, not the
+    /// name) and marks it used. `id` defaults to a random one; `kind` to
+    /// `'sandbox'`; without `expiresInSeconds` it lasts until released.
+    #[napi(
+        ts_args_type = "reference: string, options?: { id?: string; kind?: 'sandbox' | 'snapshot'; expiresInSeconds?: number }",
+        ts_return_type = "Promise<ImageLease>"
+    )]
+    pub fn acquire(reference: Unknown, options: Unknown) -> AsyncTask<CoreTask<ImageLease>> {
+        acquire_with(ambient(), reference, options)
+    }
+
+    /// `Image.acquire` on a given backend.
+    #[napi(
+        ts_args_type = "backend: LocalBackend, reference: string, options?: { id?: string; kind?: 'sandbox' | 'snapshot'; expiresInSeconds?: number }",
+        ts_return_type = "Promise<ImageLease>"
+    )]
+    pub fn acquire_local(
+        backend: Unknown,
+        reference: Unknown,
+        options: Unknown,
+    ) -> AsyncTask<CoreTask<ImageLease>> {
+        acquire_with(local(backend), reference, options)
+    }
+
+    /// Ends a lease; resolves false when there was none of that id.
+    #[napi(ts_args_type = "id: string", ts_return_type = "Promise<boolean>")]
+    pub fn release(id: Unknown) -> AsyncTask<CoreTask<bool>> {
+        release_with(ambient(), id)
+    }
+
+    /// `Image.release` on a given backend.
+    #[napi(
+        ts_args_type = "backend: LocalBackend, id: string",
+        ts_return_type = "Promise<boolean>"
+    )]
+    pub fn release_local(backend: Unknown, id: Unknown) -> AsyncTask<CoreTask<bool>> {
+        release_with(local(backend), id)
+    }
+
+    /// The unexpired leases, oldest first.
+    #[napi(ts_return_type = "Promise<Array<ImageLease>>")]
+    pub fn leases() -> AsyncTask<CoreTask<Vec<ImageLease>>> {
+        leases_with(ambient())
+    }
+
+    /// `Image.leases` on a given backend.
+    #[napi(
+        ts_args_type = "backend: LocalBackend",
+        ts_return_type = "Promise<Array<ImageLease>>"
+    )]
+    pub fn leases_local(backend: Unknown) -> AsyncTask<CoreTask<Vec<ImageLease>>> {
+        leases_with(local(backend))
+    }
+}

@@ -1,0 +1,358 @@
+//! JS shapes of the core's values: the `ImageHandle` and `ImageLease`
+//! classes and the plain camelCase objects. Absent values are `null`,
+//! times are `Date`, sizes are `number`.
+
+use std::collections::HashMap;
+use std::time::SystemTime;
+
+use chrono::{DateTime, Utc};
+use microsandbox as core;
+use napi::bindgen_prelude::AsyncTask;
+use napi_derive::napi;
+
+use crate::task::CoreTask;
+
+fn date(t: SystemTime) -> DateTime<Utc> {
+    DateTime::<Utc>::from(t)
+}
+
+fn num(n: u64) -> f64 {
+    n as f64
+}
+
+/// The stable `code` of every error this package rejects or throws with.
+#[napi(string_enum)]
+pub enum ErrorCode {
+    /// No cached reference matches.
+    ImageNotFound,
+    /// An unexpired lease pins the image.
+    ImageInUse,
+    /// The reference is outside the Docker reference grammar.
+    InvalidReference,
+    /// An image source is malformed or hostile.
+    InvalidArchive,
+    /// Content did not hash to its announced digest.
+    DigestMismatch,
+    /// The cache on disk breaks an invariant.
+    CorruptCache,
+    /// No manifest of an index matches the requested platform.
+    PlatformNotFound,
+    /// The cache lock could not be taken in time.
+    Busy,
+    /// A valid request this version does not handle.
+    Unsupported,
+    /// The operating system refused a read or a write.
+    Io,
+    /// A registry refused the credentials.
+    Unauthorized,
+    /// A registry answered with an error.
+    RegistryError,
+    /// An argument of the wrong type or out of range.
+    InvalidArgument,
+}
+
+/// One cached reference. Reading it opens no blob.
+#[napi]
+pub struct ImageHandle {
+    inner: core::ImageHandle,
+}
+
+impl From<core::ImageHandle> for ImageHandle {
+    fn from(inner: core::ImageHandle) -> Self {
+        ImageHandle { inner }
+    }
+}
+
+/// The plain-object form of an `ImageHandle` (what `JSON.stringify` writes).
+#[napi(object, use_nullable = true)]
+pub struct ImageHandleJson {
+    pub reference: String,
+    pub size_bytes: f64,
+    pub manifest_digest: String,
+    pub architecture: Option<String>,
+    pub os: Option<String>,
+    pub layer_count: u32,
+    pub last_used_at: Option<DateTime<Utc>>,
+    pub created_at: Option<DateTime<Utc>>,
+}
+
+#[napi]
+impl ImageHandle {
+    /// The familiar reference: `python:3.12`, `ghcr.io/org/app:1`.
+    #[napi(getter)]
+    pub fn reference(&self) -> String {
+        self.inner.reference().to_owned()
+    }
+
+    /// Manifest, config and layer bytes as stored (shared layers count in each image).
+    #[napi(getter)]
+    pub fn size_bytes(&self) -> f64 {
+        num(self.inner.size_bytes())
+    }
+
+    /// `sha256:...` of the platform manifest.
+    #[napi(getter)]
+    pub fn manifest_digest(&self) -> String {
+        self.inner.manifest_digest().to_owned()
+    }
+
+    /// CPU architecture (`amd64`).
+    #[napi(getter)]
+    pub fn architecture(&self) -> Option<String> {
+        self.inner.architecture().map(str::to_owned)
+    }
+
+    /// Operating system (`linux`).
+    #[napi(getter)]
+    pub fn os(&self) -> Option<String> {
+        self.inner.os().map(str::to_owned)
+    }
+
+    /// How many layers.
+    #[napi(getter)]
+    pub fn layer_count(&self) -> u32 {
+        self.inner.layer_count()
+    }
+
+    /// When a lease last took the image; `null` if never.
+    #[napi(getter)]
+    pub fn last_used_at(&self) -> Option<DateTime<Utc>> {
+        self.inner.last_used_at().map(date)
+    }
+
+    /// When the reference entered the cache.
+    #[napi(getter)]
+    pub fn created_at(&self) -> Option<DateTime<Utc>> {
+        self.inner.created_at().map(date)
+    }
+
+    /// A plain object with the same fields.
+    #[napi(js_name = "toJSON")]
+    pub fn to_json(&self) -> ImageHandleJson {
+        let h = &self.inner;
+        ImageHandleJson {
+            reference: h.reference().to_owned(),
+            size_bytes: num(h.size_bytes()),
+            manifest_digest: h.manifest_digest().to_owned(),
+            architecture: h.architecture().map(str::to_owned),
+            os: h.os().map(str::to_owned),
+            layer_count: h.layer_count(),
+            last_used_at: h.last_used_at().map(date),
+            created_at: h.created_at().map(date),
+        }
+    }
+}
+
+/// The runtime part of an image config.
+#[napi(object, use_nullable = true)]
+pub struct ImageConfigDetail {
+    /// Digest of the config blob.
+    pub digest: String,
+    /// `KEY=value` strings.
+    pub env: Vec<String>,
+    pub cmd: Option<Vec<String>>,
+    pub entrypoint: Option<Vec<String>>,
+    pub working_dir: Option<String>,
+    pub user: Option<String>,
+    pub labels: HashMap<String, String>,
+    /// The signal that stops the container (`SIGTERM`).
+    pub stop_signal: Option<String>,
+}
+
+/// One layer; `position` 0 is the bottom.
+#[napi(object, use_nullable = true)]
+pub struct ImageLayerDetail {
+    /// Digest of the uncompressed layer (`rootfs.diff_ids`).
+    pub diff_id: String,
+    /// Digest of the blob as stored.
+    pub blob_digest: String,
+    pub media_type: String,
+    pub compressed_size_bytes: f64,
+    /// Size of the materialized EROFS image; `null` in an OCI-only cache.
+    pub erofs_size_bytes: Option<f64>,
+    pub position: u32,
+}
+
+/// An image with its config and layers.
+#[napi(object, use_nullable = true)]
+pub struct ImageDetail {
+    pub handle: ImageHandleJson,
+    pub config: ImageConfigDetail,
+    pub layers: Vec<ImageLayerDetail>,
+}
+
+impl From<core::ImageDetail> for ImageDetail {
+    fn from(d: core::ImageDetail) -> Self {
+        let c = d.config;
+        ImageDetail {
+            handle: ImageHandle::from(d.handle).to_json(),
+            config: ImageConfigDetail {
+                digest: c.digest,
+                env: c.env,
+                cmd: c.cmd,
+                entrypoint: c.entrypoint,
+                working_dir: c.working_dir,
+                user: c.user,
+                labels: c.labels.into_iter().collect(),
+                stop_signal: c.stop_signal,
+            },
+            layers: d
+                .layers
+                .into_iter()
+                .map(|l| ImageLayerDetail {
+                    diff_id: l.diff_id,
+                    blob_digest: l.blob_digest,
+                    media_type: l.media_type,
+                    compressed_size_bytes: num(l.compressed_size_bytes),
+                    erofs_size_bytes: l.erofs_size_bytes.map(num),
+                    position: l.position,
+                })
+                .collect(),
+        }
+    }
+}
+
+/// What prune removed.
+#[napi(object)]
+pub struct ImagePruneReport {
+    /// References taken out of the index.
+    pub image_refs_removed: f64,
+    /// Manifest and index blobs deleted.
+    pub manifests_removed: f64,
+    /// Layer blobs deleted.
+    pub layers_removed: f64,
+    /// EROFS metadata deleted (none in an OCI-only cache).
+    pub fsmeta_removed: f64,
+    /// VMDK descriptors deleted (none in an OCI-only cache).
+    pub vmdk_removed: f64,
+    /// Bytes of the files actually deleted.
+    pub bytes_reclaimed: f64,
+    /// Config blobs deleted.
+    pub configs_removed: f64,
+    /// Stale temporaries of dead writers deleted.
+    pub tmp_files_removed: f64,
+    /// Expired lease files deleted.
+    pub expired_leases_removed: f64,
+}
+
+impl From<core::ImagePruneReport> for ImagePruneReport {
+    fn from(r: core::ImagePruneReport) -> Self {
+        ImagePruneReport {
+            image_refs_removed: num(r.image_refs_removed),
+            manifests_removed: num(r.manifests_removed),
+            layers_removed: num(r.layers_removed),
+            fsmeta_removed: num(r.fsmeta_removed),
+            vmdk_removed: num(r.vmdk_removed),
+            bytes_reclaimed: num(r.bytes_reclaimed),
+            configs_removed: num(r.configs_removed),
+            tmp_files_removed: num(r.tmp_files_removed),
+            expired_leases_removed: num(r.expired_leases_removed),
+        }
+    }
+}
+
+/// What holds a lease.
+#[napi(string_enum = "lowercase")]
+pub enum LeaseKind {
+    Sandbox,
+    Snapshot,
+    Ingest,
+}
+
+impl From<core::LeaseKind> for LeaseKind {
+    fn from(k: core::LeaseKind) -> Self {
+        match k {
+            core::LeaseKind::Sandbox => LeaseKind::Sandbox,
+            core::LeaseKind::Snapshot => LeaseKind::Snapshot,
+            core::LeaseKind::Ingest => LeaseKind::Ingest,
+        }
+    }
+}
+
+/// A pin on an image's manifest, held until released or expired.
+#[napi]
+pub struct ImageLease {
+    inner: core::ImageLease,
+    backend: core::LocalBackend,
+}
+
+impl ImageLease {
+    pub fn new(inner: core::ImageLease, backend: core::LocalBackend) -> Self {
+        ImageLease { inner, backend }
+    }
+}
+
+/// The plain-object form of an `ImageLease`.
+#[napi(object, use_nullable = true)]
+pub struct ImageLeaseJson {
+    pub id: String,
+    pub kind: LeaseKind,
+    pub reference: Option<String>,
+    pub manifest_digest: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+#[napi]
+impl ImageLease {
+    /// The lease id.
+    #[napi(getter)]
+    pub fn id(&self) -> String {
+        self.inner.id.clone()
+    }
+
+    /// Who holds it.
+    #[napi(getter)]
+    pub fn kind(&self) -> LeaseKind {
+        self.inner.kind.into()
+    }
+
+    /// The reference it was taken through.
+    #[napi(getter)]
+    pub fn reference(&self) -> Option<String> {
+        self.inner.reference.clone()
+    }
+
+    /// The pinned manifest.
+    #[napi(getter)]
+    pub fn manifest_digest(&self) -> Option<String> {
+        self.inner.manifest_digest.clone()
+    }
+
+    /// When it was taken.
+    #[napi(getter)]
+    pub fn created_at(&self) -> DateTime<Utc> {
+        date(self.inner.created_at)
+    }
+
+    /// When it ends; `null` until released.
+    #[napi(getter)]
+    pub fn expires_at(&self) -> Option<DateTime<Utc>> {
+        self.inner.expires_at.map(date)
+    }
+
+    /// Ends the lease; resolves false if it had already ended.
+    #[napi(ts_return_type = "Promise<boolean>")]
+    pub fn release(&self) -> AsyncTask<CoreTask<bool>> {
+        let backend = self.backend.clone();
+        let id = self.inner.id.clone();
+        AsyncTask::new(CoreTask::new(move || backend.release_lease(&id)))
+    }
+
+    /// A plain object with the same fields.
+    #[napi(js_name = "toJSON")]
+    pub fn to_json(&self) -> ImageLeaseJson {
+        lease_json(&self.inner)
+    }
+}
+
+pub fn lease_json(l: &core::ImageLease) -> ImageLeaseJson {
+    ImageLeaseJson {
+        id: l.id.clone(),
+        kind: l.kind.into(),
+        reference: l.reference.clone(),
+        manifest_digest: l.manifest_digest.clone(),
+        created_at: date(l.created_at),
+        expires_at: l.expires_at.map(date),
+    }
+}
