@@ -1,0 +1,591 @@
+//! The cache end to end on real images made by umoci and skopeo.
+
+mod common;
+
+use std::fs;
+use std::time::Duration;
+
+use common::*;
+use microsandbox::lock::{lock_file, LockMode};
+use microsandbox::{ErrorKind, Image, LeaseKind, LeaseOptions, LoadOptions};
+
+#[test]
+fn inspect_agrees_field_by_field_with_skopeo() {
+    let h = home();
+    let loaded = h.load("rich");
+    assert_eq!(loaded.len(), 1);
+    assert_eq!(loaded[0].reference(), "rich:latest");
+    let detail = h.backend.inspect_image("rich").unwrap();
+    let cfg: serde_json::Value =
+        serde_json::from_slice(&fs::read(fixtures().join("rich.config.json")).unwrap()).unwrap();
+    let c = &cfg["config"];
+    let strings = |v: &serde_json::Value| -> Vec<String> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s.as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(detail.config.env, strings(&c["Env"]));
+    assert_eq!(detail.config.cmd, Some(strings(&c["Cmd"])));
+    assert_eq!(detail.config.entrypoint, Some(strings(&c["Entrypoint"])));
+    assert_eq!(
+        detail.config.working_dir.as_deref(),
+        c["WorkingDir"].as_str()
+    );
+    assert_eq!(detail.config.user.as_deref(), c["User"].as_str());
+    assert_eq!(detail.config.stop_signal.as_deref(), Some("SIGQUIT"));
+    assert_eq!(
+        detail.config.stop_signal.as_deref(),
+        c["StopSignal"].as_str()
+    );
+    let labels: std::collections::BTreeMap<String, String> =
+        serde_json::from_value(c["Labels"].clone()).unwrap();
+    assert_eq!(detail.config.labels, labels);
+    let diff_ids = strings(&cfg["rootfs"]["diff_ids"]);
+    assert_eq!(detail.layers.len(), 3);
+    let exp = expected();
+    for (i, layer) in detail.layers.iter().enumerate() {
+        assert_eq!(layer.position as usize, i);
+        assert_eq!(layer.diff_id, diff_ids[i]);
+        assert_eq!(
+            layer.blob_digest,
+            exp["rich"]["layers"][i].as_str().unwrap()
+        );
+        assert_eq!(
+            layer.compressed_size_bytes,
+            exp["rich"]["layerSizes"][i].as_u64().unwrap()
+        );
+        assert_eq!(layer.erofs_size_bytes, None);
+    }
+    assert_eq!(
+        detail.config.digest,
+        exp["rich"]["configDigest"].as_str().unwrap()
+    );
+    let handle = &detail.handle;
+    assert_eq!(handle.manifest_digest(), digest_of("rich"));
+    assert_eq!(handle.size_bytes(), total_size("rich"));
+    assert_eq!(handle.layer_count(), 3);
+    assert_eq!(
+        (handle.os(), handle.architecture()),
+        (Some("linux"), Some("amd64"))
+    );
+    // skopeo's own view of the manifest agrees too.
+    let inspect: serde_json::Value =
+        serde_json::from_slice(&fs::read(fixtures().join("rich.inspect.json")).unwrap()).unwrap();
+    assert_eq!(
+        inspect["Digest"].as_str().unwrap(),
+        handle.manifest_digest()
+    );
+    h.assert_invariants();
+}
+
+#[test]
+fn every_equivalent_form_names_the_same_image() {
+    let h = home();
+    h.load("rich");
+    let digest = digest_of("rich");
+    for form in [
+        "rich".to_owned(),
+        "rich:latest".to_owned(),
+        "library/rich".to_owned(),
+        "docker.io/library/rich:latest".to_owned(),
+        "index.docker.io/library/rich".to_owned(),
+        format!("rich@{digest}"),
+    ] {
+        let handle = h
+            .backend
+            .get_image(&form)
+            .unwrap_or_else(|e| panic!("{form}: {e}"));
+        assert_eq!(handle.manifest_digest(), digest, "{form}");
+        assert_eq!(handle.reference(), "rich:latest");
+        assert_eq!(
+            handle.canonical_reference(),
+            "docker.io/library/rich:latest"
+        );
+    }
+    let other = format!("other@{digest}");
+    assert_eq!(
+        h.backend.get_image(&other).unwrap_err().kind(),
+        ErrorKind::ImageNotFound
+    );
+    let err = h.backend.get_image("rich:v2").unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::ImageNotFound);
+    assert_eq!(err.to_string(), "image not found: rich:v2");
+    assert_eq!(
+        h.backend.get_image("Rich").unwrap_err().kind(),
+        ErrorKind::InvalidReference
+    );
+}
+
+#[test]
+fn list_reads_index_json_alone_and_is_newest_first() {
+    let h = home();
+    h.load("rich");
+    std::thread::sleep(Duration::from_millis(5));
+    h.load("pair");
+    let list = h.backend.list_images().unwrap();
+    let refs: Vec<&str> = list.iter().map(|i| i.reference()).collect();
+    assert_eq!(refs.len(), 3);
+    assert_eq!(refs[2], "rich:latest", "{refs:?}");
+    assert!(list[0].created_at() >= list[1].created_at());
+    // With every blob unreadable, list still answers from index.json.
+    let blobs = h.oci().join("blobs");
+    let moved = h.dir.path().join("blobs-away");
+    fs::rename(&blobs, &moved).unwrap();
+    let again = h.backend.list_images().unwrap();
+    fs::rename(&moved, &blobs).unwrap();
+    assert_eq!(again, list);
+}
+
+#[test]
+fn reloading_changes_nothing_but_keeps_created_at() {
+    let h = home();
+    let first = h.load("pair");
+    let snapshot = h.snapshot();
+    let second = h.load("pair");
+    assert_eq!(first, second);
+    assert_eq!(h.snapshot(), snapshot);
+    assert!(h.tmp_names().is_empty());
+}
+
+#[test]
+fn platform_indexes_resolve_to_the_host_or_the_requested_platform() {
+    let h = home();
+    let amd = h.load("multiarch");
+    assert_eq!(amd[0].manifest_digest(), digest_of("multiarch/amd64"));
+    assert_eq!(amd[0].architecture(), Some("amd64"));
+    let h2 = home();
+    let arm = h2
+        .backend
+        .load_images(
+            &fixtures().join("multiarch"),
+            &LoadOptions {
+                platform: Some(microsandbox::platform::parse("linux/arm64").unwrap()),
+            },
+        )
+        .unwrap();
+    assert_eq!(arm[0].manifest_digest(), digest_of("multiarch/arm64"));
+    assert_eq!(arm[0].architecture(), Some("arm64"));
+    let err = h2
+        .backend
+        .load_images(
+            &fixtures().join("multiarch"),
+            &LoadOptions {
+                platform: Some(microsandbox::platform::parse("linux/s390x").unwrap()),
+            },
+        )
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::PlatformNotFound);
+    assert!(err.to_string().contains("linux/arm64"), "{err}");
+    // The attestation manifest is never taken, whatever is asked.
+    let att = expected()["multiarch/index"]["attestationManifestDigest"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(!h.blob_names().contains(att.trim_start_matches("sha256:")));
+    h.assert_invariants();
+}
+
+#[test]
+fn a_layout_written_by_skopeo_loads_with_skopeos_digests() {
+    let h = home();
+    let loaded = h.load("skopeo");
+    assert_eq!(loaded[0].reference(), "copied:latest");
+    let inspect: serde_json::Value = serde_json::from_str(&skopeo(&[
+        "inspect",
+        &format!("oci:{}:copied", fixtures().join("skopeo").display()),
+    ]))
+    .unwrap();
+    assert_eq!(
+        loaded[0].manifest_digest(),
+        inspect["Digest"].as_str().unwrap()
+    );
+    let detail = h.backend.inspect_image("copied").unwrap();
+    let layers: Vec<&str> = detail
+        .layers
+        .iter()
+        .map(|l| l.blob_digest.as_str())
+        .collect();
+    let theirs: Vec<&str> = inspect["Layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l.as_str().unwrap())
+        .collect();
+    assert_eq!(layers, theirs);
+}
+
+#[test]
+fn skopeo_reads_the_cache_as_an_oci_layout() {
+    let h = home();
+    h.load("pair");
+    let spec = format!("oci:{}:docker.io/library/app:latest", h.oci().display());
+    let inspect: serde_json::Value = serde_json::from_str(&skopeo(&["inspect", &spec])).unwrap();
+    assert_eq!(inspect["Digest"].as_str().unwrap(), digest_of("pair/app"));
+    let out = tempfile::tempdir().unwrap();
+    skopeo(&[
+        "copy",
+        "--insecure-policy",
+        &spec,
+        &format!("oci:{}:app", out.path().display()),
+    ]);
+}
+
+#[test]
+fn an_entry_another_tool_wrote_is_listed_with_computed_values() {
+    let h = home();
+    h.load("rich");
+    // skopeo writes straight into the cache's layout, without our annotations.
+    skopeo(&[
+        "copy",
+        "--insecure-policy",
+        &format!("oci:{}:base", fixtures().join("pair").display()),
+        &format!("oci:{}:docker.io/library/foreign:1", h.oci().display()),
+    ]);
+    let handle = h.backend.get_image("foreign:1").unwrap();
+    assert_eq!(handle.manifest_digest(), digest_of("pair/base"));
+    assert_eq!(handle.size_bytes(), total_size("pair/base"));
+    assert_eq!(handle.layer_count(), 1);
+    assert_eq!(handle.created_at(), None);
+    assert_eq!(h.backend.list_images().unwrap().len(), 2);
+}
+
+fn expect_load_error(fixture_dir: &std::path::Path, kind: ErrorKind, needle: &str) {
+    let h = home();
+    h.load("rich");
+    let before = h.snapshot();
+    let err = h
+        .backend
+        .load_images(fixture_dir, &Default::default())
+        .unwrap_err();
+    assert_eq!(err.kind(), kind, "{err}");
+    assert!(err.to_string().contains(needle), "{err} lacks {needle:?}");
+    assert_eq!(h.snapshot(), before, "a failed load changed the cache");
+    assert!(h.tmp_names().is_empty(), "{:?}", h.tmp_names());
+    assert!(h.backend.list_leases().unwrap().is_empty());
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    let status = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(from)
+        .arg(to)
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[test]
+fn bad_sources_are_refused_and_leave_the_cache_as_it_was() {
+    let exp = expected();
+    let corrupted = exp["broken-digest"]["corruptedBlob"].as_str().unwrap();
+    expect_load_error(
+        &fixtures().join("broken-digest"),
+        ErrorKind::DigestMismatch,
+        corrupted,
+    );
+    let deleted = exp["missing-blob"]["deletedBlob"].as_str().unwrap();
+    expect_load_error(
+        &fixtures().join("missing-blob"),
+        ErrorKind::InvalidArchive,
+        deleted,
+    );
+    let work = tempfile::tempdir().unwrap();
+    expect_load_error(work.path(), ErrorKind::InvalidArchive, "oci-layout");
+
+    // Malformed index.json.
+    let bad_json = work.path().join("bad-json");
+    copy_dir(&fixtures().join("pair"), &bad_json);
+    fs::write(bad_json.join("index.json"), b"{\"manifests\": [").unwrap();
+    expect_load_error(&bad_json, ErrorKind::InvalidArchive, "index.json");
+
+    // A blob that is a symlink to a file elsewhere.
+    let symlinked = work.path().join("symlinked");
+    copy_dir(&fixtures().join("pair"), &symlinked);
+    let layer = exp["pair/app"]["layers"][1].as_str().unwrap();
+    let hex = layer.trim_start_matches("sha256:");
+    let target = work.path().join("outside");
+    fs::copy(symlinked.join("blobs/sha256").join(hex), &target).unwrap();
+    fs::remove_file(symlinked.join("blobs/sha256").join(hex)).unwrap();
+    std::os::unix::fs::symlink(&target, symlinked.join("blobs/sha256").join(hex)).unwrap();
+    expect_load_error(&symlinked, ErrorKind::InvalidArchive, "symlink");
+
+    // A descriptor whose digest is a path escape never parses as a digest.
+    let escape = work.path().join("escape");
+    copy_dir(&fixtures().join("pair"), &escape);
+    let text = fs::read_to_string(escape.join("index.json")).unwrap();
+    let first = exp["pair/base"]["manifestDigest"].as_str().unwrap();
+    fs::write(
+        escape.join("index.json"),
+        text.replace(first, "sha256:../../../../etc/passwd"),
+    )
+    .unwrap();
+    expect_load_error(&escape, ErrorKind::InvalidArchive, "index.json");
+
+    // A manifest declaring a huge size is refused before any read.
+    let huge = work.path().join("huge");
+    copy_dir(&fixtures().join("pair"), &huge);
+    let text = fs::read_to_string(huge.join("index.json")).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let size = v["manifests"][0]["size"].as_u64().unwrap();
+    fs::write(
+        huge.join("index.json"),
+        text.replacen(
+            &format!("\"size\":{size}"),
+            "\"size\":18446744073709551615",
+            1,
+        ),
+    )
+    .unwrap();
+    expect_load_error(&huge, ErrorKind::InvalidArchive, "limit");
+
+    // A reference outside the grammar.
+    let bad_ref = work.path().join("bad-ref");
+    copy_dir(&fixtures().join("pair"), &bad_ref);
+    let text = fs::read_to_string(bad_ref.join("index.json")).unwrap();
+    fs::write(
+        bad_ref.join("index.json"),
+        text.replacen("\"base\"", "\"BASE/../x\"", 1),
+    )
+    .unwrap();
+    expect_load_error(&bad_ref, ErrorKind::InvalidArchive, "invalid reference");
+}
+
+#[test]
+fn remove_prune_and_leases_follow_the_contract() {
+    let h = home();
+    h.load("pair");
+    let base = digest_of("pair/base");
+    let lease = h
+        .backend
+        .acquire_lease(
+            "base",
+            &LeaseOptions {
+                id: Some("sandbox-1".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(lease.kind, LeaseKind::Sandbox);
+    assert_eq!(lease.manifest_digest.as_deref(), Some(base.as_str()));
+    assert_eq!(lease.reference.as_deref(), Some("base:latest"));
+    let used = h.backend.get_image("base").unwrap();
+    assert_eq!(used.last_used_at(), Some(lease.created_at));
+
+    let err = h.backend.remove_image("base", false).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::ImageInUse);
+    assert!(err.to_string().contains("sandbox-1"), "{err}");
+    assert!(h.backend.get_image("base").is_ok());
+
+    h.backend.remove_image("base", true).unwrap();
+    assert_eq!(
+        h.backend.get_image("base").unwrap_err().kind(),
+        ErrorKind::ImageNotFound
+    );
+    assert_eq!(
+        h.backend.remove_image("base", true).unwrap_err().kind(),
+        ErrorKind::ImageNotFound
+    );
+
+    // Prune takes `app` (not pinned) but keeps everything `base` needs.
+    let report = h.backend.prune_images().unwrap();
+    assert_eq!(report.image_refs_removed, 1);
+    let exp = expected();
+    let app_only = 1 + 1 + 1; // app's manifest, config and top layer
+    assert_eq!(
+        report.manifests_removed + report.configs_removed + report.layers_removed,
+        app_only
+    );
+    let app_bytes = exp["pair/app"]["manifestSize"].as_u64().unwrap()
+        + exp["pair/app"]["configSize"].as_u64().unwrap()
+        + exp["pair/app"]["layerSizes"][1].as_u64().unwrap();
+    assert_eq!(report.bytes_reclaimed, app_bytes);
+    let blobs = h.blob_names();
+    for d in std::iter::once(exp["pair/base"]["manifestDigest"].as_str().unwrap())
+        .chain(std::iter::once(
+            exp["pair/base"]["configDigest"].as_str().unwrap(),
+        ))
+        .chain(std::iter::once(
+            exp["pair/base"]["layers"][0].as_str().unwrap(),
+        ))
+    {
+        assert!(
+            blobs.contains(d.trim_start_matches("sha256:")),
+            "{d} was pruned"
+        );
+    }
+
+    // The lease outlives the backend that made it.
+    let other = microsandbox::LocalBackend::builder()
+        .home(h.dir.path())
+        .build_blocking()
+        .unwrap();
+    assert_eq!(other.list_leases().unwrap().len(), 1);
+    assert!(other.release_lease("sandbox-1").unwrap());
+    assert!(!other.release_lease("sandbox-1").unwrap());
+    let report = h.backend.prune_images().unwrap();
+    assert_eq!(report.image_refs_removed, 0);
+    assert_eq!(report.manifests_removed, 1);
+    assert_eq!(report.configs_removed, 1);
+    assert_eq!(report.layers_removed, 1);
+    assert!(h.blob_names().is_empty());
+    h.assert_invariants();
+}
+
+#[test]
+fn removing_one_of_two_names_of_a_leased_image_is_allowed() {
+    let h = home();
+    h.load("pair");
+    // A second name on base's manifest, loaded through skopeo's copy.
+    skopeo(&[
+        "copy",
+        "--insecure-policy",
+        &format!("oci:{}:base", fixtures().join("pair").display()),
+        &format!("oci:{}:docker.io/library/alias:latest", h.oci().display()),
+    ]);
+    h.backend
+        .acquire_lease("base", &Default::default())
+        .unwrap();
+    h.backend.remove_image("alias", false).unwrap();
+    assert_eq!(
+        h.backend.remove_image("base", false).unwrap_err().kind(),
+        ErrorKind::ImageInUse
+    );
+}
+
+#[test]
+fn expired_leases_pin_nothing_and_are_swept() {
+    let h = home();
+    h.load("rich");
+    h.backend
+        .acquire_lease(
+            "rich",
+            &LeaseOptions {
+                expires_in: Some(Duration::from_millis(1)),
+                kind: Some(LeaseKind::Snapshot),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(20));
+    assert!(h.backend.list_leases().unwrap().is_empty());
+    let report = h.backend.prune_images().unwrap();
+    assert_eq!(report.image_refs_removed, 1);
+    assert_eq!(report.expired_leases_removed, 1);
+    assert_eq!(report.bytes_reclaimed, total_size("rich"));
+    assert!(fs::read_dir(h.dir.path().join("leases"))
+        .unwrap()
+        .next()
+        .is_none());
+}
+
+#[test]
+fn a_held_lock_gives_busy_within_the_bound() {
+    let h = home();
+    h.load("rich");
+    let impatient = microsandbox::LocalBackend::builder()
+        .home(h.dir.path())
+        .lock_timeout(Duration::from_millis(100))
+        .build_blocking()
+        .unwrap();
+    let held = lock_file(
+        &h.dir.path().join("cache/lock"),
+        LockMode::Exclusive,
+        Duration::from_secs(1),
+    )
+    .unwrap();
+    let start = std::time::Instant::now();
+    let err = impatient.get_image("rich").unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Busy);
+    assert!(start.elapsed() < Duration::from_secs(2));
+    assert_eq!(
+        impatient.remove_image("rich", false).unwrap_err().kind(),
+        ErrorKind::Busy
+    );
+    drop(held);
+    assert!(impatient.get_image("rich").is_ok());
+}
+
+#[test]
+fn prune_sweeps_dead_writers_but_not_live_ones() {
+    let h = home();
+    h.load("rich");
+    let tmp = h.dir.path().join("cache/tmp");
+    fs::write(tmp.join("ingest-dead"), b"left by a crash").unwrap();
+    let layout = h.backend.layout().clone();
+    let live = microsandbox::ingest::BlobWriter::create(&layout).unwrap();
+    // A leftover of an interrupted atomic write of index.json.
+    fs::write(h.oci().join(".index.json.tmp-0123"), b"{").unwrap();
+    let lease = h
+        .backend
+        .acquire_lease("rich", &Default::default())
+        .unwrap();
+    let report = h.backend.prune_images().unwrap();
+    assert_eq!(report.tmp_files_removed, 2);
+    assert_eq!(h.tmp_names().len(), 1, "the live writer's file must stay");
+    drop(live);
+    assert!(h.tmp_names().is_empty());
+    assert!(!h.oci().join(".index.json.tmp-0123").exists());
+    h.backend.release_lease(&lease.id).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn many_concurrent_operations_in_one_process_keep_the_invariants() {
+    let h = home();
+    let backend = h.backend.clone();
+    Image::load_local(&backend, fixtures().join("rich"), Default::default())
+        .await
+        .unwrap();
+    let mut tasks = Vec::new();
+    for worker in 0..8 {
+        let b = backend.clone();
+        tasks.push(tokio::spawn(async move {
+            for round in 0..15 {
+                match (worker + round) % 6 {
+                    0 => {
+                        Image::load_local(&b, fixtures().join("pair"), Default::default())
+                            .await
+                            .unwrap();
+                    }
+                    1 => {
+                        let lease = Image::acquire_local(&b, "rich", Default::default())
+                            .await
+                            .unwrap();
+                        // While leased, rich stays whole whatever else runs.
+                        let d = Image::inspect_local(&b, "rich").await.unwrap();
+                        assert_eq!(d.layers.len(), 3);
+                        Image::release_local(&b, &lease.id).await.unwrap();
+                    }
+                    2 => {
+                        Image::prune_local(&b).await.unwrap();
+                    }
+                    3 => match Image::remove_local(&b, "app", false).await {
+                        Ok(()) => {}
+                        Err(e) => assert_eq!(e.kind(), ErrorKind::ImageNotFound, "{e}"),
+                    },
+                    4 => {
+                        Image::list_local(&b).await.unwrap();
+                    }
+                    _ => match Image::inspect_local(&b, "base").await {
+                        Ok(d) => assert_eq!(d.layers.len(), 1),
+                        Err(e) => assert_eq!(e.kind(), ErrorKind::ImageNotFound, "{e}"),
+                    },
+                }
+            }
+        }));
+    }
+    // A sandbox pins rich for the whole run: prune must never take it.
+    let pin = Image::acquire_local(&backend, "rich", Default::default())
+        .await
+        .unwrap();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    Image::get_local(&backend, "rich").await.unwrap();
+    h.assert_invariants();
+    Image::release_local(&backend, &pin.id).await.unwrap();
+    Image::prune_local(&backend).await.unwrap();
+    assert!(h.blob_names().is_empty());
+    assert!(h.tmp_names().is_empty());
+}

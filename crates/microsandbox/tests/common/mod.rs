@@ -1,0 +1,145 @@
+//! Shared test support: real fixtures made by umoci and skopeo, fresh
+//! homes, and checks of the cache invariants of DESIGN.md §4.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use microsandbox::model::{IndexFile, ManifestDoc, Shape};
+use microsandbox::{Digest, LocalBackend};
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// The fixture set, built once per test binary by `fixtures/make.sh`.
+/// Fails (never skips) when the tools are missing.
+pub fn fixtures() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let root = repo_root();
+        let out = root.join("target/fixtures");
+        let status = Command::new("bash")
+            .arg(root.join("fixtures/make.sh"))
+            .arg(&out)
+            .status()
+            .expect("run fixtures/make.sh");
+        assert!(
+            status.success(),
+            "fixtures/make.sh failed: umoci, skopeo and jq are required (install them with apt-get)"
+        );
+        out
+    })
+}
+
+/// manifest.json of the fixtures.
+pub fn expected() -> serde_json::Value {
+    serde_json::from_slice(&fs::read(fixtures().join("manifest.json")).unwrap()).unwrap()
+}
+
+pub fn digest_of(key: &str) -> String {
+    expected()[key]["manifestDigest"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+pub fn total_size(key: &str) -> u64 {
+    expected()[key]["totalSize"].as_u64().unwrap()
+}
+
+pub struct Home {
+    pub dir: tempfile::TempDir,
+    pub backend: LocalBackend,
+}
+
+pub fn home() -> Home {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = LocalBackend::builder()
+        .home(dir.path())
+        .build_blocking()
+        .unwrap();
+    Home { dir, backend }
+}
+
+impl Home {
+    pub fn oci(&self) -> PathBuf {
+        self.dir.path().join("cache/oci")
+    }
+
+    pub fn blob_names(&self) -> BTreeSet<String> {
+        fs::read_dir(self.oci().join("blobs/sha256"))
+            .map(|rd| {
+                rd.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    pub fn tmp_names(&self) -> Vec<String> {
+        fs::read_dir(self.dir.path().join("cache/tmp"))
+            .map(|rd| {
+                rd.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Everything a reader could see: index.json's bytes and the blob names.
+    pub fn snapshot(&self) -> (Vec<u8>, BTreeSet<String>) {
+        (
+            fs::read(self.oci().join("index.json")).unwrap_or_default(),
+            self.blob_names(),
+        )
+    }
+
+    pub fn load(&self, fixture: &str) -> Vec<microsandbox::ImageHandle> {
+        self.backend
+            .load_images(&fixtures().join(fixture), &Default::default())
+            .unwrap()
+    }
+
+    /// Invariants 1 and 2: every reference resolves to a manifest whose
+    /// blobs are all present, and every blob hashes to its name.
+    pub fn assert_invariants(&self) {
+        let index: IndexFile =
+            serde_json::from_slice(&fs::read(self.oci().join("index.json")).unwrap()).unwrap();
+        let blobs = self.oci().join("blobs/sha256");
+        for d in &index.manifests {
+            let bytes = fs::read(blobs.join(d.digest.hex()))
+                .unwrap_or_else(|_| panic!("manifest {} of {:?} missing", d.digest, d.ref_name()));
+            let doc = ManifestDoc::parse(&bytes).unwrap();
+            if let Ok(Shape::Image { config, layers }) = doc.shape() {
+                for b in std::iter::once(config).chain(layers) {
+                    assert!(
+                        blobs.join(b.digest.hex()).is_file(),
+                        "blob {} of {:?} missing",
+                        b.digest,
+                        d.ref_name()
+                    );
+                }
+            }
+        }
+        for name in self.blob_names() {
+            let bytes = fs::read(blobs.join(&name)).unwrap();
+            assert_eq!(Digest::of(&bytes).hex(), name, "blob {name} is corrupt");
+        }
+    }
+}
+
+pub fn skopeo(args: &[&str]) -> String {
+    let out = Command::new("skopeo")
+        .args(args)
+        .output()
+        .expect("skopeo is required (apt-get install skopeo)");
+    assert!(
+        out.status.success(),
+        "skopeo {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
