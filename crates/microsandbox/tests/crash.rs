@@ -31,11 +31,11 @@ fn crash_child() {
         let _ = b.load_images(&fixtures.join("pair"), &Default::default());
         let _ = b.load_images(&fixtures.join("rich"), &Default::default());
         if let Ok(lease) = b.acquire_lease("rich", &Default::default()) {
-            if i % 2 == 0 {
+            if i.is_multiple_of(2) {
                 let _ = b.release_lease(&lease.id);
             }
         }
-        let _ = b.remove_image("app", i % 3 == 0);
+        let _ = b.remove_image("app", i.is_multiple_of(3));
         let _ = b.prune_images();
         i += 1;
     }
