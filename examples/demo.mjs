@@ -1,0 +1,63 @@
+// The main job, end to end on a real image: build a sample OCI image with
+// umoci (fixtures/make.sh), load it into a fresh cache, list, inspect, pin
+// it with a lease, see remove refuse, remove it, prune.
+//
+//   npm run demo            (after `bash scripts/setup.sh`)
+import { execFileSync } from "node:child_process";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { Image, LocalBackend } from "../index.js";
+
+const root = join(dirname(fileURLToPath(import.meta.url)), "..");
+const fixtures = join(root, "target", "fixtures");
+const home = mkdtempSync(join(tmpdir(), "msb-demo-"));
+const kib = (n) => `${(n / 1024).toFixed(1)} KiB`;
+
+try {
+  console.log("# building sample images with umoci and skopeo");
+  execFileSync("bash", [join(root, "fixtures", "make.sh"), fixtures], { stdio: "inherit" });
+
+  const backend = new LocalBackend({ home });
+  console.log(`\n# cache home: ${backend.home}`);
+
+  console.log("\n# load (an OCI layout written by umoci; two images sharing a layer)");
+  for (const h of await Image.loadLocal(backend, join(fixtures, "rich"))) console.log(`loaded ${h.reference}`);
+  for (const h of await Image.loadLocal(backend, join(fixtures, "pair"))) console.log(`loaded ${h.reference}`);
+
+  console.log("\n# list");
+  console.log(["REFERENCE", "DIGEST", "PLATFORM", "LAYERS", "SIZE"].join("\t"));
+  for (const h of await Image.listLocal(backend)) {
+    console.log([h.reference, h.manifestDigest.slice(7, 19), `${h.os}/${h.architecture}`, h.layerCount, kib(h.sizeBytes)].join("\t"));
+  }
+
+  console.log("\n# inspect rich");
+  const d = await Image.inspectLocal(backend, "docker.io/library/rich:latest");
+  const c = d.config;
+  console.log({ entrypoint: c.entrypoint, cmd: c.cmd, env: c.env, workingDir: c.workingDir, user: c.user, labels: c.labels, stopSignal: c.stopSignal });
+  for (const l of d.layers) console.log(`layer ${l.position}: ${l.blobDigest.slice(0, 19)} ${l.compressedSizeBytes} B ${l.mediaType}`);
+
+  console.log("\n# a sandbox pins 'app' with a lease");
+  const lease = await Image.acquireLocal(backend, "app", { kind: "sandbox", id: "sandbox-42" });
+  console.log(`lease ${lease.id} pins ${lease.manifestDigest.slice(0, 19)}`);
+  try {
+    await Image.removeLocal(backend, "app");
+  } catch (e) {
+    console.log(`remove app -> ${e.code}: ${e.message}`);
+  }
+
+  console.log("\n# remove rich, then prune (app stays: it is leased)");
+  await Image.removeLocal(backend, "rich");
+  let report = await Image.pruneLocal(backend);
+  console.log(report);
+  console.log("left:", (await Image.listLocal(backend)).map((h) => h.reference).join(", "));
+
+  console.log("\n# the sandbox ends; prune takes the rest");
+  await lease.release();
+  report = await Image.pruneLocal(backend);
+  console.log(report);
+  console.log("left:", (await Image.listLocal(backend)).length, "images");
+} finally {
+  rmSync(home, { recursive: true, force: true });
+}
