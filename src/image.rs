@@ -112,7 +112,16 @@ fn acquire_with(
         let options = core::LeaseOptions {
             id: args::opt_string(&opts, "id")?,
             kind: lease_kind(args::opt_string(&opts, "kind")?)?,
-            expires_in: args::opt_number(&opts, "expiresInSeconds")?.map(Duration::from_secs_f64),
+            expires_in: args::opt_number(&opts, "expiresInSeconds")?
+                .map(|s| {
+                    Duration::try_from_secs_f64(s).map_err(|_| {
+                        MicrosandboxError::new(
+                            core::ErrorKind::InvalidArgument,
+                            format!("expiresInSeconds is out of range: {s}"),
+                        )
+                    })
+                })
+                .transpose()?,
         };
         Ok(move || {
             b.acquire_lease(&r, &options)

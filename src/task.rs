@@ -38,7 +38,15 @@ impl<J: ToNapiValue + TypeName + Send + 'static> Task for CoreTask<J> {
 
     fn compute(&mut self) -> napi::Result<Self::Output> {
         let op = self.op.take().expect("a task runs once");
-        Ok(op())
+        // A panic must not take the Node process down with it.
+        Ok(
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(op)).unwrap_or_else(|_| {
+                Err(MicrosandboxError::new(
+                    microsandbox::ErrorKind::Io,
+                    "internal error: the cache operation panicked",
+                ))
+            }),
+        )
     }
 
     fn resolve(&mut self, env: Env, output: Self::Output) -> napi::Result<J> {

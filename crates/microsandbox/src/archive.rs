@@ -11,17 +11,19 @@
 //! lease pins the content from the first byte to the commit, so a prune
 //! running meanwhile cannot take a blob the load counts on.
 
-use std::collections::HashSet;
+use std::cell::RefCell;
+use std::collections::{HashMap, HashSet};
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use crate::catalog::{handle_of, name_descriptor};
 use crate::digest::Digest;
 use crate::error::{ErrorKind, MicrosandboxError, MicrosandboxResult};
-use crate::fsutil::{random_hex, read_bounded, sync_dir};
+use crate::fsutil::{random_hex, sync_dir};
 use crate::handle::ImageHandle;
 use crate::ingest::{copy_verified, BlobWriter, VerifiedBlob};
 use crate::layout::{Layout, JSON_BLOB_LIMIT};
@@ -36,6 +38,10 @@ use crate::{platform, time};
 
 const SOURCE_INDEX_LIMIT: u64 = 64 << 20;
 const INGEST_LEASE_TTL: Duration = Duration::from_secs(3600);
+/// How often a running load renews its ingest lease.
+const INGEST_LEASE_RENEW: Duration = Duration::from_secs(600);
+/// The most references one source may name.
+const MAX_REFERENCES: usize = 100_000;
 /// The annotation containerd and nerdctl use for a full image name.
 const ANN_CONTAINERD_NAME: &str = "io.containerd.image.name";
 
@@ -50,16 +56,19 @@ pub struct LoadOptions {
 struct Planned {
     reference: Reference,
     manifest: Descriptor,
-    manifest_bytes: Vec<u8>,
+    manifest_bytes: Arc<[u8]>,
     config: Descriptor,
-    config_bytes: Vec<u8>,
+    config_bytes: Arc<[u8]>,
     layers: Vec<Descriptor>,
     platform: Platform,
 }
 
 impl Planned {
     fn size(&self) -> u64 {
-        self.manifest.size + self.config.size + self.layers.iter().map(|l| l.size).sum::<u64>()
+        self.layers.iter().fold(
+            self.manifest.size.saturating_add(self.config.size),
+            |a, l| a.saturating_add(l.size),
+        )
     }
 
     fn blobs(&self) -> impl Iterator<Item = &Digest> {
@@ -69,9 +78,11 @@ impl Planned {
     }
 }
 
-/// An OCI layout directory opened for reading.
+/// An OCI layout directory opened for reading. JSON blobs are read once
+/// per digest, however many references share them.
 struct Source {
     root: PathBuf,
+    json: RefCell<HashMap<Digest, Arc<[u8]>>>,
 }
 
 impl Source {
@@ -86,33 +97,61 @@ impl Source {
         self.root.join("blobs").join("sha256").join(digest.hex())
     }
 
-    /// Opens a blob as a regular file, never through a symlink.
-    fn open_blob(&self, digest: &Digest, what: &str) -> MicrosandboxResult<File> {
-        let path = self.blob_path(digest);
+    /// Opens a file of the source as a regular file: never through a
+    /// symlink, never blocking on a FIFO or a device.
+    fn open_regular(&self, path: &Path, what: &str) -> MicrosandboxResult<File> {
         let file = OpenOptions::new()
             .read(true)
             .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-            .open(&path)
+            .open(path)
             .map_err(|e| match e.kind() {
-                io::ErrorKind::NotFound => {
-                    self.invalid(format!("{what}: blob {digest} is missing"))
-                }
+                io::ErrorKind::NotFound => self.invalid(format!("{what} is missing")),
                 _ if e.raw_os_error() == Some(libc::ELOOP) => {
-                    self.invalid(format!("{what}: blob {digest} is a symlink"))
+                    self.invalid(format!("{what} is a symlink"))
                 }
-                _ => MicrosandboxError::io("open", &path, e),
+                _ => MicrosandboxError::io("open", path, e),
             })?;
         let meta = file
             .metadata()
-            .map_err(|e| MicrosandboxError::io("stat", &path, e))?;
+            .map_err(|e| MicrosandboxError::io("stat", path, e))?;
         if !meta.is_file() {
-            return Err(self.invalid(format!("{what}: blob {digest} is not a regular file")));
+            return Err(self.invalid(format!("{what} is not a regular file")));
         }
         Ok(file)
     }
 
+    /// Opens a blob as a regular file.
+    fn open_blob(&self, digest: &Digest, what: &str) -> MicrosandboxResult<File> {
+        self.open_regular(&self.blob_path(digest), &format!("{what}: blob {digest}"))
+    }
+
+    /// Reads a small top-level file (`oci-layout`, `index.json`), bounded.
+    fn read_small(&self, name: &str, limit: u64) -> MicrosandboxResult<Vec<u8>> {
+        let path = self.root.join(name);
+        let mut bytes = Vec::new();
+        self.open_regular(&path, name)?
+            .take(limit + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|e| MicrosandboxError::io("read", &path, e))?;
+        if bytes.len() as u64 > limit {
+            return Err(self.invalid(format!("{name} is larger than {limit} bytes")));
+        }
+        Ok(bytes)
+    }
+
     /// Reads a JSON blob whole (bounded) and checks its digest and size.
-    fn read_json(&self, d: &Descriptor, what: &str) -> MicrosandboxResult<Vec<u8>> {
+    fn read_json(&self, d: &Descriptor, what: &str) -> MicrosandboxResult<Arc<[u8]>> {
+        if let Some(bytes) = self.json.borrow().get(&d.digest) {
+            if bytes.len() as u64 != d.size {
+                return Err(self.invalid(format!(
+                    "{what}: {} is declared with {} bytes here and {} elsewhere",
+                    d.digest,
+                    d.size,
+                    bytes.len()
+                )));
+            }
+            return Ok(bytes.clone());
+        }
         if d.size > JSON_BLOB_LIMIT {
             return Err(self.invalid(format!(
                 "{what}: {} declares {} bytes, over the {JSON_BLOB_LIMIT}-byte limit for JSON",
@@ -137,6 +176,10 @@ impl Source {
                 ),
             ));
         }
+        let bytes: Arc<[u8]> = bytes.into();
+        self.json
+            .borrow_mut()
+            .insert(d.digest.clone(), bytes.clone());
         Ok(bytes)
     }
 }
@@ -156,6 +199,7 @@ pub fn load_layout_dir(
 ) -> MicrosandboxResult<Vec<ImageHandle>> {
     let source = Source {
         root: dir.to_owned(),
+        json: RefCell::default(),
     };
     let planned = plan(&source, options)?;
     layout.ensure()?;
@@ -167,30 +211,42 @@ pub fn load_layout_dir(
             needed.push(d.clone());
         }
     }
-    {
+    let now = time::now();
+    let mut pin = LeaseRecord {
+        id: lease_id.clone(),
+        kind: LeaseKind::Ingest,
+        reference: None,
+        manifest_digest: None,
+        blobs: needed.clone(),
+        created_at: time::format(now),
+        expires_at: None,
+    };
+    let mut renewed = Instant::now();
+    let mut renew = |force: bool| -> MicrosandboxResult<()> {
+        if !force && renewed.elapsed() < INGEST_LEASE_RENEW {
+            return Ok(());
+        }
+        // Under the shared lock: never in the middle of a prune's sweep.
         let _shared = layout.lock(LockMode::Shared)?;
-        let now = time::now();
-        lease::write(
-            layout,
-            &LeaseRecord {
-                id: lease_id.clone(),
-                kind: LeaseKind::Ingest,
-                reference: None,
-                manifest_digest: None,
-                blobs: needed.clone(),
-                created_at: time::format(now),
-                expires_at: Some(time::format(now + INGEST_LEASE_TTL)),
-            },
-        )?;
-    }
-    let result = ingest_and_commit(layout, &source, &planned, &needed);
+        pin.expires_at = Some(time::format(time::now() + INGEST_LEASE_TTL));
+        renewed = Instant::now();
+        lease::write(layout, &pin)
+    };
+    renew(true)?;
+    let result = ingest_and_commit(layout, &source, &planned, &needed, &mut renew);
     let _ = lease::remove(layout, &lease_id);
     result
 }
 
 fn plan(source: &Source, options: &LoadOptions) -> MicrosandboxResult<Vec<Planned>> {
-    let marker = read_bounded(&source.root.join("oci-layout"), 1 << 20)?
-        .ok_or_else(|| source.invalid("not an OCI image layout: no oci-layout file"))?;
+    let marker = source
+        .read_small("oci-layout", 1 << 20)
+        .map_err(|e| match e.kind() {
+            ErrorKind::InvalidArchive => {
+                source.invalid(format!("not an OCI image layout: {}", e.message()))
+            }
+            _ => e,
+        })?;
     let version = serde_json::from_slice::<serde_json::Value>(&marker)
         .ok()
         .and_then(|v| v.get("imageLayoutVersion")?.as_str().map(str::to_owned))
@@ -198,12 +254,12 @@ fn plan(source: &Source, options: &LoadOptions) -> MicrosandboxResult<Vec<Planne
     if !version.starts_with("1.") {
         return Err(source.invalid(format!("unsupported imageLayoutVersion {version:?}")));
     }
-    let index_bytes = read_bounded(&source.root.join("index.json"), SOURCE_INDEX_LIMIT)?
-        .ok_or_else(|| source.invalid("index.json is missing"))?;
+    let index_bytes = source.read_small("index.json", SOURCE_INDEX_LIMIT)?;
     let index: IndexFile = serde_json::from_slice(&index_bytes)
         .map_err(|e| source.invalid(format!("index.json is invalid: {e}")))?;
     let want = options.platform.clone().unwrap_or_else(platform::host);
     let mut planned: Vec<Planned> = Vec::new();
+    let mut names = HashSet::new();
     for d in &index.manifests {
         let name = d
             .annotations
@@ -213,14 +269,17 @@ fn plan(source: &Source, options: &LoadOptions) -> MicrosandboxResult<Vec<Planne
         let Some(name) = name else { continue };
         let reference = Reference::parse(name)
             .map_err(|e| source.invalid(format!("index.json names an invalid reference: {e}")))?;
-        if planned
-            .iter()
-            .any(|p| p.reference.canonical() == reference.canonical())
-        {
+        if !names.insert(reference.canonical()) {
             return Err(source.invalid(format!("index.json names {} twice", reference.familiar())));
+        }
+        if names.len() > MAX_REFERENCES {
+            return Err(source.invalid(format!(
+                "index.json names more than {MAX_REFERENCES} images"
+            )));
         }
         planned.push(plan_image(source, reference, d, &want)?);
     }
+    check_sizes(source, &planned)?;
     if planned.is_empty() {
         return Err(
             source.invalid("index.json names no image (no org.opencontainers.image.ref.name)")
@@ -255,6 +314,14 @@ fn plan_image(
         }
         _ => (d.clone(), bytes, doc),
     };
+    if let Some(pinned) = reference.digest() {
+        if pinned != &d.digest && pinned != &manifest.digest {
+            return Err(source.invalid(format!(
+                "{shown} names digest {pinned} but its descriptor points at {}",
+                d.digest
+            )));
+        }
+    }
     let Ok(Shape::Image { config, layers }) = doc.shape() else {
         unreachable!("index shapes were resolved above")
     };
@@ -295,11 +362,52 @@ fn plan_image(
     })
 }
 
+/// One digest, one size: a source that declares a blob with two sizes is
+/// refused, so no descriptor stored in the cache lies about its blob.
+fn check_sizes(source: &Source, planned: &[Planned]) -> MicrosandboxResult<()> {
+    let mut sizes: HashMap<&Digest, u64> = HashMap::new();
+    for p in planned {
+        let all = [&p.manifest, &p.config].into_iter().chain(&p.layers);
+        for d in all {
+            match sizes.insert(&d.digest, d.size) {
+                Some(other) if other != d.size => {
+                    return Err(source.invalid(format!(
+                        "{} is declared with {} bytes and with {other}",
+                        d.digest, d.size
+                    )))
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Whether the cache holds the blob already, at the size the source
+/// declares. Such a blob is not read from the source again: the cache's
+/// copy was verified when it entered.
+fn present(layout: &Layout, d: &Descriptor, what: &str) -> MicrosandboxResult<bool> {
+    match std::fs::metadata(layout.blob_path(&d.digest)) {
+        Ok(m) if m.len() == d.size => Ok(true),
+        Ok(m) => Err(MicrosandboxError::new(
+            ErrorKind::DigestMismatch,
+            format!(
+                "{what}: {} is declared with {} bytes; that blob has {}",
+                d.digest,
+                d.size,
+                m.len()
+            ),
+        )),
+        Err(_) => Ok(false),
+    }
+}
+
 fn ingest_and_commit(
     layout: &Layout,
     source: &Source,
     planned: &[Planned],
     needed: &[Digest],
+    renew: &mut dyn FnMut(bool) -> MicrosandboxResult<()>,
 ) -> MicrosandboxResult<Vec<ImageHandle>> {
     let mut verified: Vec<VerifiedBlob> = Vec::new();
     let mut written: HashSet<Digest> = HashSet::new();
@@ -310,18 +418,20 @@ fn ingest_and_commit(
             (&p.config, &p.config_bytes, "config"),
         ];
         for (d, bytes, what) in json {
-            if layout.has_blob(&d.digest) || !written.insert(d.digest.clone()) {
+            let what = format!("{what} of {shown}");
+            if present(layout, d, &what)? || !written.insert(d.digest.clone()) {
                 continue;
             }
             let mut w = BlobWriter::create(layout)?;
             w.write(bytes)?;
-            verified.push(w.finish(&d.digest, d.size, &format!("{what} of {shown}"))?);
+            verified.push(w.finish(&d.digest, d.size, &what)?);
         }
         for (i, d) in p.layers.iter().enumerate() {
-            if layout.has_blob(&d.digest) || !written.insert(d.digest.clone()) {
+            let what = format!("layer {i} of {shown}");
+            if present(layout, d, &what)? || !written.insert(d.digest.clone()) {
                 continue;
             }
-            let what = format!("layer {i} of {shown}");
+            renew(false)?;
             let file = source.open_blob(&d.digest, &what)?;
             let path = source.blob_path(&d.digest);
             let blob = copy_verified(
@@ -345,9 +455,10 @@ fn ingest_and_commit(
         sync_dir(layout.blobs_dir())?;
     }
     if let Some(lost) = needed.iter().find(|d| !layout.has_blob(d)) {
-        return Err(MicrosandboxError::corrupt(format!(
-            "blob {lost} vanished from the cache before the load could commit"
-        )));
+        return Err(MicrosandboxError::new(
+            ErrorKind::Busy,
+            format!("blob {lost} was pruned while the load ran; load again"),
+        ));
     }
     let mut index = layout.read_index()?;
     let now = time::format(time::now());

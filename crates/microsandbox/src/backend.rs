@@ -326,6 +326,15 @@ impl LocalBackend {
             None => format!("lease-{}", crate::fsutil::random_hex(8)),
         };
         lease::check_id(&id)?;
+        let expires_at = match options.expires_in {
+            None => None,
+            Some(d) => Some(time::add(time::now(), d).ok_or_else(|| {
+                MicrosandboxError::invalid_argument(format!(
+                    "expiry of {} s is past the year 9999",
+                    d.as_secs()
+                ))
+            })?),
+        };
         let layout = self.layout_ready()?;
         let _guard = layout.lock(LockMode::Exclusive)?;
         let mut index = layout.read_index()?;
@@ -335,7 +344,8 @@ impl LocalBackend {
         };
         let digest = index.manifests[first].digest.clone();
         let now = time::now();
-        if let Some(existing) = lease::read(layout, &id)? {
+        let existing = lease::read(layout, &id)?;
+        if let Some(existing) = &existing {
             if !existing.is_expired(now) && existing.manifest_digest.as_ref() != Some(&digest) {
                 return Err(MicrosandboxError::invalid_argument(format!(
                     "lease {id} already pins another image"
@@ -349,7 +359,7 @@ impl LocalBackend {
             manifest_digest: Some(digest),
             blobs: Vec::new(),
             created_at: time::format(now),
-            expires_at: options.expires_in.map(|d| time::format(now + d)),
+            expires_at: expires_at.map(time::format),
         };
         lease::write(layout, &record)?;
         let stamp = time::format(now);
@@ -358,7 +368,15 @@ impl LocalBackend {
                 .annotations
                 .insert(ANN_LAST_USED.into(), stamp.clone());
         }
-        layout.write_index(&index)?;
+        if let Err(e) = layout.write_index(&index) {
+            // Without its lastUsedAt stamp the call failed: put the lease
+            // files back as they were.
+            let _ = match &existing {
+                Some(previous) => lease::write(layout, previous),
+                None => lease::remove(layout, &record.id).map(drop),
+            };
+            return Err(e);
+        }
         Ok(lease_view(&record))
     }
 

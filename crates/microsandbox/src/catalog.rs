@@ -149,38 +149,76 @@ pub fn handle_of(
         last_used_at,
     };
     if size.is_none() || layers.is_none() || d.platform.is_none() {
-        let s = content::summarize(layout, d)?;
-        handle.manifest_digest = s.manifest.digest.to_string();
-        handle.size_bytes = s.size;
-        handle.layer_count = s.layers;
-        handle.architecture = handle.architecture.or(s.architecture);
-        handle.os = handle.os.or(s.os);
+        // Another tool wrote this entry. What its blobs cannot tell (an
+        // artifact, an index without this host's platform) stays as the
+        // descriptor says, so one odd entry never hides the others.
+        if let Ok(s) = content::summarize(layout, d) {
+            handle.manifest_digest = s.manifest.digest.to_string();
+            handle.size_bytes = s.size;
+            handle.layer_count = s.layers;
+            handle.architecture = handle.architecture.or(s.architecture);
+            handle.os = handle.os.or(s.os);
+        } else {
+            handle.size_bytes = size.unwrap_or(d.size);
+        }
     }
     Ok(handle)
 }
 
-type Stamp = (u64, u64, u64, i64, i64);
+type Stamp = (u64, u64, u64, i64, i64, i64, i64);
+
+fn stamp(m: &std::fs::Metadata) -> Stamp {
+    (
+        m.dev(),
+        m.ino(),
+        m.size(),
+        m.mtime(),
+        m.mtime_nsec(),
+        m.ctime(),
+        m.ctime_nsec(),
+    )
+}
+
+/// A parsed version of `index.json`, with that file held open: an open
+/// file keeps its inode, so no later `index.json` can reuse the inode
+/// number and pass for this version.
+#[derive(Debug)]
+struct Cached {
+    stamp: Stamp,
+    _file: std::fs::File,
+    catalog: Arc<Catalog>,
+}
 
 /// The parsed view of the last `index.json` read, shared by every operation
 /// of one backend.
 #[derive(Debug, Default)]
 pub struct CatalogCache {
-    slot: Mutex<Option<(Stamp, Arc<Catalog>)>>,
+    slot: Mutex<Option<Cached>>,
 }
 
 impl CatalogCache {
     /// The current view. The caller holds the cache lock (shared is enough).
     pub fn current(&self, layout: &Layout) -> MicrosandboxResult<Arc<Catalog>> {
         let path = layout.index_path();
-        let m = std::fs::metadata(path).at("stat", path)?;
-        let stamp = (m.dev(), m.ino(), m.size(), m.mtime(), m.mtime_nsec());
-        if let Some((s, catalog)) = &*self.slot.lock().expect("catalog lock") {
-            if *s == stamp {
-                return Ok(catalog.clone());
+        let now = stamp(&std::fs::metadata(path).at("stat", path)?);
+        if let Some(cached) = &*self.slot.lock().expect("catalog lock") {
+            if cached.stamp == now {
+                return Ok(cached.catalog.clone());
             }
         }
-        let catalog = Arc::new(Catalog::build(layout, layout.read_index()?)?);
-        *self.slot.lock().expect("catalog lock") = Some((stamp, catalog.clone()));
+        // Stamp what is read: the open file, not the path.
+        let file = std::fs::File::open(path).at("open", path)?;
+        let read_stamp = stamp(&file.metadata().at("stat", path)?);
+        let index = layout.read_index()?;
+        let catalog = Arc::new(Catalog::build(layout, index)?);
+        let still = std::fs::metadata(path).map(|m| stamp(&m)).ok();
+        if still == Some(read_stamp) {
+            *self.slot.lock().expect("catalog lock") = Some(Cached {
+                stamp: read_stamp,
+                _file: file,
+                catalog: catalog.clone(),
+            });
+        }
         Ok(catalog)
     }
 }

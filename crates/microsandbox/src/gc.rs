@@ -85,11 +85,9 @@ pub fn prune(layout: &Layout) -> MicrosandboxResult<ImagePruneReport> {
         .drain(..)
         .partition(|d| pins.manifests.contains(&d.digest));
     index.manifests = kept;
-    if !removed.is_empty() {
-        layout.write_index(&index)?;
-    }
-    report.image_refs_removed = removed.iter().filter(|d| d.ref_name().is_some()).count() as u64;
 
+    // Mark before anything changes: a root that cannot be read fails the
+    // prune with the cache as it was.
     let mut keep = Graph::default();
     for d in &index.manifests {
         keep.walk_manifest(layout, &d.digest)?;
@@ -97,6 +95,10 @@ pub fn prune(layout: &Layout) -> MicrosandboxResult<ImagePruneReport> {
     for digest in &pins.manifests {
         keep.walk_manifest(layout, digest)?;
     }
+    if !removed.is_empty() {
+        layout.write_index(&index)?;
+    }
+    report.image_refs_removed = removed.iter().filter(|d| d.ref_name().is_some()).count() as u64;
     let pinned_blobs: HashSet<&Digest> = pins.blobs.iter().collect();
 
     // Classify what goes: the removed references' graphs tell most kinds.
@@ -114,8 +116,8 @@ pub fn prune(layout: &Layout) -> MicrosandboxResult<ImagePruneReport> {
             report.expired_leases_removed += 1;
         }
     }
-    report.tmp_files_removed += sweep_atomic_leftovers(layout.oci_dir())?;
-    report.tmp_files_removed += sweep_atomic_leftovers(layout.leases_dir())?;
+    sweep_atomic_leftovers(layout.oci_dir(), &mut report)?;
+    sweep_atomic_leftovers(layout.leases_dir(), &mut report)?;
     Ok(report)
 }
 
@@ -133,6 +135,9 @@ fn sweep_blobs(
         let Ok(digest) = Digest::from_hex(&name.to_string_lossy()) else {
             continue; // not ours to judge
         };
+        if !is_regular(&entry) {
+            continue;
+        }
         if keep.kinds.contains_key(&digest) || pinned.contains(&digest) {
             continue;
         }
@@ -196,18 +201,22 @@ fn read_dir(dir: &Path) -> MicrosandboxResult<Vec<fs::DirEntry>> {
         .map_err(|e| MicrosandboxError::io("read directory", dir, e))
 }
 
+fn is_regular(entry: &fs::DirEntry) -> bool {
+    entry.file_type().is_ok_and(|t| t.is_file())
+}
+
 /// Deletes every file in `tmp/` whose writer is gone (its lock is free).
+/// Anything but a regular file is left alone.
 fn sweep_tmp(layout: &Layout, report: &mut ImagePruneReport) -> MicrosandboxResult<()> {
     for entry in read_dir(layout.tmp_dir())? {
+        if !is_regular(&entry) {
+            continue;
+        }
         let path = entry.path();
         let held = match stale_tmp_file(&path) {
             Ok(Some(lock)) => lock,
             Ok(None) => continue,
             Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-            Err(e) if path.is_dir() => {
-                let _ = e;
-                continue;
-            }
             Err(e) => return Err(MicrosandboxError::io("open", &path, e)),
         };
         if let Some(size) = delete(&path)? {
@@ -222,17 +231,17 @@ fn sweep_tmp(layout: &Layout, report: &mut ImagePruneReport) -> MicrosandboxResu
 /// Deletes the temporaries of atomic writes a crash left in `dir`. Those
 /// writes happen under the cache lock, which prune holds exclusively, so
 /// none is live.
-fn sweep_atomic_leftovers(dir: &Path) -> MicrosandboxResult<u64> {
-    let mut n = 0;
+fn sweep_atomic_leftovers(dir: &Path, report: &mut ImagePruneReport) -> MicrosandboxResult<()> {
     for entry in read_dir(dir)? {
         let name = entry.file_name();
         let name = name.to_string_lossy();
-        if name.starts_with('.')
-            && name.contains(ATOMIC_TMP_MARK)
-            && delete(&entry.path())?.is_some()
-        {
-            n += 1;
+        if !(name.starts_with('.') && name.contains(ATOMIC_TMP_MARK) && is_regular(&entry)) {
+            continue;
+        }
+        if let Some(size) = delete(&entry.path())? {
+            report.tmp_files_removed += 1;
+            report.bytes_reclaimed += size;
         }
     }
-    Ok(n)
+    Ok(())
 }

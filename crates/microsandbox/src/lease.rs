@@ -176,7 +176,11 @@ pub fn remove(layout: &Layout, id: &str) -> MicrosandboxResult<bool> {
     check_id(id)?;
     let p = path(layout, id);
     match fs::remove_file(&p) {
-        Ok(()) => Ok(true),
+        Ok(()) => {
+            // A released lease must not come back after a power loss.
+            crate::fsutil::sync_dir(layout.leases_dir())?;
+            Ok(true)
+        }
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
         Err(e) => Err(MicrosandboxError::io("remove lease", &p, e)),
     }

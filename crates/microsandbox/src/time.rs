@@ -11,9 +11,19 @@ pub fn now() -> SystemTime {
     UNIX_EPOCH + Duration::from_millis(ms)
 }
 
-/// `2026-11-23T18:04:33.123Z`.
+/// The latest time RFC 3339 can write: 9999-12-31T23:59:59.999Z.
+pub fn latest() -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(253_402_300_799_999)
+}
+
+/// `2026-11-23T18:04:33.123Z`; times past [`latest`] are written as it.
 pub fn format(t: SystemTime) -> String {
-    humantime::format_rfc3339_millis(t).to_string()
+    humantime::format_rfc3339_millis(t.min(latest())).to_string()
+}
+
+/// `start + d`, or `None` past what [`format`] can write.
+pub fn add(start: SystemTime, d: Duration) -> Option<SystemTime> {
+    start.checked_add(d).filter(|t| *t <= latest())
 }
 
 /// Parses what [`format`] wrote (or any RFC 3339 time); `None` if it is not one.
@@ -32,5 +42,14 @@ mod tests {
         let t = now();
         assert_eq!(parse(&format(t)), Some(t));
         assert!(parse("yesterday").is_none());
+    }
+
+    #[test]
+    fn far_futures_are_refused_or_clamped_not_a_panic() {
+        assert!(add(now(), Duration::from_secs(u64::MAX / 2)).is_none());
+        assert_eq!(
+            format(UNIX_EPOCH + Duration::from_secs(1 << 40)),
+            "9999-12-31T23:59:59.999Z"
+        );
     }
 }

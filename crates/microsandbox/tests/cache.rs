@@ -340,6 +340,29 @@ fn bad_sources_are_refused_and_leave_the_cache_as_it_was() {
     .unwrap();
     expect_load_error(&huge, ErrorKind::InvalidArchive, "limit");
 
+    // A name pinning a digest that is not the one its descriptor points at.
+    let lying = work.path().join("lying-digest");
+    copy_dir(&fixtures().join("pair"), &lying);
+    let text = fs::read_to_string(lying.join("index.json")).unwrap();
+    let other = exp["rich"]["manifestDigest"].as_str().unwrap();
+    fs::write(
+        lying.join("index.json"),
+        text.replacen("\"base\"", &format!("\"base@{other}\""), 1),
+    )
+    .unwrap();
+    expect_load_error(&lying, ErrorKind::InvalidArchive, "names digest");
+
+    // index.json as a FIFO must not hang the load.
+    let fifo = work.path().join("fifo");
+    copy_dir(&fixtures().join("pair"), &fifo);
+    fs::remove_file(fifo.join("index.json")).unwrap();
+    let status = std::process::Command::new("mkfifo")
+        .arg(fifo.join("index.json"))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    expect_load_error(&fifo, ErrorKind::InvalidArchive, "not a regular file");
+
     // A reference outside the grammar.
     let bad_ref = work.path().join("bad-ref");
     copy_dir(&fixtures().join("pair"), &bad_ref);
@@ -588,4 +611,85 @@ async fn many_concurrent_operations_in_one_process_keep_the_invariants() {
     Image::prune_local(&backend).await.unwrap();
     assert!(h.blob_names().is_empty());
     assert!(h.tmp_names().is_empty());
+}
+
+#[test]
+fn one_digest_with_two_sizes_is_refused() {
+    let exp = expected();
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path().join("two-sizes");
+    copy_dir(&fixtures().join("pair"), &dir);
+    // Rewrite app's manifest so its shared base layer claims another size.
+    let app = exp["pair/app"]["manifestDigest"].as_str().unwrap();
+    let blob = dir
+        .join("blobs/sha256")
+        .join(app.trim_start_matches("sha256:"));
+    let mut manifest: serde_json::Value =
+        serde_json::from_slice(&fs::read(&blob).unwrap()).unwrap();
+    let real = manifest["layers"][0]["size"].as_u64().unwrap();
+    manifest["layers"][0]["size"] = serde_json::json!(real + 1);
+    let bytes = serde_json::to_vec(&manifest).unwrap();
+    let digest = microsandbox::Digest::of(&bytes);
+    fs::write(dir.join("blobs/sha256").join(digest.hex()), &bytes).unwrap();
+    let text = fs::read_to_string(dir.join("index.json")).unwrap();
+    let old_size = exp["pair/app"]["manifestSize"].as_u64().unwrap();
+    let text = text.replace(app, digest.as_str()).replace(
+        &format!("\"size\":{old_size}"),
+        &format!("\"size\":{}", bytes.len()),
+    );
+    fs::write(dir.join("index.json"), text).unwrap();
+    expect_load_error(&dir, ErrorKind::InvalidArchive, "declared with");
+}
+
+#[test]
+fn a_directory_in_tmp_or_blobs_does_not_break_prune() {
+    let h = home();
+    h.load("rich");
+    fs::create_dir(h.dir.path().join("cache/tmp/somedir")).unwrap();
+    fs::create_dir(h.oci().join("blobs/sha256").join("a".repeat(64))).unwrap();
+    h.backend.remove_image("rich", false).unwrap();
+    let report = h.backend.prune_images().unwrap();
+    assert_eq!(report.bytes_reclaimed, total_size("rich"));
+    assert!(h.dir.path().join("cache/tmp/somedir").is_dir());
+}
+
+#[test]
+fn a_prune_that_cannot_mark_changes_nothing() {
+    let h = home();
+    h.load("pair");
+    let lease = h
+        .backend
+        .acquire_lease("base", &Default::default())
+        .unwrap();
+    // The pinned manifest is damaged: prune cannot know what it needs.
+    let base = digest_of("pair/base");
+    let path = h
+        .oci()
+        .join("blobs/sha256")
+        .join(base.trim_start_matches("sha256:"));
+    fs::write(&path, b"not json").unwrap();
+    let before = h.snapshot();
+    let err = h.backend.prune_images().unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::CorruptCache, "{err}");
+    assert_eq!(h.snapshot(), before);
+    assert!(h.backend.get_image("app").is_ok());
+    h.backend.release_lease(&lease.id).unwrap();
+}
+
+#[test]
+fn an_expiry_past_year_9999_is_an_invalid_argument() {
+    let h = home();
+    h.load("rich");
+    let err = h
+        .backend
+        .acquire_lease(
+            "rich",
+            &LeaseOptions {
+                expires_in: Some(Duration::from_secs(1 << 50)),
+                ..Default::default()
+            },
+        )
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidArgument);
+    assert!(h.backend.list_leases().unwrap().is_empty());
 }
