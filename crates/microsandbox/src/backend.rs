@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use crate::archive::{self, LoadOptions};
-use crate::catalog::{self, CatalogCache};
+use crate::catalog::{self, CatalogCache, Entry};
 use crate::content;
 use crate::digest::Digest;
 use crate::error::{ErrorKind, MicrosandboxError, MicrosandboxResult};
@@ -166,21 +166,12 @@ impl LocalBackend {
         Ok(catalog.entries().iter().map(|e| e.handle.clone()).collect())
     }
 
-    /// The handle of one reference. Blocking.
-    pub fn get_image(&self, reference: &str) -> MicrosandboxResult<ImageHandle> {
-        let r = Reference::parse(reference)?;
-        let layout = self.layout_ready()?;
-        let _guard = layout.lock(LockMode::Shared)?;
-        let catalog = self.inner.catalog.current(layout)?;
-        let found = catalog.find(&r);
-        found
-            .first()
-            .map(|e| e.handle.clone())
-            .ok_or_else(|| MicrosandboxError::not_found(&r.familiar()))
-    }
-
-    /// The handle, config and layers of one reference. Blocking.
-    pub fn inspect_image(&self, reference: &str) -> MicrosandboxResult<ImageDetail> {
+    /// Runs `f` on the entry a reference names, under the shared lock.
+    fn with_entry<T>(
+        &self,
+        reference: &str,
+        f: impl FnOnce(&Layout, &Entry) -> MicrosandboxResult<T>,
+    ) -> MicrosandboxResult<T> {
         let r = Reference::parse(reference)?;
         let layout = self.layout_ready()?;
         let _guard = layout.lock(LockMode::Shared)?;
@@ -189,54 +180,18 @@ impl LocalBackend {
         let entry = found
             .first()
             .ok_or_else(|| MicrosandboxError::not_found(&r.familiar()))?;
-        let (manifest, doc) = content::resolve_image(layout, &entry.descriptor)?;
-        let Ok(Shape::Image { config, layers }) = doc.shape() else {
-            return Err(MicrosandboxError::corrupt(format!(
-                "manifest {} is not an image manifest",
-                manifest.digest
-            )));
-        };
-        let cfg = content::read_config(layout, &config.digest)?;
-        let diff_ids = cfg.rootfs().diff_ids();
-        if diff_ids.len() != layers.len() {
-            return Err(MicrosandboxError::corrupt(format!(
-                "config {} lists {} diff_ids for {} layers",
-                config.digest,
-                diff_ids.len(),
-                layers.len()
-            )));
-        }
-        let layers = layers
-            .iter()
-            .zip(diff_ids)
-            .enumerate()
-            .map(|(i, (l, diff_id))| ImageLayerDetail {
-                diff_id: diff_id.clone(),
-                blob_digest: l.digest.to_string(),
-                media_type: l.media_type.clone(),
-                compressed_size_bytes: l.size,
-                erofs_size_bytes: None,
-                position: i as u32,
-            })
-            .collect();
-        let c = cfg.config().clone().unwrap_or_default();
-        let config = ImageConfigDetail {
-            digest: config.digest.to_string(),
-            env: c.env().clone().unwrap_or_default(),
-            cmd: c.cmd().clone(),
-            entrypoint: c.entrypoint().clone(),
-            working_dir: c.working_dir().clone().filter(|w| !w.is_empty()),
-            user: c.user().clone().filter(|u| !u.is_empty()),
-            labels: c.labels().clone().unwrap_or_default().into_iter().collect(),
-            stop_signal: c.stop_signal().clone().filter(|s| !s.is_empty()),
-        };
-        Ok(ImageDetail {
-            handle: entry.handle.clone(),
-            config,
-            layers,
-        })
+        f(layout, entry)
     }
 
+    /// The handle of one reference. Blocking.
+    pub fn get_image(&self, reference: &str) -> MicrosandboxResult<ImageHandle> {
+        self.with_entry(reference, |_, e| Ok(e.handle.clone()))
+    }
+
+    /// The handle, config and layers of one reference. Blocking.
+    pub fn inspect_image(&self, reference: &str) -> MicrosandboxResult<ImageDetail> {
+        self.with_entry(reference, inspect_entry)
+    }
     /// Removes a reference; its content stays until prune. Blocking.
     ///
     /// # Errors
@@ -415,4 +370,54 @@ fn lease_view(l: &LeaseRecord) -> ImageLease {
         created_at: l.created(),
         expires_at: l.expires(),
     }
+}
+
+/// The config and layers of an entry, read from its blobs.
+fn inspect_entry(layout: &Layout, entry: &Entry) -> MicrosandboxResult<ImageDetail> {
+    let (manifest, doc) = content::resolve_image(layout, &entry.descriptor)?;
+    let Ok(Shape::Image { config, layers }) = doc.shape() else {
+        return Err(MicrosandboxError::corrupt(format!(
+            "manifest {} is not an image manifest",
+            manifest.digest
+        )));
+    };
+    let cfg = content::read_config(layout, &config.digest)?;
+    let diff_ids = cfg.rootfs().diff_ids();
+    if diff_ids.len() != layers.len() {
+        return Err(MicrosandboxError::corrupt(format!(
+            "config {} lists {} diff_ids for {} layers",
+            config.digest,
+            diff_ids.len(),
+            layers.len()
+        )));
+    }
+    let layers = layers
+        .iter()
+        .zip(diff_ids)
+        .enumerate()
+        .map(|(i, (l, diff_id))| ImageLayerDetail {
+            diff_id: diff_id.clone(),
+            blob_digest: l.digest.to_string(),
+            media_type: l.media_type.clone(),
+            compressed_size_bytes: l.size,
+            erofs_size_bytes: None,
+            position: i as u32,
+        })
+        .collect();
+    let c = cfg.config().clone().unwrap_or_default();
+    let config = ImageConfigDetail {
+        digest: config.digest.to_string(),
+        env: c.env().clone().unwrap_or_default(),
+        cmd: c.cmd().clone(),
+        entrypoint: c.entrypoint().clone(),
+        working_dir: c.working_dir().clone().filter(|w| !w.is_empty()),
+        user: c.user().clone().filter(|u| !u.is_empty()),
+        labels: c.labels().clone().unwrap_or_default().into_iter().collect(),
+        stop_signal: c.stop_signal().clone().filter(|s| !s.is_empty()),
+    };
+    Ok(ImageDetail {
+        handle: entry.handle.clone(),
+        config,
+        layers,
+    })
 }
