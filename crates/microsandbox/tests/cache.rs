@@ -560,6 +560,10 @@ async fn many_concurrent_operations_in_one_process_keep_the_invariants() {
     Image::load_local(&backend, fixtures().join("rich"), Default::default())
         .await
         .unwrap();
+    // A sandbox pins rich for the whole run: prune must never take it.
+    let pin = Image::acquire_local(&backend, "rich", Default::default())
+        .await
+        .unwrap();
     let mut tasks = Vec::new();
     for worker in 0..8 {
         let b = backend.clone();
@@ -598,10 +602,6 @@ async fn many_concurrent_operations_in_one_process_keep_the_invariants() {
             }
         }));
     }
-    // A sandbox pins rich for the whole run: prune must never take it.
-    let pin = Image::acquire_local(&backend, "rich", Default::default())
-        .await
-        .unwrap();
     for t in tasks {
         t.await.unwrap();
     }
