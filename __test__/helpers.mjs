@@ -1,0 +1,219 @@
+// Shared helpers for the Node tests: fixtures (built once), the addon, fresh
+// temporary homes, and assertions on coded rejections.
+import { after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, spawnSync } from 'node:child_process';
+import { createRequire } from 'node:module';
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+export const FIXTURES = path.join(ROOT, 'target', 'fixtures');
+export const ADDON = path.join(ROOT, 'index.js');
+
+// --- fixtures: made once, idempotently; a failure is an error, never a skip --
+function makeFixtures() {
+  const r = spawnSync('bash', ['fixtures/make.sh', 'target/fixtures'], {
+    cwd: ROOT,
+    encoding: 'utf8',
+    timeout: 120_000,
+  });
+  if (r.error || r.status !== 0) {
+    throw new Error(
+      `fixtures/make.sh failed (status ${r.status}, ${r.error ?? 'no spawn error'}):\n${r.stdout}\n${r.stderr}`,
+    );
+  }
+  if (!fs.existsSync(path.join(FIXTURES, '.complete'))) {
+    throw new Error(`fixtures/make.sh succeeded but ${FIXTURES}/.complete is missing`);
+  }
+}
+makeFixtures();
+
+/** target/fixtures/manifest.json: expected digests and sizes. */
+export const MANIFEST = JSON.parse(fs.readFileSync(path.join(FIXTURES, 'manifest.json'), 'utf8'));
+/** `skopeo inspect --config oci:rich:rich`. */
+export const RICH_CONFIG = JSON.parse(fs.readFileSync(path.join(FIXTURES, 'rich.config.json'), 'utf8'));
+
+/** The path of a fixture layout. */
+export const fixture = (name) => path.join(FIXTURES, name);
+
+// --- the addon ---------------------------------------------------------------
+const require = createRequire(import.meta.url);
+export const addon = require(ADDON);
+export const { Image, ImageHandle, ImageLease, LocalBackend, ErrorCode, LeaseKind } = addon;
+export const ERROR_CODES = Object.freeze([
+  'ImageNotFound', 'ImageInUse', 'InvalidReference', 'InvalidArchive', 'DigestMismatch',
+  'CorruptCache', 'PlatformNotFound', 'Busy', 'Unsupported', 'Io', 'Unauthorized',
+  'RegistryError', 'InvalidArgument',
+]);
+
+// --- temporary directories ---------------------------------------------------
+const made = new Set();
+function removeDir(dir) {
+  fs.rmSync(dir, { recursive: true, force: true });
+  made.delete(dir);
+}
+after(() => {
+  for (const dir of [...made]) removeDir(dir);
+});
+
+/** A fresh temporary directory, removed after the test `t` (or the file). */
+export function tempDir(t, prefix = 'msb-test-') {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+  made.add(dir);
+  if (t) t.after(() => removeDir(dir));
+  return dir;
+}
+
+/** A fresh, empty cache home for test `t`. */
+export const tempHome = (t) => tempDir(t, 'msb-home-');
+
+/** A fresh home and a `LocalBackend` on it. */
+export function freshBackend(t, options = {}) {
+  const home = tempHome(t);
+  return { home, backend: new LocalBackend({ home, ...options }) };
+}
+
+/** Sets `MSB_HOME` for the rest of test `t`, restoring it afterwards. */
+export function setAmbientHome(t, home) {
+  const had = Object.prototype.hasOwnProperty.call(process.env, 'MSB_HOME');
+  const previous = process.env.MSB_HOME;
+  process.env.MSB_HOME = home;
+  t.after(() => {
+    if (had) process.env.MSB_HOME = previous;
+    else delete process.env.MSB_HOME;
+  });
+}
+
+// --- the cache on disk -------------------------------------------------------
+export const blobsDir = (home) => path.join(home, 'cache', 'oci', 'blobs', 'sha256');
+export const blobPath = (home, digest) => path.join(blobsDir(home), digest.replace(/^sha256:/, ''));
+export const tmpDirOf = (home) => path.join(home, 'cache', 'tmp');
+
+/** Names of the files under blobs/sha256 (sorted), [] if none. */
+export function blobFiles(home) {
+  try {
+    return fs.readdirSync(blobsDir(home)).sort();
+  } catch (e) {
+    if (e.code === 'ENOENT') return [];
+    throw e;
+  }
+}
+
+/** Asserts invariant 2: every file in blobs/sha256/<hex> is a regular file hashing to <hex>. */
+export function assertBlobsVerified(home) {
+  for (const name of blobFiles(home)) {
+    const p = path.join(blobsDir(home), name);
+    const st = fs.lstatSync(p);
+    assert.ok(st.isFile(), `${p} is not a regular file`);
+    const hex = crypto.createHash('sha256').update(fs.readFileSync(p)).digest('hex');
+    assert.equal(hex, name, `${p} hashes to ${hex}`);
+  }
+}
+
+/** Entries of cache/tmp, [] if it does not exist. */
+export function tmpEntries(home) {
+  try {
+    return fs.readdirSync(tmpDirOf(home));
+  } catch (e) {
+    if (e.code === 'ENOENT') return [];
+    throw e;
+  }
+}
+
+/** Every blob (digest -> size) an image summary of manifest.json names. */
+export function blobsOf(...summaries) {
+  const m = new Map();
+  for (const s of summaries) {
+    m.set(s.manifestDigest, s.manifestSize);
+    m.set(s.configDigest, s.configSize);
+    s.layers.forEach((d, i) => m.set(d, s.layerSizes[i]));
+  }
+  return m;
+}
+
+export const sum = (xs) => [...xs].reduce((a, b) => a + b, 0);
+
+/** The references a backend lists, in list order. */
+export async function refs(backend) {
+  return (await Image.listLocal(backend)).map((h) => h.reference);
+}
+
+/** A plain snapshot of what a backend lists (for before/after comparisons). */
+export async function listing(backend) {
+  return (await Image.listLocal(backend)).map((h) => h.toJSON());
+}
+
+// --- assertions --------------------------------------------------------------
+/**
+ * Calls `fn`, which must return a promise (not throw synchronously), and
+ * asserts that promise rejects with an `Error` whose `code` is `code` (one of
+ * the ErrorCode values). Returns the error.
+ */
+export async function rejectsWith(fn, code, messageRe) {
+  assert.ok(ERROR_CODES.includes(code), `test bug: unknown code ${code}`);
+  let p;
+  try {
+    p = fn();
+  } catch (e) {
+    assert.fail(`expected a rejected promise (${code}) but the call threw synchronously: ${e?.code} ${e?.message ?? e}`);
+  }
+  assert.ok(p && typeof p.then === 'function', `expected a promise, got ${typeof p}`);
+  let err;
+  await p.then(
+    (v) => assert.fail(`expected rejection with ${code}, resolved with ${inspectValue(v)}`),
+    (e) => {
+      err = e;
+    },
+  );
+  assert.ok(err instanceof Error, `rejection is not an Error: ${inspectValue(err)}`);
+  assert.ok(ERROR_CODES.includes(err.code), `rejection code ${inspectValue(err.code)} is not an ErrorCode (${err.message})`);
+  assert.equal(err.code, code, `expected ${code}, got ${err.code}: ${err.message}`);
+  if (messageRe) assert.match(err.message, messageRe);
+  return err;
+}
+
+function inspectValue(v) {
+  try {
+    return JSON.stringify(v);
+  } catch {
+    return String(v);
+  }
+}
+
+export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+// --- child processes ---------------------------------------------------------
+/** Runs `node -e script` synchronously with the addon path in MSB_ADDON. */
+export function nodeSync(script, env = {}, options = {}) {
+  const r = spawnSync(process.execPath, ['-e', script], {
+    encoding: 'utf8',
+    timeout: 30_000,
+    ...options,
+    env: { ...process.env, MSB_ADDON: ADDON, ...env },
+  });
+  return r;
+}
+
+/** Runs `node -e script` asynchronously; resolves { status, stdout, stderr }. */
+export function nodeAsync(script, env = {}) {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, ['-e', script], {
+      env: { ...process.env, MSB_ADDON: ADDON, ...env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d) => (stdout += d));
+    child.stderr.on('data', (d) => (stderr += d));
+    const timer = setTimeout(() => child.kill('SIGKILL'), 30_000);
+    child.on('error', reject);
+    child.on('close', (status, signal) => {
+      clearTimeout(timer);
+      resolve({ status, signal, stdout, stderr });
+    });
+  });
+}

@@ -1,0 +1,166 @@
+// A typed usage example of the whole API, checked with
+// `npx tsc -p __test__/tsconfig.json` (never run). Every method and type of
+// index.d.ts appears, and the @ts-expect-error lines must stay errors.
+import {
+  ErrorCode,
+  Image,
+  ImageHandle,
+  LeaseKind,
+  LocalBackend,
+  __napiBindingTarget,
+} from 'microsandbox';
+import type {
+  ImageConfigDetail,
+  ImageDetail,
+  ImageHandleJson,
+  ImageLayerDetail,
+  ImageLease,
+  ImageLeaseJson,
+  ImagePruneReport,
+} from 'microsandbox';
+
+declare function log(...args: unknown[]): void;
+
+function describeHandle(h: ImageHandle): string {
+  const reference: string = h.reference;
+  const size: number = h.sizeBytes;
+  const digest: string = h.manifestDigest;
+  const arch: string | null = h.architecture;
+  const os: string | null = h.os;
+  const layers: number = h.layerCount;
+  const lastUsed: Date | null = h.lastUsedAt;
+  const created: Date | null = h.createdAt;
+  const json: ImageHandleJson = h.toJSON();
+  return `${reference} ${size} ${digest} ${arch ?? '?'}/${os ?? '?'} ${layers} ${lastUsed?.toISOString()} ${created?.getTime()} ${json.reference}`;
+}
+
+function describeDetail(d: ImageDetail): void {
+  const handle: ImageHandleJson = d.handle;
+  const config: ImageConfigDetail = d.config;
+  const configDigest: string = config.digest;
+  const env: string[] = config.env;
+  const cmd: string[] | null = config.cmd;
+  const entrypoint: string[] | null = config.entrypoint;
+  const workingDir: string | null = config.workingDir;
+  const user: string | null = config.user;
+  const labels: Record<string, string> = config.labels;
+  const stopSignal: string | null = config.stopSignal;
+  log(handle.sizeBytes, handle.lastUsedAt, configDigest, env, cmd, entrypoint, workingDir, user, labels, stopSignal);
+  for (const layer of d.layers) {
+    const l: ImageLayerDetail = layer;
+    const diffId: string = l.diffId;
+    const blobDigest: string = l.blobDigest;
+    const mediaType: string = l.mediaType;
+    const compressed: number = l.compressedSizeBytes;
+    const erofs: number | null = l.erofsSizeBytes;
+    const position: number = l.position;
+    log(diffId, blobDigest, mediaType, compressed, erofs, position);
+  }
+}
+
+function describeReport(r: ImagePruneReport): number {
+  return (
+    r.imageRefsRemoved +
+    r.manifestsRemoved +
+    r.layersRemoved +
+    r.fsmetaRemoved +
+    r.vmdkRemoved +
+    r.configsRemoved +
+    r.tmpFilesRemoved +
+    r.expiredLeasesRemoved +
+    r.bytesReclaimed
+  );
+}
+
+async function describeLease(lease: ImageLease): Promise<boolean> {
+  const id: string = lease.id;
+  const kind: LeaseKind = lease.kind;
+  const reference: string | null = lease.reference;
+  const digest: string | null = lease.manifestDigest;
+  const created: Date = lease.createdAt;
+  const expires: Date | null = lease.expiresAt;
+  const json: ImageLeaseJson = lease.toJSON();
+  log(id, kind === LeaseKind.Snapshot, reference, digest, created, expires, json.kind);
+  return lease.release();
+}
+
+function codeOf(e: unknown): ErrorCode | undefined {
+  return (e as { code?: ErrorCode }).code;
+}
+
+async function ambient(): Promise<void> {
+  const loaded: ImageHandle[] = await Image.load('./target/fixtures/rich');
+  await Image.load('./target/fixtures/multiarch', { platform: 'linux/arm64' });
+  loaded.forEach((h) => log(describeHandle(h)));
+  const all: Array<ImageHandle> = await Image.list();
+  const one: ImageHandle = await Image.get('rich');
+  describeDetail(await Image.inspect('docker.io/library/rich:latest'));
+  const lease: ImageLease = await Image.acquire('rich', { kind: 'snapshot', expiresInSeconds: 60 });
+  const leases: ImageLease[] = await Image.leases();
+  const released: boolean = await Image.release(lease.id);
+  try {
+    await Image.remove('rich');
+  } catch (e) {
+    if (codeOf(e) === ErrorCode.ImageInUse) await Image.remove('rich', { force: true });
+  }
+  const report: ImagePruneReport = await Image.prune();
+  log(all.length, one.reference, leases.length, released, describeReport(report));
+}
+
+async function local(): Promise<void> {
+  const backend = new LocalBackend({ home: '/tmp/msb-typed', lockTimeoutMs: 1000 });
+  const home: string = backend.home;
+  const defaults = new LocalBackend();
+  log(home, defaults.home, __napiBindingTarget);
+  const loaded = await Image.loadLocal(backend, './target/fixtures/pair');
+  await Image.loadLocal(backend, './target/fixtures/multiarch', {});
+  const handle = await Image.getLocal(backend, loaded[0].reference);
+  const list = await Image.listLocal(backend);
+  const detail = await Image.inspectLocal(backend, handle.manifestDigest);
+  describeDetail(detail);
+  const lease = await Image.acquireLocal(backend, 'base', { id: 'sandbox-1', kind: 'sandbox' });
+  const leases = await Image.leasesLocal(backend);
+  await describeLease(leases[0] ?? lease);
+  const gone: boolean = await Image.releaseLocal(backend, 'sandbox-1');
+  await Image.removeLocal(backend, 'app', { force: false });
+  const report = await Image.pruneLocal(backend);
+  log(list.map(describeHandle), gone, report.bytesReclaimed);
+
+  const codes: ErrorCode[] = [
+    ErrorCode.ImageNotFound, ErrorCode.ImageInUse, ErrorCode.InvalidReference, ErrorCode.InvalidArchive,
+    ErrorCode.DigestMismatch, ErrorCode.CorruptCache, ErrorCode.PlatformNotFound, ErrorCode.Busy,
+    ErrorCode.Unsupported, ErrorCode.Io, ErrorCode.Unauthorized, ErrorCode.RegistryError, ErrorCode.InvalidArgument,
+  ];
+  const kinds: LeaseKind[] = [LeaseKind.Sandbox, LeaseKind.Snapshot, LeaseKind.Ingest];
+  log(codes, kinds);
+}
+
+async function wrong(backend: LocalBackend, handle: ImageHandle, lease: ImageLease): Promise<void> {
+  // @ts-expect-error a reference is a string
+  await Image.get(42);
+  // @ts-expect-error the backend comes first
+  await Image.getLocal('rich', backend);
+  // @ts-expect-error no such property on a handle
+  log(handle.size);
+  // @ts-expect-error getters are read-only
+  handle.reference = 'other:latest';
+  // @ts-expect-error force is a boolean
+  await Image.remove('rich', { force: 'yes' });
+  // @ts-expect-error only 'sandbox' and 'snapshot' leases can be taken
+  await Image.acquire('rich', { kind: 'bogus' });
+  // @ts-expect-error expiresInSeconds is a number
+  await Image.acquire('rich', { expiresInSeconds: '60' });
+  // @ts-expect-error lastUsedAt may be null
+  const t: Date = handle.lastUsedAt;
+  // @ts-expect-error a lease's id is read-only
+  lease.id = 'x';
+  // @ts-expect-error list takes no arguments
+  await Image.list(backend);
+  // @ts-expect-error ImagePruneReport has no such field
+  log((await Image.prune()).blobsRemoved);
+  // @ts-expect-error release resolves a boolean
+  const n: number = await Image.release('id');
+  log(t, n);
+}
+
+export { ambient, local, wrong };
