@@ -133,7 +133,7 @@ export declare class LocalBackend {
 }
 
 /** The stable `code` of every error this package rejects or throws with. */
-export declare const enum ErrorCode {
+export declare enum ErrorCode {
   /** No cached reference matches. */
   ImageNotFound = 'ImageNotFound',
   /** An unexpired lease pins the image. */
@@ -242,7 +242,7 @@ export interface ImagePruneReport {
 }
 
 /** What holds a lease. */
-export declare const enum LeaseKind {
+export declare enum LeaseKind {
   Sandbox = 'sandbox',
   Snapshot = 'snapshot',
   Ingest = 'ingest',
