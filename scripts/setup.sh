@@ -17,6 +17,10 @@ if [ ${#need[@]} -gt 0 ]; then
   $sudo apt-get install -y -qq --no-install-recommends skopeo umoci jq util-linux docker-registry >/dev/null
 fi
 
-# npm ci runs the `prepare` script: the release build of the addon, which
-# also regenerates index.js and index.d.ts.
-npm ci --no-audit --no-fund
+# `npm install` (with the committed package-lock.json) runs the `prepare`
+# script: the release build of the addon, which also regenerates index.js
+# and index.d.ts. Not `npm ci`: the registry this project builds from lacks
+# some optional per-platform packages of @napi-rs/cli's own helpers (lzma,
+# tar for cross builds), which npm ci insists on finding in the lock file;
+# npm install resolves the same tree and leaves the lock file unchanged.
+npm install --no-audit --no-fund
