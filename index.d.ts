@@ -50,10 +50,12 @@ export declare class Image {
   static pruneLocal(backend: LocalBackend): Promise<ImagePruneReport>
   /**
    * Loads every named image of an OCI image layout directory (as
-   * `skopeo copy ... oci:DIR:TAG` or umoci write it), verifying every
-   * blob. Indexes resolve to the host platform, or `platform`
-   * (`linux/arm64`). Rejects `InvalidArchive`, `DigestMismatch`,
-   * `PlatformNotFound`; the cache is unchanged on any error.
+   * `skopeo copy ... oci:DIR:TAG` or umoci write it), an OCI archive (a
+   * tar of one, plain or gzip) or a docker-archive (as `docker save`
+   * writes it), told apart by content. Every blob is verified. Indexes
+   * resolve to the host platform, or `platform` (`linux/arm64`).
+   * Rejects `InvalidArchive`, `DigestMismatch`, `PlatformNotFound`; the
+   * cache is unchanged on any error.
    */
   static load(path: string, options?: { platform?: string }): Promise<Array<ImageHandle>>
   /** `Image.load` on a given backend. */

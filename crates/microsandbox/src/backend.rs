@@ -255,13 +255,14 @@ impl LocalBackend {
         gc::prune(self.layout_ready()?)
     }
 
-    /// Loads every named image of an OCI layout directory. Blocking.
+    /// Loads every named image of an OCI layout directory, an OCI archive
+    /// or a docker-archive. Blocking.
     pub fn load_images(
         &self,
         path: &Path,
         options: &LoadOptions,
     ) -> MicrosandboxResult<Vec<ImageHandle>> {
-        archive::load_layout_dir(self.layout_ready()?, path, options)
+        archive::load(self.layout_ready()?, path, options)
     }
 
     /// Pins the manifest a reference names and marks the image used. Blocking.

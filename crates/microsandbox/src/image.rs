@@ -117,8 +117,9 @@ impl Image {
         run(backend.clone(), |b| b.prune_images()).await
     }
 
-    /// Loads every named image of an OCI image layout directory, verifying
-    /// every blob; returns the handles it added.
+    /// Loads every named image of an OCI image layout directory, an OCI
+    /// archive (plain or gzip) or a docker-archive, verifying every blob;
+    /// returns the handles it added.
     ///
     /// # Errors
     ///

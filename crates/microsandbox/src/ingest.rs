@@ -130,10 +130,38 @@ impl Drop for BlobWriter {
     }
 }
 
+impl BlobWriter {
+    /// Fsyncs and names the content by the digest it hashes to, for content
+    /// that arrives without one (a layer of a docker-archive). Checks the
+    /// size the container of the content (a tar header) announced.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::DigestMismatch`] naming `what` when the size differs.
+    pub fn finish_unnamed(
+        self,
+        expected_size: u64,
+        what: &str,
+    ) -> MicrosandboxResult<VerifiedBlob> {
+        let digest = Digest::from_hasher(self.hasher.clone());
+        self.finish(&digest, expected_size, what)
+    }
+}
+
 impl VerifiedBlob {
     /// The verified digest.
     pub fn digest(&self) -> &Digest {
         &self.digest
+    }
+
+    /// The size in bytes.
+    pub fn size(&self) -> u64 {
+        self.writer.written
+    }
+
+    /// The temporary file, for reading before the commit.
+    pub fn path(&self) -> &Path {
+        &self.writer.path
     }
 
     /// Renames the file into `blobs/sha256/`. The caller holds the exclusive

@@ -13,10 +13,8 @@
 
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
-use std::fs::{File, OpenOptions};
-use std::io::{self, Read};
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
+use std::io;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -25,7 +23,7 @@ use crate::digest::Digest;
 use crate::error::{ErrorKind, MicrosandboxError, MicrosandboxResult};
 use crate::fsutil::{random_hex, sync_dir};
 use crate::handle::ImageHandle;
-use crate::ingest::{copy_verified, BlobWriter, VerifiedBlob};
+use crate::ingest::{BlobWriter, VerifiedBlob};
 use crate::layout::{Layout, JSON_BLOB_LIMIT};
 use crate::lease::{self, LeaseKind, LeaseRecord};
 use crate::lock::LockMode;
@@ -35,6 +33,13 @@ use crate::model::{
 };
 use crate::reference::Reference;
 use crate::{platform, time};
+
+use dir::DirOrigin;
+use tarball::TarStage;
+
+mod dir;
+mod docker;
+mod tarball;
 
 const SOURCE_INDEX_LIMIT: u64 = 64 << 20;
 const INGEST_LEASE_TTL: Duration = Duration::from_secs(3600);
@@ -53,6 +58,7 @@ pub struct LoadOptions {
 }
 
 /// One image of the source, read and checked, waiting for its layers.
+#[derive(Clone)]
 struct Planned {
     reference: Reference,
     manifest: Descriptor,
@@ -78,65 +84,44 @@ impl Planned {
     }
 }
 
-/// An OCI layout directory opened for reading. JSON blobs are read once
-/// per digest, however many references share them.
+/// Where a load reads from.
+enum Origin {
+    Dir(DirOrigin),
+    Tar(TarStage),
+}
+
+/// The origin of a load, with its JSON blobs read once per digest however
+/// many references share them.
 struct Source {
-    root: PathBuf,
+    label: String,
+    origin: Origin,
     json: RefCell<HashMap<Digest, Arc<[u8]>>>,
 }
 
 impl Source {
     fn invalid(&self, what: impl std::fmt::Display) -> MicrosandboxError {
-        MicrosandboxError::new(
-            ErrorKind::InvalidArchive,
-            format!("{}: {what}", self.root.display()),
-        )
+        MicrosandboxError::new(ErrorKind::InvalidArchive, format!("{}: {what}", self.label))
     }
 
-    fn blob_path(&self, digest: &Digest) -> PathBuf {
-        self.root.join("blobs").join("sha256").join(digest.hex())
-    }
-
-    /// Opens a file of the source as a regular file: never through a
-    /// symlink, never blocking on a FIFO or a device.
-    fn open_regular(&self, path: &Path, what: &str) -> MicrosandboxResult<File> {
-        let file = OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-            .open(path)
-            .map_err(|e| match e.kind() {
-                io::ErrorKind::NotFound => self.invalid(format!("{what} is missing")),
-                _ if e.raw_os_error() == Some(libc::ELOOP) => {
-                    self.invalid(format!("{what} is a symlink"))
-                }
-                _ => MicrosandboxError::io("open", path, e),
-            })?;
-        let meta = file
-            .metadata()
-            .map_err(|e| MicrosandboxError::io("stat", path, e))?;
-        if !meta.is_file() {
-            return Err(self.invalid(format!("{what} is not a regular file")));
+    /// A top-level file (`oci-layout`, `index.json`, `manifest.json`), at
+    /// most `limit` bytes; `None` if absent.
+    fn top(&self, name: &str, limit: u64) -> MicrosandboxResult<Option<Vec<u8>>> {
+        let bytes = match &self.origin {
+            Origin::Dir(d) => d.top(name, limit)?,
+            Origin::Tar(t) => t.top(name, limit)?,
+        };
+        match bytes {
+            Some(b) if b.len() as u64 > limit => {
+                Err(self.invalid(format!("{name} is larger than {limit} bytes")))
+            }
+            other => Ok(other),
         }
-        Ok(file)
     }
 
-    /// Opens a blob as a regular file.
-    fn open_blob(&self, digest: &Digest, what: &str) -> MicrosandboxResult<File> {
-        self.open_regular(&self.blob_path(digest), &format!("{what}: blob {digest}"))
-    }
-
-    /// Reads a small top-level file (`oci-layout`, `index.json`), bounded.
+    /// Like [`Source::top`], for a file that must be there.
     fn read_small(&self, name: &str, limit: u64) -> MicrosandboxResult<Vec<u8>> {
-        let path = self.root.join(name);
-        let mut bytes = Vec::new();
-        self.open_regular(&path, name)?
-            .take(limit + 1)
-            .read_to_end(&mut bytes)
-            .map_err(|e| MicrosandboxError::io("read", &path, e))?;
-        if bytes.len() as u64 > limit {
-            return Err(self.invalid(format!("{name} is larger than {limit} bytes")));
-        }
-        Ok(bytes)
+        self.top(name, limit)?
+            .ok_or_else(|| self.invalid(format!("{name} is missing")))
     }
 
     /// Reads a JSON blob whole (bounded) and checks its digest and size.
@@ -158,18 +143,17 @@ impl Source {
                 d.digest, d.size
             )));
         }
-        let mut bytes = Vec::with_capacity(d.size as usize);
-        self.open_blob(&d.digest, what)?
-            .take(d.size + 1)
-            .read_to_end(&mut bytes)
-            .map_err(|e| MicrosandboxError::io("read", &self.blob_path(&d.digest), e))?;
+        let bytes = match &self.origin {
+            Origin::Dir(o) => o.read(&d.digest, d.size, what)?,
+            Origin::Tar(t) => t.read(&d.digest, d.size, what)?,
+        };
         let actual = Digest::of(&bytes);
         if bytes.len() as u64 != d.size || actual != d.digest {
             return Err(MicrosandboxError::new(
                 ErrorKind::DigestMismatch,
                 format!(
                     "{}: {what}: expected {} ({} bytes), content is {actual} ({} bytes)",
-                    self.root.display(),
+                    self.label,
                     d.digest,
                     d.size,
                     bytes.len()
@@ -182,27 +166,73 @@ impl Source {
             .insert(d.digest.clone(), bytes.clone());
         Ok(bytes)
     }
+
+    /// A blob as a verified temporary, ready to commit.
+    fn stage(
+        &self,
+        layout: &Layout,
+        d: &Descriptor,
+        what: &str,
+    ) -> MicrosandboxResult<VerifiedBlob> {
+        match &self.origin {
+            Origin::Dir(o) => o.stage(layout, d, what),
+            Origin::Tar(t) => t.stage(layout, d, what),
+        }
+    }
 }
 
-/// Loads every named image of the OCI layout at `dir`.
+/// Opens `path`: a directory is an OCI layout; a file is a tar archive,
+/// gzip-compressed or not (told by its first bytes), staged in one pass.
+fn open(layout: &Layout, path: &Path) -> MicrosandboxResult<Source> {
+    let label = path.display().to_string();
+    let invalid =
+        |what: &str| MicrosandboxError::new(ErrorKind::InvalidArchive, format!("{label}: {what}"));
+    let meta = std::fs::metadata(path).map_err(|e| match e.kind() {
+        io::ErrorKind::NotFound => invalid("no such file or directory"),
+        _ => MicrosandboxError::io("stat", path, e),
+    })?;
+    let origin = if meta.is_dir() {
+        Origin::Dir(DirOrigin::new(path))
+    } else if meta.is_file() {
+        let file = std::fs::File::open(path).map_err(|e| MicrosandboxError::io("open", path, e))?;
+        let mut reader = io::BufReader::with_capacity(1 << 20, file);
+        let gzip = io::BufRead::fill_buf(&mut reader)
+            .map_err(|e| MicrosandboxError::io("read", path, e))?
+            .starts_with(&[0x1f, 0x8b]);
+        let stage = if gzip {
+            TarStage::from_reader(layout, flate2::bufread::MultiGzDecoder::new(reader), &label)?
+        } else {
+            TarStage::from_reader(layout, reader, &label)?
+        };
+        Origin::Tar(stage)
+    } else {
+        return Err(invalid("neither a directory nor a regular file"));
+    };
+    Ok(Source {
+        label,
+        origin,
+        json: RefCell::default(),
+    })
+}
+
+/// Loads every named image of an OCI image layout directory, an OCI
+/// archive (a tar of a layout, plain or gzip) or a docker-archive (as
+/// `docker save` and `skopeo copy ... docker-archive:` write it).
 ///
 /// # Errors
 ///
-/// [`ErrorKind::InvalidArchive`] when the layout is malformed or hostile,
+/// [`ErrorKind::InvalidArchive`] when the source is malformed or hostile,
 /// [`ErrorKind::DigestMismatch`] when content does not match its digest,
 /// [`ErrorKind::PlatformNotFound`] when an index lacks the platform; the
 /// cache is unchanged in every case.
-pub fn load_layout_dir(
+pub fn load(
     layout: &Layout,
-    dir: &Path,
+    path: &Path,
     options: &LoadOptions,
 ) -> MicrosandboxResult<Vec<ImageHandle>> {
-    let source = Source {
-        root: dir.to_owned(),
-        json: RefCell::default(),
-    };
-    let planned = plan(&source, options)?;
     layout.ensure()?;
+    let source = open(layout, path)?;
+    let planned = plan(&source, options)?;
     let lease_id = format!("ingest-{}", random_hex(8));
     let mut needed: Vec<Digest> = Vec::new();
     let mut seen = HashSet::new();
@@ -238,7 +268,39 @@ pub fn load_layout_dir(
     result
 }
 
+/// Plans from the OCI index when the source has named images there, else
+/// from a docker-archive's `manifest.json` (Docker 25+ archives hold both).
 fn plan(source: &Source, options: &LoadOptions) -> MicrosandboxResult<Vec<Planned>> {
+    let is_layout = source.top("oci-layout", 1 << 20)?.is_some();
+    if !is_layout && matches!(source.origin, Origin::Dir(_)) {
+        return Err(source.invalid("not an OCI image layout: no oci-layout file"));
+    }
+    let planned = if is_layout {
+        plan_oci(source, options)?
+    } else {
+        Vec::new()
+    };
+    let planned = match (&source.origin, planned.is_empty()) {
+        (Origin::Tar(stage), true) if stage.entry("manifest.json").is_some() => {
+            docker::plan(source, stage, options)?
+        }
+        (Origin::Tar(_), true) if !is_layout => {
+            return Err(source.invalid(
+                "not an OCI archive nor a docker-archive: no oci-layout, no manifest.json",
+            ))
+        }
+        _ => planned,
+    };
+    if planned.is_empty() {
+        return Err(
+            source.invalid("names no image (no org.opencontainers.image.ref.name, no RepoTags)")
+        );
+    }
+    check_sizes(source, &planned)?;
+    Ok(planned)
+}
+
+fn plan_oci(source: &Source, options: &LoadOptions) -> MicrosandboxResult<Vec<Planned>> {
     let marker = source
         .read_small("oci-layout", 1 << 20)
         .map_err(|e| match e.kind() {
@@ -278,12 +340,6 @@ fn plan(source: &Source, options: &LoadOptions) -> MicrosandboxResult<Vec<Planne
             )));
         }
         planned.push(plan_image(source, reference, d, &want)?);
-    }
-    check_sizes(source, &planned)?;
-    if planned.is_empty() {
-        return Err(
-            source.invalid("index.json names no image (no org.opencontainers.image.ref.name)")
-        );
     }
     Ok(planned)
 }
@@ -432,16 +488,7 @@ fn ingest_and_commit(
                 continue;
             }
             renew(false)?;
-            let file = source.open_blob(&d.digest, &what)?;
-            let path = source.blob_path(&d.digest);
-            let blob = copy_verified(
-                layout,
-                file,
-                &d.digest,
-                d.size,
-                &format!("{}: {what}", source.root.display()),
-                |e| MicrosandboxError::io("read", &path, e),
-            )?;
+            let blob = source.stage(layout, d, &what)?;
             verified.push(blob);
         }
     }
