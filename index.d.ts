@@ -53,13 +53,14 @@ export declare class Image {
    * `skopeo copy ... oci:DIR:TAG` or umoci write it), an OCI archive (a
    * tar of one, plain or gzip) or a docker-archive (as `docker save`
    * writes it), told apart by content. Every blob is verified. Indexes
-   * resolve to the host platform, or `platform` (`linux/arm64`).
+   * resolve to the host platform, or `platform` (`linux/arm64`);
+   * `reference` names the image of a single-image source.
    * Rejects `InvalidArchive`, `DigestMismatch`, `PlatformNotFound`; the
    * cache is unchanged on any error.
    */
-  static load(path: string, options?: { platform?: string }): Promise<Array<ImageHandle>>
+  static load(path: string, options?: { platform?: string; reference?: string }): Promise<Array<ImageHandle>>
   /** `Image.load` on a given backend. */
-  static loadLocal(backend: LocalBackend, path: string, options?: { platform?: string }): Promise<Array<ImageHandle>>
+  static loadLocal(backend: LocalBackend, path: string, options?: { platform?: string; reference?: string }): Promise<Array<ImageHandle>>
   /**
    * Pins the image a reference names (its manifest digest, not the
    * name) and marks it used. `id` defaults to a random one; `kind` to

@@ -84,7 +84,13 @@ fn load_with(b: Backend, path: Unknown, options: Unknown) -> AsyncTask<CoreTask<
         let platform = args::opt_string(&opts, "platform")?
             .map(|p| core::platform::parse(&p))
             .transpose()?;
-        let options = core::LoadOptions { platform };
+        let reference = args::opt_string(&opts, "reference")?
+            .map(|r| core::Reference::parse(&r))
+            .transpose()?;
+        let options = core::LoadOptions {
+            platform,
+            reference,
+        };
         Ok(move || b.load_images(path.as_ref(), &options).map(handles))
     })
 }
@@ -256,11 +262,12 @@ impl Image {
     /// `skopeo copy ... oci:DIR:TAG` or umoci write it), an OCI archive (a
     /// tar of one, plain or gzip) or a docker-archive (as `docker save`
     /// writes it), told apart by content. Every blob is verified. Indexes
-    /// resolve to the host platform, or `platform` (`linux/arm64`).
+    /// resolve to the host platform, or `platform` (`linux/arm64`);
+    /// `reference` names the image of a single-image source.
     /// Rejects `InvalidArchive`, `DigestMismatch`, `PlatformNotFound`; the
     /// cache is unchanged on any error.
     #[napi(
-        ts_args_type = "path: string, options?: { platform?: string }",
+        ts_args_type = "path: string, options?: { platform?: string; reference?: string }",
         ts_return_type = "Promise<Array<ImageHandle>>"
     )]
     pub fn load(path: Unknown, options: Unknown) -> AsyncTask<CoreTask<Vec<ImageHandle>>> {
@@ -269,7 +276,7 @@ impl Image {
 
     /// `Image.load` on a given backend.
     #[napi(
-        ts_args_type = "backend: LocalBackend, path: string, options?: { platform?: string }",
+        ts_args_type = "backend: LocalBackend, path: string, options?: { platform?: string; reference?: string }",
         ts_return_type = "Promise<Array<ImageHandle>>"
     )]
     pub fn load_local(

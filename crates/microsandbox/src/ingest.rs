@@ -209,6 +209,70 @@ pub fn copy_verified(
     writer.finish(expected, expected_size, what)
 }
 
+/// What a layer's media type says of its compression.
+fn layer_compression(media_type: &str) -> Option<bool> {
+    match media_type {
+        "application/vnd.oci.image.layer.v1.tar+gzip"
+        | "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip"
+        | "application/vnd.docker.image.rootfs.diff.tar.gzip"
+        | "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip" => Some(true),
+        "application/vnd.oci.image.layer.v1.tar"
+        | "application/vnd.oci.image.layer.nondistributable.v1.tar"
+        | "application/vnd.docker.image.rootfs.diff.tar" => Some(false),
+        _ => None,
+    }
+}
+
+/// Checks a layer against its config's `diff_id`: an uncompressed layer
+/// must hash to it, a gzip layer must decompress to content that does.
+/// Other compressions (zstd) are not checked.
+///
+/// # Errors
+///
+/// [`ErrorKind::DigestMismatch`] naming `what`; [`ErrorKind::InvalidArchive`]
+/// when the gzip stream is corrupt or truncated.
+pub fn check_diff_id(
+    blob: &VerifiedBlob,
+    media_type: &str,
+    diff_id: &str,
+    what: &str,
+) -> MicrosandboxResult<()> {
+    let actual = match layer_compression(media_type) {
+        None => return Ok(()),
+        Some(false) => blob.digest().clone(),
+        Some(true) => {
+            let file = File::open(blob.path()).at("open", blob.path())?;
+            let mut gz =
+                flate2::read::MultiGzDecoder::new(io::BufReader::with_capacity(CHUNK, file));
+            let mut hasher = Sha256::new();
+            let mut buf = vec![0u8; CHUNK];
+            loop {
+                match gz.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => hasher.update(&buf[..n]),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => {
+                        return Err(MicrosandboxError::new(
+                            ErrorKind::InvalidArchive,
+                            format!("{what}: corrupt gzip layer {}: {e}", blob.digest()),
+                        ))
+                    }
+                }
+            }
+            Digest::from_hasher(hasher)
+        }
+    };
+    if actual.as_str() != diff_id {
+        return Err(MicrosandboxError::new(
+            ErrorKind::DigestMismatch,
+            format!(
+                "{what}: uncompressed content hashes to {actual}, the config's diff_id is {diff_id}"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Whether a file in `tmp/` belongs to no live writer: its lock can be taken.
 /// The lock is held by the returned file until it is dropped.
 pub fn stale_tmp_file(path: &Path) -> io::Result<Option<File>> {

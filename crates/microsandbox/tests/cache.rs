@@ -162,6 +162,7 @@ fn platform_indexes_resolve_to_the_host_or_the_requested_platform() {
             &fixtures().join("multiarch"),
             &LoadOptions {
                 platform: Some(microsandbox::platform::parse("linux/arm64").unwrap()),
+                ..Default::default()
             },
         )
         .unwrap();
@@ -173,6 +174,7 @@ fn platform_indexes_resolve_to_the_host_or_the_requested_platform() {
             &fixtures().join("multiarch"),
             &LoadOptions {
                 platform: Some(microsandbox::platform::parse("linux/s390x").unwrap()),
+                ..Default::default()
             },
         )
         .unwrap_err();
@@ -692,4 +694,45 @@ fn an_expiry_past_year_9999_is_an_invalid_argument() {
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidArgument);
     assert!(h.backend.list_leases().unwrap().is_empty());
+}
+
+/// Writes `value` as a blob of the layout at `dir`; returns digest and size.
+fn put_json(dir: &std::path::Path, value: &serde_json::Value) -> (String, u64) {
+    let bytes = serde_json::to_vec(value).unwrap();
+    let digest = microsandbox::Digest::of(&bytes);
+    fs::write(dir.join("blobs/sha256").join(digest.hex()), &bytes).unwrap();
+    (digest.to_string(), bytes.len() as u64)
+}
+
+#[test]
+fn a_gzip_layer_must_decompress_to_its_diff_id() {
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path().join("lying-diff-id");
+    copy_dir(&fixtures().join("pair"), &dir);
+    let blob = |d: &str| {
+        dir.join("blobs/sha256")
+            .join(d.trim_start_matches("sha256:"))
+    };
+    let read = |d: &str| -> serde_json::Value {
+        serde_json::from_slice(&fs::read(blob(d)).unwrap()).unwrap()
+    };
+    let mut index: serde_json::Value =
+        serde_json::from_slice(&fs::read(dir.join("index.json")).unwrap()).unwrap();
+    let at = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .position(|m| m["annotations"]["org.opencontainers.image.ref.name"] == "base")
+        .unwrap();
+    let mut manifest = read(index["manifests"][at]["digest"].as_str().unwrap());
+    let mut config = read(manifest["config"]["digest"].as_str().unwrap());
+    config["rootfs"]["diff_ids"][0] = serde_json::json!(format!("sha256:{}", "0".repeat(64)));
+    let (digest, size) = put_json(&dir, &config);
+    manifest["config"]["digest"] = digest.into();
+    manifest["config"]["size"] = size.into();
+    let (digest, size) = put_json(&dir, &manifest);
+    index["manifests"][at]["digest"] = digest.into();
+    index["manifests"][at]["size"] = size.into();
+    fs::write(dir.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
+    expect_load_error(&dir, ErrorKind::DigestMismatch, "diff_id");
 }

@@ -66,6 +66,19 @@ impl DirOrigin {
             .ok_or_else(|| self.invalid(format!("{what} is missing")))
     }
 
+    /// The size of a blob; `None` if it is not there.
+    pub fn blob_size(&self, digest: &Digest) -> MicrosandboxResult<Option<u64>> {
+        let path = self.blob_path(digest);
+        match self.open_regular(&path, &format!("blob {digest}"))? {
+            None => Ok(None),
+            Some(f) => Ok(Some(
+                f.metadata()
+                    .map_err(|e| MicrosandboxError::io("stat", &path, e))?
+                    .len(),
+            )),
+        }
+    }
+
     /// A top-level file, at most `limit + 1` bytes of it; `None` if absent.
     pub fn top(&self, name: &str, limit: u64) -> MicrosandboxResult<Option<Vec<u8>>> {
         let path = self.root.join(name);

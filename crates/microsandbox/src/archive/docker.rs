@@ -54,7 +54,7 @@ fn descriptor(media_type: &str, digest: Digest, size: u64) -> Descriptor {
 pub(super) fn plan(
     source: &Source,
     stage: &TarStage,
-    _options: &LoadOptions,
+    options: &LoadOptions,
 ) -> MicrosandboxResult<Vec<Planned>> {
     let bytes = source.read_small("manifest.json", JSON_BLOB_LIMIT)?;
     let items: Vec<Item> = serde_json::from_slice(&bytes)
@@ -62,15 +62,21 @@ pub(super) fn plan(
     let mut planned = Vec::new();
     let mut names = HashSet::new();
     for item in &items {
-        let tags = item.repo_tags.as_deref().unwrap_or_default();
+        let mut tags: Vec<Reference> = Vec::new();
+        for tag in item.repo_tags.as_deref().unwrap_or_default() {
+            tags.push(Reference::parse(tag).map_err(|e| {
+                source.invalid(format!("manifest.json names an invalid reference: {e}"))
+            })?);
+        }
+        // An untagged single image takes the name the caller gives.
+        if tags.is_empty() && items.len() == 1 {
+            tags.extend(options.reference.iter().cloned());
+        }
         if tags.is_empty() {
             continue;
         }
         let image = plan_item(source, stage, item)?;
-        for tag in tags {
-            let reference = Reference::parse(tag).map_err(|e| {
-                source.invalid(format!("manifest.json names an invalid reference: {e}"))
-            })?;
+        for reference in tags {
             if !names.insert(reference.canonical()) {
                 return Err(source.invalid(format!(
                     "manifest.json names {} twice",
@@ -152,6 +158,7 @@ fn plan_item(source: &Source, stage: &TarStage, item: &Item) -> MicrosandboxResu
         config,
         config_bytes,
         layers,
+        diff_ids: diff_ids.clone(),
         platform: Platform {
             architecture: cfg.architecture().to_string(),
             os: cfg.os().to_string(),

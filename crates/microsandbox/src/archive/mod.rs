@@ -23,13 +23,13 @@ use crate::digest::Digest;
 use crate::error::{ErrorKind, MicrosandboxError, MicrosandboxResult};
 use crate::fsutil::{random_hex, sync_dir};
 use crate::handle::ImageHandle;
-use crate::ingest::{BlobWriter, VerifiedBlob};
+use crate::ingest::{check_diff_id, BlobWriter, VerifiedBlob};
 use crate::layout::{Layout, JSON_BLOB_LIMIT};
 use crate::lease::{self, LeaseKind, LeaseRecord};
 use crate::lock::LockMode;
 use crate::model::{
     is_index_media_type, Descriptor, IndexFile, ManifestDoc, Platform, Shape, ANN_CREATED,
-    ANN_LAST_USED, ANN_LAYERS, ANN_SIZE,
+    ANN_LAST_USED, ANN_LAYERS, ANN_SIZE, MEDIA_OCI_MANIFEST,
 };
 use crate::reference::Reference;
 use crate::{platform, time};
@@ -55,6 +55,9 @@ const ANN_CONTAINERD_NAME: &str = "io.containerd.image.name";
 pub struct LoadOptions {
     /// The platform to take from multi-platform indexes; the host's if unset.
     pub platform: Option<Platform>,
+    /// The name to give the image of a single-image source, whatever (or
+    /// whether) the source names it.
+    pub reference: Option<Reference>,
 }
 
 /// One image of the source, read and checked, waiting for its layers.
@@ -66,6 +69,8 @@ struct Planned {
     config: Descriptor,
     config_bytes: Arc<[u8]>,
     layers: Vec<Descriptor>,
+    /// The config's `rootfs.diff_ids`, one per layer.
+    diff_ids: Vec<String>,
     platform: Platform,
 }
 
@@ -165,6 +170,16 @@ impl Source {
             .borrow_mut()
             .insert(d.digest.clone(), bytes.clone());
         Ok(bytes)
+    }
+
+    /// The size of a blob of the source; `None` if it has none of that digest.
+    fn blob_size(&self, digest: &Digest) -> MicrosandboxResult<Option<u64>> {
+        match &self.origin {
+            Origin::Dir(o) => o.blob_size(digest),
+            Origin::Tar(t) => Ok(t
+                .entry(&format!("blobs/sha256/{}", digest.hex()))
+                .map(|(_, size)| size)),
+        }
     }
 
     /// A blob as a verified temporary, ready to commit.
@@ -271,33 +286,102 @@ pub fn load(
 /// Plans from the OCI index when the source has named images there, else
 /// from a docker-archive's `manifest.json` (Docker 25+ archives hold both).
 fn plan(source: &Source, options: &LoadOptions) -> MicrosandboxResult<Vec<Planned>> {
-    let is_layout = source.top("oci-layout", 1 << 20)?.is_some();
-    if !is_layout && matches!(source.origin, Origin::Dir(_)) {
-        return Err(source.invalid("not an OCI image layout: no oci-layout file"));
-    }
-    let planned = if is_layout {
+    let has = |name: &str| -> MicrosandboxResult<bool> {
+        Ok(match &source.origin {
+            Origin::Tar(stage) => stage.entry(name).is_some(),
+            Origin::Dir(_) => source.top(name, JSON_BLOB_LIMIT)?.is_some(),
+        })
+    };
+    let is_layout = has("oci-layout")?;
+    let mut planned = if is_layout {
         plan_oci(source, options)?
     } else {
         Vec::new()
     };
-    let planned = match (&source.origin, planned.is_empty()) {
-        (Origin::Tar(stage), true) if stage.entry("manifest.json").is_some() => {
-            docker::plan(source, stage, options)?
-        }
-        (Origin::Tar(_), true) if !is_layout => {
-            return Err(source.invalid(
-                "not an OCI archive nor a docker-archive: no oci-layout, no manifest.json",
-            ))
-        }
-        _ => planned,
-    };
+    if planned.is_empty() {
+        planned = match &source.origin {
+            _ if has("meta.json")? => plan_minibox(source, options)?,
+            Origin::Tar(stage) if stage.entry("manifest.json").is_some() => {
+                docker::plan(source, stage, options)?
+            }
+            _ if is_layout => Vec::new(),
+            Origin::Dir(_) => {
+                return Err(source.invalid("not an OCI image layout: no oci-layout file"))
+            }
+            Origin::Tar(_) => {
+                return Err(source.invalid(
+                    "not an OCI archive, a docker-archive nor a MiniBox archive: \
+                     no oci-layout, manifest.json or meta.json",
+                ))
+            }
+        };
+    }
     if planned.is_empty() {
         return Err(
             source.invalid("names no image (no org.opencontainers.image.ref.name, no RepoTags)")
         );
     }
+    if let Some(reference) = &options.reference {
+        let images: HashSet<&Digest> = planned.iter().map(|p| &p.manifest.digest).collect();
+        if images.len() != 1 {
+            return Err(MicrosandboxError::invalid_argument(format!(
+                "{}: holds {} images; a reference can rename only a single-image archive",
+                source.label,
+                images.len()
+            )));
+        }
+        planned.truncate(1);
+        planned[0].reference = reference.clone();
+    }
     check_sizes(source, &planned)?;
     Ok(planned)
+}
+
+/// A MiniBox archive: `meta.json` (`{"image", "manifest_digest"}`) and the
+/// blobs under `blobs/sha256/`.
+fn plan_minibox(source: &Source, options: &LoadOptions) -> MicrosandboxResult<Vec<Planned>> {
+    #[derive(serde::Deserialize)]
+    struct Meta {
+        image: String,
+        manifest_digest: String,
+    }
+    let bytes = source.read_small("meta.json", 1 << 20)?;
+    let meta: Meta = serde_json::from_slice(&bytes)
+        .map_err(|e| source.invalid(format!("meta.json is invalid: {e}")))?;
+    let reference = match &options.reference {
+        Some(r) => r.clone(),
+        None => Reference::parse(&meta.image)
+            .map_err(|e| source.invalid(format!("meta.json names an invalid reference: {e}")))?,
+    };
+    let digest: Digest = meta
+        .manifest_digest
+        .parse()
+        .map_err(|e| source.invalid(format!("meta.json: manifest_digest: {e}")))?;
+    let size = source.blob_size(&digest)?.ok_or_else(|| {
+        source.invalid(format!(
+            "meta.json names manifest {digest}, which is missing"
+        ))
+    })?;
+    let descriptor = Descriptor {
+        media_type: MEDIA_OCI_MANIFEST.to_owned(),
+        digest,
+        size,
+        platform: None,
+        annotations: Default::default(),
+        artifact_type: None,
+        urls: None,
+    };
+    let want = options.platform.clone().unwrap_or_else(platform::host);
+    let bytes = source.read_json(&descriptor, "manifest")?;
+    let media_type = ManifestDoc::parse(&bytes)
+        .ok()
+        .and_then(|d| d.media_type)
+        .unwrap_or_else(|| MEDIA_OCI_MANIFEST.to_owned());
+    let descriptor = Descriptor {
+        media_type,
+        ..descriptor
+    };
+    Ok(vec![plan_image(source, reference, &descriptor, &want)?])
 }
 
 fn plan_oci(source: &Source, options: &LoadOptions) -> MicrosandboxResult<Vec<Planned>> {
@@ -328,9 +412,14 @@ fn plan_oci(source: &Source, options: &LoadOptions) -> MicrosandboxResult<Vec<Pl
             .get(ANN_CONTAINERD_NAME)
             .map(String::as_str)
             .or(d.ref_name());
-        let Some(name) = name else { continue };
-        let reference = Reference::parse(name)
-            .map_err(|e| source.invalid(format!("index.json names an invalid reference: {e}")))?;
+        let reference = match (name, &options.reference) {
+            (Some(name), _) => Reference::parse(name).map_err(|e| {
+                source.invalid(format!("index.json names an invalid reference: {e}"))
+            })?,
+            // An unnamed single image takes the name the caller gives.
+            (None, Some(r)) if index.manifests.len() == 1 => r.clone(),
+            (None, _) => continue,
+        };
         if !names.insert(reference.canonical()) {
             return Err(source.invalid(format!("index.json names {} twice", reference.familiar())));
         }
@@ -414,6 +503,7 @@ fn plan_image(
         config: config.clone(),
         config_bytes,
         layers: layers.to_vec(),
+        diff_ids: diff_ids.clone(),
         platform,
     })
 }
@@ -489,6 +579,7 @@ fn ingest_and_commit(
             }
             renew(false)?;
             let blob = source.stage(layout, d, &what)?;
+            check_diff_id(&blob, &d.media_type, &p.diff_ids[i], &what)?;
             verified.push(blob);
         }
     }

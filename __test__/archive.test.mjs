@@ -1,0 +1,72 @@
+// Image.load of archives made by skopeo: OCI archives (plain and gzip) and
+// docker-archives, with the `reference` option.
+import { describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { FIXTURES, MANIFEST, RICH_CONFIG, freshBackend, listing, rejectsWith, tempDir, tmpEntries } from './helpers.mjs';
+import { Image } from '../index.js';
+
+function run(cmd, args) {
+  const r = spawnSync(cmd, args, { encoding: 'utf8' });
+  assert.equal(r.status, 0, `${cmd} ${args.join(' ')}: ${r.stderr}`);
+}
+
+function skopeoCopy(from, to, ...extra) {
+  run('skopeo', ['copy', '--insecure-policy', ...extra, from, to]);
+}
+
+describe('load of archives', () => {
+  test('an OCI archive from skopeo, plain and gzipped, loads with skopeo\'s digests', async (t) => {
+    const dir = tempDir(t);
+    const tar = path.join(dir, 'rich.tar');
+    skopeoCopy(`oci:${path.join(FIXTURES, 'rich')}:rich`, `oci-archive:${tar}:rich`);
+    run('gzip', ['-k', tar]);
+    for (const file of [tar, `${tar}.gz`]) {
+      const { home, backend } = freshBackend(t);
+      const [h] = await Image.loadLocal(backend, file);
+      assert.equal(h.reference, 'rich:latest');
+      assert.equal(h.manifestDigest, MANIFEST.rich.manifestDigest);
+      assert.equal(h.sizeBytes, MANIFEST.rich.totalSize);
+      assert.deepEqual(tmpEntries(home), []);
+    }
+  });
+
+  test('a docker-archive from skopeo loads every tag, layers keeping their diff_ids', async (t) => {
+    const dir = tempDir(t);
+    const tar = path.join(dir, 'rich-docker.tar');
+    skopeoCopy(`oci:${path.join(FIXTURES, 'rich')}:rich`, `docker-archive:${tar}:example.com/rich:1`, '--additional-tag', 'rich:2');
+    const { backend } = freshBackend(t);
+    const loaded = await Image.loadLocal(backend, tar);
+    assert.deepEqual(loaded.map((h) => h.reference).sort(), ['example.com/rich:1', 'rich:2']);
+    const d = await Image.inspectLocal(backend, 'example.com/rich:1');
+    assert.deepEqual(d.layers.map((l) => l.blobDigest), RICH_CONFIG.rootfs.diff_ids);
+    assert.deepEqual(d.config.cmd, RICH_CONFIG.config.Cmd);
+    assert.equal(d.config.stopSignal, 'SIGQUIT');
+  });
+
+  test('`reference` renames a single-image source; a bad one is InvalidReference', async (t) => {
+    const { backend } = freshBackend(t);
+    const [h] = await Image.loadLocal(backend, path.join(FIXTURES, 'rich'), { reference: 'ghcr.io/me/renamed:3' });
+    assert.equal(h.reference, 'ghcr.io/me/renamed:3');
+    await rejectsWith(() => Image.getLocal(backend, 'rich'), 'ImageNotFound');
+    const before = await listing(backend);
+    await rejectsWith(() => Image.loadLocal(backend, path.join(FIXTURES, 'rich'), { reference: 'Not/Valid' }), 'InvalidReference');
+    await rejectsWith(() => Image.loadLocal(backend, path.join(FIXTURES, 'pair'), { reference: 'one:name' }), 'InvalidArgument');
+    await rejectsWith(() => Image.loadLocal(backend, path.join(FIXTURES, 'rich'), { reference: 42 }), 'InvalidArgument');
+    assert.deepEqual(await listing(backend), before);
+  });
+
+  test('a truncated archive is InvalidArchive and changes nothing', async (t) => {
+    const dir = tempDir(t);
+    const tar = path.join(dir, 'rich.tar');
+    skopeoCopy(`oci:${path.join(FIXTURES, 'rich')}:rich`, `oci-archive:${tar}:rich`);
+    const bytes = fs.readFileSync(tar);
+    fs.writeFileSync(tar, bytes.subarray(0, Math.floor(bytes.length / 2)));
+    const { home, backend } = freshBackend(t);
+    await rejectsWith(() => Image.loadLocal(backend, tar), 'InvalidArchive');
+    assert.deepEqual(await Image.listLocal(backend), []);
+    assert.deepEqual(tmpEntries(home), []);
+  });
+});
