@@ -62,6 +62,17 @@ export declare class Image {
   /** `Image.load` on a given backend. */
   static loadLocal(backend: LocalBackend, path: string, options?: { platform?: string; reference?: string }): Promise<Array<ImageHandle>>
   /**
+   * Writes the images `references` name into one archive at `path`:
+   * an OCI archive (`format: 'oci'`, the default) whose index names each
+   * reference, or a docker-archive (`'docker'`) that `docker load`
+   * accepts. The same images give byte-identical archives. The archive
+   * is written beside `path` and renamed into place, so a failed save
+   * leaves nothing half-written there.
+   */
+  static save(references: string | Array<string>, path: string, options?: { format?: 'oci' | 'docker' }): Promise<void>
+  /** `Image.save` on a given backend. */
+  static saveLocal(backend: LocalBackend, references: string | Array<string>, path: string, options?: { format?: 'oci' | 'docker' }): Promise<void>
+  /**
    * Pins the image a reference names (its manifest digest, not the
    * name) and marks it used. `id` defaults to a random one; `kind` to
    * `'sandbox'`; without `expiresInSeconds` it lasts until released.

@@ -70,3 +70,51 @@ describe('load of archives', () => {
     assert.deepEqual(tmpEntries(home), []);
   });
 });
+
+describe('save', () => {
+  test('save writes an OCI archive skopeo reads and load takes back, byte-identical each time', async (t) => {
+    const dir = tempDir(t);
+    const { backend } = freshBackend(t);
+    await Image.loadLocal(backend, path.join(FIXTURES, 'pair'));
+    const a = path.join(dir, 'a.tar');
+    const b = path.join(dir, 'b.tar');
+    await Image.saveLocal(backend, ['app', 'base'], a);
+    await Image.saveLocal(backend, ['base', 'app'], b);
+    assert.deepEqual(fs.readFileSync(a), fs.readFileSync(b));
+    const out = path.join(dir, 'copy');
+    skopeoCopy(`oci-archive:${a}:docker.io/library/app:latest`, `oci:${out}:x`);
+    const index = JSON.parse(fs.readFileSync(path.join(out, 'index.json'), 'utf8'));
+    assert.equal(index.manifests[0].digest, MANIFEST['pair/app'].manifestDigest);
+    const other = freshBackend(t).backend;
+    const loaded = await Image.loadLocal(other, a);
+    assert.deepEqual(loaded.map((h) => h.manifestDigest).sort(), [MANIFEST['pair/app'].manifestDigest, MANIFEST['pair/base'].manifestDigest].sort());
+  });
+
+  test('save with format docker writes a docker-archive with RepoTags', async (t) => {
+    const dir = tempDir(t);
+    const { backend } = freshBackend(t);
+    await Image.loadLocal(backend, path.join(FIXTURES, 'rich'), { reference: 'example.com/team/rich:9' });
+    const tar = path.join(dir, 'd.tar');
+    await Image.saveLocal(backend, 'example.com/team/rich:9', tar, { format: 'docker' });
+    const r = spawnSync('tar', ['-xOf', tar, 'manifest.json'], { encoding: 'utf8' });
+    assert.equal(r.status, 0, r.stderr);
+    const manifest = JSON.parse(r.stdout);
+    assert.deepEqual(manifest[0].RepoTags, ['example.com/team/rich:9']);
+    assert.equal(manifest[0].Config, `blobs/sha256/${MANIFEST.rich.configDigest.slice(7)}`);
+    const [h] = await Image.loadLocal(freshBackend(t).backend, tar);
+    assert.equal(h.reference, 'example.com/team/rich:9');
+  });
+
+  test('save rejects bad arguments and absent images, leaving no file', async (t) => {
+    const dir = tempDir(t);
+    const { backend } = freshBackend(t);
+    await Image.loadLocal(backend, path.join(FIXTURES, 'rich'));
+    const tar = path.join(dir, 'x.tar');
+    await rejectsWith(() => Image.saveLocal(backend, ['rich', 'nope'], tar), 'ImageNotFound');
+    await rejectsWith(() => Image.saveLocal(backend, [], tar), 'InvalidArgument');
+    await rejectsWith(() => Image.saveLocal(backend, 7, tar), 'InvalidArgument');
+    await rejectsWith(() => Image.saveLocal(backend, ['rich', 7], tar), 'InvalidArgument');
+    await rejectsWith(() => Image.saveLocal(backend, 'rich', tar, { format: 'zip' }), 'InvalidArgument');
+    assert.deepEqual(fs.readdirSync(dir), []);
+  });
+});

@@ -91,6 +91,12 @@ function codeOf(e: unknown): ErrorCode | undefined {
 async function ambient(): Promise<void> {
   const loaded: ImageHandle[] = await Image.load('./target/fixtures/rich');
   await Image.load('./target/fixtures/multiarch', { platform: 'linux/arm64' });
+  await Image.load('./archive.tar.gz', { reference: 'ghcr.io/me/app:1' });
+  await Image.save('python:3.12', './python.tar');
+  await Image.save(['python:3.12', 'alpine'], './both.tar', { format: 'docker' });
+  await Image.saveLocal(new LocalBackend({ home: '/tmp/h' }), ['alpine'], './a.tar', { format: 'oci' });
+  // @ts-expect-error: formats are 'oci' and 'docker'
+  await Image.save('alpine', './a.zip', { format: 'zip' });
   loaded.forEach((h) => log(describeHandle(h)));
   const all: Array<ImageHandle> = await Image.list();
   const one: ImageHandle = await Image.get('rich');

@@ -53,6 +53,28 @@ pub fn string(v: Option<Unknown>, name: &str) -> ArgResult<String> {
     }
 }
 
+/// A string, or an array of strings.
+pub fn strings(v: Option<Unknown>, name: &str) -> ArgResult<Vec<String>> {
+    let Some(v) = v else {
+        return Err(invalid(format!(
+            "{name} must be a string or an array of strings"
+        )));
+    };
+    if type_of(&v) == ValueType::String {
+        return string(Some(v), name).map(|s| vec![s]);
+    }
+    let wrong = || invalid(format!("{name} must be a string or an array of strings"));
+    if type_of(&v) != ValueType::Object || !v.is_array().unwrap_or(false) {
+        return Err(wrong());
+    }
+    // SAFETY: checked to be an array.
+    let items = unsafe { v.cast::<Vec<Unknown>>() }.map_err(|_| wrong())?;
+    items
+        .into_iter()
+        .map(|item| string(Some(item), name))
+        .collect()
+}
+
 /// An options object, absent if undefined or null.
 pub fn options<'a>(v: Option<Unknown<'a>>, name: &str) -> ArgResult<Option<Object<'a>>> {
     if absent(&v) {

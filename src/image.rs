@@ -95,6 +95,31 @@ fn load_with(b: Backend, path: Unknown, options: Unknown) -> AsyncTask<CoreTask<
     })
 }
 
+fn save_with(
+    b: Backend,
+    references: Unknown,
+    path: Unknown,
+    options: Unknown,
+) -> AsyncTask<CoreTask<()>> {
+    spawn(b, |b| {
+        let references = args::strings(Some(references), "references")?;
+        let path = args::string(Some(path), "path")?;
+        let opts = args::options(Some(options), "options")?;
+        let format = match args::opt_string(&opts, "format")?.as_deref() {
+            None | Some("oci") => core::SaveFormat::Oci,
+            Some("docker") => core::SaveFormat::Docker,
+            Some(other) => {
+                return Err(MicrosandboxError::new(
+                    core::ErrorKind::InvalidArgument,
+                    format!("format must be 'oci' or 'docker', got {other:?}"),
+                ))
+            }
+        };
+        let options = core::SaveOptions { format };
+        Ok(move || b.save_images(&references, path.as_ref(), &options))
+    })
+}
+
 fn lease_kind(kind: Option<String>) -> MicrosandboxResult<Option<core::LeaseKind>> {
     match kind.as_deref() {
         None => Ok(None),
@@ -285,6 +310,34 @@ impl Image {
         options: Unknown,
     ) -> AsyncTask<CoreTask<Vec<ImageHandle>>> {
         load_with(local(backend), path, options)
+    }
+
+    /// Writes the images `references` name into one archive at `path`:
+    /// an OCI archive (`format: 'oci'`, the default) whose index names each
+    /// reference, or a docker-archive (`'docker'`) that `docker load`
+    /// accepts. The same images give byte-identical archives. The archive
+    /// is written beside `path` and renamed into place, so a failed save
+    /// leaves nothing half-written there.
+    #[napi(
+        ts_args_type = "references: string | Array<string>, path: string, options?: { format?: 'oci' | 'docker' }",
+        ts_return_type = "Promise<void>"
+    )]
+    pub fn save(references: Unknown, path: Unknown, options: Unknown) -> AsyncTask<CoreTask<()>> {
+        save_with(ambient(), references, path, options)
+    }
+
+    /// `Image.save` on a given backend.
+    #[napi(
+        ts_args_type = "backend: LocalBackend, references: string | Array<string>, path: string, options?: { format?: 'oci' | 'docker' }",
+        ts_return_type = "Promise<void>"
+    )]
+    pub fn save_local(
+        backend: Unknown,
+        references: Unknown,
+        path: Unknown,
+        options: Unknown,
+    ) -> AsyncTask<CoreTask<()>> {
+        save_with(local(backend), references, path, options)
     }
 
     /// Pins the image a reference names (its manifest digest, not the

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use crate::archive::{self, LoadOptions};
+use crate::archive::{self, LoadOptions, SaveOptions};
 use crate::catalog::{self, CatalogCache, Entry};
 use crate::content;
 use crate::digest::Digest;
@@ -263,6 +263,17 @@ impl LocalBackend {
         options: &LoadOptions,
     ) -> MicrosandboxResult<Vec<ImageHandle>> {
         archive::load(self.layout_ready()?, path, options)
+    }
+
+    /// Writes the images `references` name into one archive at `path`.
+    /// Blocking.
+    pub fn save_images(
+        &self,
+        references: &[String],
+        path: &Path,
+        options: &SaveOptions,
+    ) -> MicrosandboxResult<()> {
+        archive::save(self.layout_ready()?, references, path, options)
     }
 
     /// Pins the manifest a reference names and marks the image used. Blocking.

@@ -9,7 +9,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::archive::LoadOptions;
+use crate::archive::{LoadOptions, SaveOptions};
 use crate::backend::{default_backend, LeaseOptions, LocalBackend};
 use crate::error::{MicrosandboxError, MicrosandboxResult};
 use crate::handle::{ImageDetail, ImageHandle, ImageLease, ImagePruneReport};
@@ -137,6 +137,32 @@ impl Image {
     ) -> MicrosandboxResult<Vec<ImageHandle>> {
         let path: PathBuf = path.as_ref().to_owned();
         run(backend.clone(), move |b| b.load_images(&path, &options)).await
+    }
+
+    /// Writes the images `references` name into one archive at `path`: an
+    /// OCI archive, or a docker-archive with [`crate::SaveFormat::Docker`].
+    /// Deterministic; written to a temporary file and renamed into place.
+    pub async fn save(
+        references: &[&str],
+        path: impl AsRef<Path>,
+        options: SaveOptions,
+    ) -> MicrosandboxResult<()> {
+        Self::save_local(&ambient().await?, references, path, options).await
+    }
+
+    /// [`Image::save`] on `backend`.
+    pub async fn save_local(
+        backend: &LocalBackend,
+        references: &[&str],
+        path: impl AsRef<Path>,
+        options: SaveOptions,
+    ) -> MicrosandboxResult<()> {
+        let references: Vec<String> = references.iter().map(|r| (*r).to_owned()).collect();
+        let path: PathBuf = path.as_ref().to_owned();
+        run(backend.clone(), move |b| {
+            b.save_images(&references, &path, &options)
+        })
+        .await
     }
 
     /// Pins the image a reference names and marks it used.

@@ -53,7 +53,7 @@ pub mod platform;
 pub mod reference;
 pub mod time;
 
-pub use archive::LoadOptions;
+pub use archive::{LoadOptions, SaveFormat, SaveOptions};
 pub use backend::{LeaseOptions, LocalBackend, LocalBackendBuilder};
 pub use digest::Digest;
 pub use error::{ErrorKind, MicrosandboxError, MicrosandboxResult};

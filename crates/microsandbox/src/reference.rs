@@ -82,15 +82,20 @@ impl Reference {
 
     /// The short form people type: `python:3.12`, `ghcr.io/org/app:1`.
     pub fn familiar(&self) -> String {
-        let name = if self.domain == DEFAULT_DOMAIN {
+        self.render(self.familiar_name())
+    }
+
+    /// The short repository name, with neither tag nor digest: `python`,
+    /// `ghcr.io/org/app`.
+    pub fn familiar_name(&self) -> String {
+        if self.domain == DEFAULT_DOMAIN {
             self.path
                 .strip_prefix(OFFICIAL_PREFIX)
                 .unwrap_or(&self.path)
                 .to_owned()
         } else {
             self.repository()
-        };
-        self.render(name)
+        }
     }
 
     fn render(&self, mut name: String) -> String {

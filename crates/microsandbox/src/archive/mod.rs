@@ -39,7 +39,10 @@ use tarball::TarStage;
 
 mod dir;
 mod docker;
+mod save;
 mod tarball;
+
+pub use save::{save, SaveFormat, SaveOptions};
 
 const SOURCE_INDEX_LIMIT: u64 = 64 << 20;
 const INGEST_LEASE_TTL: Duration = Duration::from_secs(3600);
