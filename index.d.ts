@@ -54,13 +54,16 @@ export declare class Image {
    * tar of one, plain or gzip) or a docker-archive (as `docker save`
    * writes it), told apart by content. Every blob is verified. Indexes
    * resolve to the host platform, or `platform` (`linux/arm64`);
-   * `reference` names the image of a single-image source.
+   * `reference` names the image of a single-image source; `onProgress`
+   * receives `{ phase, digest, bytes, totalBytes }` events (`read` of an
+   * archive, `write` of each blob, `commit`) without ever blocking the
+   * load: the events arrive on the JS thread as it is free.
    * Rejects `InvalidArchive`, `DigestMismatch`, `PlatformNotFound`; the
    * cache is unchanged on any error.
    */
-  static load(path: string, options?: { platform?: string; reference?: string }): Promise<Array<ImageHandle>>
+  static load(path: string, options?: { platform?: string; reference?: string; onProgress?: (event: ProgressEvent) => void }): Promise<Array<ImageHandle>>
   /** `Image.load` on a given backend. */
-  static loadLocal(backend: LocalBackend, path: string, options?: { platform?: string; reference?: string }): Promise<Array<ImageHandle>>
+  static loadLocal(backend: LocalBackend, path: string, options?: { platform?: string; reference?: string; onProgress?: (event: ProgressEvent) => void }): Promise<Array<ImageHandle>>
   /**
    * Writes the images `references` name into one archive at `path`:
    * an OCI archive (`format: 'oci'`, the default) whose index names each
@@ -260,4 +263,16 @@ export declare enum LeaseKind {
   Sandbox = 'sandbox',
   Snapshot = 'snapshot',
   Ingest = 'ingest',
+}
+
+/** A progress event of a long operation (`onProgress`). */
+export interface ProgressEvent {
+  /** `read` (an archive), `write` (a blob into the cache's tmp/), `commit`. */
+  phase: string
+  /** The blob concerned, for `write`. */
+  digest: string | null
+  /** Bytes done so far in this phase (of this blob, for `write`). */
+  bytes: number
+  /** Bytes in all, when known. */
+  totalBytes: number | null
 }

@@ -118,3 +118,29 @@ describe('save', () => {
     assert.deepEqual(fs.readdirSync(dir), []);
   });
 });
+
+describe('progress', () => {
+  test('onProgress receives write events per blob and a final commit', async (t) => {
+    const { backend } = freshBackend(t);
+    const events = [];
+    await Image.loadLocal(backend, path.join(FIXTURES, 'rich'), { onProgress: (e) => events.push(e) });
+    // Events are queued to the JS thread; let the queue drain.
+    for (let i = 0; i < 20 && !events.some((e) => e.phase === 'commit'); i++) {
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    MANIFEST.rich.layers.forEach((digest, i) => {
+      assert.ok(
+        events.some((e) => e.phase === 'write' && e.digest === digest && e.bytes === MANIFEST.rich.layerSizes[i] && e.totalBytes === MANIFEST.rich.layerSizes[i]),
+        JSON.stringify(events),
+      );
+    });
+    const commit = events.find((e) => e.phase === 'commit');
+    assert.equal(commit.bytes, MANIFEST.rich.totalSize);
+    assert.equal(commit.digest, null);
+  });
+
+  test('onProgress of the wrong type is InvalidArgument', async (t) => {
+    const { backend } = freshBackend(t);
+    await rejectsWith(() => Image.loadLocal(backend, path.join(FIXTURES, 'rich'), { onProgress: 'yes' }), 'InvalidArgument');
+  });
+});

@@ -17,6 +17,7 @@ import type {
   ImageLease,
   ImageLeaseJson,
   ImagePruneReport,
+  ProgressEvent,
 } from 'microsandbox';
 
 declare function log(...args: unknown[]): void;
@@ -92,6 +93,13 @@ async function ambient(): Promise<void> {
   const loaded: ImageHandle[] = await Image.load('./target/fixtures/rich');
   await Image.load('./target/fixtures/multiarch', { platform: 'linux/arm64' });
   await Image.load('./archive.tar.gz', { reference: 'ghcr.io/me/app:1' });
+  await Image.load('./archive.tar', {
+    onProgress: (e: ProgressEvent) => {
+      const phase: string = e.phase;
+      const total: number | null = e.totalBytes;
+      log(phase, e.digest, e.bytes, total);
+    },
+  });
   await Image.save('python:3.12', './python.tar');
   await Image.save(['python:3.12', 'alpine'], './both.tar', { format: 'docker' });
   await Image.saveLocal(new LocalBackend({ home: '/tmp/h' }), ['alpine'], './a.tar', { format: 'oci' });

@@ -2,7 +2,9 @@
 //! `InvalidArgument` error instead of napi-rs's own conversion error.
 
 use microsandbox::MicrosandboxError;
-use napi::bindgen_prelude::{ClassInstance, FromNapiValue, MaybeTypeTag, Object, Unknown};
+use napi::bindgen_prelude::{
+    ClassInstance, FromNapiValue, Function, JsValuesTupleIntoVec, MaybeTypeTag, Object, Unknown,
+};
 use napi::{JsValue, ValueType};
 
 type ArgResult<T> = Result<T, MicrosandboxError>;
@@ -138,6 +140,27 @@ pub fn opt_number(obj: &Option<Object>, key: &str) -> ArgResult<Option<f64>> {
         }
         Some(v) => Err(invalid(format!(
             "{key} must be a number, got {}",
+            type_name(type_of(&v))
+        ))),
+    }
+}
+
+/// An optional function field, as a `Function` to build a threadsafe
+/// function from.
+pub fn opt_function<'a, Args: JsValuesTupleIntoVec, Ret: FromNapiValue>(
+    obj: &Option<Object<'a>>,
+    key: &str,
+) -> ArgResult<Option<Function<'a, Args, Ret>>> {
+    match field(obj, key)? {
+        None => Ok(None),
+        Some(v) if type_of(&v) == ValueType::Function => {
+            // SAFETY: checked to be a function.
+            unsafe { v.cast::<Function<Args, Ret>>() }
+                .map(Some)
+                .map_err(|e| invalid(format!("{key}: {e}")))
+        }
+        Some(v) => Err(invalid(format!(
+            "{key} must be a function, got {}",
             type_name(type_of(&v))
         ))),
     }

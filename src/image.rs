@@ -6,13 +6,14 @@ use std::time::Duration;
 
 use microsandbox as core;
 use microsandbox::{MicrosandboxError, MicrosandboxResult};
-use napi::bindgen_prelude::{AsyncTask, ToNapiValue, TypeName, Unknown};
+use napi::bindgen_prelude::{AsyncTask, Function, ToNapiValue, TypeName, Unknown};
+use napi::threadsafe_function::ThreadsafeFunctionCallMode;
 use napi_derive::napi;
 
 use crate::args;
 use crate::backend::LocalBackend;
 use crate::task::CoreTask;
-use crate::types::{ImageDetail, ImageHandle, ImageLease, ImagePruneReport};
+use crate::types::{ImageDetail, ImageHandle, ImageLease, ImagePruneReport, ProgressEvent};
 
 type Backend = MicrosandboxResult<core::LocalBackend>;
 
@@ -87,9 +88,13 @@ fn load_with(b: Backend, path: Unknown, options: Unknown) -> AsyncTask<CoreTask<
         let reference = args::opt_string(&opts, "reference")?
             .map(|r| core::Reference::parse(&r))
             .transpose()?;
+        let progress = args::opt_function::<ProgressEvent, ()>(&opts, "onProgress")?
+            .map(progress_fn)
+            .transpose()?;
         let options = core::LoadOptions {
             platform,
             reference,
+            progress,
         };
         Ok(move || b.load_images(path.as_ref(), &options).map(handles))
     })
@@ -118,6 +123,24 @@ fn save_with(
         let options = core::SaveOptions { format };
         Ok(move || b.save_images(&references, path.as_ref(), &options))
     })
+}
+
+/// Hands each progress event to the JS callback without blocking the
+/// worker: a full queue drops the event rather than stall the load.
+fn progress_fn(f: Function<ProgressEvent, ()>) -> MicrosandboxResult<core::ProgressFn> {
+    let tsfn = f
+        .build_threadsafe_function::<ProgressEvent>()
+        .callee_handled::<false>()
+        .build()
+        .map_err(|e| {
+            MicrosandboxError::new(core::ErrorKind::InvalidArgument, format!("onProgress: {e}"))
+        })?;
+    Ok(core::ProgressFn::new(move |event| {
+        tsfn.call(
+            ProgressEvent::from(event),
+            ThreadsafeFunctionCallMode::NonBlocking,
+        );
+    }))
 }
 
 fn lease_kind(kind: Option<String>) -> MicrosandboxResult<Option<core::LeaseKind>> {
@@ -288,11 +311,14 @@ impl Image {
     /// tar of one, plain or gzip) or a docker-archive (as `docker save`
     /// writes it), told apart by content. Every blob is verified. Indexes
     /// resolve to the host platform, or `platform` (`linux/arm64`);
-    /// `reference` names the image of a single-image source.
+    /// `reference` names the image of a single-image source; `onProgress`
+    /// receives `{ phase, digest, bytes, totalBytes }` events (`read` of an
+    /// archive, `write` of each blob, `commit`) without ever blocking the
+    /// load: the events arrive on the JS thread as it is free.
     /// Rejects `InvalidArchive`, `DigestMismatch`, `PlatformNotFound`; the
     /// cache is unchanged on any error.
     #[napi(
-        ts_args_type = "path: string, options?: { platform?: string; reference?: string }",
+        ts_args_type = "path: string, options?: { platform?: string; reference?: string; onProgress?: (event: ProgressEvent) => void }",
         ts_return_type = "Promise<Array<ImageHandle>>"
     )]
     pub fn load(path: Unknown, options: Unknown) -> AsyncTask<CoreTask<Vec<ImageHandle>>> {
@@ -301,7 +327,7 @@ impl Image {
 
     /// `Image.load` on a given backend.
     #[napi(
-        ts_args_type = "backend: LocalBackend, path: string, options?: { platform?: string; reference?: string }",
+        ts_args_type = "backend: LocalBackend, path: string, options?: { platform?: string; reference?: string; onProgress?: (event: ProgressEvent) => void }",
         ts_return_type = "Promise<Array<ImageHandle>>"
     )]
     pub fn load_local(

@@ -356,3 +356,27 @@ pub fn lease_json(l: &core::ImageLease) -> ImageLeaseJson {
         expires_at: l.expires_at.map(date),
     }
 }
+
+/// A progress event of a long operation (`onProgress`).
+#[napi(object, use_nullable = true)]
+pub struct ProgressEvent {
+    /// `read` (an archive), `write` (a blob into the cache's tmp/), `commit`.
+    pub phase: String,
+    /// The blob concerned, for `write`.
+    pub digest: Option<String>,
+    /// Bytes done so far in this phase (of this blob, for `write`).
+    pub bytes: f64,
+    /// Bytes in all, when known.
+    pub total_bytes: Option<f64>,
+}
+
+impl From<&core::Progress> for ProgressEvent {
+    fn from(p: &core::Progress) -> Self {
+        ProgressEvent {
+            phase: p.phase.as_str().to_owned(),
+            digest: p.digest.clone(),
+            bytes: num(p.bytes),
+            total_bytes: p.total_bytes.map(num),
+        }
+    }
+}

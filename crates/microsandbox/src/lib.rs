@@ -50,6 +50,7 @@ pub mod lease;
 pub mod lock;
 pub mod model;
 pub mod platform;
+pub mod progress;
 pub mod reference;
 pub mod time;
 
@@ -63,4 +64,5 @@ pub use handle::{
 pub use image::Image;
 pub use lease::LeaseKind;
 pub use model::Platform;
+pub use progress::{Phase, Progress, ProgressFn};
 pub use reference::Reference;

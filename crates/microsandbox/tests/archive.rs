@@ -775,3 +775,53 @@ fn saves_are_deterministic_and_atomic() {
         .collect();
     assert!(names.iter().all(|n| !n.contains(".tmp-")), "{names:?}");
 }
+
+#[test]
+fn loads_report_progress_ending_with_the_commit() {
+    use std::sync::{Arc, Mutex};
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let sink = events.clone();
+    let options = microsandbox::LoadOptions {
+        progress: Some(microsandbox::ProgressFn::new(move |e| {
+            sink.lock().unwrap().push(e.clone())
+        })),
+        ..Default::default()
+    };
+    let h = home();
+    h.backend
+        .load_images(&fixtures().join("rich"), &options)
+        .unwrap();
+    let seen = std::mem::take(&mut *events.lock().unwrap());
+    let exp = expected();
+    let writes: Vec<&microsandbox::Progress> = seen
+        .iter()
+        .filter(|e| e.phase == microsandbox::Phase::Write)
+        .collect();
+    // One final event per layer copied, at its full size.
+    for (i, layer) in exp["rich"]["layers"].as_array().unwrap().iter().enumerate() {
+        let size = exp["rich"]["layerSizes"][i].as_u64().unwrap();
+        assert!(
+            writes
+                .iter()
+                .any(|e| e.digest.as_deref() == layer.as_str() && e.bytes == size),
+            "{seen:?}"
+        );
+    }
+    let last = seen.last().unwrap();
+    assert_eq!(last.phase, microsandbox::Phase::Commit);
+    assert_eq!(last.bytes, total_size("rich"));
+
+    // An archive reports reading it, up to its size.
+    let work = tempfile::tempdir().unwrap();
+    let tar = skopeo_archive(work.path(), "oci-archive", "p.tar", "p", "pair:app");
+    let other = home();
+    other.backend.load_images(&tar, &options).unwrap();
+    let seen = events.lock().unwrap();
+    let size = fs::metadata(&tar).unwrap().len();
+    assert!(
+        seen.iter().any(|e| e.phase == microsandbox::Phase::Read
+            && e.bytes == size
+            && e.total_bytes == Some(size)),
+        "{seen:?}"
+    );
+}

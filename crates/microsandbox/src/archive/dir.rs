@@ -13,6 +13,7 @@ use crate::error::{ErrorKind, MicrosandboxError, MicrosandboxResult};
 use crate::ingest::{copy_verified, VerifiedBlob};
 use crate::layout::Layout;
 use crate::model::Descriptor;
+use crate::progress::{Phase, ProgressFn, ProgressReader};
 
 /// A layout directory being read.
 pub struct DirOrigin {
@@ -103,8 +104,16 @@ impl DirOrigin {
         layout: &Layout,
         d: &Descriptor,
         what: &str,
+        progress: Option<ProgressFn>,
     ) -> MicrosandboxResult<VerifiedBlob> {
         let file = self.open_blob(&d.digest, what)?;
+        let file = ProgressReader::new(
+            file,
+            progress,
+            Phase::Write,
+            Some(d.digest.to_string()),
+            Some(d.size),
+        );
         let path = self.blob_path(&d.digest);
         copy_verified(
             layout,

@@ -31,6 +31,7 @@ use crate::model::{
     is_index_media_type, Descriptor, IndexFile, ManifestDoc, Platform, Shape, ANN_CREATED,
     ANN_LAST_USED, ANN_LAYERS, ANN_SIZE, MEDIA_OCI_MANIFEST,
 };
+use crate::progress::{Phase, Progress, ProgressFn, ProgressReader};
 use crate::reference::Reference;
 use crate::{platform, time};
 
@@ -61,6 +62,8 @@ pub struct LoadOptions {
     /// The name to give the image of a single-image source, whatever (or
     /// whether) the source names it.
     pub reference: Option<Reference>,
+    /// Where progress events go.
+    pub progress: Option<ProgressFn>,
 }
 
 /// One image of the source, read and checked, waiting for its layers.
@@ -103,6 +106,7 @@ enum Origin {
 struct Source {
     label: String,
     origin: Origin,
+    progress: Option<ProgressFn>,
     json: RefCell<HashMap<Digest, Arc<[u8]>>>,
 }
 
@@ -193,7 +197,7 @@ impl Source {
         what: &str,
     ) -> MicrosandboxResult<VerifiedBlob> {
         match &self.origin {
-            Origin::Dir(o) => o.stage(layout, d, what),
+            Origin::Dir(o) => o.stage(layout, d, what, self.progress.clone()),
             Origin::Tar(t) => t.stage(layout, d, what),
         }
     }
@@ -201,7 +205,7 @@ impl Source {
 
 /// Opens `path`: a directory is an OCI layout; a file is a tar archive,
 /// gzip-compressed or not (told by its first bytes), staged in one pass.
-fn open(layout: &Layout, path: &Path) -> MicrosandboxResult<Source> {
+fn open(layout: &Layout, path: &Path, progress: Option<ProgressFn>) -> MicrosandboxResult<Source> {
     let label = path.display().to_string();
     let invalid =
         |what: &str| MicrosandboxError::new(ErrorKind::InvalidArchive, format!("{label}: {what}"));
@@ -213,7 +217,9 @@ fn open(layout: &Layout, path: &Path) -> MicrosandboxResult<Source> {
         Origin::Dir(DirOrigin::new(path))
     } else if meta.is_file() {
         let file = std::fs::File::open(path).map_err(|e| MicrosandboxError::io("open", path, e))?;
-        let mut reader = io::BufReader::with_capacity(1 << 20, file);
+        let counted =
+            ProgressReader::new(file, progress.clone(), Phase::Read, None, Some(meta.len()));
+        let mut reader = io::BufReader::with_capacity(1 << 20, counted);
         let gzip = io::BufRead::fill_buf(&mut reader)
             .map_err(|e| MicrosandboxError::io("read", path, e))?
             .starts_with(&[0x1f, 0x8b]);
@@ -222,6 +228,15 @@ fn open(layout: &Layout, path: &Path) -> MicrosandboxResult<Source> {
         } else {
             TarStage::from_reader(layout, reader, &label)?
         };
+        // tar stops at its end marker, before the reader sees EOF.
+        if let Some(p) = &progress {
+            p.report(&Progress {
+                phase: Phase::Read,
+                digest: None,
+                bytes: meta.len(),
+                total_bytes: Some(meta.len()),
+            });
+        }
         Origin::Tar(stage)
     } else {
         return Err(invalid("neither a directory nor a regular file"));
@@ -229,6 +244,7 @@ fn open(layout: &Layout, path: &Path) -> MicrosandboxResult<Source> {
     Ok(Source {
         label,
         origin,
+        progress,
         json: RefCell::default(),
     })
 }
@@ -249,7 +265,7 @@ pub fn load(
     options: &LoadOptions,
 ) -> MicrosandboxResult<Vec<ImageHandle>> {
     layout.ensure()?;
-    let source = open(layout, path)?;
+    let source = open(layout, path, options.progress.clone())?;
     let planned = plan(&source, options)?;
     let lease_id = format!("ingest-{}", random_hex(8));
     let mut needed: Vec<Digest> = Vec::new();
@@ -587,6 +603,7 @@ fn ingest_and_commit(
         }
     }
 
+    let committed: u64 = verified.iter().map(VerifiedBlob::size).sum();
     let _guard = layout.lock(LockMode::Exclusive)?;
     let any = !verified.is_empty();
     for blob in verified {
@@ -632,6 +649,14 @@ fn ingest_and_commit(
         descriptors.push((p.reference.clone(), d));
     }
     layout.write_index(&index)?;
+    if let Some(p) = &source.progress {
+        p.report(&Progress {
+            phase: Phase::Commit,
+            digest: None,
+            bytes: committed,
+            total_bytes: Some(committed),
+        });
+    }
     descriptors
         .iter()
         .map(|(r, d)| handle_of(layout, r, d))
