@@ -103,6 +103,7 @@ fn docker_archives_from_skopeo_load_with_their_tags_and_digests() {
 
 /// One entry of a hand-made tar; names and link targets are written raw,
 /// as a hostile archive would.
+#[derive(Clone)]
 enum E {
     File(String, Vec<u8>),
     Symlink(String, String),
@@ -379,25 +380,7 @@ fn hostile_archives_are_refused_and_leave_the_cache_as_it_was() {
         "example.com/d:1",
         "pair:app",
     );
-    let mut docker_entries = Vec::new();
-    let mut archive = tar::Archive::new(fs::File::open(&docker).unwrap());
-    for entry in archive.entries().unwrap() {
-        let mut entry = entry.unwrap();
-        let name = entry.path().unwrap().to_string_lossy().into_owned();
-        if entry.header().entry_type().is_symlink() {
-            let target = entry
-                .link_name()
-                .unwrap()
-                .unwrap()
-                .to_string_lossy()
-                .into_owned();
-            docker_entries.push(E::Symlink(name, target));
-        } else {
-            let mut data = Vec::new();
-            std::io::Read::read_to_end(&mut entry, &mut data).unwrap();
-            docker_entries.push(E::File(name, data));
-        }
-    }
+    let docker_entries = entries_of(&docker);
     let manifest: serde_json::Value = docker_entries
         .iter()
         .find_map(|e| match e {
@@ -406,7 +389,7 @@ fn hostile_archives_are_refused_and_leave_the_cache_as_it_was() {
         })
         .unwrap();
     let first_layer = manifest[0]["Layers"][0].as_str().unwrap().to_owned();
-    let mut docker_missing = raw_docker(&docker_entries);
+    let mut docker_missing = docker_entries.clone();
     docker_missing.retain(|e| !matches!(e, E::File(n, _) if *n == first_layer));
     cases.push((
         "docker: missing layer",
@@ -414,7 +397,7 @@ fn hostile_archives_are_refused_and_leave_the_cache_as_it_was() {
         ErrorKind::InvalidArchive,
         "does not lead",
     ));
-    let mut docker_wrong = raw_docker(&docker_entries);
+    let mut docker_wrong = docker_entries.clone();
     replace(
         &mut docker_wrong,
         &first_layer,
@@ -426,7 +409,7 @@ fn hostile_archives_are_refused_and_leave_the_cache_as_it_was() {
         ErrorKind::DigestMismatch,
         "diff_id",
     ));
-    let mut docker_bad = raw_docker(&docker_entries);
+    let mut docker_bad = docker_entries.clone();
     replace(
         &mut docker_bad,
         "manifest.json",
@@ -438,7 +421,7 @@ fn hostile_archives_are_refused_and_leave_the_cache_as_it_was() {
         ErrorKind::InvalidArchive,
         "manifest.json",
     ));
-    let mut docker_badref = raw_docker(&docker_entries);
+    let mut docker_badref = docker_entries.clone();
     let text = serde_json::to_vec(&serde_json::json!([{
         "Config": manifest[0]["Config"], "RepoTags": ["UPPER/Case:1"], "Layers": manifest[0]["Layers"]
     }]))
@@ -455,7 +438,7 @@ fn hostile_archives_are_refused_and_leave_the_cache_as_it_was() {
         "invalid reference",
     ));
 
-    let mut docker_lacking = raw_docker(&docker_entries);
+    let mut docker_lacking = docker_entries.clone();
     let text = serde_json::to_vec(&serde_json::json!([{
         "Config": manifest[0]["Config"], "RepoTags": ["example.com/d:1"], "Layers": ["nope.tar", manifest[0]["Layers"][1]]
     }]))
@@ -515,19 +498,6 @@ fn hostile_archives_are_refused_and_leave_the_cache_as_it_was() {
         assert!(h.tmp_names().is_empty(), "{what}: {:?}", h.tmp_names());
         assert!(h.backend.list_leases().unwrap().is_empty(), "{what}");
     }
-}
-
-fn raw_docker(entries: &[E]) -> Vec<E> {
-    entries
-        .iter()
-        .map(|e| match e {
-            E::File(n, d) => E::File(n.clone(), d.clone()),
-            E::Symlink(n, t) => E::Symlink(n.clone(), t.clone()),
-            E::Hardlink(n, t) => E::Hardlink(n.clone(), t.clone()),
-            E::Fifo(n) => E::Fifo(n.clone()),
-            E::CharDevice(n) => E::CharDevice(n.clone()),
-        })
-        .collect()
 }
 
 /// A MiniBox archive of the `rich` fixture: meta.json and its blobs.
@@ -824,4 +794,78 @@ fn loads_report_progress_ending_with_the_commit() {
             && e.total_bytes == Some(size)),
         "{seen:?}"
     );
+}
+
+/// The entries of a tar file, as hand-made entries to edit.
+fn entries_of(path: &Path) -> Vec<E> {
+    let mut out = Vec::new();
+    let mut archive = tar::Archive::new(fs::File::open(path).unwrap());
+    for entry in archive.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        let name = entry.path().unwrap().to_string_lossy().into_owned();
+        let kind = entry.header().entry_type();
+        if kind.is_dir() {
+            continue;
+        }
+        if kind.is_symlink() {
+            let target = entry
+                .link_name()
+                .unwrap()
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
+            out.push(E::Symlink(name, target));
+        } else {
+            let mut data = Vec::new();
+            std::io::Read::read_to_end(&mut entry, &mut data).unwrap();
+            out.push(E::File(name, data));
+        }
+    }
+    out
+}
+
+#[test]
+fn docker_25_archives_load_by_their_index_or_else_their_manifest_json() {
+    // Our docker format is Docker 25's: an OCI layout and manifest.json.
+    let h = home();
+    h.load("rich");
+    let work = tempfile::tempdir().unwrap();
+    let tar = work.path().join("d25.tar");
+    save(&h, &["rich"], &tar, microsandbox::SaveFormat::Docker);
+    let mut entries = entries_of(&tar);
+    assert!(entries
+        .iter()
+        .any(|e| matches!(e, E::File(n, _) if n == "oci-layout")));
+    assert!(entries
+        .iter()
+        .any(|e| matches!(e, E::File(n, _) if n == "manifest.json")));
+    // With the names gone from index.json, manifest.json's RepoTags name it.
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "manifests": [{
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": digest_of("rich"),
+            "size": expected()["rich"]["manifestSize"],
+        }]
+    });
+    replace(
+        &mut entries,
+        "index.json",
+        E::File("index.json".into(), serde_json::to_vec(&index).unwrap()),
+    );
+    let unnamed = work.path().join("d25-unnamed.tar");
+    fs::write(&unnamed, raw_tar(&entries)).unwrap();
+    let other = home();
+    let loaded = other
+        .backend
+        .load_images(&unnamed, &Default::default())
+        .unwrap();
+    assert_eq!(loaded.len(), 1);
+    assert_eq!(loaded[0].reference(), "rich:latest");
+    let d = other.backend.inspect_image("rich").unwrap();
+    assert_eq!(
+        d.config.digest,
+        expected()["rich"]["configDigest"].as_str().unwrap()
+    );
+    other.assert_invariants();
 }
