@@ -1,6 +1,7 @@
 // The main job, end to end on a real image: build a sample OCI image with
-// umoci (fixtures/make.sh), load it into a fresh cache, list, inspect, pin
-// it with a lease, see remove refuse, remove it, prune.
+// umoci (fixtures/make.sh), load it into a fresh cache, list, inspect, save
+// and reload an archive, pin it with a lease, see remove refuse, remove
+// it, prune.
 //
 //   npm run demo            (after `bash scripts/setup.sh`)
 import { execFileSync } from "node:child_process";
@@ -37,6 +38,12 @@ try {
   const c = d.config;
   console.log({ entrypoint: c.entrypoint, cmd: c.cmd, env: c.env, workingDir: c.workingDir, user: c.user, labels: c.labels, stopSignal: c.stopSignal });
   for (const l of d.layers) console.log(`layer ${l.position}: ${l.blobDigest.slice(0, 19)} ${l.compressedSizeBytes} B ${l.mediaType}`);
+
+  console.log("\n# save rich and app as one OCI archive, load it into a second cache");
+  const archive = join(home, "images.tar");
+  await Image.saveLocal(backend, ["rich", "app"], archive);
+  const second = new LocalBackend({ home: join(home, "second") });
+  for (const h of await Image.loadLocal(second, archive)) console.log(`second cache: ${h.reference} ${h.manifestDigest.slice(0, 19)}`);
 
   console.log("\n# a sandbox pins 'app' with a lease");
   const lease = await Image.acquireLocal(backend, "app", { kind: "sandbox", id: "sandbox-42" });
