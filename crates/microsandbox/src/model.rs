@@ -93,6 +93,19 @@ pub struct Descriptor {
 }
 
 impl Descriptor {
+    /// A descriptor with no platform, annotations or URLs.
+    pub fn new(media_type: &str, digest: Digest, size: u64) -> Descriptor {
+        Descriptor {
+            media_type: media_type.to_owned(),
+            digest,
+            size,
+            platform: None,
+            annotations: BTreeMap::new(),
+            artifact_type: None,
+            urls: None,
+        }
+    }
+
     /// The `org.opencontainers.image.ref.name` annotation.
     pub fn ref_name(&self) -> Option<&str> {
         self.annotations.get(ANN_REF_NAME).map(String::as_str)

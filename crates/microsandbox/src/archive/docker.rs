@@ -38,18 +38,6 @@ struct OciManifest<'a> {
     layers: &'a [Descriptor],
 }
 
-fn descriptor(media_type: &str, digest: Digest, size: u64) -> Descriptor {
-    Descriptor {
-        media_type: media_type.to_owned(),
-        digest,
-        size,
-        platform: None,
-        annotations: Default::default(),
-        artifact_type: None,
-        urls: None,
-    }
-}
-
 /// Plans every tagged image of a docker-archive.
 pub(super) fn plan(
     source: &Source,
@@ -106,7 +94,7 @@ fn plan_item(source: &Source, stage: &TarStage, item: &Item) -> MicrosandboxResu
     let (digest, size) = stage
         .entry(&item.config)
         .ok_or_else(|| lacking(&item.config))?;
-    let config = descriptor(MEDIA_OCI_CONFIG, digest, size);
+    let config = Descriptor::new(MEDIA_OCI_CONFIG, digest, size);
     let what = format!("config {:?}", item.config);
     let config_bytes = source.read_json(&config, &what)?;
     let cfg: oci_spec::image::ImageConfiguration = serde_json::from_slice(&config_bytes)
@@ -137,7 +125,7 @@ fn plan_item(source: &Source, stage: &TarStage, item: &Item) -> MicrosandboxResu
         } else {
             MEDIA_OCI_LAYER_TAR
         };
-        layers.push(descriptor(media, digest, size));
+        layers.push(Descriptor::new(media, digest, size));
     }
     let manifest_bytes = serde_json::to_vec(&OciManifest {
         schema_version: 2,
@@ -146,7 +134,7 @@ fn plan_item(source: &Source, stage: &TarStage, item: &Item) -> MicrosandboxResu
         layers: &layers,
     })
     .expect("a manifest always serializes");
-    let manifest = descriptor(
+    let manifest = Descriptor::new(
         MEDIA_OCI_MANIFEST,
         Digest::of(&manifest_bytes),
         manifest_bytes.len() as u64,

@@ -381,15 +381,7 @@ fn plan_minibox(source: &Source, options: &LoadOptions) -> MicrosandboxResult<Ve
             "meta.json names manifest {digest}, which is missing"
         ))
     })?;
-    let descriptor = Descriptor {
-        media_type: MEDIA_OCI_MANIFEST.to_owned(),
-        digest,
-        size,
-        platform: None,
-        annotations: Default::default(),
-        artifact_type: None,
-        urls: None,
-    };
+    let descriptor = Descriptor::new(MEDIA_OCI_MANIFEST, digest, size);
     let want = options.platform.clone().unwrap_or_else(platform::host);
     let bytes = source.read_json(&descriptor, "manifest")?;
     let media_type = ManifestDoc::parse(&bytes)
