@@ -207,6 +207,66 @@ impl Pins {
     }
 }
 
+/// A lease that pins the blobs of a transfer (a load, a save) while it
+/// runs: renewed as the transfer goes on, released when dropped. If the
+/// process dies, the pin ends by itself within [`TransferPin::TTL`].
+pub struct TransferPin<'a> {
+    layout: &'a Layout,
+    record: LeaseRecord,
+    renewed: std::time::Instant,
+}
+
+impl<'a> TransferPin<'a> {
+    /// How long a pin lasts past its last renewal.
+    pub const TTL: std::time::Duration = std::time::Duration::from_secs(3600);
+    /// How often a running transfer renews its pin.
+    pub const RENEW: std::time::Duration = std::time::Duration::from_secs(600);
+
+    /// Pins `blobs`, taking the shared cache lock for the write, so the pin
+    /// never lands in the middle of a prune.
+    pub fn take(layout: &'a Layout, blobs: Vec<Digest>) -> MicrosandboxResult<Self> {
+        let _shared = layout.lock(crate::lock::LockMode::Shared)?;
+        Self::take_locked(layout, blobs)
+    }
+
+    /// [`TransferPin::take`] for a caller that holds a cache lock already.
+    pub fn take_locked(layout: &'a Layout, blobs: Vec<Digest>) -> MicrosandboxResult<Self> {
+        let now = time::now();
+        let record = LeaseRecord {
+            id: format!("ingest-{}", crate::fsutil::random_hex(8)),
+            kind: LeaseKind::Ingest,
+            reference: None,
+            manifest_digest: None,
+            blobs,
+            created_at: time::format(now),
+            expires_at: Some(time::format(now + Self::TTL)),
+        };
+        write(layout, &record)?;
+        Ok(TransferPin {
+            layout,
+            record,
+            renewed: std::time::Instant::now(),
+        })
+    }
+
+    /// Pushes the expiry on when the last renewal is [`TransferPin::RENEW`] old.
+    pub fn renew_if_due(&mut self) -> MicrosandboxResult<()> {
+        if self.renewed.elapsed() < Self::RENEW {
+            return Ok(());
+        }
+        let _shared = self.layout.lock(crate::lock::LockMode::Shared)?;
+        self.record.expires_at = Some(time::format(time::now() + Self::TTL));
+        self.renewed = std::time::Instant::now();
+        write(self.layout, &self.record)
+    }
+}
+
+impl Drop for TransferPin<'_> {
+    fn drop(&mut self) {
+        let _ = remove(self.layout, &self.record.id);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -715,6 +715,8 @@ fn saves_are_deterministic_and_atomic() {
         std::thread::sleep(std::time::Duration::from_millis(1100));
         save(&h, &["app", "base"], &b, format);
         assert_eq!(fs::read(&a).unwrap(), fs::read(&b).unwrap(), "{format:?}");
+        // The transfer pin is gone with the save.
+        assert!(h.backend.list_leases().unwrap().is_empty());
     }
     // A failed save leaves nothing at the path, and no temporary.
     let c = work.path().join("c.tar");

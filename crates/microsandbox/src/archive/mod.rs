@@ -16,16 +16,15 @@ use std::collections::{HashMap, HashSet};
 use std::io;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use crate::catalog::{handle_of, name_descriptor};
 use crate::digest::Digest;
 use crate::error::{ErrorKind, MicrosandboxError, MicrosandboxResult};
-use crate::fsutil::{random_hex, sync_dir};
+use crate::fsutil::sync_dir;
 use crate::handle::ImageHandle;
 use crate::ingest::{check_diff_id, BlobWriter, VerifiedBlob};
 use crate::layout::{Layout, JSON_BLOB_LIMIT};
-use crate::lease::{self, LeaseKind, LeaseRecord};
+use crate::lease::TransferPin;
 use crate::lock::LockMode;
 use crate::model::{
     is_index_media_type, Descriptor, IndexFile, ManifestDoc, Platform, Shape, ANN_CREATED,
@@ -46,9 +45,6 @@ mod tarball;
 pub use save::{save, SaveFormat, SaveOptions};
 
 const SOURCE_INDEX_LIMIT: u64 = 64 << 20;
-const INGEST_LEASE_TTL: Duration = Duration::from_secs(3600);
-/// How often a running load renews its ingest lease.
-const INGEST_LEASE_RENEW: Duration = Duration::from_secs(600);
 /// The most references one source may name.
 const MAX_REFERENCES: usize = 100_000;
 /// The annotation containerd and nerdctl use for a full image name.
@@ -267,7 +263,6 @@ pub fn load(
     layout.ensure()?;
     let source = open(layout, path, options.progress.clone())?;
     let planned = plan(&source, options)?;
-    let lease_id = format!("ingest-{}", random_hex(8));
     let mut needed: Vec<Digest> = Vec::new();
     let mut seen = HashSet::new();
     for d in planned.iter().flat_map(Planned::blobs) {
@@ -275,31 +270,8 @@ pub fn load(
             needed.push(d.clone());
         }
     }
-    let now = time::now();
-    let mut pin = LeaseRecord {
-        id: lease_id.clone(),
-        kind: LeaseKind::Ingest,
-        reference: None,
-        manifest_digest: None,
-        blobs: needed.clone(),
-        created_at: time::format(now),
-        expires_at: None,
-    };
-    let mut renewed = Instant::now();
-    let mut renew = |force: bool| -> MicrosandboxResult<()> {
-        if !force && renewed.elapsed() < INGEST_LEASE_RENEW {
-            return Ok(());
-        }
-        // Under the shared lock: never in the middle of a prune's sweep.
-        let _shared = layout.lock(LockMode::Shared)?;
-        pin.expires_at = Some(time::format(time::now() + INGEST_LEASE_TTL));
-        renewed = Instant::now();
-        lease::write(layout, &pin)
-    };
-    renew(true)?;
-    let result = ingest_and_commit(layout, &source, &planned, &needed, &mut renew);
-    let _ = lease::remove(layout, &lease_id);
-    result
+    let mut pin = TransferPin::take(layout, needed.clone())?;
+    ingest_and_commit(layout, &source, &planned, &needed, &mut pin)
 }
 
 /// Plans from the OCI index when the source has named images there, else
@@ -564,7 +536,7 @@ fn ingest_and_commit(
     source: &Source,
     planned: &[Planned],
     needed: &[Digest],
-    renew: &mut dyn FnMut(bool) -> MicrosandboxResult<()>,
+    pin: &mut TransferPin,
 ) -> MicrosandboxResult<Vec<ImageHandle>> {
     let mut verified: Vec<VerifiedBlob> = Vec::new();
     let mut written: HashSet<Digest> = HashSet::new();
@@ -588,7 +560,7 @@ fn ingest_and_commit(
             if present(layout, d, &what)? || !written.insert(d.digest.clone()) {
                 continue;
             }
-            renew(false)?;
+            pin.renew_if_due()?;
             let blob = source.stage(layout, d, &what)?;
             check_diff_id(&blob, &d.media_type, &p.diff_ids[i], &what)?;
             verified.push(blob);

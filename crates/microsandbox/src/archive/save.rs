@@ -5,8 +5,8 @@
 //! fixed, so the same images give the same bytes. It is written to a
 //! temporary file beside `path`, fsynced and renamed into place, so a
 //! failed save never leaves half an archive at `path`. Blobs stream from
-//! the cache into the archive; none is held in memory. The shared cache
-//! lock is held throughout, so no prune deletes a blob being written.
+//! the cache into the archive; none is held in memory. A transfer lease
+//! pins them meanwhile, so a prune running alongside deletes none of them.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File, OpenOptions};
@@ -21,6 +21,7 @@ use crate::digest::Digest;
 use crate::error::{IoContext, MicrosandboxError, MicrosandboxResult};
 use crate::fsutil::{random_hex, sync_dir, ATOMIC_TMP_MARK};
 use crate::layout::Layout;
+use crate::lease::TransferPin;
 use crate::lock::LockMode;
 use crate::model::{Descriptor, IndexFile, Shape, ANN_REF_NAME, MEDIA_OCI_INDEX};
 use crate::reference::Reference;
@@ -89,7 +90,7 @@ pub fn save(
         .map(|r| Reference::parse(r))
         .collect::<MicrosandboxResult<Vec<_>>>()?;
     layout.ensure()?;
-    let _guard = layout.lock(LockMode::Shared)?;
+    let guard = layout.lock(LockMode::Shared)?;
     let index = layout.read_index()?;
     let mut chosen = Vec::new();
     for reference in parsed {
@@ -118,8 +119,17 @@ pub fn save(
     // The same images in any order, or named twice, give the same archive.
     chosen.sort_by_key(|c| c.reference.canonical());
     chosen.dedup_by_key(|c| c.reference.canonical());
+    // Pin what the archive needs, then write without the lock: a prune may
+    // run meanwhile and keeps every pinned blob.
+    let blobs: BTreeSet<Digest> = chosen
+        .iter()
+        .flat_map(|c| [&c.manifest.digest, &c.config].into_iter().chain(&c.layers))
+        .cloned()
+        .collect();
+    let mut pin = TransferPin::take_locked(layout, blobs.into_iter().collect())?;
+    drop(guard);
     write_atomically(path, |out| {
-        write_archive(layout, &chosen, options.format, out)
+        write_archive(layout, &chosen, options.format, out, &mut pin)
     })
 }
 
@@ -186,6 +196,7 @@ fn write_archive(
     chosen: &[Chosen],
     format: SaveFormat,
     out: &mut BufWriter<File>,
+    pin: &mut TransferPin,
 ) -> MicrosandboxResult<()> {
     let mut files: BTreeMap<String, Vec<u8>> = BTreeMap::new();
     let mut blobs: BTreeSet<&Digest> = BTreeSet::new();
@@ -226,6 +237,7 @@ fn write_archive(
         tar.append_data(&mut h, dir, io::empty()).map_err(io_err)?;
     }
     for digest in blobs {
+        pin.renew_if_due()?;
         let path = layout.blob_path(digest);
         let file = File::open(&path).map_err(|e| match e.kind() {
             io::ErrorKind::NotFound => {
