@@ -254,7 +254,17 @@ impl<'a> TransferPin<'a> {
         if self.renewed.elapsed() < Self::RENEW {
             return Ok(());
         }
-        let _shared = self.layout.lock(crate::lock::LockMode::Shared)?;
+        // A prune holding the lock past the wait is no reason to fail a
+        // transfer whose pin has most of its hour left: try again later.
+        let _shared = match self.layout.lock(crate::lock::LockMode::Shared) {
+            Ok(guard) => guard,
+            Err(e)
+                if e.kind() == crate::ErrorKind::Busy && self.renewed.elapsed() < Self::TTL / 2 =>
+            {
+                return Ok(())
+            }
+            Err(e) => return Err(e),
+        };
         self.record.expires_at = Some(time::format(time::now() + Self::TTL));
         self.renewed = std::time::Instant::now();
         write(self.layout, &self.record)

@@ -110,18 +110,26 @@ enum E {
     Hardlink(String, String),
     Fifo(String),
     CharDevice(String),
+    /// An entry of any type byte, with data.
+    Typed(String, u8, Vec<u8>),
 }
 
 fn raw_tar(entries: &[E]) -> Vec<u8> {
     let mut b = tar::Builder::new(Vec::new());
     for e in entries {
-        let mut h = tar::Header::new_old();
+        // Long-name and PAX records are GNU and ustar extensions.
+        let mut h = if matches!(e, E::Typed(..)) {
+            tar::Header::new_gnu()
+        } else {
+            tar::Header::new_old()
+        };
         let (name, data, kind, link): (&str, &[u8], tar::EntryType, Option<&str>) = match e {
             E::File(n, d) => (n, d, tar::EntryType::Regular, None),
             E::Symlink(n, t) => (n, &[], tar::EntryType::Symlink, Some(t)),
             E::Hardlink(n, t) => (n, &[], tar::EntryType::Link, Some(t)),
             E::Fifo(n) => (n, &[], tar::EntryType::Fifo, None),
             E::CharDevice(n) => (n, &[], tar::EntryType::Char, None),
+            E::Typed(n, t, d) => (n, d, tar::EntryType::new(*t), None),
         };
         let old = h.as_old_mut();
         old.name[..name.len()].copy_from_slice(name.as_bytes());
@@ -474,6 +482,34 @@ fn hostile_archives_are_refused_and_leave_the_cache_as_it_was() {
         raw_tar(&mini_missing),
         ErrorKind::InvalidArchive,
         "missing",
+    ));
+
+    // A GNU long name of 2 MiB: the tar reader would buffer it whole.
+    let mut long_name = vec![E::Typed("././@LongLink".into(), b'L', vec![b'a'; 2 << 20])];
+    long_name.push(E::File("x".into(), b"x".to_vec()));
+    cases.push((
+        "2 MiB long name",
+        raw_tar(&long_name),
+        ErrorKind::InvalidArchive,
+        "larger than 1 MiB",
+    ));
+    let mut docker_pinned = docker_entries.clone();
+    let text = serde_json::to_vec(&serde_json::json!([{
+        "Config": manifest[0]["Config"],
+        "RepoTags": [format!("example.com/d@{}", digest_of("rich"))],
+        "Layers": manifest[0]["Layers"]
+    }]))
+    .unwrap();
+    replace(
+        &mut docker_pinned,
+        "manifest.json",
+        E::File("manifest.json".into(), text),
+    );
+    cases.push((
+        "docker: a tag pinning another digest",
+        raw_tar(&docker_pinned),
+        ErrorKind::InvalidArchive,
+        "pins digest",
     ));
 
     assert!(cases.len() >= 20, "the corpus keeps at least twenty cases");
@@ -870,4 +906,63 @@ fn docker_25_archives_load_by_their_index_or_else_their_manifest_json() {
         expected()["rich"]["configDigest"].as_str().unwrap()
     );
     other.assert_invariants();
+}
+
+#[test]
+fn archives_made_with_tar_dash_c_dot_load() {
+    // `tar -C layout .` starts with a `./` entry and prefixes every name.
+    let work = tempfile::tempdir().unwrap();
+    let tar = work.path().join("dot.tar.gz");
+    let status = Command::new("tar")
+        .arg("-czf")
+        .arg(&tar)
+        .arg("-C")
+        .arg(fixtures().join("pair"))
+        .arg(".")
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let h = home();
+    let loaded = h.backend.load_images(&tar, &Default::default()).unwrap();
+    assert_eq!(loaded.len(), 2);
+    // A PAX global header (as `git archive` writes) is no obstacle.
+    let mut entries = vec![E::Typed(
+        "pax_global_header".into(),
+        b'g',
+        b"52 comment=0123456789012345678901234567890123456789\n".to_vec(),
+    )];
+    entries.extend(layout_entries(&fixtures().join("rich")));
+    let with_global = work.path().join("global.tar");
+    fs::write(&with_global, raw_tar(&entries)).unwrap();
+    assert_eq!(
+        h.backend
+            .load_images(&with_global, &Default::default())
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+#[test]
+fn save_refuses_to_write_inside_the_cache_home() {
+    let h = home();
+    h.load("rich");
+    for inside in [
+        h.oci().join("index.json"),
+        h.dir.path().join("leases/x.json"),
+        h.dir.path().join("out.tar"),
+    ] {
+        let err = h
+            .backend
+            .save_images(&["rich".into()], &inside, &Default::default())
+            .unwrap_err();
+        assert_eq!(
+            err.kind(),
+            ErrorKind::InvalidArgument,
+            "{}",
+            inside.display()
+        );
+    }
+    h.assert_invariants();
+    assert!(h.backend.get_image("rich").is_ok());
 }

@@ -139,6 +139,7 @@ fn plan_item(source: &Source, stage: &TarStage, item: &Item) -> MicrosandboxResu
         Digest::of(&manifest_bytes),
         manifest_bytes.len() as u64,
     );
+    let top_digest = manifest.digest.clone();
     Ok(Planned {
         reference: Reference::parse("placeholder").expect("a valid reference"),
         manifest,
@@ -147,6 +148,7 @@ fn plan_item(source: &Source, stage: &TarStage, item: &Item) -> MicrosandboxResu
         config_bytes,
         layers,
         diff_ids: diff_ids.clone(),
+        top: top_digest,
         platform: Platform {
             architecture: cfg.architecture().to_string(),
             os: cfg.os().to_string(),

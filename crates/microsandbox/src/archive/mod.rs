@@ -73,6 +73,8 @@ struct Planned {
     layers: Vec<Descriptor>,
     /// The config's `rootfs.diff_ids`, one per layer.
     diff_ids: Vec<String>,
+    /// The digest the source named: the manifest's, or its index's.
+    top: Digest,
     platform: Platform,
 }
 
@@ -324,6 +326,18 @@ fn plan(source: &Source, options: &LoadOptions) -> MicrosandboxResult<Vec<Planne
         planned.truncate(1);
         planned[0].reference = reference.clone();
     }
+    // A name that pins a digest must name this very manifest.
+    for p in &planned {
+        if let Some(pinned) = p.reference.digest() {
+            if pinned != &p.manifest.digest && pinned != &p.top {
+                return Err(source.invalid(format!(
+                    "{} pins digest {pinned} but names manifest {}",
+                    p.reference.familiar(),
+                    p.manifest.digest
+                )));
+            }
+        }
+    }
     check_sizes(source, &planned)?;
     Ok(planned)
 }
@@ -487,6 +501,7 @@ fn plan_image(
         config_bytes,
         layers: layers.to_vec(),
         diff_ids: diff_ids.clone(),
+        top: d.digest.clone(),
         platform,
     })
 }
@@ -569,18 +584,23 @@ fn ingest_and_commit(
 
     let committed: u64 = verified.iter().map(VerifiedBlob::size).sum();
     let _guard = layout.lock(LockMode::Exclusive)?;
+    // Check before any rename: a failed commit leaves nothing in blobs/.
+    let arriving: HashSet<&Digest> = verified.iter().map(VerifiedBlob::digest).collect();
+    if let Some(lost) = needed
+        .iter()
+        .find(|d| !arriving.contains(d) && !layout.has_blob(d))
+    {
+        return Err(MicrosandboxError::new(
+            ErrorKind::Busy,
+            format!("blob {lost} was pruned while the load ran; load again"),
+        ));
+    }
     let any = !verified.is_empty();
     for blob in verified {
         blob.commit(layout)?;
     }
     if any {
         sync_dir(layout.blobs_dir())?;
-    }
-    if let Some(lost) = needed.iter().find(|d| !layout.has_blob(d)) {
-        return Err(MicrosandboxError::new(
-            ErrorKind::Busy,
-            format!("blob {lost} was pruned while the load ran; load again"),
-        ));
     }
     let mut index = layout.read_index()?;
     let now = time::format(time::now());

@@ -128,9 +128,30 @@ pub fn save(
         .collect();
     let mut pin = TransferPin::take_locked(layout, blobs.into_iter().collect())?;
     drop(guard);
+    refuse_inside_home(layout, path)?;
     write_atomically(path, |out| {
         write_archive(layout, &chosen, options.format, out, &mut pin)
     })
+}
+
+/// An archive written into the home could replace `index.json`, a blob,
+/// a lease or the lock: refused.
+fn refuse_inside_home(layout: &Layout, path: &Path) -> MicrosandboxResult<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
+        _ => std::env::current_dir().at("find the current directory", path)?,
+    };
+    let (Ok(dir), Ok(home)) = (dir.canonicalize(), layout.home().canonicalize()) else {
+        return Ok(()); // a missing directory fails the write itself
+    };
+    if dir.starts_with(&home) {
+        return Err(MicrosandboxError::invalid_argument(format!(
+            "{} is inside the cache home {}; save elsewhere",
+            path.display(),
+            home.display()
+        )));
+    }
+    Ok(())
 }
 
 /// Runs `write` on a temporary file beside `path`, then renames it there.

@@ -23,6 +23,13 @@ use crate::layout::Layout;
 use crate::model::Descriptor;
 
 const MEMORY_ENTRY_LIMIT: u64 = 1 << 20;
+/// What the tar reader may buffer between two entries (headers, GNU long
+/// names, PAX records).
+const METADATA_LIMIT: u64 = 1 << 20;
+/// The longest entry name or link target.
+const NAME_MAX: usize = 4096;
+/// How many entries over 1 MiB (staged in `tmp/`) one archive may hold.
+const MAX_LARGE_ENTRIES: usize = 10_000;
 const MEMORY_TOTAL_LIMIT: u64 = 256 << 20;
 const MAX_ENTRIES: usize = 1_000_000;
 const MAX_LINK_HOPS: usize = 16;
@@ -91,7 +98,11 @@ impl TarStage {
         reader: impl Read,
         label: &str,
     ) -> MicrosandboxResult<TarStage> {
-        let mut archive = tar::Archive::new(reader);
+        let budget = Budget::default();
+        let mut archive = tar::Archive::new(Metered {
+            inner: reader,
+            budget: budget.clone(),
+        });
         let mut stage = TarStage {
             label: label.to_owned(),
             files: RefCell::default(),
@@ -99,25 +110,40 @@ impl TarStage {
             by_digest: HashMap::new(),
         };
         let mut in_memory = 0u64;
+        let mut on_disk = 0usize;
         let broken = |e: io::Error| invalid(label, format!("unreadable archive: {e}"));
-        let entries = archive.entries().map_err(broken)?;
-        for (n, entry) in entries.enumerate() {
-            if n >= MAX_ENTRIES {
+        let mut entries = archive.entries().map_err(broken)?;
+        let mut n = 0usize;
+        loop {
+            // What the tar reader may consume to find the next entry: the
+            // rest of the last one, and headers, long names and PAX records
+            // up to a bound; it buffers those whole, so they are bounded.
+            budget.allow_more(METADATA_LIMIT);
+            let Some(entry) = entries.next() else { break };
+            n += 1;
+            if n > MAX_ENTRIES {
                 return Err(invalid(label, format!("more than {MAX_ENTRIES} entries")));
             }
-            let entry = entry.map_err(broken)?;
+            let mut entry = entry.map_err(broken)?;
+            let size = entry.size();
+            budget.allow_more(size.saturating_add(512));
+            let kind = entry.header().entry_type();
+            if kind.is_dir() || kind == tar::EntryType::XGlobalHeader {
+                continue;
+            }
             let raw = entry.path_bytes().into_owned();
-            let shown = String::from_utf8_lossy(&raw).into_owned();
+            let shown = String::from_utf8_lossy(&raw[..raw.len().min(200)]).into_owned();
+            if raw.len() > NAME_MAX {
+                return Err(invalid(label, format!("entry {shown:?}…: name too long")));
+            }
+            in_memory += raw.len() as u64;
             let name = entry_name(&raw)
                 .and_then(normalize)
                 .ok_or_else(|| invalid(label, format!("entry {shown:?}: unsafe path")))?;
-            let kind = entry.header().entry_type();
-            if kind.is_dir() {
-                continue;
-            }
             if kind.is_symlink() || kind.is_hard_link() {
                 let target = entry
                     .link_name_bytes()
+                    .filter(|t| t.len() <= NAME_MAX)
                     .and_then(|t| entry_name(&t).map(Path::to_owned))
                     .ok_or_else(|| invalid(label, format!("entry {shown:?}: bad link")))?;
                 let resolved = if kind.is_symlink() && !target.is_absolute() {
@@ -134,6 +160,7 @@ impl TarStage {
                         format!("entry {shown:?}: link to {target:?} points outside the archive"),
                     )
                 })?;
+                in_memory += resolved.len() as u64;
                 stage.add_link(name, resolved, &shown)?;
                 continue;
             }
@@ -143,20 +170,21 @@ impl TarStage {
                     format!("entry {shown:?}: {kind:?} entries are not allowed"),
                 ));
             }
-            let size = entry.header().size().map_err(broken)?;
             let staged = if size <= MEMORY_ENTRY_LIMIT {
                 in_memory += size;
                 if in_memory > MEMORY_TOTAL_LIMIT {
                     return Err(invalid(label, "too many small entries"));
                 }
                 let mut bytes = Vec::with_capacity(size as usize);
-                let mut entry = entry;
-                entry.read_to_end(&mut bytes).map_err(|e| {
-                    invalid(
-                        label,
-                        format!("entry {shown:?}: truncated or unreadable: {e}"),
-                    )
-                })?;
+                (&mut entry)
+                    .take(MEMORY_ENTRY_LIMIT + 1)
+                    .read_to_end(&mut bytes)
+                    .map_err(|e| {
+                        invalid(
+                            label,
+                            format!("entry {shown:?}: truncated or unreadable: {e}"),
+                        )
+                    })?;
                 if bytes.len() as u64 != size {
                     return Err(invalid(
                         label,
@@ -168,17 +196,31 @@ impl TarStage {
                 }
                 Staged {
                     digest: Digest::of(&bytes),
-                    size: bytes.len() as u64,
+                    size,
                     data: Data::Memory(bytes.into()),
                 }
             } else {
-                let blob = stream_to_tmp(layout, entry, size, label, &shown)?;
-                Staged {
-                    digest: blob.digest().clone(),
-                    size: blob.size(),
-                    data: Data::File(Some(blob)),
+                on_disk += 1;
+                if on_disk > MAX_LARGE_ENTRIES {
+                    return Err(invalid(
+                        label,
+                        format!("more than {MAX_LARGE_ENTRIES} entries over 1 MiB"),
+                    ));
                 }
+                let blob = stream_to_tmp(layout, entry, size, label, &shown)?;
+                let digest = blob.digest().clone();
+                // The same content under another name is kept once: every
+                // use goes through the digest to the first name.
+                let data = if stage.by_digest.contains_key(&digest) {
+                    Data::File(None)
+                } else {
+                    Data::File(Some(blob))
+                };
+                Staged { digest, size, data }
             };
+            if in_memory > MEMORY_TOTAL_LIMIT {
+                return Err(invalid(label, "too many or too long names"));
+            }
             stage.add_file(name, staged, &shown)?;
         }
         stage.resolve_links()?;
@@ -330,6 +372,42 @@ impl TarStage {
     pub fn is_gzip(&self, digest: &Digest) -> bool {
         self.read(digest, 1, "layer")
             .is_ok_and(|head| head.starts_with(&[0x1f, 0x8b]))
+    }
+}
+
+/// How far into the decompressed stream the tar reader may go.
+#[derive(Clone, Default)]
+struct Budget(std::rc::Rc<std::cell::Cell<(u64, u64)>>);
+
+impl Budget {
+    /// Allows `more` bytes past what has been read so far.
+    fn allow_more(&self, more: u64) {
+        let (read, _) = self.0.get();
+        self.0.set((read, read.saturating_add(more)));
+    }
+}
+
+/// A reader that refuses to go past its budget, so no tar metadata record
+/// (a long name, a PAX header) can make the tar reader buffer gigabytes.
+struct Metered<R> {
+    inner: R,
+    budget: Budget,
+}
+
+impl<R: Read> Read for Metered<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let (read, limit) = self.budget.0.get();
+        let room = limit.saturating_sub(read);
+        if room == 0 && !buf.is_empty() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "a tar header record is larger than 1 MiB",
+            ));
+        }
+        let take = buf.len().min(room.min(usize::MAX as u64) as usize);
+        let n = self.inner.read(&mut buf[..take])?;
+        self.budget.0.set((read + n as u64, limit));
+        Ok(n)
     }
 }
 
