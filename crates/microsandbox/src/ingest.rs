@@ -209,68 +209,88 @@ pub fn copy_verified(
     writer.finish(expected, expected_size, what)
 }
 
-/// What a layer's media type says of its compression.
-fn layer_compression(media_type: &str) -> Option<bool> {
-    match media_type {
-        "application/vnd.oci.image.layer.v1.tar+gzip"
-        | "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip"
-        | "application/vnd.docker.image.rootfs.diff.tar.gzip"
-        | "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip" => Some(true),
+/// Whether a media type names an uncompressed tar layer.
+fn is_plain_tar(media_type: &str) -> bool {
+    matches!(
+        media_type,
         "application/vnd.oci.image.layer.v1.tar"
-        | "application/vnd.oci.image.layer.nondistributable.v1.tar"
-        | "application/vnd.docker.image.rootfs.diff.tar" => Some(false),
-        _ => None,
-    }
+            | "application/vnd.oci.image.layer.nondistributable.v1.tar"
+            | "application/vnd.docker.image.rootfs.diff.tar"
+    )
 }
 
-/// Checks a layer against its config's `diff_id`: an uncompressed layer
-/// must hash to it, a gzip layer must decompress to content that does.
-/// Other compressions (zstd) are not checked.
+/// The digest of a layer's uncompressed content, told by the content, not
+/// by the label: gzip (by its magic) is decompressed and hashed; a tar
+/// (`ustar` magic, or labelled a plain tar) is its own digest. `None` for
+/// what cannot be checked here (zstd, unknown).
 ///
 /// # Errors
 ///
-/// [`ErrorKind::DigestMismatch`] naming `what`; [`ErrorKind::InvalidArchive`]
-/// when the gzip stream is corrupt or truncated.
-pub fn check_diff_id(
-    blob: &VerifiedBlob,
+/// [`ErrorKind::InvalidArchive`] naming `what` for a corrupt gzip stream.
+pub fn uncompressed_digest(
+    path: &Path,
+    stored: &Digest,
     media_type: &str,
-    diff_id: &str,
     what: &str,
-) -> MicrosandboxResult<()> {
-    let actual = match layer_compression(media_type) {
-        None => return Ok(()),
-        Some(false) => blob.digest().clone(),
-        Some(true) => {
-            let file = File::open(blob.path()).at("open", blob.path())?;
-            let mut gz =
-                flate2::read::MultiGzDecoder::new(io::BufReader::with_capacity(CHUNK, file));
-            let mut hasher = Sha256::new();
-            let mut buf = vec![0u8; CHUNK];
-            loop {
-                match gz.read(&mut buf) {
-                    Ok(0) => break,
-                    Ok(n) => hasher.update(&buf[..n]),
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) => {
-                        return Err(MicrosandboxError::new(
-                            ErrorKind::InvalidArchive,
-                            format!("{what}: corrupt gzip layer {}: {e}", blob.digest()),
-                        ))
-                    }
+) -> MicrosandboxResult<Option<Digest>> {
+    let mut file = File::open(path).at("open", path)?;
+    let mut head = [0u8; 512];
+    let mut got = 0;
+    while got < head.len() {
+        match file.read(&mut head[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(MicrosandboxError::io("read", path, e)),
+        }
+    }
+    let head = &head[..got];
+    if head.starts_with(&[0x1f, 0x8b]) {
+        let file = File::open(path).at("open", path)?;
+        let mut gz = flate2::read::MultiGzDecoder::new(io::BufReader::with_capacity(CHUNK, file));
+        let mut hasher = Sha256::new();
+        let mut buf = vec![0u8; CHUNK];
+        loop {
+            match gz.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => hasher.update(&buf[..n]),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    return Err(MicrosandboxError::new(
+                        ErrorKind::InvalidArchive,
+                        format!("{what}: corrupt gzip layer {stored}: {e}"),
+                    ))
                 }
             }
-            Digest::from_hasher(hasher)
         }
-    };
-    if actual.as_str() != diff_id {
-        return Err(MicrosandboxError::new(
+        return Ok(Some(Digest::from_hasher(hasher)));
+    }
+    let ustar = head.get(257..262) == Some(b"ustar".as_slice());
+    if ustar || is_plain_tar(media_type) {
+        return Ok(Some(stored.clone()));
+    }
+    Ok(None)
+}
+
+/// Checks a layer's uncompressed digest against its config's `diff_id`.
+///
+/// # Errors
+///
+/// [`ErrorKind::DigestMismatch`] naming `what` when they differ.
+pub fn check_diff_id(
+    uncompressed: Option<&Digest>,
+    diff_id: &Digest,
+    what: &str,
+) -> MicrosandboxResult<()> {
+    match uncompressed {
+        Some(actual) if actual != diff_id => Err(MicrosandboxError::new(
             ErrorKind::DigestMismatch,
             format!(
                 "{what}: uncompressed content hashes to {actual}, the config's diff_id is {diff_id}"
             ),
-        ));
+        )),
+        _ => Ok(()),
     }
-    Ok(())
 }
 
 /// Whether a file in `tmp/` belongs to no live writer: its lock can be taken.

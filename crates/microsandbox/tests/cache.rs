@@ -735,4 +735,14 @@ fn a_gzip_layer_must_decompress_to_its_diff_id() {
     index["manifests"][at]["size"] = size.into();
     fs::write(dir.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
     expect_load_error(&dir, ErrorKind::DigestMismatch, "diff_id");
+    // Also when the cache holds the layer already: the new config is checked.
+    let h = home();
+    h.load("pair");
+    let before = h.snapshot();
+    let err = h
+        .backend
+        .load_images(&dir, &Default::default())
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::DigestMismatch, "{err}");
+    assert_eq!(h.snapshot(), before);
 }

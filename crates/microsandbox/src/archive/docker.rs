@@ -147,7 +147,7 @@ fn plan_item(source: &Source, stage: &TarStage, item: &Item) -> MicrosandboxResu
         config,
         config_bytes,
         layers,
-        diff_ids: diff_ids.clone(),
+        diff_ids: super::parse_diff_ids(source, diff_ids, &what)?,
         top: top_digest,
         platform: Platform {
             architecture: cfg.architecture().to_string(),

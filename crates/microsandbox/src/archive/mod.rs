@@ -22,7 +22,7 @@ use crate::digest::Digest;
 use crate::error::{ErrorKind, MicrosandboxError, MicrosandboxResult};
 use crate::fsutil::sync_dir;
 use crate::handle::ImageHandle;
-use crate::ingest::{check_diff_id, BlobWriter, VerifiedBlob};
+use crate::ingest::{check_diff_id, uncompressed_digest, BlobWriter, VerifiedBlob};
 use crate::layout::{Layout, JSON_BLOB_LIMIT};
 use crate::lease::TransferPin;
 use crate::lock::LockMode;
@@ -72,7 +72,7 @@ struct Planned {
     config_bytes: Arc<[u8]>,
     layers: Vec<Descriptor>,
     /// The config's `rootfs.diff_ids`, one per layer.
-    diff_ids: Vec<String>,
+    diff_ids: Vec<Digest>,
     /// The digest the source named: the manifest's, or its index's.
     top: Digest,
     platform: Platform,
@@ -500,10 +500,25 @@ fn plan_image(
         config: config.clone(),
         config_bytes,
         layers: layers.to_vec(),
-        diff_ids: diff_ids.clone(),
+        diff_ids: parse_diff_ids(source, diff_ids, &what)?,
         top: d.digest.clone(),
         platform,
     })
+}
+
+/// A config's `diff_ids`, each a valid digest.
+fn parse_diff_ids(
+    source: &Source,
+    diff_ids: &[String],
+    what: &str,
+) -> MicrosandboxResult<Vec<Digest>> {
+    diff_ids
+        .iter()
+        .map(|d| {
+            d.parse()
+                .map_err(|e| source.invalid(format!("{what}: diff_id: {e}")))
+        })
+        .collect()
 }
 
 /// One digest, one size: a source that declares a blob with two sizes is
@@ -555,6 +570,7 @@ fn ingest_and_commit(
 ) -> MicrosandboxResult<Vec<ImageHandle>> {
     let mut verified: Vec<VerifiedBlob> = Vec::new();
     let mut written: HashSet<Digest> = HashSet::new();
+    let mut uncompressed: HashMap<Digest, Option<Digest>> = HashMap::new();
     for p in planned {
         let shown = p.reference.familiar();
         let json = [
@@ -572,13 +588,27 @@ fn ingest_and_commit(
         }
         for (i, d) in p.layers.iter().enumerate() {
             let what = format!("layer {i} of {shown}");
-            if present(layout, d, &what)? || !written.insert(d.digest.clone()) {
-                continue;
+            // Every occurrence is checked against its own config's diff_id,
+            // whether the layer is new, seen earlier in this load, or in
+            // the cache already; each is decompressed at most once.
+            if !uncompressed.contains_key(&d.digest) {
+                let found = if present(layout, d, &what)? {
+                    uncompressed_digest(
+                        &layout.blob_path(&d.digest),
+                        &d.digest,
+                        &d.media_type,
+                        &what,
+                    )?
+                } else {
+                    pin.renew_if_due()?;
+                    let blob = source.stage(layout, d, &what)?;
+                    let found = uncompressed_digest(blob.path(), &d.digest, &d.media_type, &what)?;
+                    verified.push(blob);
+                    found
+                };
+                uncompressed.insert(d.digest.clone(), found);
             }
-            pin.renew_if_due()?;
-            let blob = source.stage(layout, d, &what)?;
-            check_diff_id(&blob, &d.media_type, &p.diff_ids[i], &what)?;
-            verified.push(blob);
+            check_diff_id(uncompressed[&d.digest].as_ref(), &p.diff_ids[i], &what)?;
         }
     }
 
