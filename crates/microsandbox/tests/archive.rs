@@ -966,3 +966,42 @@ fn save_refuses_to_write_inside_the_cache_home() {
     h.assert_invariants();
     assert!(h.backend.get_image("rich").is_ok());
 }
+
+#[test]
+fn an_image_named_thousands_of_times_loads_every_name() {
+    let mut entries = layout_entries(&fixtures().join("rich"));
+    let index: serde_json::Value =
+        serde_json::from_slice(&fs::read(fixtures().join("rich/index.json")).unwrap()).unwrap();
+    let one = index["manifests"][0].clone();
+    let many: Vec<serde_json::Value> = (0..5000)
+        .map(|i| {
+            let mut d = one.clone();
+            d["annotations"]["org.opencontainers.image.ref.name"] =
+                format!("example.com/many:{i}").into();
+            d
+        })
+        .collect();
+    let index = serde_json::json!({ "schemaVersion": 2, "manifests": many });
+    replace(
+        &mut entries,
+        "index.json",
+        E::File("index.json".into(), serde_json::to_vec(&index).unwrap()),
+    );
+    let work = tempfile::tempdir().unwrap();
+    let tar = work.path().join("many.tar");
+    fs::write(&tar, raw_tar(&entries)).unwrap();
+    let h = home();
+    assert_eq!(
+        h.backend
+            .load_images(&tar, &Default::default())
+            .unwrap()
+            .len(),
+        5000
+    );
+    assert_eq!(h.backend.list_images().unwrap().len(), 5000);
+    assert_eq!(
+        h.blob_names().len(),
+        5,
+        "one manifest, one config, three layers"
+    );
+}

@@ -142,18 +142,20 @@ fn plan_item(source: &Source, stage: &TarStage, item: &Item) -> MicrosandboxResu
     let top_digest = manifest.digest.clone();
     Ok(Planned {
         reference: Reference::parse("placeholder").expect("a valid reference"),
-        manifest,
-        manifest_bytes: Arc::from(manifest_bytes),
-        config,
-        config_bytes,
-        layers,
-        diff_ids: super::parse_diff_ids(source, diff_ids, &what)?,
-        top: top_digest,
-        platform: Platform {
-            architecture: cfg.architecture().to_string(),
-            os: cfg.os().to_string(),
-            variant: cfg.variant().clone(),
-            ..Platform::default()
-        },
+        image: std::sync::Arc::new(super::PlannedImage {
+            manifest,
+            manifest_bytes: Arc::from(manifest_bytes),
+            config,
+            config_bytes,
+            layers,
+            diff_ids: super::parse_diff_ids(source, diff_ids, &what)?,
+            top: top_digest,
+            platform: Platform {
+                architecture: cfg.architecture().to_string(),
+                os: cfg.os().to_string(),
+                variant: cfg.variant().clone(),
+                ..Platform::default()
+            },
+        }),
     })
 }

@@ -47,6 +47,8 @@ pub use save::{save, SaveFormat, SaveOptions};
 const SOURCE_INDEX_LIMIT: u64 = 64 << 20;
 /// The most references one source may name.
 const MAX_REFERENCES: usize = 100_000;
+/// The most layers one source's distinct images may list in all.
+const MAX_LAYER_NAMES: usize = 100_000;
 /// The annotation containerd and nerdctl use for a full image name.
 const ANN_CONTAINERD_NAME: &str = "io.containerd.image.name";
 
@@ -62,10 +64,24 @@ pub struct LoadOptions {
     pub progress: Option<ProgressFn>,
 }
 
-/// One image of the source, read and checked, waiting for its layers.
+/// One reference of the source and the image it names.
 #[derive(Clone)]
 struct Planned {
     reference: Reference,
+    image: Arc<PlannedImage>,
+}
+
+impl std::ops::Deref for Planned {
+    type Target = PlannedImage;
+
+    fn deref(&self) -> &PlannedImage {
+        &self.image
+    }
+}
+
+/// One image of the source, read and checked, waiting for its layers;
+/// shared by every reference that names it.
+struct PlannedImage {
     manifest: Descriptor,
     manifest_bytes: Arc<[u8]>,
     config: Descriptor,
@@ -78,7 +94,7 @@ struct Planned {
     platform: Platform,
 }
 
-impl Planned {
+impl PlannedImage {
     fn size(&self) -> u64 {
         self.layers.iter().fold(
             self.manifest.size.saturating_add(self.config.size),
@@ -91,6 +107,14 @@ impl Planned {
             .into_iter()
             .chain(self.layers.iter().map(|l| &l.digest))
     }
+}
+
+/// Each distinct image of a plan once, whatever the number of its names.
+fn distinct(planned: &[Planned]) -> impl Iterator<Item = &Planned> {
+    let mut seen: HashSet<&Digest> = HashSet::new();
+    planned
+        .iter()
+        .filter(move |p| seen.insert(&p.manifest.digest))
 }
 
 /// Where a load reads from.
@@ -267,7 +291,7 @@ pub fn load(
     let planned = plan(&source, options)?;
     let mut needed: Vec<Digest> = Vec::new();
     let mut seen = HashSet::new();
-    for d in planned.iter().flat_map(Planned::blobs) {
+    for d in distinct(&planned).flat_map(|p| p.image.blobs()) {
         if seen.insert(d.clone()) {
             needed.push(d.clone());
         }
@@ -403,6 +427,9 @@ fn plan_oci(source: &Source, options: &LoadOptions) -> MicrosandboxResult<Vec<Pl
     let want = options.platform.clone().unwrap_or_else(platform::host);
     let mut planned: Vec<Planned> = Vec::new();
     let mut names = HashSet::new();
+    // An image named many times is read and checked once.
+    let mut memo: HashMap<Digest, Arc<PlannedImage>> = HashMap::new();
+    let mut layers_named = 0usize;
     for d in &index.manifests {
         let name = d
             .annotations
@@ -425,7 +452,22 @@ fn plan_oci(source: &Source, options: &LoadOptions) -> MicrosandboxResult<Vec<Pl
                 "index.json names more than {MAX_REFERENCES} images"
             )));
         }
-        planned.push(plan_image(source, reference, d, &want)?);
+        if layers_named > MAX_LAYER_NAMES {
+            return Err(source.invalid("names too many layers in all"));
+        }
+        let planned_one = match memo.get(&d.digest) {
+            Some(image) => Planned {
+                reference,
+                image: image.clone(),
+            },
+            None => {
+                let p = plan_image(source, reference, d, &want)?;
+                layers_named += p.layers.len();
+                memo.insert(d.digest.clone(), p.image.clone());
+                p
+            }
+        };
+        planned.push(planned_one);
     }
     Ok(planned)
 }
@@ -487,22 +529,24 @@ fn plan_image(
     };
     Ok(Planned {
         reference,
-        manifest: Descriptor {
-            media_type: doc
-                .media_type
-                .clone()
-                .unwrap_or_else(|| manifest.media_type.clone()),
-            annotations: Default::default(),
-            platform: None,
-            ..manifest
-        },
-        manifest_bytes,
-        config: config.clone(),
-        config_bytes,
-        layers: layers.to_vec(),
-        diff_ids: parse_diff_ids(source, diff_ids, &what)?,
-        top: d.digest.clone(),
-        platform,
+        image: Arc::new(PlannedImage {
+            manifest: Descriptor {
+                media_type: doc
+                    .media_type
+                    .clone()
+                    .unwrap_or_else(|| manifest.media_type.clone()),
+                annotations: Default::default(),
+                platform: None,
+                ..manifest
+            },
+            manifest_bytes,
+            config: config.clone(),
+            config_bytes,
+            layers: layers.to_vec(),
+            diff_ids: parse_diff_ids(source, diff_ids, &what)?,
+            top: d.digest.clone(),
+            platform,
+        }),
     })
 }
 
@@ -525,7 +569,7 @@ fn parse_diff_ids(
 /// refused, so no descriptor stored in the cache lies about its blob.
 fn check_sizes(source: &Source, planned: &[Planned]) -> MicrosandboxResult<()> {
     let mut sizes: HashMap<&Digest, u64> = HashMap::new();
-    for p in planned {
+    for p in distinct(planned) {
         let all = [&p.manifest, &p.config].into_iter().chain(&p.layers);
         for d in all {
             match sizes.insert(&d.digest, d.size) {
@@ -571,7 +615,7 @@ fn ingest_and_commit(
     let mut verified: Vec<VerifiedBlob> = Vec::new();
     let mut written: HashSet<Digest> = HashSet::new();
     let mut uncompressed: HashMap<Digest, Option<Digest>> = HashMap::new();
-    for p in planned {
+    for p in distinct(planned) {
         let shown = p.reference.familiar();
         let json = [
             (&p.manifest, &p.manifest_bytes, "manifest"),
