@@ -56,7 +56,7 @@ export declare class Image {
    * resolve to the host platform, or `platform` (`linux/arm64`);
    * `reference` names the image of a single-image source; `onProgress`
    * receives `{ phase, digest, bytes, totalBytes }` events (`read` of an
-   * archive, `write` of each blob, `commit`) without ever blocking the
+   * archive, `write` of each blob, `verify` of each gzip layer, `commit`) without ever blocking the
    * load: the events arrive on the JS thread as it is free.
    * Rejects `InvalidArchive`, `DigestMismatch`, `PlatformNotFound`; the
    * cache is unchanged on any error.
@@ -267,7 +267,10 @@ export declare enum LeaseKind {
 
 /** A progress event of a long operation (`onProgress`). */
 export interface ProgressEvent {
-  /** `read` (an archive), `write` (a blob into the cache's tmp/), `commit`. */
+  /**
+   * `read` (an archive), `write` (a blob into the cache's tmp/), `verify`
+   * (decompressing a gzip layer to check its diff_id), `commit`.
+   */
   phase: string
   /** The blob concerned, for `write`. */
   digest: string | null

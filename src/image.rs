@@ -313,7 +313,7 @@ impl Image {
     /// resolve to the host platform, or `platform` (`linux/arm64`);
     /// `reference` names the image of a single-image source; `onProgress`
     /// receives `{ phase, digest, bytes, totalBytes }` events (`read` of an
-    /// archive, `write` of each blob, `commit`) without ever blocking the
+    /// archive, `write` of each blob, `verify` of each gzip layer, `commit`) without ever blocking the
     /// load: the events arrive on the JS thread as it is free.
     /// Rejects `InvalidArchive`, `DigestMismatch`, `PlatformNotFound`; the
     /// cache is unchanged on any error.

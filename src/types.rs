@@ -360,7 +360,8 @@ pub fn lease_json(l: &core::ImageLease) -> ImageLeaseJson {
 /// A progress event of a long operation (`onProgress`).
 #[napi(object, use_nullable = true)]
 pub struct ProgressEvent {
-    /// `read` (an archive), `write` (a blob into the cache's tmp/), `commit`.
+    /// `read` (an archive), `write` (a blob into the cache's tmp/), `verify`
+    /// (decompressing a gzip layer to check its diff_id), `commit`.
     pub phase: String,
     /// The blob concerned, for `write`.
     pub digest: Option<String>,

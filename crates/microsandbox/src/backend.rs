@@ -83,6 +83,7 @@ impl LocalBackendBuilder {
         let home = std::path::absolute(&home)
             .map_err(|e| MicrosandboxError::io("resolve home", &home, e))?;
         let timeout = self.lock_timeout.unwrap_or(DEFAULT_LOCK_TIMEOUT);
+        raise_fd_limit();
         Ok(LocalBackend {
             inner: Arc::new(Inner {
                 layout: Layout::new(&home, timeout),
@@ -90,6 +91,26 @@ impl LocalBackendBuilder {
             }),
         })
     }
+}
+
+/// Raises the soft limit of open files to the hard one, once per process,
+/// as Node and Go do at startup: a load holds a locked temporary per layer
+/// of an archive until its commit.
+fn raise_fd_limit() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: plain getrlimit/setrlimit on a local struct.
+        unsafe {
+            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+                lim.rlim_cur = lim.rlim_max;
+                libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+            }
+        }
+    });
 }
 
 /// `$MSB_HOME`, else `~/.microsandbox`, read now.

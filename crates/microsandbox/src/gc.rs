@@ -140,7 +140,7 @@ fn sweep_blobs(
         }
         doomed.push((entry.path(), gone.kinds.get(&digest).copied()));
     }
-    let outcomes = in_parallel(&doomed, |(path, kind)| {
+    let outcomes = crate::par::in_parallel(&doomed, |(path, kind)| {
         let kind = match kind {
             Some(k) => *k,
             None => sniff(path),
@@ -159,33 +159,6 @@ fn sweep_blobs(
         sync_dir(dir)?;
     }
     Ok(())
-}
-
-/// Runs `f` over `items` on a few threads. Unlinks on a synced file system
-/// spend most of their time waiting in the kernel (journal, discard), so a
-/// handful of them in flight at once finish two to three times sooner.
-fn in_parallel<T: Sync, R: Send>(
-    items: &[T],
-    f: impl Fn(&T) -> MicrosandboxResult<R> + Sync,
-) -> MicrosandboxResult<Vec<R>> {
-    const THREADS: usize = 8;
-    const MIN_PER_THREAD: usize = 64;
-    let threads = (items.len() / MIN_PER_THREAD).clamp(1, THREADS);
-    if threads == 1 {
-        return items.iter().map(&f).collect();
-    }
-    let chunk = items.len().div_ceil(threads);
-    std::thread::scope(|scope| {
-        let workers: Vec<_> = items
-            .chunks(chunk)
-            .map(|part| scope.spawn(|| part.iter().map(&f).collect::<MicrosandboxResult<Vec<R>>>()))
-            .collect();
-        let mut out = Vec::with_capacity(items.len());
-        for w in workers {
-            out.extend(w.join().expect("a sweep thread panicked")?);
-        }
-        Ok(out)
-    })
 }
 
 /// Guesses the kind of an orphan no graph reaches: small JSON that parses

@@ -20,6 +20,7 @@ use crate::error::{ErrorKind, IoContext, MicrosandboxError, MicrosandboxResult};
 use crate::fsutil::random_hex;
 use crate::layout::Layout;
 use crate::lock::{try_flock, LockMode};
+use crate::progress::{Phase, ProgressFn, ProgressReader};
 
 /// The prefix of every writer's file in `tmp/`.
 pub const INGEST_PREFIX: &str = "ingest-";
@@ -35,11 +36,12 @@ pub struct BlobWriter {
     committed: bool,
 }
 
-/// A fsynced temporary whose digest and size matched; ready to commit.
+/// A temporary whose digest and size matched; ready to commit once synced.
 #[derive(Debug)]
 pub struct VerifiedBlob {
     writer: BlobWriter,
     digest: Digest,
+    synced: std::sync::atomic::AtomicBool,
 }
 
 impl BlobWriter {
@@ -97,7 +99,9 @@ impl BlobWriter {
         expected_size: u64,
         what: &str,
     ) -> MicrosandboxResult<VerifiedBlob> {
-        self.file.sync_all().at("fsync", &self.path)?;
+        // Start writing back now; the fsync before the commit then waits
+        // for less, and overlaps with reading what comes next.
+        start_writeback(&self.file);
         if self.written != expected_size {
             return Err(MicrosandboxError::new(
                 ErrorKind::DigestMismatch,
@@ -118,9 +122,22 @@ impl BlobWriter {
         Ok(VerifiedBlob {
             writer: self,
             digest,
+            synced: std::sync::atomic::AtomicBool::new(false),
         })
     }
 }
+
+#[cfg(target_os = "linux")]
+fn start_writeback(file: &File) {
+    use std::os::unix::io::AsRawFd;
+    // SAFETY: a hint on a descriptor this File owns; failure is harmless.
+    unsafe {
+        libc::sync_file_range(file.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE);
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn start_writeback(_file: &File) {}
 
 impl Drop for BlobWriter {
     fn drop(&mut self) {
@@ -164,10 +181,22 @@ impl VerifiedBlob {
         &self.writer.path
     }
 
+    /// Fsyncs the data: done for a batch before the commit takes the lock
+    /// (see [`sync_all`]), and by [`VerifiedBlob::commit`] if not yet.
+    pub fn sync(&self) -> MicrosandboxResult<()> {
+        use std::sync::atomic::Ordering;
+        if !self.synced.load(Ordering::Acquire) {
+            self.writer.file.sync_all().at("fsync", &self.writer.path)?;
+            self.synced.store(true, Ordering::Release);
+        }
+        Ok(())
+    }
+
     /// Renames the file into `blobs/sha256/`. The caller holds the exclusive
     /// cache lock and fsyncs the blobs directory once after a batch.
     /// Returns false when the blob was there already (the temporary goes).
     pub fn commit(mut self, layout: &Layout) -> MicrosandboxResult<bool> {
+        self.sync()?;
         let target = layout.blob_path(&self.digest);
         if target.is_file() {
             return Ok(false);
@@ -176,6 +205,11 @@ impl VerifiedBlob {
         self.writer.committed = true;
         Ok(true)
     }
+}
+
+/// Fsyncs a batch of verified blobs, several at once.
+pub fn sync_all(blobs: &[VerifiedBlob]) -> MicrosandboxResult<()> {
+    crate::par::in_parallel(blobs, VerifiedBlob::sync).map(drop)
 }
 
 /// Streams `reader` into a new temporary and verifies it against `expected`.
@@ -232,6 +266,7 @@ pub fn uncompressed_digest(
     stored: &Digest,
     media_type: &str,
     what: &str,
+    progress: Option<&ProgressFn>,
 ) -> MicrosandboxResult<Option<Digest>> {
     let mut file = File::open(path).at("open", path)?;
     let mut head = [0u8; 512];
@@ -247,6 +282,14 @@ pub fn uncompressed_digest(
     let head = &head[..got];
     if head.starts_with(&[0x1f, 0x8b]) {
         let file = File::open(path).at("open", path)?;
+        let size = file.metadata().at("stat", path)?.len();
+        let file = ProgressReader::new(
+            file,
+            progress.cloned(),
+            Phase::Verify,
+            Some(stored.to_string()),
+            Some(size),
+        );
         let mut gz = flate2::read::MultiGzDecoder::new(io::BufReader::with_capacity(CHUNK, file));
         let mut hasher = Sha256::new();
         let mut buf = vec![0u8; CHUNK];

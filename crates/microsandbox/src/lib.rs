@@ -49,6 +49,7 @@ pub mod layout;
 pub mod lease;
 pub mod lock;
 pub mod model;
+pub mod par;
 pub mod platform;
 pub mod progress;
 pub mod reference;

@@ -20,6 +20,8 @@ pub enum Phase {
     Read,
     /// Writing one blob into `tmp/`, hashing it (bytes of that blob).
     Write,
+    /// Decompressing a gzip layer to check its diff_id (compressed bytes).
+    Verify,
     /// Committing verified blobs and references (bytes committed).
     Commit,
 }
@@ -30,6 +32,7 @@ impl Phase {
         match self {
             Phase::Read => "read",
             Phase::Write => "write",
+            Phase::Verify => "verify",
             Phase::Commit => "commit",
         }
     }

@@ -22,7 +22,7 @@ use crate::digest::Digest;
 use crate::error::{ErrorKind, MicrosandboxError, MicrosandboxResult};
 use crate::fsutil::sync_dir;
 use crate::handle::ImageHandle;
-use crate::ingest::{check_diff_id, uncompressed_digest, BlobWriter, VerifiedBlob};
+use crate::ingest::{check_diff_id, sync_all, uncompressed_digest, BlobWriter, VerifiedBlob};
 use crate::layout::{Layout, JSON_BLOB_LIMIT};
 use crate::lease::TransferPin;
 use crate::lock::LockMode;
@@ -614,7 +614,8 @@ fn ingest_and_commit(
 ) -> MicrosandboxResult<Vec<ImageHandle>> {
     let mut verified: Vec<VerifiedBlob> = Vec::new();
     let mut written: HashSet<Digest> = HashSet::new();
-    let mut uncompressed: HashMap<Digest, Option<Digest>> = HashMap::new();
+    let mut seen_layers: HashSet<Digest> = HashSet::new();
+    let mut to_check: Vec<(Descriptor, std::path::PathBuf, String)> = Vec::new();
     for p in distinct(planned) {
         let shown = p.reference.familiar();
         let json = [
@@ -631,31 +632,43 @@ fn ingest_and_commit(
             verified.push(w.finish(&d.digest, d.size, &what)?);
         }
         for (i, d) in p.layers.iter().enumerate() {
-            let what = format!("layer {i} of {shown}");
-            // Every occurrence is checked against its own config's diff_id,
-            // whether the layer is new, seen earlier in this load, or in
-            // the cache already; each is decompressed at most once.
-            if !uncompressed.contains_key(&d.digest) {
-                let found = if present(layout, d, &what)? {
-                    uncompressed_digest(
-                        &layout.blob_path(&d.digest),
-                        &d.digest,
-                        &d.media_type,
-                        &what,
-                    )?
-                } else {
-                    pin.renew_if_due()?;
-                    let blob = source.stage(layout, d, &what)?;
-                    let found = uncompressed_digest(blob.path(), &d.digest, &d.media_type, &what)?;
-                    verified.push(blob);
-                    found
-                };
-                uncompressed.insert(d.digest.clone(), found);
+            if !seen_layers.insert(d.digest.clone()) {
+                continue;
             }
+            let what = format!("layer {i} of {shown}");
+            let path = if present(layout, d, &what)? {
+                layout.blob_path(&d.digest)
+            } else {
+                pin.renew_if_due()?;
+                let blob = source.stage(layout, d, &what)?;
+                let path = blob.path().to_owned();
+                verified.push(blob);
+                path
+            };
+            to_check.push((d.clone(), path, what));
+        }
+    }
+    // Every distinct layer is decompressed once (gzip), on several threads;
+    // then every occurrence is checked against its own config's diff_id,
+    // whether the layer is new, repeated, or in the cache already.
+    let progress = source.progress.as_ref();
+    let found = crate::par::in_parallel(&to_check, |(d, path, what)| {
+        uncompressed_digest(path, &d.digest, &d.media_type, what, progress)
+    })?;
+    let uncompressed: HashMap<&Digest, Option<Digest>> = to_check
+        .iter()
+        .map(|(d, _, _)| &d.digest)
+        .zip(found)
+        .collect();
+    for p in distinct(planned) {
+        for (i, d) in p.layers.iter().enumerate() {
+            let what = format!("layer {i} of {}", p.reference.familiar());
             check_diff_id(uncompressed[&d.digest].as_ref(), &p.diff_ids[i], &what)?;
         }
     }
 
+    // Flush every new blob before the lock: the commit only renames.
+    sync_all(&verified)?;
     let committed: u64 = verified.iter().map(VerifiedBlob::size).sum();
     let _guard = layout.lock(LockMode::Exclusive)?;
     // Check before any rename: a failed commit leaves nothing in blobs/.

@@ -1,8 +1,8 @@
 //! Archives (tar, optionally gzip-compressed) staged in one pass.
 //!
-//! An archive is read once, in order, without seeking: a regular entry of
-//! up to 1 MiB stays in memory, a larger one streams into a locked
-//! temporary in `tmp/` and is hashed on the way. An entry under
+//! An archive is read once, in order, without seeking: a JSON entry of up
+//! to 1 MiB stays in memory, anything else (layers, whatever their size)
+//! streams into a locked temporary in `tmp/` and is hashed on the way. An entry under
 //! `blobs/sha256/<hex>` must hash to its name. Symlinks and hardlinks are
 //! never created on disk: they are recorded as aliases inside the archive
 //! and refused when they point outside it. Paths with `..`, absolute paths,
@@ -28,8 +28,8 @@ const MEMORY_ENTRY_LIMIT: u64 = 1 << 20;
 const METADATA_LIMIT: u64 = 1 << 20;
 /// The longest entry name or link target.
 const NAME_MAX: usize = 4096;
-/// How many entries over 1 MiB (staged in `tmp/`) one archive may hold.
-const MAX_LARGE_ENTRIES: usize = 10_000;
+/// How many entries staged in `tmp/` one archive may hold.
+const MAX_FILE_ENTRIES: usize = 10_000;
 const MEMORY_TOTAL_LIMIT: u64 = 256 << 20;
 const MAX_ENTRIES: usize = 1_000_000;
 const MAX_LINK_HOPS: usize = 16;
@@ -171,10 +171,6 @@ impl TarStage {
                 ));
             }
             let staged = if size <= MEMORY_ENTRY_LIMIT {
-                in_memory += size;
-                if in_memory > MEMORY_TOTAL_LIMIT {
-                    return Err(invalid(label, "too many small entries"));
-                }
                 let mut bytes = Vec::with_capacity(size as usize);
                 (&mut entry)
                     .take(MEMORY_ENTRY_LIMIT + 1)
@@ -194,29 +190,25 @@ impl TarStage {
                         ),
                     ));
                 }
-                Staged {
-                    digest: Digest::of(&bytes),
-                    size,
-                    data: Data::Memory(bytes.into()),
+                if looks_like_json(&bytes) {
+                    // Manifests, configs, indexes: read again while planning.
+                    in_memory += size;
+                    if in_memory > MEMORY_TOTAL_LIMIT {
+                        return Err(invalid(label, "too much JSON"));
+                    }
+                    Staged {
+                        digest: Digest::of(&bytes),
+                        size,
+                        data: Data::Memory(bytes.into()),
+                    }
+                } else {
+                    // A small layer: to tmp/ like a large one.
+                    let blob = stage_file(layout, &mut on_disk, &bytes[..], size, label, &shown)?;
+                    stage.staged_file(blob, size)
                 }
             } else {
-                on_disk += 1;
-                if on_disk > MAX_LARGE_ENTRIES {
-                    return Err(invalid(
-                        label,
-                        format!("more than {MAX_LARGE_ENTRIES} entries over 1 MiB"),
-                    ));
-                }
-                let blob = stream_to_tmp(layout, entry, size, label, &shown)?;
-                let digest = blob.digest().clone();
-                // The same content under another name is kept once: every
-                // use goes through the digest to the first name.
-                let data = if stage.by_digest.contains_key(&digest) {
-                    Data::File(None)
-                } else {
-                    Data::File(Some(blob))
-                };
-                Staged { digest, size, data }
+                let blob = stage_file(layout, &mut on_disk, entry, size, label, &shown)?;
+                stage.staged_file(blob, size)
             };
             if in_memory > MEMORY_TOTAL_LIMIT {
                 return Err(invalid(label, "too many or too long names"));
@@ -225,6 +217,18 @@ impl TarStage {
         }
         stage.resolve_links()?;
         Ok(stage)
+    }
+
+    /// A blob streamed to `tmp/`; the same content under another name is
+    /// kept once, every use going through the digest to the first name.
+    fn staged_file(&self, blob: VerifiedBlob, size: u64) -> Staged {
+        let digest = blob.digest().clone();
+        let data = if self.by_digest.contains_key(&digest) {
+            Data::File(None)
+        } else {
+            Data::File(Some(blob))
+        };
+        Staged { digest, size, data }
     }
 
     fn add_file(&mut self, name: String, staged: Staged, shown: &str) -> MicrosandboxResult<()> {
@@ -373,6 +377,33 @@ impl TarStage {
         self.read(digest, 1, "layer")
             .is_ok_and(|head| head.starts_with(&[0x1f, 0x8b]))
     }
+}
+
+/// Whether a small entry is JSON (a manifest, a config, an index): its
+/// first byte that is not white space opens an object or an array.
+fn looks_like_json(bytes: &[u8]) -> bool {
+    matches!(
+        bytes.iter().find(|b| !b.is_ascii_whitespace()),
+        Some(b'{') | Some(b'[')
+    )
+}
+
+fn stage_file(
+    layout: &Layout,
+    on_disk: &mut usize,
+    reader: impl Read,
+    size: u64,
+    label: &str,
+    shown: &str,
+) -> MicrosandboxResult<VerifiedBlob> {
+    *on_disk += 1;
+    if *on_disk > MAX_FILE_ENTRIES {
+        return Err(invalid(
+            label,
+            format!("more than {MAX_FILE_ENTRIES} layer-like entries"),
+        ));
+    }
+    stream_to_tmp(layout, reader, size, label, shown)
 }
 
 /// How far into the decompressed stream the tar reader may go.
