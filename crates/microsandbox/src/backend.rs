@@ -22,6 +22,7 @@ use crate::lease::{self, LeaseKind, LeaseRecord, Pins};
 use crate::lock::LockMode;
 use crate::model::{Shape, ANN_LAST_USED};
 use crate::reference::Reference;
+use crate::registry::{PullOptions, PullPolicy};
 use crate::{gc, time};
 
 /// How long an operation waits for the cache lock before `Busy`.
@@ -284,6 +285,31 @@ impl LocalBackend {
         options: &LoadOptions,
     ) -> MicrosandboxResult<Vec<ImageHandle>> {
         archive::load(self.layout_ready()?, path, options)
+    }
+
+    /// Pulls a reference from its registry, as `options.policy` says.
+    /// Blocking.
+    ///
+    /// # Errors
+    ///
+    /// `ImageNotFound` (from the registry, or from the cache with
+    /// [`PullPolicy::Never`]), `Unauthorized`, `RegistryError`,
+    /// `DigestMismatch`, `PlatformNotFound`.
+    pub fn pull_image(
+        &self,
+        reference: &str,
+        options: &PullOptions,
+    ) -> MicrosandboxResult<ImageHandle> {
+        let r = Reference::parse(reference)?;
+        match options.policy {
+            PullPolicy::Never => return self.get_image(reference),
+            PullPolicy::Missing => match self.get_image(reference) {
+                Err(e) if e.kind() == ErrorKind::ImageNotFound => {}
+                found => return found,
+            },
+            PullPolicy::Always => {}
+        }
+        archive::pull(self.layout_ready()?, &r, options)
     }
 
     /// Writes the images `references` name into one archive at `path`.

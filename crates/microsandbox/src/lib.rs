@@ -53,6 +53,7 @@ pub mod par;
 pub mod platform;
 pub mod progress;
 pub mod reference;
+pub mod registry;
 pub mod time;
 
 pub use archive::{LoadOptions, SaveFormat, SaveOptions};
@@ -67,3 +68,4 @@ pub use lease::LeaseKind;
 pub use model::Platform;
 pub use progress::{Phase, Progress, ProgressFn};
 pub use reference::Reference;
+pub use registry::{PullOptions, PullPolicy};

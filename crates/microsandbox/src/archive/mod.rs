@@ -32,6 +32,7 @@ use crate::model::{
 };
 use crate::progress::{Phase, Progress, ProgressFn, ProgressReader};
 use crate::reference::Reference;
+use crate::registry::{PullOptions, RegistryOrigin};
 use crate::{platform, time};
 
 use dir::DirOrigin;
@@ -121,6 +122,7 @@ fn distinct(planned: &[Planned]) -> impl Iterator<Item = &Planned> {
 enum Origin {
     Dir(DirOrigin),
     Tar(TarStage),
+    Registry(RegistryOrigin),
 }
 
 /// The origin of a load, with its JSON blobs read once per digest however
@@ -143,6 +145,7 @@ impl Source {
         let bytes = match &self.origin {
             Origin::Dir(d) => d.top(name, limit)?,
             Origin::Tar(t) => t.top(name, limit)?,
+            Origin::Registry(_) => None,
         };
         match bytes {
             Some(b) if b.len() as u64 > limit => {
@@ -180,6 +183,7 @@ impl Source {
         let bytes = match &self.origin {
             Origin::Dir(o) => o.read(&d.digest, d.size, what)?,
             Origin::Tar(t) => t.read(&d.digest, d.size, what)?,
+            Origin::Registry(r) => r.read(d, d.size, what)?,
         };
         let actual = Digest::of(&bytes);
         if bytes.len() as u64 != d.size || actual != d.digest {
@@ -208,6 +212,7 @@ impl Source {
             Origin::Tar(t) => Ok(t
                 .entry(&format!("blobs/sha256/{}", digest.hex()))
                 .map(|(_, size)| size)),
+            Origin::Registry(_) => Ok(None),
         }
     }
 
@@ -221,6 +226,7 @@ impl Source {
         match &self.origin {
             Origin::Dir(o) => o.stage(layout, d, what, self.progress.clone()),
             Origin::Tar(t) => t.stage(layout, d, what),
+            Origin::Registry(r) => r.stage(layout, d, what, self.progress.clone()),
         }
     }
 }
@@ -289,15 +295,57 @@ pub fn load(
     layout.ensure()?;
     let source = open(layout, path, options.progress.clone())?;
     let planned = plan(&source, options)?;
+    ingest(layout, &source, &planned)
+}
+
+/// Pins what a plan needs, brings it in and commits it.
+fn ingest(
+    layout: &Layout,
+    source: &Source,
+    planned: &[Planned],
+) -> MicrosandboxResult<Vec<ImageHandle>> {
     let mut needed: Vec<Digest> = Vec::new();
     let mut seen = HashSet::new();
-    for d in distinct(&planned).flat_map(|p| p.image.blobs()) {
+    for d in distinct(planned).flat_map(|p| p.image.blobs()) {
         if seen.insert(d.clone()) {
             needed.push(d.clone());
         }
     }
     let mut pin = TransferPin::take(layout, needed.clone())?;
-    ingest_and_commit(layout, &source, &planned, &needed, &mut pin)
+    ingest_and_commit(layout, source, planned, &needed, &mut pin)
+}
+
+/// Pulls `reference` from its registry: the manifest (or index) it names,
+/// resolved to the platform, every blob streamed and verified, one commit.
+///
+/// # Errors
+///
+/// `ImageNotFound` when the registry lacks it, `Unauthorized`,
+/// `RegistryError`, `DigestMismatch`, `PlatformNotFound`; the cache is
+/// unchanged on any error.
+pub fn pull(
+    layout: &Layout,
+    reference: &Reference,
+    options: &PullOptions,
+) -> MicrosandboxResult<ImageHandle> {
+    layout.ensure()?;
+    let registry = RegistryOrigin::new(reference, options.insecure);
+    let (bytes, top) = registry.top(reference, JSON_BLOB_LIMIT)?;
+    let source = Source {
+        label: registry.label().to_owned(),
+        origin: Origin::Registry(registry),
+        progress: options.progress.clone(),
+        json: RefCell::default(),
+    };
+    source
+        .json
+        .borrow_mut()
+        .insert(top.digest.clone(), bytes.into());
+    let want = options.platform.clone().unwrap_or_else(platform::host);
+    let planned = vec![plan_image(&source, reference.clone(), &top, &want)?];
+    check_sizes(&source, &planned)?;
+    let mut handles = ingest(layout, &source, &planned)?;
+    Ok(handles.remove(0))
 }
 
 /// Plans from the OCI index when the source has named images there, else
@@ -306,7 +354,7 @@ fn plan(source: &Source, options: &LoadOptions) -> MicrosandboxResult<Vec<Planne
     let has = |name: &str| -> MicrosandboxResult<bool> {
         Ok(match &source.origin {
             Origin::Tar(stage) => stage.entry(name).is_some(),
-            Origin::Dir(_) => source.top(name, JSON_BLOB_LIMIT)?.is_some(),
+            Origin::Dir(_) | Origin::Registry(_) => source.top(name, JSON_BLOB_LIMIT)?.is_some(),
         })
     };
     let is_layout = has("oci-layout")?;
@@ -325,7 +373,7 @@ fn plan(source: &Source, options: &LoadOptions) -> MicrosandboxResult<Vec<Planne
             Origin::Dir(_) => {
                 return Err(source.invalid("not an OCI image layout: no oci-layout file"))
             }
-            Origin::Tar(_) => {
+            Origin::Tar(_) | Origin::Registry(_) => {
                 return Err(source.invalid(
                     "not an OCI archive, a docker-archive nor a MiniBox archive: \
                      no oci-layout, manifest.json or meta.json",

@@ -1,0 +1,358 @@
+//! The HTTP side of a pull: one registry repository, its token, its
+//! manifests and blobs. Statuses map to error kinds here and nowhere else.
+
+use std::cell::RefCell;
+use std::io::Read;
+use std::time::Duration;
+
+use crate::digest::Digest;
+use crate::error::{ErrorKind, MicrosandboxError, MicrosandboxResult};
+use crate::ingest::{copy_verified, VerifiedBlob};
+use crate::layout::Layout;
+use crate::model::{
+    is_index_media_type, is_manifest_media_type, Descriptor, MEDIA_DOCKER_LIST,
+    MEDIA_DOCKER_MANIFEST, MEDIA_OCI_INDEX, MEDIA_OCI_MANIFEST,
+};
+use crate::progress::{Phase, ProgressFn, ProgressReader};
+use crate::reference::Reference;
+
+const ACCEPT: &str = "application/vnd.oci.image.index.v1+json, \
+     application/vnd.oci.image.manifest.v1+json, \
+     application/vnd.docker.distribution.manifest.list.v2+json, \
+     application/vnd.docker.distribution.manifest.v2+json";
+const TOKEN_LIMIT: u64 = 1 << 20;
+
+/// One repository of one registry.
+pub struct RegistryOrigin {
+    agent: ureq::Agent,
+    base: String,
+    repository: String,
+    shown: String,
+    token: RefCell<Option<String>>,
+}
+
+fn registry_error(what: String) -> MicrosandboxError {
+    MicrosandboxError::new(ErrorKind::RegistryError, what)
+}
+
+/// Whether a registry host is this machine: spoken to in plain HTTP.
+fn is_loopback(domain: &str) -> bool {
+    let host = domain
+        .rsplit_once(':')
+        .filter(|(h, port)| !h.ends_with(']') || port.bytes().all(|b| b.is_ascii_digit()))
+        .map_or(domain, |(h, _)| h);
+    host == "localhost" || host.starts_with("127.") || host == "[::1]"
+}
+
+impl RegistryOrigin {
+    /// The repository a reference names.
+    pub fn new(reference: &Reference, insecure: bool) -> RegistryOrigin {
+        let domain = reference.domain();
+        let host = if domain == "docker.io" {
+            "registry-1.docker.io"
+        } else {
+            domain
+        };
+        let scheme = if insecure || is_loopback(domain) {
+            "http"
+        } else {
+            "https"
+        };
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_connect(Some(Duration::from_secs(30)))
+            .timeout_recv_body(Some(Duration::from_secs(300)))
+            .max_redirects(10)
+            .build()
+            .into();
+        RegistryOrigin {
+            agent,
+            base: format!("{scheme}://{host}"),
+            repository: reference.path().to_owned(),
+            shown: reference.repository(),
+            token: RefCell::default(),
+        }
+    }
+
+    /// For messages: `docker.io/library/python`.
+    pub fn label(&self) -> &str {
+        &self.shown
+    }
+
+    fn get(
+        &self,
+        path: &str,
+        accept: Option<&str>,
+    ) -> MicrosandboxResult<ureq::http::Response<ureq::Body>> {
+        let url = format!("{}/v2/{}/{path}", self.base, self.repository);
+        for attempt in 0..2 {
+            let mut request = self.agent.get(&url);
+            if let Some(a) = accept {
+                request = request.header("Accept", a);
+            }
+            if let Some(t) = self.token.borrow().as_deref() {
+                request = request.header("Authorization", &format!("Bearer {t}"));
+            }
+            let response = request
+                .call()
+                .map_err(|e| registry_error(format!("{}: {e}", self.shown)))?;
+            if response.status() == 401 && attempt == 0 {
+                let challenge = response
+                    .headers()
+                    .get("www-authenticate")
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned);
+                if let Some(challenge) = challenge {
+                    if self.fetch_token(&challenge)? {
+                        continue;
+                    }
+                }
+            }
+            return Ok(response);
+        }
+        unreachable!("the loop returns on its second attempt")
+    }
+
+    /// Answers a `Bearer realm=...,service=...,scope=...` challenge with an
+    /// anonymous token. False for a challenge of another scheme.
+    fn fetch_token(&self, challenge: &str) -> MicrosandboxResult<bool> {
+        let Some(params) = challenge.strip_prefix("Bearer ") else {
+            return Ok(false);
+        };
+        let mut realm = None;
+        let mut query = Vec::new();
+        for part in split_params(params) {
+            let Some((k, v)) = part.split_once('=') else {
+                continue;
+            };
+            let v = v.trim().trim_matches('"').to_owned();
+            match k.trim() {
+                "realm" => realm = Some(v),
+                k @ ("service" | "scope") => query.push((k.to_owned(), v)),
+                _ => {}
+            }
+        }
+        if !query.iter().any(|(k, _)| k == "scope") {
+            query.push((
+                "scope".into(),
+                format!("repository:{}:pull", self.repository),
+            ));
+        }
+        let realm = realm.ok_or_else(|| {
+            registry_error(format!(
+                "{}: a bearer challenge without a realm",
+                self.shown
+            ))
+        })?;
+        let mut request = self.agent.get(&realm);
+        for (k, v) in &query {
+            request = request.query(k, v);
+        }
+        let mut response = request
+            .call()
+            .map_err(|e| registry_error(format!("{}: token: {e}", self.shown)))?;
+        if response.status() == 401 || response.status() == 403 {
+            return Err(MicrosandboxError::new(
+                ErrorKind::Unauthorized,
+                format!("{}: the token service refused anonymous access", self.shown),
+            ));
+        }
+        if !response.status().is_success() {
+            return Err(registry_error(format!(
+                "{}: token service answered {}",
+                self.shown,
+                response.status()
+            )));
+        }
+        let body = response
+            .body_mut()
+            .with_config()
+            .limit(TOKEN_LIMIT)
+            .read_to_vec()
+            .map_err(|e| registry_error(format!("{}: token: {e}", self.shown)))?;
+        let v: serde_json::Value = serde_json::from_slice(&body)
+            .map_err(|e| registry_error(format!("{}: token is not JSON: {e}", self.shown)))?;
+        let token = v
+            .get("token")
+            .or_else(|| v.get("access_token"))
+            .and_then(|t| t.as_str())
+            .ok_or_else(|| {
+                registry_error(format!("{}: token answer without a token", self.shown))
+            })?;
+        *self.token.borrow_mut() = Some(token.to_owned());
+        Ok(true)
+    }
+
+    fn check_status(
+        &self,
+        response: &ureq::http::Response<ureq::Body>,
+        what: &str,
+    ) -> MicrosandboxResult<()> {
+        let status = response.status();
+        if status.is_success() {
+            return Ok(());
+        }
+        Err(match status.as_u16() {
+            401 | 403 => MicrosandboxError::new(
+                ErrorKind::Unauthorized,
+                format!(
+                    "{}: {what}: the registry refused access ({status})",
+                    self.shown
+                ),
+            ),
+            404 => MicrosandboxError::new(
+                ErrorKind::ImageNotFound,
+                format!("image not found: {}: {what}", self.shown),
+            ),
+            _ => registry_error(format!(
+                "{}: {what}: the registry answered {status}",
+                self.shown
+            )),
+        })
+    }
+
+    /// The manifest or index a tag or digest names: its bytes and descriptor.
+    pub fn top(
+        &self,
+        reference: &Reference,
+        limit: u64,
+    ) -> MicrosandboxResult<(Vec<u8>, Descriptor)> {
+        let name = match (reference.digest(), reference.tag()) {
+            (Some(d), _) => d.to_string(),
+            (None, Some(t)) => t.to_owned(),
+            (None, None) => "latest".to_owned(),
+        };
+        let what = format!("manifest {name}");
+        let mut response = self.get(&format!("manifests/{name}"), Some(ACCEPT))?;
+        self.check_status(&response, &what)?;
+        let content_type = response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.split(';').next().unwrap_or(v).trim().to_owned());
+        let bytes = response
+            .body_mut()
+            .with_config()
+            .limit(limit)
+            .read_to_vec()
+            .map_err(|e| registry_error(format!("{}: {what}: {e}", self.shown)))?;
+        let digest = Digest::of(&bytes);
+        if let Some(pinned) = reference.digest() {
+            if &digest != pinned {
+                return Err(MicrosandboxError::new(
+                    ErrorKind::DigestMismatch,
+                    format!("{}: {what}: content hashes to {digest}", self.shown),
+                ));
+            }
+        }
+        let declared = serde_json::from_slice::<serde_json::Value>(&bytes)
+            .ok()
+            .and_then(|v| v.get("mediaType")?.as_str().map(str::to_owned));
+        let media_type = declared
+            .or(content_type)
+            .filter(|m| is_index_media_type(m) || is_manifest_media_type(m))
+            .unwrap_or_else(|| MEDIA_OCI_MANIFEST.to_owned());
+        let size = bytes.len() as u64;
+        Ok((bytes, Descriptor::new(&media_type, digest, size)))
+    }
+
+    fn blob_path(d: &Descriptor) -> String {
+        let kind = if [
+            MEDIA_OCI_MANIFEST,
+            MEDIA_OCI_INDEX,
+            MEDIA_DOCKER_MANIFEST,
+            MEDIA_DOCKER_LIST,
+        ]
+        .contains(&d.media_type.as_str())
+        {
+            "manifests"
+        } else {
+            "blobs"
+        };
+        format!("{kind}/{}", d.digest)
+    }
+
+    /// At most `limit + 1` bytes of a blob (a manifest, an index, a config).
+    pub fn read(&self, d: &Descriptor, limit: u64, what: &str) -> MicrosandboxResult<Vec<u8>> {
+        let accept = (Self::blob_path(d).starts_with("manifests/")).then_some(ACCEPT);
+        let mut response = self.get(&Self::blob_path(d), accept)?;
+        self.check_status(&response, what)?;
+        let mut bytes = Vec::new();
+        response
+            .body_mut()
+            .as_reader()
+            .take(limit.saturating_add(1))
+            .read_to_end(&mut bytes)
+            .map_err(|e| registry_error(format!("{}: {what}: {e}", self.shown)))?;
+        Ok(bytes)
+    }
+
+    /// Streams a blob into `tmp/`, verified against its descriptor.
+    pub fn stage(
+        &self,
+        layout: &Layout,
+        d: &Descriptor,
+        what: &str,
+        progress: Option<ProgressFn>,
+    ) -> MicrosandboxResult<VerifiedBlob> {
+        let mut response = self.get(&Self::blob_path(d), None)?;
+        self.check_status(&response, what)?;
+        let body = ProgressReader::new(
+            response.body_mut().as_reader(),
+            progress,
+            Phase::Write,
+            Some(d.digest.to_string()),
+            Some(d.size),
+        );
+        let shown = self.shown.clone();
+        copy_verified(
+            layout,
+            body,
+            &d.digest,
+            d.size,
+            &format!("{}: {what}", self.shown),
+            |e| registry_error(format!("{shown}: {what}: download failed: {e}")),
+        )
+    }
+}
+
+/// Splits `a="x,y",b=z` at the commas outside quotes.
+fn split_params(s: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let (mut start, mut quoted) = (0, false);
+    for (i, c) in s.char_indices() {
+        match c {
+            '"' => quoted = !quoted,
+            ',' if !quoted => {
+                out.push(&s[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    out.push(&s[start..]);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn challenges_split_outside_quotes() {
+        let parts = split_params(
+            r#"realm="https://auth/token",service="reg",scope="repository:a/b:pull,push""#,
+        );
+        assert_eq!(parts.len(), 3);
+        assert!(parts[2].contains("pull,push"));
+    }
+
+    #[test]
+    fn loopback_registries_speak_http() {
+        assert!(is_loopback("127.0.0.1:5000"));
+        assert!(is_loopback("localhost:5000"));
+        assert!(is_loopback("localhost"));
+        assert!(!is_loopback("ghcr.io"));
+        assert!(!is_loopback("registry.example.com:443"));
+    }
+}

@@ -1,0 +1,43 @@
+//! Pulling images from a registry (OCI Distribution API v2).
+//!
+//! A pull is a load whose origin is a registry: the manifest (or index) is
+//! fetched by tag or digest, resolved to the platform, and every blob is
+//! streamed through SHA-256 into `tmp/`, committed only when its digest
+//! matches; the archive machinery's transfer pin, diff_id checks and
+//! single commit apply unchanged. Docker Hub (`docker.io`) is served by
+//! `registry-1.docker.io`. Anonymous bearer tokens are fetched from the
+//! `WWW-Authenticate` challenge.
+
+mod client;
+
+pub use client::RegistryOrigin;
+
+use crate::model::Platform;
+use crate::progress::ProgressFn;
+
+/// When to ask the registry.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum PullPolicy {
+    /// A cached reference is returned without a request.
+    #[default]
+    Missing,
+    /// Ask the registry; download only blobs not yet in the cache.
+    Always,
+    /// Never ask: `ImageNotFound` unless cached.
+    Never,
+}
+
+/// How to pull.
+#[derive(Clone, Debug, Default)]
+pub struct PullOptions {
+    /// The platform to take from an index; the host's if unset.
+    pub platform: Option<Platform>,
+    /// When to ask the registry.
+    pub policy: PullPolicy,
+    /// Speak plain HTTP (and accept any certificate) to the registry.
+    /// Registries on `localhost` and `127.0.0.0/8` are spoken to in plain
+    /// HTTP without it.
+    pub insecure: bool,
+    /// Where progress events go.
+    pub progress: Option<ProgressFn>,
+}

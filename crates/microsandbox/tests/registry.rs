@@ -1,0 +1,175 @@
+//! Pulls from a real registry: Debian's `docker-registry` (distribution)
+//! on 127.0.0.1, filled by skopeo.
+
+mod common;
+
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use microsandbox::{ErrorKind, PullOptions, PullPolicy};
+
+struct Registry {
+    child: Child,
+    addr: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts a registry on a free loopback port; fails (never skips) without
+/// the `docker-registry` package.
+fn registry() -> Registry {
+    let dir = tempfile::tempdir().unwrap();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let config = dir.path().join("config.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {addr}\n",
+            dir.path().join("data").display()
+        ),
+    )
+    .unwrap();
+    let child = Command::new("docker-registry")
+        .arg("serve")
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("docker-registry is required (apt-get install docker-registry)");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect(&addr).is_err() {
+        assert!(Instant::now() < deadline, "the registry did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Registry {
+        child,
+        addr,
+        _dir: dir,
+    }
+}
+
+fn push(reg: &Registry, from: &str, to: &str, all: bool) {
+    let src = format!("oci:{}", fixtures().join(from).display());
+    let dst = format!("docker://{}/{to}", reg.addr);
+    let mut args = vec!["copy", "--insecure-policy", "--dest-tls-verify=false"];
+    if all {
+        args.push("--all");
+    }
+    args.push(&src);
+    args.push(&dst);
+    skopeo(&args);
+}
+
+#[test]
+fn pulls_images_and_indexes_with_the_registrys_digests() {
+    let reg = registry();
+    push(&reg, "rich:rich", "team/rich:1", false);
+    push(&reg, "multiarch:multi", "multi:1", true);
+    let h = home();
+    let rich = h
+        .backend
+        .pull_image(&format!("{}/team/rich:1", reg.addr), &Default::default())
+        .unwrap();
+    assert_eq!(rich.manifest_digest(), digest_of("rich"));
+    assert_eq!(rich.size_bytes(), total_size("rich"));
+    assert_eq!(rich.reference(), format!("{}/team/rich:1", reg.addr));
+    let d = h
+        .backend
+        .inspect_image(&format!("{}/team/rich:1", reg.addr))
+        .unwrap();
+    assert_eq!(d.config.stop_signal.as_deref(), Some("SIGQUIT"));
+    h.assert_invariants();
+    assert!(h.tmp_names().is_empty());
+    assert!(h.backend.list_leases().unwrap().is_empty());
+
+    let multi = format!("{}/multi:1", reg.addr);
+    let amd = h.backend.pull_image(&multi, &Default::default()).unwrap();
+    assert_eq!(amd.manifest_digest(), digest_of("multiarch/amd64"));
+    let other = home();
+    let arm = other
+        .backend
+        .pull_image(
+            &multi,
+            &PullOptions {
+                platform: Some(microsandbox::platform::parse("linux/arm64").unwrap()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(arm.manifest_digest(), digest_of("multiarch/arm64"));
+    let err = other
+        .backend
+        .pull_image(
+            &multi,
+            &PullOptions {
+                platform: Some(microsandbox::platform::parse("linux/s390x").unwrap()),
+                policy: PullPolicy::Always,
+                ..Default::default()
+            },
+        )
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::PlatformNotFound);
+
+    // By digest, the manifest is checked against it.
+    let by_digest = format!("{}/team/rich@{}", reg.addr, digest_of("rich"));
+    let third = home();
+    assert_eq!(
+        third
+            .backend
+            .pull_image(&by_digest, &Default::default())
+            .unwrap()
+            .manifest_digest(),
+        digest_of("rich")
+    );
+}
+
+#[test]
+fn policies_and_absent_images() {
+    let reg = registry();
+    push(&reg, "pair:base", "base:1", false);
+    let name = format!("{}/base:1", reg.addr);
+    let h = home();
+    let never = PullOptions {
+        policy: PullPolicy::Never,
+        ..Default::default()
+    };
+    assert_eq!(
+        h.backend.pull_image(&name, &never).unwrap_err().kind(),
+        ErrorKind::ImageNotFound
+    );
+    let err = h
+        .backend
+        .pull_image(&format!("{}/base:nope", reg.addr), &Default::default())
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::ImageNotFound, "{err}");
+    let pulled = h.backend.pull_image(&name, &Default::default()).unwrap();
+    assert_eq!(pulled.manifest_digest(), digest_of("pair/base"));
+    drop(reg);
+    // `missing` and `never` answer from the cache without the registry.
+    assert_eq!(
+        h.backend.pull_image(&name, &Default::default()).unwrap(),
+        pulled
+    );
+    assert_eq!(h.backend.pull_image(&name, &never).unwrap(), pulled);
+    // `always` asks, and the registry is gone.
+    let always = PullOptions {
+        policy: PullPolicy::Always,
+        ..Default::default()
+    };
+    let err = h.backend.pull_image(&name, &always).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::RegistryError, "{err}");
+    assert_eq!(h.backend.get_image(&name).unwrap(), pulled);
+}
