@@ -76,6 +76,19 @@ export declare class Image {
   /** `Image.save` on a given backend. */
   static saveLocal(backend: LocalBackend, references: string | Array<string>, path: string, options?: { format?: 'oci' | 'docker' }): Promise<void>
   /**
+   * Pulls an image from its registry (Docker Hub for `docker.io`).
+   * `policy`: `'missing'` (default: a cached reference is returned with
+   * no request), `'always'` (ask the registry; fetch only blobs not yet
+   * cached), `'never'` (`ImageNotFound` unless cached). Indexes resolve
+   * to the host or `platform`. Every blob is verified before it is
+   * committed. `insecure` speaks plain HTTP (loopback registries always
+   * do). Rejects `ImageNotFound`, `Unauthorized`, `RegistryError`,
+   * `DigestMismatch`, `PlatformNotFound`.
+   */
+  static pull(reference: string, options?: { platform?: string; policy?: 'missing' | 'always' | 'never'; insecure?: boolean; onProgress?: (event: ProgressEvent) => void }): Promise<ImageHandle>
+  /** `Image.pull` on a given backend. */
+  static pullLocal(backend: LocalBackend, reference: string, options?: { platform?: string; policy?: 'missing' | 'always' | 'never'; insecure?: boolean; onProgress?: (event: ProgressEvent) => void }): Promise<ImageHandle>
+  /**
    * Pins the image a reference names (its manifest digest, not the
    * name) and marks it used. `id` defaults to a random one; `kind` to
    * `'sandbox'`; without `expiresInSeconds` it lasts until released.

@@ -101,6 +101,11 @@ async function ambient(): Promise<void> {
     },
   });
   await Image.save('python:3.12', './python.tar');
+  const pulled: ImageHandle = await Image.pull('alpine:3.20', { policy: 'always', platform: 'linux/arm64' });
+  await Image.pullLocal(new LocalBackend(), 'localhost:5000/app:1', { insecure: true, onProgress: (e: ProgressEvent) => log(e.bytes) });
+  log(pulled.reference);
+  // @ts-expect-error: policies are 'missing', 'always' and 'never'
+  await Image.pull('alpine', { policy: 'sometimes' });
   await Image.save(['python:3.12', 'alpine'], './both.tar', { format: 'docker' });
   await Image.saveLocal(new LocalBackend({ home: '/tmp/h' }), ['alpine'], './a.tar', { format: 'oci' });
   // @ts-expect-error: formats are 'oci' and 'docker'

@@ -143,6 +143,38 @@ fn progress_fn(f: Function<ProgressEvent, ()>) -> MicrosandboxResult<core::Progr
     }))
 }
 
+fn pull_with(b: Backend, reference: Unknown, options: Unknown) -> AsyncTask<CoreTask<ImageHandle>> {
+    spawn(b, |b| {
+        let reference = args::string(Some(reference), "reference")?;
+        let opts = args::options(Some(options), "options")?;
+        let platform = args::opt_string(&opts, "platform")?
+            .map(|p| core::platform::parse(&p))
+            .transpose()?;
+        let policy = match args::opt_string(&opts, "policy")?.as_deref() {
+            None | Some("missing") => core::PullPolicy::Missing,
+            Some("always") => core::PullPolicy::Always,
+            Some("never") => core::PullPolicy::Never,
+            Some(other) => {
+                return Err(MicrosandboxError::new(
+                    core::ErrorKind::InvalidArgument,
+                    format!("policy must be 'missing', 'always' or 'never', got {other:?}"),
+                ))
+            }
+        };
+        let insecure = args::opt_bool(&opts, "insecure")?.unwrap_or(false);
+        let progress = args::opt_function::<ProgressEvent, ()>(&opts, "onProgress")?
+            .map(progress_fn)
+            .transpose()?;
+        let options = core::PullOptions {
+            platform,
+            policy,
+            insecure,
+            progress,
+        };
+        Ok(move || b.pull_image(&reference, &options).map(ImageHandle::from))
+    })
+}
+
 fn lease_kind(kind: Option<String>) -> MicrosandboxResult<Option<core::LeaseKind>> {
     match kind.as_deref() {
         None => Ok(None),
@@ -364,6 +396,35 @@ impl Image {
         options: Unknown,
     ) -> AsyncTask<CoreTask<()>> {
         save_with(local(backend), references, path, options)
+    }
+
+    /// Pulls an image from its registry (Docker Hub for `docker.io`).
+    /// `policy`: `'missing'` (default: a cached reference is returned with
+    /// no request), `'always'` (ask the registry; fetch only blobs not yet
+    /// cached), `'never'` (`ImageNotFound` unless cached). Indexes resolve
+    /// to the host or `platform`. Every blob is verified before it is
+    /// committed. `insecure` speaks plain HTTP (loopback registries always
+    /// do). Rejects `ImageNotFound`, `Unauthorized`, `RegistryError`,
+    /// `DigestMismatch`, `PlatformNotFound`.
+    #[napi(
+        ts_args_type = "reference: string, options?: { platform?: string; policy?: 'missing' | 'always' | 'never'; insecure?: boolean; onProgress?: (event: ProgressEvent) => void }",
+        ts_return_type = "Promise<ImageHandle>"
+    )]
+    pub fn pull(reference: Unknown, options: Unknown) -> AsyncTask<CoreTask<ImageHandle>> {
+        pull_with(ambient(), reference, options)
+    }
+
+    /// `Image.pull` on a given backend.
+    #[napi(
+        ts_args_type = "backend: LocalBackend, reference: string, options?: { platform?: string; policy?: 'missing' | 'always' | 'never'; insecure?: boolean; onProgress?: (event: ProgressEvent) => void }",
+        ts_return_type = "Promise<ImageHandle>"
+    )]
+    pub fn pull_local(
+        backend: Unknown,
+        reference: Unknown,
+        options: Unknown,
+    ) -> AsyncTask<CoreTask<ImageHandle>> {
+        pull_with(local(backend), reference, options)
     }
 
     /// Pins the image a reference names (its manifest digest, not the

@@ -13,6 +13,7 @@ use crate::archive::{LoadOptions, SaveOptions};
 use crate::backend::{default_backend, LeaseOptions, LocalBackend};
 use crate::error::{MicrosandboxError, MicrosandboxResult};
 use crate::handle::{ImageDetail, ImageHandle, ImageLease, ImagePruneReport};
+use crate::registry::PullOptions;
 
 /// The image cache's operations.
 pub struct Image;
@@ -163,6 +164,21 @@ impl Image {
             b.save_images(&references, &path, &options)
         })
         .await
+    }
+
+    /// Pulls an image from its registry, as `options.policy` says.
+    pub async fn pull(reference: &str, options: PullOptions) -> MicrosandboxResult<ImageHandle> {
+        Self::pull_local(&ambient().await?, reference, options).await
+    }
+
+    /// [`Image::pull`] on `backend`.
+    pub async fn pull_local(
+        backend: &LocalBackend,
+        reference: &str,
+        options: PullOptions,
+    ) -> MicrosandboxResult<ImageHandle> {
+        let reference = reference.to_owned();
+        run(backend.clone(), move |b| b.pull_image(&reference, &options)).await
     }
 
     /// Pins the image a reference names and marks it used.
