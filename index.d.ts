@@ -82,7 +82,9 @@ export declare class Image {
    * cached), `'never'` (`ImageNotFound` unless cached). Indexes resolve
    * to the host or `platform`. Every blob is verified before it is
    * committed. `insecure` speaks plain HTTP (loopback registries always
-   * do). Rejects `ImageNotFound`, `Unauthorized`, `RegistryError`,
+   * do). Credentials come from the docker config (`dockerConfig`, a
+   * directory; else `DOCKER_CONFIG`, else `~/.docker`): `auths`,
+   * `credsStore`, `credHelpers`. Rejects `ImageNotFound`, `Unauthorized`, `RegistryError`,
    * `DigestMismatch`, `PlatformNotFound`.
    */
   static pull(reference: string, options?: { platform?: string; policy?: 'missing' | 'always' | 'never'; insecure?: boolean; onProgress?: (event: ProgressEvent) => void }): Promise<ImageHandle>

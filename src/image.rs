@@ -165,11 +165,13 @@ fn pull_with(b: Backend, reference: Unknown, options: Unknown) -> AsyncTask<Core
         let progress = args::opt_function::<ProgressEvent, ()>(&opts, "onProgress")?
             .map(progress_fn)
             .transpose()?;
+        let docker_config = args::opt_string(&opts, "dockerConfig")?.map(Into::into);
         let options = core::PullOptions {
             platform,
             policy,
             insecure,
             progress,
+            docker_config,
         };
         Ok(move || b.pull_image(&reference, &options).map(ImageHandle::from))
     })
@@ -404,7 +406,9 @@ impl Image {
     /// cached), `'never'` (`ImageNotFound` unless cached). Indexes resolve
     /// to the host or `platform`. Every blob is verified before it is
     /// committed. `insecure` speaks plain HTTP (loopback registries always
-    /// do). Rejects `ImageNotFound`, `Unauthorized`, `RegistryError`,
+    /// do). Credentials come from the docker config (`dockerConfig`, a
+    /// directory; else `DOCKER_CONFIG`, else `~/.docker`): `auths`,
+    /// `credsStore`, `credHelpers`. Rejects `ImageNotFound`, `Unauthorized`, `RegistryError`,
     /// `DigestMismatch`, `PlatformNotFound`.
     #[napi(
         ts_args_type = "reference: string, options?: { platform?: string; policy?: 'missing' | 'always' | 'never'; insecure?: boolean; onProgress?: (event: ProgressEvent) => void }",

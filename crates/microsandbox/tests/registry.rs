@@ -26,7 +26,28 @@ impl Drop for Registry {
 /// Starts a registry on a free loopback port; fails (never skips) without
 /// the `docker-registry` package.
 fn registry() -> Registry {
+    registry_with(None)
+}
+
+/// A registry that asks for `user:password` (htpasswd, basic auth).
+fn registry_with(login: Option<(&str, &str)>) -> Registry {
     let dir = tempfile::tempdir().unwrap();
+    let auth = match login {
+        None => String::new(),
+        Some((user, password)) => {
+            let file = dir.path().join("htpasswd");
+            let out = Command::new("htpasswd")
+                .args(["-Bbn", user, password])
+                .output()
+                .expect("htpasswd is required (apt-get install apache2-utils)");
+            assert!(out.status.success());
+            std::fs::write(&file, &out.stdout).unwrap();
+            format!(
+                "auth:\n  htpasswd:\n    realm: test\n    path: {}\n",
+                file.display()
+            )
+        }
+    };
     let port = TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -37,7 +58,7 @@ fn registry() -> Registry {
     std::fs::write(
         &config,
         format!(
-            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {addr}\n",
+            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {addr}\n{auth}",
             dir.path().join("data").display()
         ),
     )
@@ -172,4 +193,75 @@ fn policies_and_absent_images() {
     let err = h.backend.pull_image(&name, &always).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::RegistryError, "{err}");
     assert_eq!(h.backend.get_image(&name).unwrap(), pulled);
+}
+
+#[test]
+fn basic_auth_credentials_come_from_the_docker_config() {
+    let reg = registry_with(Some(("tester", "s3cret-pass")));
+    let src = format!("oci:{}", fixtures().join("pair:base").display());
+    let dst = format!("docker://{}/private/base:1", reg.addr);
+    skopeo(&[
+        "copy",
+        "--insecure-policy",
+        "--dest-tls-verify=false",
+        "--dest-creds",
+        "tester:s3cret-pass",
+        &src,
+        &dst,
+    ]);
+    let name = format!("{}/private/base:1", reg.addr);
+    let config = |user: &str, pass: &str| {
+        let dir = tempfile::tempdir().unwrap();
+        let auth = {
+            use base64::Engine as _;
+            base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"))
+        };
+        std::fs::write(
+            dir.path().join("config.json"),
+            format!(r#"{{"auths":{{"{}":{{"auth":"{auth}"}}}}}}"#, reg.addr),
+        )
+        .unwrap();
+        dir
+    };
+    let h = home();
+    let nobody = tempfile::tempdir().unwrap();
+    let err = h
+        .backend
+        .pull_image(
+            &name,
+            &PullOptions {
+                docker_config: Some(nobody.path().to_owned()),
+                ..Default::default()
+            },
+        )
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unauthorized, "{err}");
+    let wrong = config("tester", "nope");
+    let err = h
+        .backend
+        .pull_image(
+            &name,
+            &PullOptions {
+                docker_config: Some(wrong.path().to_owned()),
+                ..Default::default()
+            },
+        )
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unauthorized, "{err}");
+    assert!(!err.to_string().contains("nope"), "{err}");
+    let right = config("tester", "s3cret-pass");
+    let pulled = h
+        .backend
+        .pull_image(
+            &name,
+            &PullOptions {
+                docker_config: Some(right.path().to_owned()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(pulled.manifest_digest(), digest_of("pair/base"));
+    // Nothing of the credentials lands in the cache.
+    let index = std::fs::read_to_string(h.oci().join("index.json")).unwrap();
+    assert!(!index.contains("s3cret"));
 }

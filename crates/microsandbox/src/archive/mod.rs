@@ -329,7 +329,9 @@ pub fn pull(
     options: &PullOptions,
 ) -> MicrosandboxResult<ImageHandle> {
     layout.ensure()?;
-    let registry = RegistryOrigin::new(reference, options.insecure);
+    let credentials =
+        crate::registry::auth::lookup(reference.domain(), options.docker_config.as_deref());
+    let registry = RegistryOrigin::new(reference, options.insecure, credentials);
     let (bytes, top) = registry.top(reference, JSON_BLOB_LIMIT)?;
     let source = Source {
         label: registry.label().to_owned(),

@@ -15,6 +15,7 @@ use crate::model::{
 };
 use crate::progress::{Phase, ProgressFn, ProgressReader};
 use crate::reference::Reference;
+use crate::registry::auth::Credentials;
 
 const ACCEPT: &str = "application/vnd.oci.image.index.v1+json, \
      application/vnd.oci.image.manifest.v1+json, \
@@ -28,7 +29,9 @@ pub struct RegistryOrigin {
     base: String,
     repository: String,
     shown: String,
-    token: RefCell<Option<String>>,
+    /// The `Authorization` header to send, once a challenge asked for one.
+    authorization: RefCell<Option<String>>,
+    credentials: Option<Credentials>,
 }
 
 fn registry_error(what: String) -> MicrosandboxError {
@@ -46,7 +49,11 @@ fn is_loopback(domain: &str) -> bool {
 
 impl RegistryOrigin {
     /// The repository a reference names.
-    pub fn new(reference: &Reference, insecure: bool) -> RegistryOrigin {
+    pub fn new(
+        reference: &Reference,
+        insecure: bool,
+        credentials: Option<Credentials>,
+    ) -> RegistryOrigin {
         let domain = reference.domain();
         let host = if domain == "docker.io" {
             "registry-1.docker.io"
@@ -70,7 +77,8 @@ impl RegistryOrigin {
             base: format!("{scheme}://{host}"),
             repository: reference.path().to_owned(),
             shown: reference.repository(),
-            token: RefCell::default(),
+            authorization: RefCell::default(),
+            credentials,
         }
     }
 
@@ -90,8 +98,8 @@ impl RegistryOrigin {
             if let Some(a) = accept {
                 request = request.header("Accept", a);
             }
-            if let Some(t) = self.token.borrow().as_deref() {
-                request = request.header("Authorization", &format!("Bearer {t}"));
+            if let Some(a) = self.authorization.borrow().as_deref() {
+                request = request.header("Authorization", a);
             }
             let response = request
                 .call()
@@ -103,7 +111,7 @@ impl RegistryOrigin {
                     .and_then(|v| v.to_str().ok())
                     .map(str::to_owned);
                 if let Some(challenge) = challenge {
-                    if self.fetch_token(&challenge)? {
+                    if self.answer(&challenge)? {
                         continue;
                     }
                 }
@@ -113,9 +121,17 @@ impl RegistryOrigin {
         unreachable!("the loop returns on its second attempt")
     }
 
-    /// Answers a `Bearer realm=...,service=...,scope=...` challenge with an
-    /// anonymous token. False for a challenge of another scheme.
-    fn fetch_token(&self, challenge: &str) -> MicrosandboxResult<bool> {
+    /// Answers a challenge: `Basic` with the docker config's credentials,
+    /// `Bearer realm=...,service=...,scope=...` with a token (asked for
+    /// with those credentials, or anonymously). False when it cannot.
+    fn answer(&self, challenge: &str) -> MicrosandboxResult<bool> {
+        if challenge.len() >= 5 && challenge[..5].eq_ignore_ascii_case("basic") {
+            let Some(c) = &self.credentials else {
+                return Ok(false);
+            };
+            *self.authorization.borrow_mut() = Some(c.basic_header());
+            return Ok(true);
+        }
         let Some(params) = challenge.strip_prefix("Bearer ") else {
             return Ok(false);
         };
@@ -148,13 +164,16 @@ impl RegistryOrigin {
         for (k, v) in &query {
             request = request.query(k, v);
         }
+        if let Some(c) = &self.credentials {
+            request = request.header("Authorization", &c.basic_header());
+        }
         let mut response = request
             .call()
             .map_err(|e| registry_error(format!("{}: token: {e}", self.shown)))?;
         if response.status() == 401 || response.status() == 403 {
             return Err(MicrosandboxError::new(
                 ErrorKind::Unauthorized,
-                format!("{}: the token service refused anonymous access", self.shown),
+                format!("{}: the token service refused the credentials", self.shown),
             ));
         }
         if !response.status().is_success() {
@@ -179,7 +198,7 @@ impl RegistryOrigin {
             .ok_or_else(|| {
                 registry_error(format!("{}: token answer without a token", self.shown))
             })?;
-        *self.token.borrow_mut() = Some(token.to_owned());
+        *self.authorization.borrow_mut() = Some(format!("Bearer {token}"));
         Ok(true)
     }
 

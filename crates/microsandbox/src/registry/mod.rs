@@ -6,8 +6,10 @@
 //! matches; the archive machinery's transfer pin, diff_id checks and
 //! single commit apply unchanged. Docker Hub (`docker.io`) is served by
 //! `registry-1.docker.io`. Anonymous bearer tokens are fetched from the
-//! `WWW-Authenticate` challenge.
+//! `WWW-Authenticate` challenge, with the docker config's credentials
+//! when it has some for the registry (basic auth likewise).
 
+pub mod auth;
 mod client;
 
 pub use client::RegistryOrigin;
@@ -40,4 +42,7 @@ pub struct PullOptions {
     pub insecure: bool,
     /// Where progress events go.
     pub progress: Option<ProgressFn>,
+    /// The directory of the docker config to take credentials from;
+    /// `$DOCKER_CONFIG`, else `~/.docker`, if unset.
+    pub docker_config: Option<std::path::PathBuf>,
 }
