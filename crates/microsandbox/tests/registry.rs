@@ -265,3 +265,117 @@ fn basic_auth_credentials_come_from_the_docker_config() {
     let index = std::fs::read_to_string(h.oci().join("index.json")).unwrap();
     assert!(!index.contains("s3cret"));
 }
+
+/// What a faulty proxy does to the first answer for one blob.
+#[derive(Clone, Copy)]
+enum Fault {
+    /// Sends half the body, then closes the connection.
+    Cut,
+    /// Flips one byte of the body, every time.
+    Corrupt,
+}
+
+/// A one-request-per-connection HTTP proxy on loopback in front of `upstream`
+/// that damages the answers for `target` (a path fragment).
+fn faulty_proxy(
+    upstream: String,
+    target: String,
+    fault: Fault,
+) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::io::{Read, Write};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let hits = std::sync::Arc::new(AtomicUsize::new(0));
+    let counter = hits.clone();
+    std::thread::spawn(move || {
+        for client in listener.incoming().take(200) {
+            let Ok(mut client) = client else { continue };
+            let upstream = upstream.clone();
+            let target = target.clone();
+            let counter = counter.clone();
+            std::thread::spawn(move || {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    if client.read(&mut byte).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    head.push(byte[0]);
+                }
+                let text = String::from_utf8_lossy(&head).into_owned();
+                let mut lines: Vec<&str> = text.split("\r\n").filter(|l| !l.is_empty()).collect();
+                lines.retain(|l| !l.to_ascii_lowercase().starts_with("connection:"));
+                let request = format!("{}\r\nConnection: close\r\n\r\n", lines.join("\r\n"));
+                let Ok(mut up) = TcpStream::connect(&upstream) else {
+                    return;
+                };
+                up.write_all(request.as_bytes()).unwrap();
+                let mut answer = Vec::new();
+                up.read_to_end(&mut answer).unwrap();
+                let split = answer
+                    .windows(4)
+                    .position(|w| w == b"\r\n\r\n")
+                    .map_or(answer.len(), |p| p + 4);
+                let hit = lines[0].contains(&target) && lines[0].starts_with("GET");
+                let answer_head = String::from_utf8_lossy(&answer[..split])
+                    .replace("Connection: keep-alive", "Connection: close");
+                let mut body = answer[split..].to_vec();
+                if hit {
+                    let n = counter.fetch_add(1, Ordering::SeqCst);
+                    match fault {
+                        Fault::Cut if n == 0 => {
+                            let half = body.len() / 2;
+                            let _ = client.write_all(answer_head.as_bytes());
+                            let _ = client.write_all(&body[..half]);
+                            return; // the connection drops midway
+                        }
+                        Fault::Corrupt if !body.is_empty() => {
+                            let mid = body.len() / 2;
+                            body[mid] ^= 0xff;
+                        }
+                        _ => {}
+                    }
+                }
+                let _ = client.write_all(answer_head.as_bytes());
+                let _ = client.write_all(&body);
+            });
+        }
+    });
+    (addr, hits)
+}
+
+#[test]
+fn a_cut_transfer_resumes_and_a_corrupt_one_commits_nothing() {
+    let reg = registry();
+    push(&reg, "rich:rich", "team/rich:1", false);
+    let exp = expected();
+    let layer = exp["rich"]["layers"][2].as_str().unwrap().to_owned();
+
+    let (cut_addr, cut_hits) = faulty_proxy(reg.addr.clone(), layer.clone(), Fault::Cut);
+    let h = home();
+    let pulled = h
+        .backend
+        .pull_image(&format!("{cut_addr}/team/rich:1"), &Default::default())
+        .unwrap();
+    assert_eq!(pulled.manifest_digest(), digest_of("rich"));
+    assert!(
+        cut_hits.load(std::sync::atomic::Ordering::SeqCst) >= 2,
+        "the blob was asked for again"
+    );
+    h.assert_invariants();
+
+    let (bad_addr, _) = faulty_proxy(reg.addr.clone(), layer.clone(), Fault::Corrupt);
+    let h = home();
+    h.load("pair");
+    let before = h.snapshot();
+    let err = h
+        .backend
+        .pull_image(&format!("{bad_addr}/team/rich:1"), &Default::default())
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::DigestMismatch, "{err}");
+    assert!(err.to_string().contains(&layer), "{err}");
+    assert_eq!(h.snapshot(), before);
+    assert!(h.tmp_names().is_empty());
+    assert!(h.backend.list_leases().unwrap().is_empty());
+}

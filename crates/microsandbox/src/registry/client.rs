@@ -7,13 +7,13 @@ use std::time::Duration;
 
 use crate::digest::Digest;
 use crate::error::{ErrorKind, MicrosandboxError, MicrosandboxResult};
-use crate::ingest::{copy_verified, VerifiedBlob};
+use crate::ingest::{BlobWriter, VerifiedBlob};
 use crate::layout::Layout;
 use crate::model::{
     is_index_media_type, is_manifest_media_type, Descriptor, MEDIA_DOCKER_LIST,
     MEDIA_DOCKER_MANIFEST, MEDIA_OCI_INDEX, MEDIA_OCI_MANIFEST,
 };
-use crate::progress::{Phase, ProgressFn, ProgressReader};
+use crate::progress::{Phase, Progress, ProgressFn, STEP};
 use crate::reference::Reference;
 use crate::registry::auth::Credentials;
 
@@ -92,11 +92,44 @@ impl RegistryOrigin {
         path: &str,
         accept: Option<&str>,
     ) -> MicrosandboxResult<ureq::http::Response<ureq::Body>> {
+        self.get_from(path, accept, 0)
+    }
+
+    /// GETs `path` from byte `from` on: answers the auth challenge once, and
+    /// retries connection failures, 429 and 5xx with backoff.
+    fn get_from(
+        &self,
+        path: &str,
+        accept: Option<&str>,
+        from: u64,
+    ) -> MicrosandboxResult<ureq::http::Response<ureq::Body>> {
+        let mut tries = 0;
+        loop {
+            match self.get_once(path, accept, from) {
+                Ok(r) if (r.status() == 429 || r.status().is_server_error()) && tries < RETRIES => {
+                }
+                Err(e) if e.kind() == ErrorKind::RegistryError && tries < RETRIES => {}
+                other => return other,
+            }
+            std::thread::sleep(backoff(tries));
+            tries += 1;
+        }
+    }
+
+    fn get_once(
+        &self,
+        path: &str,
+        accept: Option<&str>,
+        from: u64,
+    ) -> MicrosandboxResult<ureq::http::Response<ureq::Body>> {
         let url = format!("{}/v2/{}/{path}", self.base, self.repository);
         for attempt in 0..2 {
             let mut request = self.agent.get(&url);
             if let Some(a) = accept {
                 request = request.header("Accept", a);
+            }
+            if from > 0 {
+                request = request.header("Range", &format!("bytes={from}-"));
             }
             if let Some(a) = self.authorization.borrow().as_deref() {
                 request = request.header("Authorization", a);
@@ -306,7 +339,9 @@ impl RegistryOrigin {
         Ok(bytes)
     }
 
-    /// Streams a blob into `tmp/`, verified against its descriptor.
+    /// Streams a blob into `tmp/`, verified against its descriptor. A
+    /// transfer cut midway resumes where it stopped (HTTP `Range`), a few
+    /// times, before the pull fails.
     pub fn stage(
         &self,
         layout: &Layout,
@@ -314,25 +349,72 @@ impl RegistryOrigin {
         what: &str,
         progress: Option<ProgressFn>,
     ) -> MicrosandboxResult<VerifiedBlob> {
-        let mut response = self.get(&Self::blob_path(d), None)?;
-        self.check_status(&response, what)?;
-        let body = ProgressReader::new(
-            response.body_mut().as_reader(),
-            progress,
-            Phase::Write,
-            Some(d.digest.to_string()),
-            Some(d.size),
-        );
-        let shown = self.shown.clone();
-        copy_verified(
-            layout,
-            body,
-            &d.digest,
-            d.size,
-            &format!("{}: {what}", self.shown),
-            |e| registry_error(format!("{shown}: {what}: download failed: {e}")),
-        )
+        let path = Self::blob_path(d);
+        let mut writer = BlobWriter::create(layout)?;
+        let mut buf = vec![0u8; 256 * 1024];
+        let mut cuts = 0;
+        let mut event = Progress {
+            phase: Phase::Write,
+            digest: Some(d.digest.to_string()),
+            bytes: 0,
+            total_bytes: Some(d.size),
+        };
+        let mut next_event = STEP;
+        'attempts: loop {
+            let from = writer.written();
+            let mut response = self.get_from(&path, None, from)?;
+            self.check_status(&response, what)?;
+            if from > 0 && response.status() != 206 {
+                // The server ignored the range: start over.
+                writer = BlobWriter::create(layout)?;
+            }
+            let mut body = response.body_mut().as_reader();
+            loop {
+                let n = match body.read(&mut buf) {
+                    Ok(0) => break 'attempts,
+                    Ok(n) => n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(e) => {
+                        cuts += 1;
+                        if cuts > RETRIES {
+                            return Err(registry_error(format!(
+                                "{}: {what}: download failed: {e}",
+                                self.shown
+                            )));
+                        }
+                        std::thread::sleep(backoff(cuts - 1));
+                        continue 'attempts;
+                    }
+                };
+                if writer.written() + n as u64 > d.size {
+                    return Err(MicrosandboxError::new(
+                        ErrorKind::DigestMismatch,
+                        format!(
+                            "{}: {what}: more than the {} bytes announced",
+                            self.shown, d.size
+                        ),
+                    ));
+                }
+                writer.write(&buf[..n])?;
+                if let Some(p) = &progress {
+                    event.bytes = writer.written();
+                    if event.bytes >= next_event || event.bytes == d.size {
+                        next_event = event.bytes + STEP;
+                        p.report(&event);
+                    }
+                }
+            }
+        }
+        writer.finish(&d.digest, d.size, &format!("{}: {what}", self.shown))
     }
+}
+
+/// How many times a failed request or a cut transfer is tried again.
+const RETRIES: u32 = 5;
+
+/// 200 ms, 400 ms, 800 ms, ... capped at 5 s.
+fn backoff(tries: u32) -> Duration {
+    Duration::from_millis((200u64 << tries.min(5)).min(5_000))
 }
 
 /// Splits `a="x,y",b=z` at the commas outside quotes.
