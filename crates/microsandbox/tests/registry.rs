@@ -273,6 +273,8 @@ enum Fault {
     Cut,
     /// Flips one byte of the body, every time.
     Corrupt,
+    /// Holds the answer back for a while, every time.
+    Slow(Duration),
 }
 
 /// A one-request-per-connection HTTP proxy on loopback in front of `upstream`
@@ -334,6 +336,7 @@ fn faulty_proxy(
                             let mid = body.len() / 2;
                             body[mid] ^= 0xff;
                         }
+                        Fault::Slow(pause) => std::thread::sleep(pause),
                         _ => {}
                     }
                 }
@@ -377,5 +380,47 @@ fn a_cut_transfer_resumes_and_a_corrupt_one_commits_nothing() {
     assert!(err.to_string().contains(&layer), "{err}");
     assert_eq!(h.snapshot(), before);
     assert!(h.tmp_names().is_empty());
+    assert!(h.backend.list_leases().unwrap().is_empty());
+}
+
+#[test]
+fn a_prune_racing_a_pull_takes_nothing_the_pull_needs() {
+    let reg = registry();
+    push(&reg, "pair:app", "team/app:1", false);
+    let exp = expected();
+    // The top layer comes slowly; meanwhile the base layer is already in
+    // the cache, unreferenced, where a prune would take it if nothing
+    // pinned it.
+    let top = exp["pair/app"]["layers"][1].as_str().unwrap().to_owned();
+    let (slow, _) = faulty_proxy(
+        reg.addr.clone(),
+        top,
+        Fault::Slow(Duration::from_millis(1500)),
+    );
+    let h = home();
+    h.load("pair");
+    h.backend.remove_image("app", false).unwrap();
+    h.backend.remove_image("base", false).unwrap();
+    let backend = h.backend.clone();
+    let name = format!("{slow}/team/app:1");
+    let puller = std::thread::spawn(move || backend.pull_image(&name, &Default::default()));
+    let deadline = Instant::now() + Duration::from_millis(1200);
+    let mut prunes = 0;
+    while Instant::now() < deadline {
+        h.backend.prune_images().unwrap();
+        prunes += 1;
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let pulled = puller.join().unwrap().unwrap();
+    assert!(prunes > 3);
+    assert_eq!(pulled.manifest_digest(), digest_of("pair/app"));
+    let d = h
+        .backend
+        .inspect_image(&format!("{slow}/team/app:1"))
+        .unwrap();
+    assert_eq!(d.layers.len(), 2);
+    h.assert_invariants();
+    // Once the pull is done, a prune keeps the pulled image (it is named)
+    // and the pin is gone.
     assert!(h.backend.list_leases().unwrap().is_empty());
 }
