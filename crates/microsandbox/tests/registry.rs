@@ -392,7 +392,8 @@ fn a_prune_racing_a_pull_takes_nothing_the_pull_needs() {
     // the cache, unreferenced, where a prune would take it if nothing
     // pinned it.
     let top = exp["pair/app"]["layers"][1].as_str().unwrap().to_owned();
-    let (slow, _) = faulty_proxy(
+    let top_file = top.trim_start_matches("sha256:").to_owned();
+    let (slow, hits) = faulty_proxy(
         reg.addr.clone(),
         top,
         Fault::Slow(Duration::from_millis(1500)),
@@ -401,18 +402,26 @@ fn a_prune_racing_a_pull_takes_nothing_the_pull_needs() {
     h.load("pair");
     h.backend.remove_image("app", false).unwrap();
     h.backend.remove_image("base", false).unwrap();
+    // The top layer must come from the registry: take it out as a prune
+    // of that one orphan would.
+    std::fs::remove_file(h.oci().join("blobs/sha256").join(&top_file)).unwrap();
     let backend = h.backend.clone();
     let name = format!("{slow}/team/app:1");
     let puller = std::thread::spawn(move || backend.pull_image(&name, &Default::default()));
-    let deadline = Instant::now() + Duration::from_millis(1200);
+    // Prune only once the pull has taken stock of the cache (it is
+    // fetching the top layer): the base layer it counts on is in the cache,
+    // unreferenced, and only the pull's pin keeps it there.
+    while hits.load(std::sync::atomic::Ordering::SeqCst) == 0 && !puller.is_finished() {
+        std::thread::sleep(Duration::from_millis(5));
+    }
     let mut prunes = 0;
-    while Instant::now() < deadline {
+    while !puller.is_finished() {
         h.backend.prune_images().unwrap();
         prunes += 1;
         std::thread::sleep(Duration::from_millis(50));
     }
     let pulled = puller.join().unwrap().unwrap();
-    assert!(prunes > 3);
+    assert!(prunes > 3, "only {prunes} prunes ran during the pull");
     assert_eq!(pulled.manifest_digest(), digest_of("pair/app"));
     let d = h
         .backend
