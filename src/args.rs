@@ -166,6 +166,34 @@ pub fn opt_function<'a, Args: JsValuesTupleIntoVec, Ret: FromNapiValue>(
     }
 }
 
+/// An optional object whose values are arrays of strings
+/// (`{ "docker.io": ["https://mirror"] }`).
+pub fn opt_string_lists(
+    obj: &Option<Object>,
+    key: &str,
+) -> ArgResult<Option<std::collections::HashMap<String, Vec<String>>>> {
+    let Some(v) = field(obj, key)? else {
+        return Ok(None);
+    };
+    let wrong = || invalid(format!("{key} must be an object of string arrays"));
+    if type_of(&v) != ValueType::Object || v.is_array().unwrap_or(false) {
+        return Err(wrong());
+    }
+    // SAFETY: checked to be an object.
+    let map = unsafe { v.cast::<Object>() }.map_err(|_| wrong())?;
+    let names = Object::keys(&map).map_err(|_| wrong())?;
+    let mut out = std::collections::HashMap::new();
+    for name in names {
+        let list: Option<Unknown> = map.get(&name).map_err(|_| wrong())?;
+        let list = list.ok_or_else(wrong)?;
+        if type_of(&list) != ValueType::Object || !list.is_array().unwrap_or(false) {
+            return Err(invalid(format!("{key}.{name} must be an array of strings")));
+        }
+        out.insert(name.clone(), strings(Some(list), &format!("{key}.{name}"))?);
+    }
+    Ok(Some(out))
+}
+
 /// Reads a value of a napi class (a `LocalBackend`), or `InvalidArgument`.
 pub fn instance<'a, T: 'static + MaybeTypeTag>(
     v: Option<Unknown<'a>>,

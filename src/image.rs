@@ -166,12 +166,14 @@ fn pull_with(b: Backend, reference: Unknown, options: Unknown) -> AsyncTask<Core
             .map(progress_fn)
             .transpose()?;
         let docker_config = args::opt_string(&opts, "dockerConfig")?.map(Into::into);
+        let mirrors = args::opt_string_lists(&opts, "mirrors")?;
         let options = core::PullOptions {
             platform,
             policy,
             insecure,
             progress,
             docker_config,
+            mirrors,
         };
         Ok(move || b.pull_image(&reference, &options).map(ImageHandle::from))
     })
@@ -408,10 +410,16 @@ impl Image {
     /// committed. `insecure` speaks plain HTTP (loopback registries always
     /// do). Credentials come from the docker config (`dockerConfig`, a
     /// directory; else `DOCKER_CONFIG`, else `~/.docker`): `auths`,
-    /// `credsStore`, `credHelpers`. Rejects `ImageNotFound`, `Unauthorized`, `RegistryError`,
-    /// `DigestMismatch`, `PlatformNotFound`.
+    /// `credsStore`, `credHelpers`. `mirrors` maps registry hosts to
+    /// pull-through caches tried in order before the origin (an entry
+    /// replaces the one `$MSB_HOME/registries.json` has). Layers download
+    /// four at a time; a blob another pull is fetching is waited for, not
+    /// fetched twice; an interrupted pull resumes its partial blobs on the
+    /// next try. Rejects `ImageNotFound`, `Unauthorized`, `RegistryError`,
+    /// `DigestMismatch`, `PlatformNotFound`, `InvalidArgument` (a bad
+    /// mirror or settings file).
     #[napi(
-        ts_args_type = "reference: string, options?: { platform?: string; policy?: 'missing' | 'always' | 'never'; insecure?: boolean; onProgress?: (event: ProgressEvent) => void }",
+        ts_args_type = "reference: string, options?: { platform?: string; policy?: 'missing' | 'always' | 'never'; insecure?: boolean; dockerConfig?: string; mirrors?: Record<string, string[]>; onProgress?: (event: ProgressEvent) => void }",
         ts_return_type = "Promise<ImageHandle>"
     )]
     pub fn pull(reference: Unknown, options: Unknown) -> AsyncTask<CoreTask<ImageHandle>> {
@@ -420,7 +428,7 @@ impl Image {
 
     /// `Image.pull` on a given backend.
     #[napi(
-        ts_args_type = "backend: LocalBackend, reference: string, options?: { platform?: string; policy?: 'missing' | 'always' | 'never'; insecure?: boolean; onProgress?: (event: ProgressEvent) => void }",
+        ts_args_type = "backend: LocalBackend, reference: string, options?: { platform?: string; policy?: 'missing' | 'always' | 'never'; insecure?: boolean; dockerConfig?: string; mirrors?: Record<string, string[]>; onProgress?: (event: ProgressEvent) => void }",
         ts_return_type = "Promise<ImageHandle>"
     )]
     pub fn pull_local(

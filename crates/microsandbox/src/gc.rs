@@ -20,6 +20,7 @@ use crate::layout::Layout;
 use crate::lease::{self, Pins};
 use crate::lock::LockMode;
 use crate::model::{ManifestDoc, Shape};
+use crate::partial::digest_of_name;
 use crate::{content, time};
 
 /// What a blob is, as far as the graph tells.
@@ -110,7 +111,7 @@ pub fn prune(layout: &Layout) -> MicrosandboxResult<ImagePruneReport> {
     }
 
     sweep_blobs(layout, &keep, &pinned_blobs, &gone, &mut report)?;
-    sweep_tmp(layout, &mut report)?;
+    sweep_tmp(layout, &pinned_blobs, &mut report)?;
     for l in leases.iter().filter(|l| l.is_expired(now)) {
         if lease::remove(layout, &l.id)? {
             report.expired_leases_removed += 1;
@@ -213,11 +214,20 @@ fn is_regular(entry: &fs::DirEntry) -> bool {
     entry.file_type().is_ok_and(|t| t.is_file())
 }
 
-/// Deletes every file in `tmp/` whose writer is gone (its lock is free).
-/// Anything but a regular file is left alone.
-fn sweep_tmp(layout: &Layout, report: &mut ImagePruneReport) -> MicrosandboxResult<()> {
+/// Deletes every file in `tmp/` whose writer is gone (its lock is free),
+/// except the partial downloads of blobs a lease pins: a running pull
+/// waits to commit them. Anything but a regular file is left alone.
+fn sweep_tmp(
+    layout: &Layout,
+    pinned: &HashSet<&Digest>,
+    report: &mut ImagePruneReport,
+) -> MicrosandboxResult<()> {
     for entry in read_dir(layout.tmp_dir())? {
         if !is_regular(&entry) {
+            continue;
+        }
+        let name = entry.file_name();
+        if digest_of_name(&name.to_string_lossy()).is_some_and(|d| pinned.contains(&d)) {
             continue;
         }
         let path = entry.path();

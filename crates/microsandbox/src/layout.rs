@@ -149,6 +149,11 @@ impl Layout {
         }
     }
 
+    /// How long a lock is waited for before `Busy`.
+    pub fn lock_timeout(&self) -> Duration {
+        self.lock_timeout
+    }
+
     /// Whether the blob is present.
     pub fn has_blob(&self, digest: &Digest) -> bool {
         self.blob_path(digest).is_file()

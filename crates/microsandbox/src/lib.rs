@@ -50,6 +50,7 @@ pub mod lease;
 pub mod lock;
 pub mod model;
 pub mod par;
+pub mod partial;
 pub mod platform;
 pub mod progress;
 pub mod reference;

@@ -31,3 +31,87 @@ pub fn in_parallel<T: Sync, R: Send>(
         Ok(out)
     })
 }
+
+/// Runs `f` over `items` on `threads` threads that take the next item as
+/// they finish one (items of very different lengths, such as downloads);
+/// results come in order of `items`. After the first error no new item
+/// starts, and that error is returned.
+pub fn queue<T: Sync, R: Send>(
+    items: &[T],
+    threads: usize,
+    f: impl Fn(&T) -> MicrosandboxResult<R> + Sync,
+) -> MicrosandboxResult<Vec<R>> {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Mutex;
+    let threads = threads.clamp(1, items.len().max(1));
+    if threads == 1 {
+        return items.iter().map(&f).collect();
+    }
+    let next = AtomicUsize::new(0);
+    let failed = AtomicBool::new(false);
+    let results: Mutex<Vec<Option<MicrosandboxResult<R>>>> =
+        Mutex::new((0..items.len()).map(|_| None).collect());
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            scope.spawn(|| loop {
+                if failed.load(Ordering::Acquire) {
+                    return;
+                }
+                let i = next.fetch_add(1, Ordering::AcqRel);
+                let Some(item) = items.get(i) else { return };
+                let r = f(item);
+                if r.is_err() {
+                    failed.store(true, Ordering::Release);
+                }
+                results.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(r);
+            });
+        }
+    });
+    let results = results.into_inner().unwrap_or_else(|e| e.into_inner());
+    // The first error in the order of items, among those that ran.
+    let mut out = Vec::with_capacity(items.len());
+    let mut first_err = None;
+    for r in results {
+        match r {
+            Some(Ok(v)) => out.push(v),
+            Some(Err(e)) => {
+                first_err.get_or_insert(e);
+            }
+            None => {}
+        }
+    }
+    match first_err {
+        Some(e) => Err(e),
+        None => Ok(out),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::{ErrorKind, MicrosandboxError};
+
+    #[test]
+    fn a_queue_keeps_the_order_and_stops_at_an_error() {
+        let items: Vec<u64> = (0..50).collect();
+        let out = queue(&items, 4, |&i| {
+            std::thread::sleep(std::time::Duration::from_millis(50 - i));
+            Ok(i * 2)
+        })
+        .unwrap();
+        assert_eq!(out, items.iter().map(|i| i * 2).collect::<Vec<_>>());
+        let ran = std::sync::atomic::AtomicUsize::new(0);
+        let err = queue(&items, 2, |&i| {
+            ran.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            std::thread::sleep(std::time::Duration::from_millis(5));
+            if i == 3 {
+                Err(MicrosandboxError::new(ErrorKind::Busy, "three"))
+            } else {
+                Ok(i)
+            }
+        })
+        .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Busy);
+        assert!(ran.load(std::sync::atomic::Ordering::SeqCst) < 10);
+    }
+}

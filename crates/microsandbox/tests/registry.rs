@@ -273,29 +273,49 @@ enum Fault {
     Cut,
     /// Flips one byte of the body, every time.
     Corrupt,
+    /// Sends half the body, then closes the connection, every time.
+    CutAlways,
+    /// Passes everything through.
+    None,
     /// Holds the answer back for a while, every time.
     Slow(Duration),
 }
 
+/// What a proxy saw: the request line and `Range` header of every request.
+type Log = std::sync::Arc<std::sync::Mutex<Vec<String>>>;
+
 /// A one-request-per-connection HTTP proxy on loopback in front of `upstream`
-/// that damages the answers for `target` (a path fragment).
+/// that damages the answers for `target` (a path fragment), counts them,
+/// and logs every request.
 fn faulty_proxy(
     upstream: String,
     target: String,
     fault: Fault,
 ) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    let (addr, hits, _) = logging_proxy(upstream, target, fault);
+    (addr, hits)
+}
+
+fn logging_proxy(
+    upstream: String,
+    target: String,
+    fault: Fault,
+) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>, Log) {
     use std::io::{Read, Write};
     use std::sync::atomic::{AtomicUsize, Ordering};
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     let hits = std::sync::Arc::new(AtomicUsize::new(0));
     let counter = hits.clone();
+    let log = Log::default();
+    let logger = log.clone();
     std::thread::spawn(move || {
-        for client in listener.incoming().take(200) {
+        for client in listener.incoming().take(1000) {
             let Ok(mut client) = client else { continue };
             let upstream = upstream.clone();
             let target = target.clone();
             let counter = counter.clone();
+            let logger = logger.clone();
             std::thread::spawn(move || {
                 let mut head = Vec::new();
                 let mut byte = [0u8; 1];
@@ -308,6 +328,11 @@ fn faulty_proxy(
                 let text = String::from_utf8_lossy(&head).into_owned();
                 let mut lines: Vec<&str> = text.split("\r\n").filter(|l| !l.is_empty()).collect();
                 lines.retain(|l| !l.to_ascii_lowercase().starts_with("connection:"));
+                let range = lines
+                    .iter()
+                    .find(|l| l.to_ascii_lowercase().starts_with("range:"))
+                    .map_or("", |l| l.trim());
+                logger.lock().unwrap().push(format!("{} {range}", lines[0]));
                 let request = format!("{}\r\nConnection: close\r\n\r\n", lines.join("\r\n"));
                 let Ok(mut up) = TcpStream::connect(&upstream) else {
                     return;
@@ -326,6 +351,12 @@ fn faulty_proxy(
                 if hit {
                     let n = counter.fetch_add(1, Ordering::SeqCst);
                     match fault {
+                        Fault::CutAlways => {
+                            let half = body.len() / 2;
+                            let _ = client.write_all(answer_head.as_bytes());
+                            let _ = client.write_all(&body[..half]);
+                            return;
+                        }
                         Fault::Cut if n == 0 => {
                             let half = body.len() / 2;
                             let _ = client.write_all(answer_head.as_bytes());
@@ -345,7 +376,7 @@ fn faulty_proxy(
             });
         }
     });
-    (addr, hits)
+    (addr, hits, log)
 }
 
 #[test]
@@ -379,8 +410,81 @@ fn a_cut_transfer_resumes_and_a_corrupt_one_commits_nothing() {
     assert_eq!(err.kind(), ErrorKind::DigestMismatch, "{err}");
     assert!(err.to_string().contains(&layer), "{err}");
     assert_eq!(h.snapshot(), before);
-    assert!(h.tmp_names().is_empty());
+    // Only verified downloads of other layers are left, for the next try;
+    // never the corrupt one. A prune sweeps them once no pull pins them.
+    let left = h.tmp_names();
+    assert!(left.iter().all(|n| n.starts_with("partial-")), "{left:?}");
+    assert!(!left.iter().any(|n| layer.ends_with(&n["partial-".len()..])));
     assert!(h.backend.list_leases().unwrap().is_empty());
+    h.backend.prune_images().unwrap();
+    assert!(h.tmp_names().is_empty());
+}
+
+#[test]
+fn an_interrupted_pull_resumes_on_the_next_try() {
+    let reg = registry();
+    push(&reg, "rich:rich", "team/rich:1", false);
+    let exp = expected();
+    let layers: Vec<String> = exp["rich"]["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l.as_str().unwrap().to_owned())
+        .collect();
+    let largest = layers
+        .iter()
+        .max_by_key(|l| {
+            std::fs::metadata(
+                fixtures()
+                    .join("rich/blobs/sha256")
+                    .join(l.trim_start_matches("sha256:")),
+            )
+            .unwrap()
+            .len()
+        })
+        .unwrap()
+        .clone();
+    // The first try: the largest layer is cut midway every time, so the
+    // pull gives up after its retries.
+    let (cut, _, _) = logging_proxy(reg.addr.clone(), largest.clone(), Fault::CutAlways);
+    let h = home();
+    let name = format!("{cut}/team/rich:1");
+    let err = h
+        .backend
+        .pull_image(&name, &Default::default())
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::RegistryError, "{err}");
+    assert!(h.backend.list_images().unwrap().is_empty());
+    // The second try, through a sound proxy on the same registry name:
+    // the layers that were whole are not asked for again, and the cut one
+    // is asked for from where its bytes stop.
+    let (sound, _, log) = logging_proxy(reg.addr.clone(), String::new(), Fault::None);
+    let options = PullOptions {
+        mirrors: Some([(cut.clone(), vec![format!("http://{sound}")])].into()),
+        ..Default::default()
+    };
+    let pulled = h.backend.pull_image(&name, &options).unwrap();
+    assert_eq!(pulled.manifest_digest(), digest_of("rich"));
+    h.assert_invariants();
+    assert!(h.tmp_names().is_empty(), "{:?}", h.tmp_names());
+    let log = log.lock().unwrap().clone();
+    let config = exp["rich"]["configDigest"].as_str().unwrap();
+    let blob_requests: Vec<&String> = log
+        .iter()
+        .filter(|l| l.contains("/blobs/") && !l.contains(config))
+        .collect();
+    assert_eq!(
+        blob_requests.len(),
+        1,
+        "only the cut layer is fetched again: {log:?}"
+    );
+    assert!(blob_requests[0].contains(&largest), "{log:?}");
+    let from: u64 = blob_requests[0]
+        .split("bytes=")
+        .nth(1)
+        .and_then(|r| r.trim_end_matches('-').parse().ok())
+        .unwrap_or_else(|| panic!("no range: {log:?}"));
+    assert!(from > 0, "{log:?}");
 }
 
 #[test]

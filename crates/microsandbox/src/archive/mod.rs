@@ -11,11 +11,10 @@
 //! lease pins the content from the first byte to the commit, so a prune
 //! running meanwhile cannot take a blob the load counts on.
 
-use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::io;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use crate::catalog::{handle_of, name_descriptor};
 use crate::digest::Digest;
@@ -30,9 +29,10 @@ use crate::model::{
     is_index_media_type, Descriptor, IndexFile, ManifestDoc, Platform, Shape, ANN_CREATED,
     ANN_LAST_USED, ANN_LAYERS, ANN_SIZE, MEDIA_OCI_MANIFEST,
 };
+use crate::partial::{ParkedBlob, VerifiedPartial};
 use crate::progress::{Phase, Progress, ProgressFn, ProgressReader};
 use crate::reference::Reference;
-use crate::registry::{PullOptions, RegistryOrigin};
+use crate::registry::{Fetched, PullOptions, RegistryOrigin};
 use crate::{platform, time};
 
 use dir::DirOrigin;
@@ -131,10 +131,14 @@ struct Source {
     label: String,
     origin: Origin,
     progress: Option<ProgressFn>,
-    json: RefCell<HashMap<Digest, Arc<[u8]>>>,
+    json: Mutex<HashMap<Digest, Arc<[u8]>>>,
 }
 
 impl Source {
+    fn json_cache(&self) -> std::sync::MutexGuard<'_, HashMap<Digest, Arc<[u8]>>> {
+        self.json.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     fn invalid(&self, what: impl std::fmt::Display) -> MicrosandboxError {
         MicrosandboxError::new(ErrorKind::InvalidArchive, format!("{}: {what}", self.label))
     }
@@ -163,7 +167,7 @@ impl Source {
 
     /// Reads a JSON blob whole (bounded) and checks its digest and size.
     fn read_json(&self, d: &Descriptor, what: &str) -> MicrosandboxResult<Arc<[u8]>> {
-        if let Some(bytes) = self.json.borrow().get(&d.digest) {
+        if let Some(bytes) = self.json_cache().get(&d.digest) {
             if bytes.len() as u64 != d.size {
                 return Err(self.invalid(format!(
                     "{what}: {} is declared with {} bytes here and {} elsewhere",
@@ -199,9 +203,7 @@ impl Source {
             ));
         }
         let bytes: Arc<[u8]> = bytes.into();
-        self.json
-            .borrow_mut()
-            .insert(d.digest.clone(), bytes.clone());
+        self.json_cache().insert(d.digest.clone(), bytes.clone());
         Ok(bytes)
     }
 
@@ -216,19 +218,56 @@ impl Source {
         }
     }
 
-    /// A blob as a verified temporary, ready to commit.
+    /// A blob as a verified temporary, ready to commit. `waiting` is
+    /// called while another pull downloads the same blob.
     fn stage(
         &self,
         layout: &Layout,
         d: &Descriptor,
         what: &str,
-    ) -> MicrosandboxResult<VerifiedBlob> {
-        match &self.origin {
-            Origin::Dir(o) => o.stage(layout, d, what, self.progress.clone()),
-            Origin::Tar(t) => t.stage(layout, d, what),
-            Origin::Registry(r) => r.stage(layout, d, what, self.progress.clone()),
+        waiting: impl FnMut() -> MicrosandboxResult<()>,
+    ) -> MicrosandboxResult<Staged> {
+        Ok(match &self.origin {
+            Origin::Dir(o) => Staged::Written(o.stage(layout, d, what, self.progress.clone())?),
+            Origin::Tar(t) => Staged::Written(t.stage(layout, d, what)?),
+            Origin::Registry(r) => {
+                match r.stage(layout, d, what, self.progress.as_ref(), waiting)? {
+                    Fetched::Present => Staged::Present,
+                    Fetched::Verified(p) => Staged::Partial(p),
+                }
+            }
+        })
+    }
+
+    /// How many blobs to bring in at once: downloads wait on the network,
+    /// local copies and decompression on the disk and the cores.
+    fn parallelism(&self) -> usize {
+        match self.origin {
+            Origin::Registry(_) => DOWNLOADS,
+            Origin::Dir(_) | Origin::Tar(_) => {
+                std::thread::available_parallelism().map_or(2, |n| n.get().min(8))
+            }
         }
     }
+}
+
+/// How many layers a pull downloads at once.
+const DOWNLOADS: usize = 4;
+
+/// A blob brought in by [`Source::stage`].
+enum Staged {
+    /// Written to a temporary of its own.
+    Written(VerifiedBlob),
+    /// Downloaded to its partial file, still locked.
+    Partial(VerifiedPartial),
+    /// Committed to the cache by another pull meanwhile.
+    Present,
+}
+
+/// A blob waiting for the commit.
+enum Arrived {
+    Written(VerifiedBlob),
+    Parked(ParkedBlob),
 }
 
 /// Opens `path`: a directory is an OCI layout; a file is a tar archive,
@@ -273,7 +312,7 @@ fn open(layout: &Layout, path: &Path, progress: Option<ProgressFn>) -> Microsand
         label,
         origin,
         progress,
-        json: RefCell::default(),
+        json: Mutex::default(),
     })
 }
 
@@ -329,20 +368,25 @@ pub fn pull(
     options: &PullOptions,
 ) -> MicrosandboxResult<ImageHandle> {
     layout.ensure()?;
-    let credentials =
-        crate::registry::auth::lookup(reference.domain(), options.docker_config.as_deref());
-    let registry = RegistryOrigin::new(reference, options.insecure, credentials);
+    let mirrors = crate::registry::mirrors::for_registry(
+        reference.domain(),
+        options.mirrors.as_ref(),
+        layout.home(),
+    )?;
+    let registry = RegistryOrigin::new(
+        reference,
+        options.insecure,
+        &mirrors,
+        options.docker_config.as_deref(),
+    );
     let (bytes, top) = registry.top(reference, JSON_BLOB_LIMIT)?;
     let source = Source {
         label: registry.label().to_owned(),
         origin: Origin::Registry(registry),
         progress: options.progress.clone(),
-        json: RefCell::default(),
+        json: Mutex::default(),
     };
-    source
-        .json
-        .borrow_mut()
-        .insert(top.digest.clone(), bytes.into());
+    source.json_cache().insert(top.digest.clone(), bytes.into());
     let want = options.platform.clone().unwrap_or_else(platform::host);
     let planned = vec![plan_image(&source, reference.clone(), &top, &want)?];
     check_sizes(&source, &planned)?;
@@ -665,7 +709,7 @@ fn ingest_and_commit(
     let mut verified: Vec<VerifiedBlob> = Vec::new();
     let mut written: HashSet<Digest> = HashSet::new();
     let mut seen_layers: HashSet<Digest> = HashSet::new();
-    let mut to_check: Vec<(Descriptor, std::path::PathBuf, String)> = Vec::new();
+    let mut layers: Vec<(Descriptor, String)> = Vec::new();
     for p in distinct(planned) {
         let shown = p.reference.familiar();
         let json = [
@@ -682,34 +726,47 @@ fn ingest_and_commit(
             verified.push(w.finish(&d.digest, d.size, &what)?);
         }
         for (i, d) in p.layers.iter().enumerate() {
-            if !seen_layers.insert(d.digest.clone()) {
-                continue;
+            if seen_layers.insert(d.digest.clone()) {
+                layers.push((d.clone(), format!("layer {i} of {shown}")));
             }
-            let what = format!("layer {i} of {shown}");
-            let path = if present(layout, d, &what)? {
-                layout.blob_path(&d.digest)
-            } else {
-                pin.renew_if_due()?;
-                let blob = source.stage(layout, d, &what)?;
-                let path = blob.path().to_owned();
-                verified.push(blob);
-                path
-            };
-            to_check.push((d.clone(), path, what));
         }
     }
-    // Every distinct layer is decompressed once (gzip), on several threads;
-    // then every occurrence is checked against its own config's diff_id,
-    // whether the layer is new, repeated, or in the cache already.
+    // Every distinct layer is brought in (several at once) and decompressed
+    // once (gzip) while its file is ours; then every occurrence is checked
+    // against its own config's diff_id, whether the layer is new, repeated,
+    // or in the cache already.
+    let pin = Mutex::new(pin);
+    let renew = || pin.lock().unwrap_or_else(|e| e.into_inner()).renew_if_due();
     let progress = source.progress.as_ref();
-    let found = crate::par::in_parallel(&to_check, |(d, path, what)| {
-        uncompressed_digest(path, &d.digest, &d.media_type, what, progress)
+    let brought = crate::par::queue(&layers, source.parallelism(), |(d, what)| {
+        let digest_of =
+            |path: &Path| uncompressed_digest(path, &d.digest, &d.media_type, what, progress);
+        if present(layout, d, what)? {
+            return Ok((None, digest_of(&layout.blob_path(&d.digest))?));
+        }
+        renew()?;
+        Ok(match source.stage(layout, d, what, renew)? {
+            Staged::Written(blob) => {
+                let found = digest_of(blob.path())?;
+                (Some(Arrived::Written(blob)), found)
+            }
+            Staged::Partial(blob) => {
+                let found = digest_of(blob.path())?;
+                (Some(Arrived::Parked(blob.park())), found)
+            }
+            Staged::Present => (None, digest_of(&layout.blob_path(&d.digest))?),
+        })
     })?;
-    let uncompressed: HashMap<&Digest, Option<Digest>> = to_check
-        .iter()
-        .map(|(d, _, _)| &d.digest)
-        .zip(found)
-        .collect();
+    let mut parked: Vec<ParkedBlob> = Vec::new();
+    let mut uncompressed: HashMap<&Digest, Option<Digest>> = HashMap::new();
+    for ((d, _), (arrived, found)) in layers.iter().zip(brought) {
+        match arrived {
+            Some(Arrived::Written(blob)) => verified.push(blob),
+            Some(Arrived::Parked(blob)) => parked.push(blob),
+            None => {}
+        }
+        uncompressed.insert(&d.digest, found);
+    }
     for p in distinct(planned) {
         for (i, d) in p.layers.iter().enumerate() {
             let what = format!("layer {i} of {}", p.reference.familiar());
@@ -717,12 +774,23 @@ fn ingest_and_commit(
         }
     }
 
-    // Flush every new blob before the lock: the commit only renames.
+    // Flush every new blob before the lock: the commit only renames
+    // (parked downloads were flushed as they finished).
     sync_all(&verified)?;
-    let committed: u64 = verified.iter().map(VerifiedBlob::size).sum();
+    let committed: u64 = verified.iter().map(VerifiedBlob::size).sum::<u64>()
+        + parked.iter().map(ParkedBlob::size).sum::<u64>();
     let _guard = layout.lock(LockMode::Exclusive)?;
     // Check before any rename: a failed commit leaves nothing in blobs/.
-    let arriving: HashSet<&Digest> = verified.iter().map(VerifiedBlob::digest).collect();
+    let arriving: HashSet<&Digest> = verified
+        .iter()
+        .map(VerifiedBlob::digest)
+        .chain(
+            parked
+                .iter()
+                .filter(|b| b.available(layout))
+                .map(ParkedBlob::digest),
+        )
+        .collect();
     if let Some(lost) = needed
         .iter()
         .find(|d| !arriving.contains(d) && !layout.has_blob(d))
@@ -732,9 +800,12 @@ fn ingest_and_commit(
             format!("blob {lost} was pruned while the load ran; load again"),
         ));
     }
-    let any = !verified.is_empty();
+    let any = !verified.is_empty() || !parked.is_empty();
     for blob in verified {
         blob.commit(layout)?;
+    }
+    for blob in &parked {
+        blob.commit(layout, layout.lock_timeout())?;
     }
     if any {
         sync_dir(layout.blobs_dir())?;

@@ -10,7 +10,6 @@
 //! refused. Nothing staged is visible in the cache until the caller
 //! commits it; whatever it does not take is deleted when the stage drops.
 
-use std::cell::RefCell;
 use std::collections::HashMap;
 use std::io::{self, Read};
 use std::path::{Component, Path};
@@ -49,7 +48,7 @@ struct Staged {
 /// The regular files and links of an archive, staged.
 pub struct TarStage {
     label: String,
-    files: RefCell<HashMap<String, Staged>>,
+    files: std::sync::Mutex<HashMap<String, Staged>>,
     links: HashMap<String, String>,
     by_digest: HashMap<Digest, String>,
 }
@@ -105,7 +104,7 @@ impl TarStage {
         });
         let mut stage = TarStage {
             label: label.to_owned(),
-            files: RefCell::default(),
+            files: std::sync::Mutex::default(),
             links: HashMap::new(),
             by_digest: HashMap::new(),
         };
@@ -249,7 +248,7 @@ impl TarStage {
                 format!("entry {shown:?} is both a link and a file"),
             ));
         }
-        let files = self.files.get_mut();
+        let files = self.files.get_mut().unwrap_or_else(|e| e.into_inner());
         if let Some(previous) = files.get(&name) {
             if previous.digest != staged.digest {
                 return Err(invalid(
@@ -267,7 +266,11 @@ impl TarStage {
     }
 
     fn add_link(&mut self, name: String, target: String, shown: &str) -> MicrosandboxResult<()> {
-        let clash = self.files.get_mut().contains_key(&name)
+        let clash = self
+            .files
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(&name)
             || self.links.get(&name).is_some_and(|t| *t != target);
         if clash {
             return Err(invalid(
@@ -295,7 +298,12 @@ impl TarStage {
     fn resolve(&self, name: &str) -> Option<String> {
         let mut at = name.to_owned();
         for _ in 0..=MAX_LINK_HOPS {
-            if self.files.borrow().contains_key(&at) {
+            if self
+                .files
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains_key(&at)
+            {
                 return Some(at);
             }
             at = self.links.get(&at)?.clone();
@@ -307,7 +315,7 @@ impl TarStage {
     pub fn entry(&self, path: &str) -> Option<(Digest, u64)> {
         let name = normalize(Path::new(path))?;
         let name = self.resolve(&name)?;
-        let files = self.files.borrow();
+        let files = self.files.lock().unwrap_or_else(|e| e.into_inner());
         let f = files.get(&name)?;
         Some((f.digest.clone(), f.size))
     }
@@ -324,7 +332,7 @@ impl TarStage {
     pub fn read(&self, digest: &Digest, limit: u64, what: &str) -> MicrosandboxResult<Vec<u8>> {
         let missing = || invalid(&self.label, format!("{what}: blob {digest} is missing"));
         let name = self.by_digest.get(digest).ok_or_else(missing)?;
-        let files = self.files.borrow();
+        let files = self.files.lock().unwrap_or_else(|e| e.into_inner());
         let staged = files.get(name).ok_or_else(missing)?;
         match &staged.data {
             Data::Memory(bytes) => {
@@ -351,7 +359,7 @@ impl TarStage {
     ) -> MicrosandboxResult<VerifiedBlob> {
         let missing = || invalid(&self.label, format!("{what}: blob {} is missing", d.digest));
         let name = self.by_digest.get(&d.digest).ok_or_else(missing)?;
-        let mut files = self.files.borrow_mut();
+        let mut files = self.files.lock().unwrap_or_else(|e| e.into_inner());
         let staged = files.get_mut(name).ok_or_else(missing)?;
         if staged.size != d.size {
             return Err(MicrosandboxError::new(

@@ -1,21 +1,26 @@
-//! The HTTP side of a pull: one registry repository, its token, its
-//! manifests and blobs. Statuses map to error kinds here and nowhere else.
+//! The HTTP side of a pull: one registry repository, reached through its
+//! mirrors (pull-through caches, tried in order) and then its origin; the
+//! token of each; manifests and blobs. Statuses map to error kinds here and
+//! nowhere else.
 
-use std::cell::RefCell;
 use std::io::Read;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use crate::digest::Digest;
 use crate::error::{ErrorKind, MicrosandboxError, MicrosandboxResult};
-use crate::ingest::{BlobWriter, VerifiedBlob};
 use crate::layout::Layout;
 use crate::model::{
     is_index_media_type, is_manifest_media_type, Descriptor, MEDIA_DOCKER_LIST,
     MEDIA_DOCKER_MANIFEST, MEDIA_OCI_INDEX, MEDIA_OCI_MANIFEST,
 };
+use crate::partial::{self, Claim, PartialWriter, VerifiedPartial};
 use crate::progress::{Phase, Progress, ProgressFn, STEP};
 use crate::reference::Reference;
-use crate::registry::auth::Credentials;
+use crate::registry::auth::{self, Credentials};
+use crate::registry::mirrors::Mirror;
 
 const ACCEPT: &str = "application/vnd.oci.image.index.v1+json, \
      application/vnd.oci.image.manifest.v1+json, \
@@ -23,15 +28,41 @@ const ACCEPT: &str = "application/vnd.oci.image.index.v1+json, \
      application/vnd.docker.distribution.manifest.v2+json";
 const TOKEN_LIMIT: u64 = 1 << 20;
 
-/// One repository of one registry.
+/// One place that serves the repository: a mirror or the origin.
+struct Endpoint {
+    /// `scheme://host[:port][/prefix]`, without the `/v2`.
+    base: String,
+    /// The host, for messages and for picking credentials.
+    host: String,
+    /// The `Authorization` header to send, once a challenge asked for one.
+    authorization: Mutex<Option<String>>,
+    /// The docker config's credentials for this host (never another's).
+    credentials: Option<Credentials>,
+    /// Set when a mirror could not be reached: the pull stops asking it.
+    dead: AtomicBool,
+}
+
+/// One repository of one registry, with the mirrors in front of it.
 pub struct RegistryOrigin {
     agent: ureq::Agent,
-    base: String,
+    /// The mirrors in order, then the origin.
+    endpoints: Vec<Endpoint>,
     repository: String,
     shown: String,
-    /// The `Authorization` header to send, once a challenge asked for one.
-    authorization: RefCell<Option<String>>,
-    credentials: Option<Credentials>,
+}
+
+/// What [`RegistryOrigin::stage`] brings.
+pub enum Fetched {
+    /// The blob is in the cache already (another pull committed it).
+    Present,
+    /// The blob, verified, in its partial file (still locked).
+    Verified(VerifiedPartial),
+}
+
+/// Whether a download ran to its end or must start over.
+enum Download {
+    Done,
+    RangeIgnored,
 }
 
 fn registry_error(what: String) -> MicrosandboxError {
@@ -39,7 +70,7 @@ fn registry_error(what: String) -> MicrosandboxError {
 }
 
 /// Whether a registry host is this machine: spoken to in plain HTTP.
-fn is_loopback(domain: &str) -> bool {
+pub(super) fn is_loopback(domain: &str) -> bool {
     let host = domain
         .rsplit_once(':')
         .filter(|(h, port)| !h.ends_with(']') || port.bytes().all(|b| b.is_ascii_digit()))
@@ -48,11 +79,14 @@ fn is_loopback(domain: &str) -> bool {
 }
 
 impl RegistryOrigin {
-    /// The repository a reference names.
+    /// The repository a reference names, behind `mirrors`; credentials for
+    /// each host come from the docker config in `docker_config` (or the
+    /// default one).
     pub fn new(
         reference: &Reference,
         insecure: bool,
-        credentials: Option<Credentials>,
+        mirrors: &[Mirror],
+        docker_config: Option<&Path>,
     ) -> RegistryOrigin {
         let domain = reference.domain();
         let host = if domain == "docker.io" {
@@ -68,17 +102,27 @@ impl RegistryOrigin {
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_connect(Some(Duration::from_secs(30)))
-            .timeout_recv_body(Some(Duration::from_secs(300)))
+            .timeout_recv_response(Some(Duration::from_secs(120)))
             .max_redirects(10)
             .build()
             .into();
+        let endpoint = |base: String, host: &str, credentials_for: &str| Endpoint {
+            base,
+            host: host.to_owned(),
+            authorization: Mutex::default(),
+            credentials: auth::lookup(credentials_for, docker_config),
+            dead: AtomicBool::new(false),
+        };
+        let mut endpoints: Vec<Endpoint> = mirrors
+            .iter()
+            .map(|m| endpoint(m.base(), m.host(), m.host()))
+            .collect();
+        endpoints.push(endpoint(format!("{scheme}://{host}"), host, domain));
         RegistryOrigin {
             agent,
-            base: format!("{scheme}://{host}"),
+            endpoints,
             repository: reference.path().to_owned(),
             shown: reference.repository(),
-            authorization: RefCell::default(),
-            credentials,
         }
     }
 
@@ -95,17 +139,45 @@ impl RegistryOrigin {
         self.get_from(path, accept, 0)
     }
 
-    /// GETs `path` from byte `from` on: answers the auth challenge once, and
-    /// retries connection failures, 429 and 5xx with backoff.
+    /// GETs `path` from byte `from` on: from the first mirror that has it,
+    /// else from the origin. A mirror that cannot be reached is not asked
+    /// again during this pull; one that lacks the content or fails is
+    /// passed over. The origin's answer, whatever it is, is the last word.
     fn get_from(
         &self,
         path: &str,
         accept: Option<&str>,
         from: u64,
     ) -> MicrosandboxResult<ureq::http::Response<ureq::Body>> {
+        let (origin, mirrors) = self
+            .endpoints
+            .split_last()
+            .expect("the origin is always an endpoint");
+        for mirror in mirrors {
+            if mirror.dead.load(Ordering::Relaxed) {
+                continue;
+            }
+            match self.get_once(mirror, path, accept, from) {
+                Ok(r) if r.status().is_success() => return Ok(r),
+                Ok(_) => {}
+                Err(_) => mirror.dead.store(true, Ordering::Relaxed),
+            }
+        }
+        self.get_retrying(origin, path, accept, from)
+    }
+
+    /// GETs from one endpoint: answers the auth challenge once, and retries
+    /// connection failures, 429 and 5xx with backoff.
+    fn get_retrying(
+        &self,
+        endpoint: &Endpoint,
+        path: &str,
+        accept: Option<&str>,
+        from: u64,
+    ) -> MicrosandboxResult<ureq::http::Response<ureq::Body>> {
         let mut tries = 0;
         loop {
-            match self.get_once(path, accept, from) {
+            match self.get_once(endpoint, path, accept, from) {
                 Ok(r) if (r.status() == 429 || r.status().is_server_error()) && tries < RETRIES => {
                 }
                 Err(e) if e.kind() == ErrorKind::RegistryError && tries < RETRIES => {}
@@ -118,11 +190,12 @@ impl RegistryOrigin {
 
     fn get_once(
         &self,
+        endpoint: &Endpoint,
         path: &str,
         accept: Option<&str>,
         from: u64,
     ) -> MicrosandboxResult<ureq::http::Response<ureq::Body>> {
-        let url = format!("{}/v2/{}/{path}", self.base, self.repository);
+        let url = format!("{}/v2/{}/{path}", endpoint.base, self.repository);
         for attempt in 0..2 {
             let mut request = self.agent.get(&url);
             if let Some(a) = accept {
@@ -131,12 +204,13 @@ impl RegistryOrigin {
             if from > 0 {
                 request = request.header("Range", &format!("bytes={from}-"));
             }
-            if let Some(a) = self.authorization.borrow().as_deref() {
+            let authorization = endpoint.authorization.lock().ok().and_then(|a| a.clone());
+            if let Some(a) = authorization.as_deref() {
                 request = request.header("Authorization", a);
             }
             let response = request
                 .call()
-                .map_err(|e| registry_error(format!("{}: {e}", self.shown)))?;
+                .map_err(|e| registry_error(format!("{} ({}): {e}", self.shown, endpoint.host)))?;
             if response.status() == 401 && attempt == 0 {
                 let challenge = response
                     .headers()
@@ -144,7 +218,7 @@ impl RegistryOrigin {
                     .and_then(|v| v.to_str().ok())
                     .map(str::to_owned);
                 if let Some(challenge) = challenge {
-                    if self.answer(&challenge)? {
+                    if self.answer(endpoint, &challenge)? {
                         continue;
                     }
                 }
@@ -157,15 +231,24 @@ impl RegistryOrigin {
     /// Answers a challenge: `Basic` with the docker config's credentials,
     /// `Bearer realm=...,service=...,scope=...` with a token (asked for
     /// with those credentials, or anonymously). False when it cannot.
-    fn answer(&self, challenge: &str) -> MicrosandboxResult<bool> {
+    fn answer(&self, endpoint: &Endpoint, challenge: &str) -> MicrosandboxResult<bool> {
+        let set = |value: String| {
+            if let Ok(mut a) = endpoint.authorization.lock() {
+                *a = Some(value);
+            }
+        };
         if challenge.len() >= 5 && challenge[..5].eq_ignore_ascii_case("basic") {
-            let Some(c) = &self.credentials else {
+            let Some(c) = &endpoint.credentials else {
                 return Ok(false);
             };
-            *self.authorization.borrow_mut() = Some(c.basic_header());
+            set(c.basic_header());
             return Ok(true);
         }
-        let Some(params) = challenge.strip_prefix("Bearer ") else {
+        let Some(params) = challenge
+            .get(..7)
+            .filter(|p| p.eq_ignore_ascii_case("bearer "))
+            .map(|_| &challenge[7..])
+        else {
             return Ok(false);
         };
         let mut realm = None;
@@ -197,7 +280,7 @@ impl RegistryOrigin {
         for (k, v) in &query {
             request = request.query(k, v);
         }
-        if let Some(c) = &self.credentials {
+        if let Some(c) = &endpoint.credentials {
             request = request.header("Authorization", &c.basic_header());
         }
         let mut response = request
@@ -231,7 +314,7 @@ impl RegistryOrigin {
             .ok_or_else(|| {
                 registry_error(format!("{}: token answer without a token", self.shown))
             })?;
-        *self.authorization.borrow_mut() = Some(format!("Bearer {token}"));
+        set(format!("Bearer {token}"));
         Ok(true)
     }
 
@@ -339,64 +422,80 @@ impl RegistryOrigin {
         Ok(bytes)
     }
 
-    /// Streams a blob into `tmp/`, verified against its descriptor. A
-    /// transfer cut midway resumes where it stopped (HTTP `Range`), a few
-    /// times, before the pull fails.
+    /// Brings a blob into its partial file in `tmp/`, verified. A pull
+    /// of the same blob running elsewhere is waited for (`waiting` is
+    /// called at each look); bytes an earlier attempt left are kept and
+    /// the download goes on after them (HTTP `Range`), as it does when a
+    /// transfer is cut midway, a few times, before the pull fails.
     pub fn stage(
         &self,
         layout: &Layout,
         d: &Descriptor,
         what: &str,
-        progress: Option<ProgressFn>,
-    ) -> MicrosandboxResult<VerifiedBlob> {
+        progress: Option<&ProgressFn>,
+        mut waiting: impl FnMut() -> MicrosandboxResult<()>,
+    ) -> MicrosandboxResult<Fetched> {
+        let what = format!("{}: {what}", self.shown);
+        loop {
+            let mut writer = match partial::claim(layout, &d.digest, d.size, &mut waiting)? {
+                Claim::Present => return Ok(Fetched::Present),
+                Claim::Mine(w) => w,
+            };
+            if !writer.is_whole() {
+                if let Download::RangeIgnored = self.download(&mut writer, d, &what, progress)? {
+                    writer.abandon();
+                    continue;
+                }
+            }
+            return writer.finish(&what).map(Fetched::Verified);
+        }
+    }
+
+    /// Appends the rest of a blob to its partial file.
+    fn download(
+        &self,
+        writer: &mut PartialWriter,
+        d: &Descriptor,
+        what: &str,
+        progress: Option<&ProgressFn>,
+    ) -> MicrosandboxResult<Download> {
         let path = Self::blob_path(d);
-        let mut writer = BlobWriter::create(layout)?;
         let mut buf = vec![0u8; 256 * 1024];
         let mut cuts = 0;
         let mut event = Progress {
             phase: Phase::Write,
             digest: Some(d.digest.to_string()),
-            bytes: 0,
+            bytes: writer.written(),
             total_bytes: Some(d.size),
         };
-        let mut next_event = STEP;
+        if let (Some(p), true) = (progress, event.bytes > 0) {
+            p.report(&event);
+        }
+        let mut next_event = event.bytes + STEP;
         'attempts: loop {
             let from = writer.written();
             let mut response = self.get_from(&path, None, from)?;
             self.check_status(&response, what)?;
             if from > 0 && response.status() != 206 {
-                // The server ignored the range: start over.
-                writer = BlobWriter::create(layout)?;
+                return Ok(Download::RangeIgnored);
             }
             let mut body = response.body_mut().as_reader();
             loop {
                 let n = match body.read(&mut buf) {
-                    Ok(0) => break 'attempts,
+                    Ok(0) => return Ok(Download::Done),
                     Ok(n) => n,
                     Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                     Err(e) => {
                         cuts += 1;
                         if cuts > RETRIES {
-                            return Err(registry_error(format!(
-                                "{}: {what}: download failed: {e}",
-                                self.shown
-                            )));
+                            return Err(registry_error(format!("{what}: download failed: {e}")));
                         }
                         std::thread::sleep(backoff(cuts - 1));
                         continue 'attempts;
                     }
                 };
-                if writer.written() + n as u64 > d.size {
-                    return Err(MicrosandboxError::new(
-                        ErrorKind::DigestMismatch,
-                        format!(
-                            "{}: {what}: more than the {} bytes announced",
-                            self.shown, d.size
-                        ),
-                    ));
-                }
-                writer.write(&buf[..n])?;
-                if let Some(p) = &progress {
+                writer.write(&buf[..n], what)?;
+                if let Some(p) = progress {
                     event.bytes = writer.written();
                     if event.bytes >= next_event || event.bytes == d.size {
                         next_event = event.bytes + STEP;
@@ -405,7 +504,6 @@ impl RegistryOrigin {
                 }
             }
         }
-        writer.finish(&d.digest, d.size, &format!("{}: {what}", self.shown))
     }
 }
 

@@ -7,12 +7,15 @@
 //! single commit apply unchanged. Docker Hub (`docker.io`) is served by
 //! `registry-1.docker.io`. Anonymous bearer tokens are fetched from the
 //! `WWW-Authenticate` challenge, with the docker config's credentials
-//! when it has some for the registry (basic auth likewise).
+//! when it has some for the registry (basic auth likewise). Mirrors
+//! (pull-through caches) are asked first, the origin last.
 
 pub mod auth;
 mod client;
+pub mod mirrors;
 
-pub use client::RegistryOrigin;
+pub use client::{Fetched, RegistryOrigin};
+pub use mirrors::MirrorMap;
 
 use crate::model::Platform;
 use crate::progress::ProgressFn;
@@ -45,4 +48,8 @@ pub struct PullOptions {
     /// The directory of the docker config to take credentials from;
     /// `$DOCKER_CONFIG`, else `~/.docker`, if unset.
     pub docker_config: Option<std::path::PathBuf>,
+    /// Pull-through caches per registry host, tried in order before the
+    /// origin; an entry replaces the one `$MSB_HOME/registries.json` has
+    /// for that registry (see [`mirrors`]).
+    pub mirrors: Option<MirrorMap>,
 }
