@@ -4,6 +4,7 @@
 mod common;
 
 use std::net::{TcpListener, TcpStream};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -48,6 +49,20 @@ fn registry_with(login: Option<(&str, &str)>) -> Registry {
             )
         }
     };
+    start_registry(dir, &auth)
+}
+
+/// A registry in proxy mode: a pull-through cache of `upstream`.
+fn pull_through_cache(upstream: &str) -> Registry {
+    start_registry(
+        tempfile::tempdir().unwrap(),
+        &format!("proxy:\n  remoteurl: http://{upstream}\n"),
+    )
+}
+
+/// Starts `docker-registry serve` on a free loopback port with `extra`
+/// appended to its config; its data lives in `dir`.
+fn start_registry(dir: tempfile::TempDir, extra: &str) -> Registry {
     let port = TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -58,7 +73,7 @@ fn registry_with(login: Option<(&str, &str)>) -> Registry {
     std::fs::write(
         &config,
         format!(
-            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {addr}\n{auth}",
+            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {addr}\n{extra}",
             dir.path().join("data").display()
         ),
     )
@@ -536,4 +551,350 @@ fn a_prune_racing_a_pull_takes_nothing_the_pull_needs() {
     // Once the pull is done, a prune keeps the pulled image (it is named)
     // and the pin is gone.
     assert!(h.backend.list_leases().unwrap().is_empty());
+}
+
+/// The blob requests of a proxy's log: `(digest, range)` for each.
+fn blob_gets(log: &Log) -> Vec<(String, String)> {
+    log.lock()
+        .unwrap()
+        .iter()
+        .filter_map(|l| {
+            let at = l.find("/blobs/")? + "/blobs/".len();
+            let digest = l[at..].split_whitespace().next()?.to_owned();
+            let range = l.split("range:").nth(1).unwrap_or("").trim().to_owned();
+            Some((digest, range))
+        })
+        .collect()
+}
+
+#[test]
+fn mirrors_serve_the_pull_and_the_origin_answers_what_they_cannot() {
+    let reg = registry();
+    push(&reg, "rich:rich", "team/rich:1", false);
+    // The name the pulls use is a counting proxy in front of the origin,
+    // so the test sees every request that reaches the origin directly.
+    let (origin, _, origin_log) = logging_proxy(reg.addr.clone(), String::new(), Fault::None);
+    let name = format!("{origin}/team/rich:1");
+    let cache = pull_through_cache(&reg.addr);
+    let mirror = format!("http://{}", cache.addr);
+
+    // Through the option: nothing reaches the origin from us.
+    let h = home();
+    let options = PullOptions {
+        mirrors: Some([(origin.clone(), vec![mirror.clone()])].into()),
+        ..Default::default()
+    };
+    let pulled = h.backend.pull_image(&name, &options).unwrap();
+    assert_eq!(pulled.manifest_digest(), digest_of("rich"));
+    assert_eq!(pulled.reference(), name);
+    h.assert_invariants();
+    assert!(origin_log.lock().unwrap().is_empty());
+
+    // Through the settings file of another home: the same.
+    let other = home();
+    std::fs::write(
+        other.dir.path().join("registries.json"),
+        format!(r#"{{"mirrors":{{"{origin}":["{mirror}"]}}}}"#),
+    )
+    .unwrap();
+    let pulled = other
+        .backend
+        .pull_image(&name, &Default::default())
+        .unwrap();
+    assert_eq!(pulled.manifest_digest(), digest_of("rich"));
+    assert!(origin_log.lock().unwrap().is_empty());
+
+    // A mirror that is down, then one that lacks the image: the pull goes
+    // on to the origin.
+    let empty = registry();
+    let down = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let third = home();
+    let options = PullOptions {
+        mirrors: Some(
+            [(
+                origin.clone(),
+                vec![format!("http://{down}"), format!("http://{}", empty.addr)],
+            )]
+            .into(),
+        ),
+        ..Default::default()
+    };
+    let pulled = third.backend.pull_image(&name, &options).unwrap();
+    assert_eq!(pulled.manifest_digest(), digest_of("rich"));
+    third.assert_invariants();
+    let reached = blob_gets(&origin_log);
+    assert_eq!(
+        reached.len(),
+        expected()["rich"]["layers"].as_array().unwrap().len() + 1,
+        "the layers and the config came from the origin: {reached:?}"
+    );
+
+    // A malformed mirror or settings file is refused before any request.
+    let fourth = home();
+    let bad = PullOptions {
+        mirrors: Some([(origin.clone(), vec!["ftp://x".to_owned()])].into()),
+        ..Default::default()
+    };
+    let err = fourth.backend.pull_image(&name, &bad).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{err}");
+    std::fs::write(fourth.dir.path().join("registries.json"), "{not json").unwrap();
+    let err = fourth
+        .backend
+        .pull_image(&name, &Default::default())
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{err}");
+    assert!(fourth.backend.list_images().unwrap().is_empty());
+}
+
+#[test]
+fn concurrent_pulls_of_one_image_fetch_each_blob_once() {
+    let reg = registry();
+    push(&reg, "rich:rich", "team/rich:1", false);
+    // Every blob answer is held back, so the pulls overlap.
+    let (slow, _, log) = logging_proxy(
+        reg.addr.clone(),
+        "/blobs/".into(),
+        Fault::Slow(Duration::from_millis(300)),
+    );
+    let h = home();
+    let name = format!("{slow}/team/rich:1");
+    let pullers: Vec<_> = (0..3)
+        .map(|_| {
+            let backend = h.backend.clone();
+            let name = name.clone();
+            std::thread::spawn(move || {
+                backend.pull_image(
+                    &name,
+                    &PullOptions {
+                        policy: PullPolicy::Always,
+                        ..Default::default()
+                    },
+                )
+            })
+        })
+        .collect();
+    for p in pullers {
+        assert_eq!(
+            p.join().unwrap().unwrap().manifest_digest(),
+            digest_of("rich")
+        );
+    }
+    h.assert_invariants();
+    assert!(h.tmp_names().is_empty(), "{:?}", h.tmp_names());
+    let exp = expected();
+    let config = exp["rich"]["configDigest"].as_str().unwrap();
+    let layers: Vec<String> = blob_gets(&log)
+        .into_iter()
+        .map(|(d, _)| d)
+        .filter(|d| d != config)
+        .collect();
+    let distinct: std::collections::BTreeSet<&String> = layers.iter().collect();
+    assert_eq!(
+        layers.len(),
+        distinct.len(),
+        "a layer was fetched twice: {layers:?}"
+    );
+    assert_eq!(
+        distinct.len(),
+        exp["rich"]["layers"].as_array().unwrap().len()
+    );
+}
+
+/// A token server for a registry with `auth: token`: it hands `user` (and
+/// nobody else) RS256 tokens signed by a key whose self-signed
+/// certificate the registry trusts. Returns its address and the
+/// registry's auth config.
+fn token_server(dir: &Path, user: &str, password: &str) -> (String, String) {
+    use base64::Engine as _;
+    use std::io::{Read, Write};
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let key = dir.join("token.key");
+    let cert = dir.join("token.crt");
+    let out = Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
+        .args(["-subj", "/CN=test token issuer", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl is required (apt-get install openssl)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let pem = std::fs::read_to_string(&cert).unwrap();
+    let der_b64: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let expected_auth = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+    );
+    let user = user.to_owned();
+    std::thread::spawn(move || {
+        for client in listener.incoming().take(1000) {
+            let Ok(mut client) = client else { continue };
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") {
+                if client.read(&mut byte).unwrap_or(0) == 0 {
+                    break;
+                }
+                head.push(byte[0]);
+            }
+            let text = String::from_utf8_lossy(&head).into_owned();
+            let authorized = text.lines().any(|l| {
+                l.to_ascii_lowercase().starts_with("authorization:")
+                    && l["authorization:".len()..].trim() == expected_auth
+            });
+            let target = text.split_whitespace().nth(1).unwrap_or("").to_owned();
+            let query = target.split_once('?').map_or("", |(_, q)| q);
+            let scope = query
+                .split('&')
+                .find_map(|kv| kv.strip_prefix("scope="))
+                .map(|s| {
+                    s.replace("%3A", ":")
+                        .replace("%2F", "/")
+                        .replace("%2C", ",")
+                })
+                .unwrap_or_default();
+            if !authorized {
+                let _ = client.write_all(
+                    b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                );
+                continue;
+            }
+            // repository:<name>:<actions>
+            let mut parts = scope.splitn(2, ':');
+            let _ = parts.next();
+            let rest = parts.next().unwrap_or("");
+            let (repo, actions) = rest.rsplit_once(':').unwrap_or((rest, "pull"));
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs();
+            let header = format!(r#"{{"alg":"RS256","typ":"JWT","x5c":["{der_b64}"]}}"#);
+            let actions: Vec<String> = actions.split(',').map(|a| format!("\"{a}\"")).collect();
+            let claims = format!(
+                r#"{{"iss":"test-issuer","sub":"{user}","aud":"test-registry","exp":{},"nbf":{},"iat":{now},"jti":"{now}-{}","access":[{{"type":"repository","name":"{repo}","actions":[{}]}}]}}"#,
+                now + 600,
+                now - 60,
+                rand_id(),
+                actions.join(",")
+            );
+            let signing_input = format!("{}.{}", b64.encode(header), b64.encode(claims));
+            let mut sign = Command::new("openssl")
+                .args(["dgst", "-sha256", "-sign"])
+                .arg(&key)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap();
+            sign.stdin
+                .take()
+                .unwrap()
+                .write_all(signing_input.as_bytes())
+                .unwrap();
+            let signature = sign.wait_with_output().unwrap().stdout;
+            let token = format!("{signing_input}.{}", b64.encode(signature));
+            let body = format!(r#"{{"token":"{token}","expires_in":600}}"#);
+            let _ = client.write_all(
+                format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                )
+                .as_bytes(),
+            );
+        }
+    });
+    let auth = format!(
+        "auth:\n  token:\n    realm: http://{addr}/token\n    service: test-registry\n    issuer: test-issuer\n    rootcertbundle: {}\n",
+        cert.display()
+    );
+    (addr, auth)
+}
+
+fn rand_id() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish()
+}
+
+#[test]
+fn bearer_tokens_come_from_the_registrys_token_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_token, auth) = token_server(dir.path(), "robot", "t0ken-pass");
+    let reg = start_registry(dir, &auth);
+    let src = format!("oci:{}", fixtures().join("pair:base").display());
+    let dst = format!("docker://{}/private/base:1", reg.addr);
+    skopeo(&[
+        "copy",
+        "--insecure-policy",
+        "--dest-tls-verify=false",
+        "--dest-creds",
+        "robot:t0ken-pass",
+        &src,
+        &dst,
+    ]);
+    let name = format!("{}/private/base:1", reg.addr);
+    let config = |pass: &str| {
+        use base64::Engine as _;
+        let dir = tempfile::tempdir().unwrap();
+        let auth = base64::engine::general_purpose::STANDARD.encode(format!("robot:{pass}"));
+        std::fs::write(
+            dir.path().join("config.json"),
+            format!(r#"{{"auths":{{"{}":{{"auth":"{auth}"}}}}}}"#, reg.addr),
+        )
+        .unwrap();
+        dir
+    };
+    let h = home();
+    // Anonymous: the token server refuses.
+    let nobody = tempfile::tempdir().unwrap();
+    let err = h
+        .backend
+        .pull_image(
+            &name,
+            &PullOptions {
+                docker_config: Some(nobody.path().to_owned()),
+                ..Default::default()
+            },
+        )
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unauthorized, "{err}");
+    let wrong = config("guess");
+    let err = h
+        .backend
+        .pull_image(
+            &name,
+            &PullOptions {
+                docker_config: Some(wrong.path().to_owned()),
+                ..Default::default()
+            },
+        )
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unauthorized, "{err}");
+    assert!(!err.to_string().contains("guess"), "{err}");
+    let right = config("t0ken-pass");
+    let pulled = h
+        .backend
+        .pull_image(
+            &name,
+            &PullOptions {
+                docker_config: Some(right.path().to_owned()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(pulled.manifest_digest(), digest_of("pair/base"));
+    h.assert_invariants();
+    let index = std::fs::read_to_string(h.oci().join("index.json")).unwrap();
+    assert!(!index.contains("t0ken") && !index.contains("Bearer"));
 }
