@@ -84,12 +84,18 @@ export declare class Image {
    * committed. `insecure` speaks plain HTTP (loopback registries always
    * do). Credentials come from the docker config (`dockerConfig`, a
    * directory; else `DOCKER_CONFIG`, else `~/.docker`): `auths`,
-   * `credsStore`, `credHelpers`. Rejects `ImageNotFound`, `Unauthorized`, `RegistryError`,
-   * `DigestMismatch`, `PlatformNotFound`.
+   * `credsStore`, `credHelpers`. `mirrors` maps registry hosts to
+   * pull-through caches tried in order before the origin (an entry
+   * replaces the one `$MSB_HOME/registries.json` has). Layers download
+   * four at a time; a blob another pull is fetching is waited for, not
+   * fetched twice; an interrupted pull resumes its partial blobs on the
+   * next try. Rejects `ImageNotFound`, `Unauthorized`, `RegistryError`,
+   * `DigestMismatch`, `PlatformNotFound`, `InvalidArgument` (a bad
+   * mirror or settings file).
    */
-  static pull(reference: string, options?: { platform?: string; policy?: 'missing' | 'always' | 'never'; insecure?: boolean; onProgress?: (event: ProgressEvent) => void }): Promise<ImageHandle>
+  static pull(reference: string, options?: { platform?: string; policy?: 'missing' | 'always' | 'never'; insecure?: boolean; dockerConfig?: string; mirrors?: Record<string, string[]>; onProgress?: (event: ProgressEvent) => void }): Promise<ImageHandle>
   /** `Image.pull` on a given backend. */
-  static pullLocal(backend: LocalBackend, reference: string, options?: { platform?: string; policy?: 'missing' | 'always' | 'never'; insecure?: boolean; onProgress?: (event: ProgressEvent) => void }): Promise<ImageHandle>
+  static pullLocal(backend: LocalBackend, reference: string, options?: { platform?: string; policy?: 'missing' | 'always' | 'never'; insecure?: boolean; dockerConfig?: string; mirrors?: Record<string, string[]>; onProgress?: (event: ProgressEvent) => void }): Promise<ImageHandle>
   /**
    * Pins the image a reference names (its manifest digest, not the
    * name) and marks it used. `id` defaults to a random one; `kind` to

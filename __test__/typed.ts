@@ -104,6 +104,9 @@ async function ambient(): Promise<void> {
   const pulled: ImageHandle = await Image.pull('alpine:3.20', { policy: 'always', platform: 'linux/arm64' });
   await Image.pullLocal(new LocalBackend(), 'localhost:5000/app:1', { insecure: true, onProgress: (e: ProgressEvent) => log(e.bytes) });
   log(pulled.reference);
+  await Image.pull('python:3.12', { mirrors: { 'docker.io': ['https://mirror.internal'] }, dockerConfig: '/etc/docker' });
+  // @ts-expect-error mirrors map hosts to arrays of URLs
+  await Image.pull('python:3.12', { mirrors: { 'docker.io': 'https://mirror.internal' } });
   // @ts-expect-error: policies are 'missing', 'always' and 'never'
   await Image.pull('alpine', { policy: 'sometimes' });
   await Image.save(['python:3.12', 'alpine'], './both.tar', { format: 'docker' });
