@@ -29,18 +29,17 @@
 // `node bench/archive.mjs --child load|save|idle ...` is the child mode.
 
 import assert from 'node:assert/strict'
-import { spawnSync } from 'node:child_process'
 import crypto from 'node:crypto'
 import fs from 'node:fs'
 import { createRequire } from 'node:module'
 import os from 'node:os'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
+import { MiB, TIME, fmtS, fmtX, log, machine, mbps, median, msSince, now, runner, sorted, stats, tarHeader } from './lib.mjs'
 
 const HERE = path.dirname(fileURLToPath(import.meta.url))
 const ROOT = path.resolve(HERE, '..')
 const SELF = fileURLToPath(import.meta.url)
-const MiB = 1 << 20
 
 if (process.argv[2] === '--child') {
   await child(process.argv.slice(3))
@@ -85,31 +84,10 @@ const REPS = QUICK ? 1 : 3
 const LAYERS = 4
 const LAYER_FILE_BYTES = 256 * MiB
 const SKOPEO = process.env.SKOPEO ?? 'skopeo'
-const TIME = fs.existsSync('/usr/bin/time') ? '/usr/bin/time' : null
-
-const now = () => process.hrtime.bigint()
-const msSince = (t) => Number(process.hrtime.bigint() - t) / 1e6
-const sorted = (xs) => [...xs].sort((a, b) => a - b)
-const median = (xs) => {
-  const s = sorted(xs)
-  const m = s.length >> 1
-  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2
-}
-const stats = (xs) => ({ n: xs.length, median: median(xs), min: Math.min(...xs), max: Math.max(...xs), samples: xs })
-const fmtS = (ms) => (ms / 1000).toFixed(2) + ' s'
-const fmtX = (x) => x.toFixed(2) + 'x'
-const mbps = (bytes, ms) => bytes / MiB / (ms / 1000)
-const log = (...a) => console.error(...a)
 
 const results = {
   date: new Date().toISOString(),
-  machine: {
-    cpus: os.cpus().length,
-    cpuModel: os.cpus()[0]?.model ?? null,
-    memTotalGiB: +(os.totalmem() / 2 ** 30).toFixed(1),
-    node: process.version,
-    kernel: os.release(),
-  },
+  machine: machine(),
   quick: QUICK,
   reps: REPS,
 }
@@ -118,6 +96,7 @@ const tStart = now()
 const work = fs.mkdtempSync(path.join(os.tmpdir(), 'msb-archive-bench-'))
 const skopeoTmp = path.join(work, 'skopeo-tmp') // skopeo's own temporaries
 fs.mkdirSync(skopeoTmp)
+const { run, syncAll, discard } = runner(work, { TMPDIR: skopeoTmp })
 const cleanup = () => fs.rmSync(work, { recursive: true, force: true })
 for (const sig of ['SIGINT', 'SIGTERM']) {
   process.on(sig, () => {
@@ -139,40 +118,6 @@ try {
 }
 if (failed) process.exit(1)
 
-/**
- * Runs a command under /usr/bin/time; returns its wall time (measured here),
- * peak RSS, stdout. Throws on failure.
- */
-function run(cmd, args, { shell = false } = {}) {
-  const rssFile = path.join(work, 'time.out')
-  const argv = shell ? ['sh', '-c', cmd] : [cmd, ...args]
-  const full = TIME ? [TIME, '-o', rssFile, '-f', '%M', ...argv] : argv
-  const t = now()
-  const r = spawnSync(full[0], full.slice(1), {
-    encoding: 'utf8',
-    maxBuffer: 256 * MiB,
-    env: { ...process.env, TMPDIR: skopeoTmp },
-  })
-  const ms = msSince(t)
-  if (r.status !== 0) throw new Error(`${argv.join(' ')} failed (${r.status}): ${r.stderr}`)
-  const rssKiB = TIME ? Number(fs.readFileSync(rssFile, 'utf8').trim().split('\n').pop()) : null
-  return { ms, rssKiB, stdout: r.stdout }
-}
-
-/** `sync` (all file systems): returns how long it took. */
-function syncAll() {
-  const t = now()
-  const r = spawnSync('sync')
-  if (r.status !== 0) throw new Error('sync failed')
-  return msSince(t)
-}
-
-/** Removes an output, then syncs so the next command starts clean. */
-function discard(p) {
-  fs.rmSync(p, { recursive: true, force: true })
-  syncAll()
-}
-
 function runChild(op, home, file) {
   const r = run(process.execPath, [SELF, '--child', op, home, file ?? ''])
   const out = JSON.parse(r.stdout.trim().split('\n').pop())
@@ -180,25 +125,6 @@ function runChild(op, home, file) {
 }
 
 // --- the input image ---------------------------------------------------------
-function tarHeader(name, size, mode, type) {
-  const h = Buffer.alloc(512)
-  h.write(name, 0, 100, 'utf8')
-  const oct = (v, off, len) => h.write(v.toString(8).padStart(len - 1, '0') + '\0', off, len, 'ascii')
-  oct(mode, 100, 8)
-  oct(0, 108, 8) // uid
-  oct(0, 116, 8) // gid
-  oct(size, 124, 12)
-  oct(1767225600, 136, 12) // mtime 2026-01-01
-  h.fill(0x20, 148, 156) // checksum field counts as spaces
-  h.write(type, 156, 1, 'ascii')
-  h.write('ustar\0', 257, 6, 'ascii')
-  h.write('00', 263, 2, 'ascii')
-  let sum = 0
-  for (const b of h) sum += b
-  h.write(sum.toString(8).padStart(6, '0') + '\0 ', 148, 8, 'ascii')
-  return h
-}
-
 /**
  * Writes a layer tar: `data/` and `data/<name>` holding `size` bytes of
  * AES-256-CTR keystream keyed by the seed (incompressible, reproducible).

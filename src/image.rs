@@ -413,7 +413,7 @@ impl Image {
     /// `credsStore`, `credHelpers`. `mirrors` maps registry hosts to
     /// pull-through caches tried in order before the origin (an entry
     /// replaces the one `$MSB_HOME/registries.json` has). Layers download
-    /// four at a time; a blob another pull is fetching is waited for, not
+    /// six at a time; a blob another pull is fetching is waited for, not
     /// fetched twice; an interrupted pull resumes its partial blobs on the
     /// next try. Rejects `ImageNotFound`, `Unauthorized`, `RegistryError`,
     /// `DigestMismatch`, `PlatformNotFound`, `InvalidArgument` (a bad

@@ -25,6 +25,7 @@ use sha2::{Digest as _, Sha256};
 
 use crate::digest::Digest;
 use crate::error::{ErrorKind, IoContext, MicrosandboxError, MicrosandboxResult};
+use crate::ingest::{start_writeback_range, LayerDigester};
 use crate::layout::Layout;
 use crate::lock::{try_flock, LockMode};
 
@@ -33,6 +34,9 @@ pub const PARTIAL_PREFIX: &str = "partial-";
 /// How often a pull waiting for another one's download looks again.
 const POLL: Duration = Duration::from_millis(50);
 const CHUNK: usize = 256 * 1024;
+/// How many written bytes are handed to the disk at a time, so the fsync
+/// at the end waits for little.
+const WRITEBACK: u64 = 8 << 20;
 
 /// The digest a `tmp/` file name stands for, if it is a partial download's.
 pub fn digest_of_name(name: &str) -> Option<Digest> {
@@ -50,7 +54,7 @@ pub enum Claim {
     /// The blob is in `blobs/` already.
     Present,
     /// The partial download is ours to go on with.
-    Mine(PartialWriter),
+    Mine(Box<PartialWriter>),
 }
 
 /// A locked partial download, with the bytes it holds hashed.
@@ -59,9 +63,18 @@ pub struct PartialWriter {
     file: File,
     path: PathBuf,
     hasher: Sha256,
+    /// For a layer: its uncompressed digest, computed on the way.
+    layer: Option<LayerDigester>,
     written: u64,
+    handed_to_disk: u64,
     digest: Digest,
     size: u64,
+}
+
+impl std::fmt::Debug for LayerDigester {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LayerDigester")
+    }
 }
 
 /// A verified partial download, still locked.
@@ -69,6 +82,7 @@ pub struct PartialWriter {
 pub struct VerifiedPartial {
     writer: PartialWriter,
     ino: u64,
+    uncompressed: Option<MicrosandboxResult<Option<Digest>>>,
 }
 
 /// A verified partial download, unlocked, waiting for the commit.
@@ -83,7 +97,8 @@ pub struct ParkedBlob {
 /// Claims the partial download of `digest`: waits while another pull holds
 /// it, calling `waiting` at each look, and hashes the bytes it already has.
 /// A file longer than `size`, or as long but with other content, starts
-/// over.
+/// over. With `layer_media_type`, the writer also computes the layer's
+/// uncompressed digest as bytes arrive.
 ///
 /// # Errors
 ///
@@ -92,6 +107,7 @@ pub fn claim(
     layout: &Layout,
     digest: &Digest,
     size: u64,
+    layer_media_type: Option<&str>,
     mut waiting: impl FnMut() -> MicrosandboxResult<()>,
 ) -> MicrosandboxResult<Claim> {
     let path = path_of(layout, digest);
@@ -124,7 +140,9 @@ pub fn claim(
             file,
             path: path.clone(),
             hasher: Sha256::new(),
+            layer: layer_media_type.map(LayerDigester::new),
             written: 0,
+            handed_to_disk: 0,
             digest: digest.clone(),
             size,
         };
@@ -136,7 +154,7 @@ pub fn claim(
             writer.discard();
             continue;
         }
-        return Ok(Claim::Mine(writer));
+        return Ok(Claim::Mine(Box::new(writer)));
     }
 }
 
@@ -151,6 +169,9 @@ impl PartialWriter {
                 Ok(0) => break,
                 Ok(n) => {
                     self.hasher.update(&buf[..n]);
+                    if let Some(layer) = &mut self.layer {
+                        layer.update(&buf[..n]);
+                    }
                     self.written += n as u64;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -161,6 +182,7 @@ impl PartialWriter {
             return Err(io::Error::from(io::ErrorKind::UnexpectedEof));
         }
         self.file.seek(SeekFrom::Start(len))?;
+        self.handed_to_disk = len;
         Ok(())
     }
 
@@ -206,8 +228,17 @@ impl PartialWriter {
             ));
         }
         self.hasher.update(bytes);
+        if let Some(layer) = &mut self.layer {
+            layer.update(bytes);
+        }
         self.written += bytes.len() as u64;
-        self.file.write_all(bytes).at("write", &self.path)
+        self.file.write_all(bytes).at("write", &self.path)?;
+        if self.written - self.handed_to_disk >= WRITEBACK {
+            let len = self.written - self.handed_to_disk;
+            start_writeback_range(&self.file, self.handed_to_disk, len);
+            self.handed_to_disk = self.written;
+        }
+        Ok(())
     }
 
     /// Checks size and digest and fsyncs, lock held. A mismatch discards
@@ -216,7 +247,7 @@ impl PartialWriter {
     /// # Errors
     ///
     /// [`ErrorKind::DigestMismatch`] naming `what`.
-    pub fn finish(self, what: &str) -> MicrosandboxResult<VerifiedPartial> {
+    pub fn finish(mut self, what: &str) -> MicrosandboxResult<VerifiedPartial> {
         if self.written != self.size {
             self.discard();
             return Err(MicrosandboxError::new(
@@ -240,7 +271,12 @@ impl PartialWriter {
         }
         self.file.sync_all().at("fsync", &self.path)?;
         let ino = self.file.metadata().at("stat", &self.path)?.ino();
-        Ok(VerifiedPartial { writer: self, ino })
+        let uncompressed = self.layer.take().map(|l| l.finish(&self.digest, what));
+        Ok(VerifiedPartial {
+            writer: self,
+            ino,
+            uncompressed,
+        })
     }
 }
 
@@ -248,6 +284,11 @@ impl VerifiedPartial {
     /// The file, locked: safe to read until [`VerifiedPartial::park`].
     pub fn path(&self) -> &Path {
         &self.writer.path
+    }
+
+    /// The layer's uncompressed digest, when the claim asked for it.
+    pub fn take_uncompressed(&mut self) -> Option<MicrosandboxResult<Option<Digest>>> {
+        self.uncompressed.take()
     }
 
     /// Unlocks the file, leaving it for a commit (ours or another pull's).
@@ -339,7 +380,7 @@ mod tests {
 
     fn mine(c: Claim) -> PartialWriter {
         match c {
-            Claim::Mine(w) => w,
+            Claim::Mine(w) => *w,
             Claim::Present => panic!("the blob is present"),
         }
     }
@@ -350,22 +391,22 @@ mod tests {
         let data = b"0123456789".repeat(1000);
         let digest = Digest::of(&data);
         let size = data.len() as u64;
-        let mut w = mine(claim(&layout, &digest, size, || Ok(())).unwrap());
+        let mut w = mine(claim(&layout, &digest, size, None, || Ok(())).unwrap());
         w.write(&data[..4000], "t").unwrap();
         drop(w); // an attempt that stops midway
-        let mut w = mine(claim(&layout, &digest, size, || Ok(())).unwrap());
+        let mut w = mine(claim(&layout, &digest, size, None, || Ok(())).unwrap());
         assert_eq!(w.written(), 4000);
         w.write(&data[4000..], "t").unwrap();
         let parked = w.finish("t").unwrap().park();
         // Another claim finds the parked file whole and verified.
-        let again = mine(claim(&layout, &digest, size, || Ok(())).unwrap());
+        let again = mine(claim(&layout, &digest, size, None, || Ok(())).unwrap());
         assert!(again.is_whole());
         drop(again);
         assert!(parked.available(&layout));
         parked.commit(&layout, Duration::from_secs(1)).unwrap();
         assert_eq!(fs::read(layout.blob_path(&digest)).unwrap(), data);
         assert!(matches!(
-            claim(&layout, &digest, size, || Ok(())).unwrap(),
+            claim(&layout, &digest, size, None, || Ok(())).unwrap(),
             Claim::Present
         ));
         assert_eq!(fs::read_dir(layout.tmp_dir()).unwrap().count(), 0);
@@ -377,9 +418,9 @@ mod tests {
         let data = b"abc".repeat(100);
         let digest = Digest::of(&data);
         let size = data.len() as u64;
-        let w = mine(claim(&layout, &digest, size, || Ok(())).unwrap());
+        let w = mine(claim(&layout, &digest, size, None, || Ok(())).unwrap());
         let mut looks = 0;
-        let err = claim(&layout, &digest, size, || {
+        let err = claim(&layout, &digest, size, None, || {
             looks += 1;
             if looks == 3 {
                 Err(MicrosandboxError::new(ErrorKind::Busy, "stop"))
@@ -393,7 +434,7 @@ mod tests {
         drop(w);
         // Whole-sized but wrong content: the claim starts from nothing.
         fs::write(path_of(&layout, &digest), vec![b'x'; data.len()]).unwrap();
-        let mut w = mine(claim(&layout, &digest, size, || Ok(())).unwrap());
+        let mut w = mine(claim(&layout, &digest, size, None, || Ok(())).unwrap());
         assert_eq!(w.written(), 0);
         // Too many bytes are refused, and the partial goes.
         let err = w.write(&[0u8; 301], "layer 0").unwrap_err();
@@ -405,7 +446,7 @@ mod tests {
     fn a_mismatch_discards_the_partial() {
         let (_home, layout) = layout();
         let digest = Digest::of(b"right");
-        let mut w = mine(claim(&layout, &digest, 5, || Ok(())).unwrap());
+        let mut w = mine(claim(&layout, &digest, 5, None, || Ok(())).unwrap());
         w.write(b"wrong", "t").unwrap();
         let err = w.finish("layer 1").unwrap_err();
         assert_eq!(err.kind(), ErrorKind::DigestMismatch);

@@ -251,15 +251,15 @@ impl Source {
     }
 }
 
-/// How many layers a pull downloads at once.
-const DOWNLOADS: usize = 4;
+/// How many layers a pull downloads at once (skopeo takes six too).
+const DOWNLOADS: usize = 6;
 
 /// A blob brought in by [`Source::stage`].
 enum Staged {
     /// Written to a temporary of its own.
     Written(VerifiedBlob),
     /// Downloaded to its partial file, still locked.
-    Partial(VerifiedPartial),
+    Partial(Box<VerifiedPartial>),
     /// Committed to the cache by another pull meanwhile.
     Present,
 }
@@ -750,8 +750,11 @@ fn ingest_and_commit(
                 let found = digest_of(blob.path())?;
                 (Some(Arrived::Written(blob)), found)
             }
-            Staged::Partial(blob) => {
-                let found = digest_of(blob.path())?;
+            Staged::Partial(mut blob) => {
+                let found = match blob.take_uncompressed() {
+                    Some(found) => found?,
+                    None => digest_of(blob.path())?,
+                };
                 (Some(Arrived::Parked(blob.park())), found)
             }
             Staged::Present => (None, digest_of(&layout.blob_path(&d.digest))?),

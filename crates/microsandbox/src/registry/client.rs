@@ -56,7 +56,7 @@ pub enum Fetched {
     /// The blob is in the cache already (another pull committed it).
     Present,
     /// The blob, verified, in its partial file (still locked).
-    Verified(VerifiedPartial),
+    Verified(Box<VerifiedPartial>),
 }
 
 /// Whether a download ran to its end or must start over.
@@ -437,7 +437,8 @@ impl RegistryOrigin {
     ) -> MicrosandboxResult<Fetched> {
         let what = format!("{}: {what}", self.shown);
         loop {
-            let mut writer = match partial::claim(layout, &d.digest, d.size, &mut waiting)? {
+            let layer = is_layer(d).then_some(d.media_type.as_str());
+            let mut writer = match partial::claim(layout, &d.digest, d.size, layer, &mut waiting)? {
                 Claim::Present => return Ok(Fetched::Present),
                 Claim::Mine(w) => w,
             };
@@ -447,7 +448,7 @@ impl RegistryOrigin {
                     continue;
                 }
             }
-            return writer.finish(&what).map(Fetched::Verified);
+            return writer.finish(&what).map(|v| Fetched::Verified(Box::new(v)));
         }
     }
 
@@ -505,6 +506,13 @@ impl RegistryOrigin {
             }
         }
     }
+}
+
+/// Whether a descriptor is a layer (not a manifest, index or config).
+fn is_layer(d: &Descriptor) -> bool {
+    !(is_manifest_media_type(&d.media_type)
+        || is_index_media_type(&d.media_type)
+        || d.media_type.contains("config"))
 }
 
 /// How many times a failed request or a cut transfer is tried again.
