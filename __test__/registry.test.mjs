@@ -10,7 +10,7 @@ import path from 'node:path';
 import {
   FIXTURES, MANIFEST, assertBlobsVerified, freshBackend, nodeAsync, rejectsWith, tempDir, tempHome, tmpEntries,
 } from './helpers.mjs';
-import { Image } from '../index.js';
+import { Image, LocalBackend } from '../index.js';
 
 async function freePort() {
   return new Promise((resolve) => {
@@ -72,15 +72,37 @@ describe('pull from a registry', () => {
     assert.deepEqual(await Image.listLocal(backend), []);
   });
 
-  /** A proxy in front of the registry that holds blob answers back and counts blob requests by digest. */
+  /**
+   * A proxy in front of the registry that holds blob answers back, counts
+   * blob requests by digest and records their `Range` headers. The answer
+   * for a blob in the set `proxy.stall` stops after half its body, and the
+   * connection stays open.
+   */
   async function countingProxy(t, delayMs) {
     const counts = new Map();
+    const ranges = [];
+    const proxy = { counts, ranges, stall: new Set(), halfSent: 0 };
+    const open = new Set();
     const server = http.createServer((req, res) => {
       const blob = /\/blobs\/(sha256:[0-9a-f]{64})/.exec(req.url)?.[1];
-      if (blob) counts.set(blob, (counts.get(blob) ?? 0) + 1);
+      if (blob) {
+        counts.set(blob, (counts.get(blob) ?? 0) + 1);
+        ranges.push([blob, req.headers.range ?? null]);
+      }
       const forward = () => {
         const up = http.request({ host: '127.0.0.1', port: Number(addr.split(':')[1]), path: req.url, method: req.method, headers: req.headers }, (ur) => {
           res.writeHead(ur.statusCode, ur.headers);
+          if (blob && proxy.stall.has(blob) && ur.statusCode === 200) {
+            const chunks = [];
+            ur.on('data', (c) => chunks.push(c));
+            ur.on('end', () => {
+              const body = Buffer.concat(chunks);
+              res.write(body.subarray(0, body.length >> 1));
+              proxy.halfSent += 1;
+              open.add(res); // never ended: the client waits for the rest
+            });
+            return;
+          }
           ur.pipe(res);
         });
         up.on('error', () => res.destroy());
@@ -89,8 +111,13 @@ describe('pull from a registry', () => {
       if (blob) setTimeout(forward, delayMs); else forward();
     });
     await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
-    t.after(() => new Promise((resolve) => server.close(resolve)));
-    return { addr: `127.0.0.1:${server.address().port}`, counts };
+    t.after(() => {
+      for (const res of open) res.destroy();
+      server.closeAllConnections();
+      return new Promise((resolve) => server.close(resolve));
+    });
+    proxy.addr = `127.0.0.1:${server.address().port}`;
+    return proxy;
   }
 
   test('two processes pulling one image into one home fetch each blob once', async (t) => {
@@ -132,5 +159,45 @@ describe('pull from a registry', () => {
     await rejectsWith(() => Image.pullLocal(backend, name, { policy: 'always', mirrors: { a: 'x' } }), 'InvalidArgument');
     await rejectsWith(() => Image.pullLocal(backend, name, { policy: 'always', mirrors: { a: [1] } }), 'InvalidArgument');
     await rejectsWith(() => Image.pullLocal(backend, name, { policy: 'always', mirrors: { [`127.0.0.1:${dead}`]: ['ftp://m'] } }), 'InvalidArgument');
+  });
+
+  test('a pull killed midway (SIGKILL) leaves its bytes; the next pull asks only for the rest', async (t) => {
+    const proxy = await countingProxy(t, 0);
+    proxy.stall = new Set(MANIFEST.rich.layers);
+    const home = tempHome(t);
+    const ref = `${proxy.addr}/team/rich:1`;
+    const child = spawn(process.execPath, ['-e', `
+      const { Image, LocalBackend } = require(process.env.MSB_ADDON);
+      Image.pullLocal(new LocalBackend({ home: process.env.H }), process.env.REF).then(() => process.exit(0), () => process.exit(3));`], {
+      env: { ...process.env, MSB_ADDON: path.resolve('index.js'), H: home, REF: ref },
+      stdio: 'ignore',
+    });
+    const closed = new Promise((resolve) => child.on('close', (code, signal) => resolve(signal)));
+    // Kill it once every layer has come halfway.
+    const want = MANIFEST.rich.layers.length;
+    for (let i = 0; i < 400 && proxy.halfSent < want; i++) await new Promise((r) => setTimeout(r, 25));
+    assert.ok(proxy.halfSent >= want, `only ${proxy.halfSent} halves were sent`);
+    await new Promise((r) => setTimeout(r, 200));
+    child.kill('SIGKILL');
+    assert.equal(await closed, 'SIGKILL');
+    const left = tmpEntries(home).filter((n) => n.startsWith('partial-'));
+    assert.ok(left.length >= want, JSON.stringify(tmpEntries(home)));
+
+    proxy.stall = new Set();
+    proxy.ranges.length = 0;
+    const backend = new LocalBackend({ home });
+    const h = await Image.pullLocal(backend, ref);
+    assert.equal(h.manifestDigest, MANIFEST.rich.manifestDigest);
+    for (const layer of MANIFEST.rich.layers) {
+      const asked = proxy.ranges.filter(([d]) => d === layer);
+      assert.equal(asked.length, 1, JSON.stringify(proxy.ranges));
+      const from = Number(/^bytes=(\d+)-$/.exec(asked[0][1] ?? '')?.[1]);
+      assert.ok(from > 0, `layer ${layer} was asked for from the start: ${asked[0][1]}`);
+    }
+    assertBlobsVerified(home);
+    // The killed writers' own temporaries go with the next prune.
+    assert.deepEqual(tmpEntries(home).filter((n) => n.startsWith('partial-')), []);
+    await Image.pruneLocal(backend);
+    assert.deepEqual(tmpEntries(home), []);
   });
 });
