@@ -35,7 +35,7 @@ import { createRequire } from 'node:module'
 import os from 'node:os'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { MiB, TIME, fmtS, fmtX, log, machine, mbps, median, msSince, now, runner, sorted, stats, tarHeader } from './lib.mjs'
+import { MiB, TIME, fmtS, fmtX, log, machine, mbps, median, msSince, now, runner, sorted, runBenchmark, stats, tarHeader, writeLayout } from './lib.mjs'
 
 const HERE = path.dirname(fileURLToPath(import.meta.url))
 const ROOT = path.resolve(HERE, '..')
@@ -97,26 +97,12 @@ const work = fs.mkdtempSync(path.join(os.tmpdir(), 'msb-archive-bench-'))
 const skopeoTmp = path.join(work, 'skopeo-tmp') // skopeo's own temporaries
 fs.mkdirSync(skopeoTmp)
 const { run, syncAll, discard } = runner(work, { TMPDIR: skopeoTmp })
-const cleanup = () => fs.rmSync(work, { recursive: true, force: true })
-for (const sig of ['SIGINT', 'SIGTERM']) {
-  process.on(sig, () => {
-    log(`\n${sig}: removing ${work}`)
-    cleanup()
-    process.exit(130)
-  })
-}
-let failed = false
-try {
-  await main()
-} catch (e) {
-  failed = true
-  console.error('\nBENCHMARK FAILED:', e?.stack ?? e)
-} finally {
+const cleanup = () => {
   const t = now()
-  cleanup()
+  fs.rmSync(work, { recursive: true, force: true })
   log(`removed ${work} in ${fmtS(msSince(t))}`)
 }
-if (failed) process.exit(1)
+await runBenchmark(main, cleanup)
 
 function runChild(op, home, file) {
   const r = run(process.execPath, [SELF, '--child', op, home, file ?? ''])
@@ -162,43 +148,7 @@ function buildLayout(dir) {
     fs.renameSync(tmp, path.join(blobs, l.digest.slice(7)))
     layers.push(l)
   }
-  const putJson = (obj) => {
-    const b = Buffer.from(JSON.stringify(obj))
-    const hex = crypto.createHash('sha256').update(b).digest('hex')
-    fs.writeFileSync(path.join(blobs, hex), b)
-    return { digest: 'sha256:' + hex, size: b.length }
-  }
-  const created = '2026-01-01T00:00:00Z'
-  const config = putJson({
-    created,
-    architecture: 'amd64',
-    os: 'linux',
-    config: { Env: ['PATH=/usr/bin:/bin'], Cmd: ['/bin/sh'] },
-    rootfs: { type: 'layers', diff_ids: layers.map((l) => l.digest) },
-    history: layers.map((_, i) => ({ created, created_by: `bench layer ${i}` })),
-  })
-  const manifest = putJson({
-    schemaVersion: 2,
-    mediaType: 'application/vnd.oci.image.manifest.v1+json',
-    config: { mediaType: 'application/vnd.oci.image.config.v1+json', ...config },
-    layers: layers.map((l) => ({ mediaType: 'application/vnd.oci.image.layer.v1.tar', ...l })),
-  })
-  fs.writeFileSync(
-    path.join(dir, 'index.json'),
-    JSON.stringify({
-      schemaVersion: 2,
-      mediaType: 'application/vnd.oci.image.index.v1+json',
-      manifests: [
-        {
-          mediaType: 'application/vnd.oci.image.manifest.v1+json',
-          ...manifest,
-          annotations: { 'org.opencontainers.image.ref.name': 'big' },
-        },
-      ],
-    }),
-  )
-  fs.writeFileSync(path.join(dir, 'oci-layout'), JSON.stringify({ imageLayoutVersion: '1.0.0' }))
-  return { layers, config, manifest, bytes: layers.reduce((a, l) => a + l.size, 0) + config.size + manifest.size }
+  return writeLayout(dir, layers.map((l) => ({ ...l, diffId: l.digest })), 'application/vnd.oci.image.layer.v1.tar')
 }
 
 /** Reads one member of a tar file by walking its headers (seeking past data). */

@@ -30,6 +30,7 @@ import { fileURLToPath } from 'node:url'
 import v8 from 'node:v8'
 import vm from 'node:vm'
 
+import { runBenchmark } from './lib.mjs'
 import { prng, synthesize } from './synth.mjs'
 
 const HERE = path.dirname(fileURLToPath(import.meta.url))
@@ -151,18 +152,11 @@ const results = {
 
 const tStart = now()
 const work = fs.mkdtempSync(path.join(os.tmpdir(), 'msb-bench-'))
-let failed = false
-try {
-  await main()
-} catch (e) {
-  failed = true
-  console.error('\nBENCHMARK FAILED:', e?.stack ?? e)
-} finally {
+await runBenchmark(main, () => {
   const t = now()
   fs.rmSync(work, { recursive: true, force: true })
   log(`removed ${work} in ${fmtMs(msSince(t))}`)
-}
-if (failed) process.exit(1)
+})
 
 async function main() {
   log(`work dir ${work}`)

@@ -2,6 +2,7 @@
 // description, tar headers, and running commands under /usr/bin/time.
 
 import { spawnSync } from 'node:child_process'
+import crypto from 'node:crypto'
 import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
@@ -88,4 +89,75 @@ export function runner(work, env = {}) {
     syncAll()
   }
   return { run, syncAll, discard }
+}
+
+/**
+ * Completes an OCI layout in `dir` around layer blobs already in
+ * `blobs/sha256/`: a config (`amd64`, `linux`, the layers' diff_ids), a
+ * manifest labelling every layer `layerMediaType`, `index.json` naming it
+ * `big`, `oci-layout`. `layers`: `{ digest, size, diffId }`.
+ */
+export function writeLayout(dir, layers, layerMediaType) {
+  const blobs = path.join(dir, 'blobs', 'sha256')
+  const putJson = (obj) => {
+    const b = Buffer.from(JSON.stringify(obj))
+    const hex = crypto.createHash('sha256').update(b).digest('hex')
+    fs.writeFileSync(path.join(blobs, hex), b)
+    return { digest: 'sha256:' + hex, size: b.length }
+  }
+  const created = '2026-01-01T00:00:00Z'
+  const config = putJson({
+    created,
+    architecture: 'amd64',
+    os: 'linux',
+    config: { Env: ['PATH=/usr/bin:/bin'], Cmd: ['/bin/sh'] },
+    rootfs: { type: 'layers', diff_ids: layers.map((l) => l.diffId) },
+    history: layers.map((_, i) => ({ created, created_by: `bench layer ${i}` })),
+  })
+  const manifest = putJson({
+    schemaVersion: 2,
+    mediaType: 'application/vnd.oci.image.manifest.v1+json',
+    config: { mediaType: 'application/vnd.oci.image.config.v1+json', ...config },
+    layers: layers.map((l) => ({ mediaType: layerMediaType, digest: l.digest, size: l.size })),
+  })
+  fs.writeFileSync(
+    path.join(dir, 'index.json'),
+    JSON.stringify({
+      schemaVersion: 2,
+      mediaType: 'application/vnd.oci.image.index.v1+json',
+      manifests: [
+        {
+          mediaType: 'application/vnd.oci.image.manifest.v1+json',
+          ...manifest,
+          annotations: { 'org.opencontainers.image.ref.name': 'big' },
+        },
+      ],
+    }),
+  )
+  fs.writeFileSync(path.join(dir, 'oci-layout'), JSON.stringify({ imageLayoutVersion: '1.0.0' }))
+  return { layers, config, manifest, bytes: layers.reduce((a, l) => a + l.size, 0) + config.size + manifest.size }
+}
+
+/**
+ * Runs a benchmark's `main`, then `cleanup` (also on Ctrl-C or SIGTERM);
+ * a failure is printed and makes the process exit with 1.
+ */
+export async function runBenchmark(main, cleanup) {
+  for (const sig of ['SIGINT', 'SIGTERM']) {
+    process.on(sig, () => {
+      log(`\n${sig}: cleaning up`)
+      cleanup()
+      process.exit(130)
+    })
+  }
+  let failed = false
+  try {
+    await main()
+  } catch (e) {
+    failed = true
+    console.error('\nBENCHMARK FAILED:', e?.stack ?? e)
+  } finally {
+    cleanup()
+  }
+  if (failed) process.exit(1)
 }

@@ -29,7 +29,7 @@ import os from 'node:os'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import zlib from 'node:zlib'
-import { MiB, fmtS, fmtX, log, machine, median, msSince, now, runner, stats, tarHeader } from './lib.mjs'
+import { MiB, fmtS, fmtX, log, machine, median, msSince, now, runner, runBenchmark, stats, tarHeader, writeLayout } from './lib.mjs'
 
 const HERE = path.dirname(fileURLToPath(import.meta.url))
 const ROOT = path.resolve(HERE, '..')
@@ -102,36 +102,7 @@ async function buildLayout(dir) {
     layers.push(l)
     log(`built layer ${i + 1}/${LAYERS}: ${(l.size / MiB).toFixed(0)} MiB`)
   }
-  const putJson = (obj) => {
-    const b = Buffer.from(JSON.stringify(obj))
-    const hex = crypto.createHash('sha256').update(b).digest('hex')
-    fs.writeFileSync(path.join(blobs, hex), b)
-    return { digest: 'sha256:' + hex, size: b.length }
-  }
-  const created = '2026-01-01T00:00:00Z'
-  const config = putJson({
-    created,
-    architecture: 'amd64',
-    os: 'linux',
-    config: { Env: ['PATH=/usr/bin:/bin'], Cmd: ['/bin/sh'] },
-    rootfs: { type: 'layers', diff_ids: layers.map((l) => l.diffId) },
-    history: layers.map((_, i) => ({ created, created_by: `bench layer ${i}` })),
-  })
-  const manifest = putJson({
-    schemaVersion: 2,
-    mediaType: 'application/vnd.oci.image.manifest.v1+json',
-    config: { mediaType: 'application/vnd.oci.image.config.v1+json', ...config },
-    layers: layers.map((l) => ({ mediaType: 'application/vnd.oci.image.layer.v1.tar+gzip', digest: l.digest, size: l.size })),
-  })
-  fs.writeFileSync(
-    path.join(dir, 'index.json'),
-    JSON.stringify({
-      schemaVersion: 2,
-      manifests: [{ mediaType: 'application/vnd.oci.image.manifest.v1+json', ...manifest, annotations: { 'org.opencontainers.image.ref.name': 'big' } }],
-    }),
-  )
-  fs.writeFileSync(path.join(dir, 'oci-layout'), JSON.stringify({ imageLayoutVersion: '1.0.0' }))
-  const image = { layers, config, manifest, bytes: layers.reduce((a, l) => a + l.size, 0) + config.size + manifest.size }
+  const image = writeLayout(dir, layers, 'application/vnd.oci.image.layer.v1.tar+gzip')
   fs.writeFileSync(done, JSON.stringify(image))
   return image
 }
@@ -173,22 +144,8 @@ const cleanup = () => {
   registry?.child.kill()
   fs.rmSync(work, { recursive: true, force: true })
 }
-for (const sig of ['SIGINT', 'SIGTERM']) {
-  process.on(sig, () => {
-    cleanup()
-    process.exit(130)
-  })
-}
-let failed = false
-try {
-  await main()
-} catch (e) {
-  failed = true
-  console.error('\nBENCHMARK FAILED:', e?.stack ?? e)
-} finally {
-  cleanup()
-}
-process.exit(failed ? 1 : 0)
+await runBenchmark(main, cleanup)
+process.exit(0)
 
 async function main() {
   results.machine.skopeo = run(SKOPEO, ['--version']).stdout.trim()

@@ -475,14 +475,8 @@ pub fn stale_tmp_file(path: &Path) -> io::Result<Option<File>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
-    fn layout() -> (tempfile::TempDir, Layout) {
-        let home = tempfile::tempdir().unwrap();
-        let layout = Layout::new(home.path(), Duration::from_secs(1));
-        layout.ensure().unwrap();
-        (home, layout)
-    }
+    use crate::layout::tests::temp as layout;
 
     fn tmp_count(layout: &Layout) -> usize {
         fs::read_dir(layout.tmp_dir()).unwrap().count()

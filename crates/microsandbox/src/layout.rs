@@ -161,8 +161,16 @@ impl Layout {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// A fresh, ready layout in a temporary home (1 s lock waits).
+    pub(crate) fn temp() -> (tempfile::TempDir, Layout) {
+        let home = tempfile::tempdir().unwrap();
+        let layout = Layout::new(home.path(), Duration::from_secs(1));
+        layout.ensure().unwrap();
+        (home, layout)
+    }
 
     #[test]
     fn ensure_creates_a_valid_empty_layout_once() {

@@ -371,12 +371,7 @@ impl ParkedBlob {
 mod tests {
     use super::*;
 
-    fn layout() -> (tempfile::TempDir, Layout) {
-        let home = tempfile::tempdir().unwrap();
-        let layout = Layout::new(home.path(), Duration::from_secs(1));
-        layout.ensure().unwrap();
-        (home, layout)
-    }
+    use crate::layout::tests::temp as layout;
 
     fn mine(c: Claim) -> PartialWriter {
         match c {
