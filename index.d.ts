@@ -42,12 +42,27 @@ export declare class Image {
   /** `Image.remove` on a given backend. */
   static removeLocal(backend: LocalBackend, reference: string, options?: { force?: boolean }): Promise<void>
   /**
-   * Removes every reference no lease pins, then every blob nothing kept
-   * needs, stale temporary files and expired leases.
+   * With no options: removes every reference no lease pins, then every
+   * blob nothing kept needs, stale temporary files and expired leases.
+   * `dangling: true` keeps every reference and takes only content
+   * nothing needs. `unusedFor` (seconds, or `'36h'`, `'7d'`) takes only
+   * references unused for that long. `maxBytes` (bytes, or `'20GB'`,
+   * `'512MiB'`) evicts unpinned references least recently used first
+   * until the blobs fit; `overBudgetBytes` says how far leases keep it
+   * above. `dryRun: true` returns the same report and deletes nothing.
+   * Leased images survive every policy. Sizes are allocated bytes.
    */
-  static prune(): Promise<ImagePruneReport>
+  static prune(options?: { dryRun?: boolean; dangling?: boolean; unusedFor?: number | string; maxBytes?: number | string }): Promise<ImagePruneReport>
   /** `Image.prune` on a given backend. */
-  static pruneLocal(backend: LocalBackend): Promise<ImagePruneReport>
+  static pruneLocal(backend: LocalBackend, options?: { dryRun?: boolean; dangling?: boolean; unusedFor?: number | string; maxBytes?: number | string }): Promise<ImagePruneReport>
+  /**
+   * What the cache takes on disk, each blob counted once (allocated
+   * bytes, as `du` counts): totals, what `prune()` would free now, and
+   * per reference its size, shared and unique bytes.
+   */
+  static diskUsage(): Promise<DiskUsage>
+  /** `Image.diskUsage` on a given backend. */
+  static diskUsageLocal(backend: LocalBackend): Promise<DiskUsage>
   /**
    * Loads every named image of an OCI image layout directory (as
    * `skopeo copy ... oci:DIR:TAG` or umoci write it), an OCI archive (a
@@ -170,6 +185,20 @@ export declare class LocalBackend {
   get home(): string
 }
 
+/** What the cache takes on disk; every size is allocated bytes. */
+export interface DiskUsage {
+  /** Every file under the home's `cache/` and `leases/`. */
+  totalBytes: number
+  /** `blobs/sha256/`, each blob once. */
+  blobsBytes: number
+  /** `tmp/`: transfers in flight or left over. */
+  tmpBytes: number
+  /** What `prune()` would free now (its dry run's `bytesReclaimed`). */
+  reclaimableBytes: number
+  /** One entry per reference, newest first. */
+  images: Array<ImageUsage>
+}
+
 /** The stable `code` of every error this package rejects or throws with. */
 export declare enum ErrorCode {
   /** No cached reference matches. */
@@ -269,7 +298,7 @@ export interface ImagePruneReport {
   fsmetaRemoved: number
   /** VMDK descriptors deleted (none in an OCI-only cache). */
   vmdkRemoved: number
-  /** Bytes of the files actually deleted. */
+  /** Allocated bytes of the files deleted (for a dry run: that would be). */
   bytesReclaimed: number
   /** Config blobs deleted. */
   configsRemoved: number
@@ -277,6 +306,30 @@ export interface ImagePruneReport {
   tmpFilesRemoved: number
   /** Expired lease files deleted. */
   expiredLeasesRemoved: number
+  /** The references taken (or, for a dry run, that would be). */
+  removed: Array<RemovedImage>
+  /** With `maxBytes`: how far above the budget leases keep the blobs. */
+  overBudgetBytes: number
+  /** Whether nothing was deleted (a dry run). */
+  dryRun: boolean
+}
+
+/** One reference's share of the disk. */
+export interface ImageUsage {
+  /** The familiar reference. */
+  reference: string
+  /** The digest it points at. */
+  manifestDigest: string
+  /** Every blob it needs, shared ones in full. */
+  sizeBytes: number
+  /** The part another reference or a lease also needs. */
+  sharedBytes: number
+  /** What removing it alone, then a prune, frees. */
+  uniqueBytes: number
+  /** Whether a lease pins it. */
+  inUse: boolean
+  /** When a lease last took it. */
+  lastUsedAt: Date | null
 }
 
 /** What holds a lease. */
@@ -299,4 +352,14 @@ export interface ProgressEvent {
   bytes: number
   /** Bytes in all, when known. */
   totalBytes: number | null
+}
+
+/** One reference a prune took. */
+export interface RemovedImage {
+  /** `python:3.12`, or the manifest digest of an unnamed entry. */
+  reference: string
+  /** The digest it pointed at. */
+  manifestDigest: string
+  /** Its blobs' allocated bytes, shared ones in full. */
+  bytes: number
 }

@@ -137,6 +137,19 @@ export function blobsOf(...summaries) {
 
 export const sum = (xs) => [...xs].reduce((a, b) => a + b, 0);
 
+/** The bytes blobs of a home occupy on disk (allocated blocks, as `du` counts); absent ones count 0. */
+export function allocated(home, digests) {
+  let total = 0;
+  for (const d of new Set(digests)) {
+    try {
+      total += fs.statSync(path.join(blobsDir(home), d.replace(/^sha256:/, ''))).blocks * 512;
+    } catch (e) {
+      if (e.code !== 'ENOENT') throw e;
+    }
+  }
+  return total;
+}
+
 /** The references a backend lists, in list order. */
 export async function refs(backend) {
   return (await Image.listLocal(backend)).map((h) => h.reference);

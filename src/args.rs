@@ -145,6 +145,29 @@ pub fn opt_number(obj: &Option<Object>, key: &str) -> ArgResult<Option<f64>> {
     }
 }
 
+/// An optional field that is a finite number >= 0 or a string.
+pub enum NumberOrString {
+    /// A number.
+    Number(f64),
+    /// A string.
+    String(String),
+}
+
+/// An optional number-or-string field (`unusedFor: 3600` or `'36h'`).
+pub fn opt_number_or_string(obj: &Option<Object>, key: &str) -> ArgResult<Option<NumberOrString>> {
+    let Some(v) = field(obj, key)? else {
+        return Ok(None);
+    };
+    match type_of(&v) {
+        ValueType::String => Ok(Some(NumberOrString::String(string(Some(v), key)?))),
+        ValueType::Number => opt_number(obj, key).map(|n| n.map(NumberOrString::Number)),
+        t => Err(invalid(format!(
+            "{key} must be a number or a string, got {}",
+            type_name(t)
+        ))),
+    }
+}
+
 /// An optional function field, as a `Function` to build a threadsafe
 /// function from.
 pub fn opt_function<'a, Args: JsValuesTupleIntoVec, Ret: FromNapiValue>(

@@ -11,9 +11,12 @@ use napi::threadsafe_function::ThreadsafeFunctionCallMode;
 use napi_derive::napi;
 
 use crate::args;
+use crate::args::NumberOrString;
 use crate::backend::LocalBackend;
 use crate::task::CoreTask;
-use crate::types::{ImageDetail, ImageHandle, ImageLease, ImagePruneReport, ProgressEvent};
+use crate::types::{
+    DiskUsage, ImageDetail, ImageHandle, ImageLease, ImagePruneReport, ProgressEvent,
+};
 
 type Backend = MicrosandboxResult<core::LocalBackend>;
 
@@ -72,10 +75,39 @@ fn remove_with(b: Backend, reference: Unknown, options: Unknown) -> AsyncTask<Co
     })
 }
 
-fn prune_with(b: Backend) -> AsyncTask<CoreTask<ImagePruneReport>> {
+fn prune_with(b: Backend, options: Unknown) -> AsyncTask<CoreTask<ImagePruneReport>> {
     spawn(b, |b| {
-        Ok(move || b.prune_images().map(ImagePruneReport::from))
+        let opts = args::options(Some(options), "options")?;
+        let unused_for = match args::opt_number_or_string(&opts, "unusedFor")? {
+            None => None,
+            Some(NumberOrString::Number(secs)) => {
+                Some(std::time::Duration::try_from_secs_f64(secs).map_err(|e| {
+                    MicrosandboxError::new(
+                        core::ErrorKind::InvalidArgument,
+                        format!("unusedFor: {e}"),
+                    )
+                })?)
+            }
+            Some(NumberOrString::String(s)) => Some(core::policy::parse_duration(&s)?),
+        };
+        let max_bytes = match args::opt_number_or_string(&opts, "maxBytes")? {
+            None => None,
+            Some(NumberOrString::Number(n)) => Some(n as u64),
+            Some(NumberOrString::String(s)) => Some(core::policy::parse_size(&s)?),
+        };
+        let options = core::PruneOptions {
+            dry_run: args::opt_bool(&opts, "dryRun")?.unwrap_or(false),
+            dangling: args::opt_bool(&opts, "dangling")?.unwrap_or(false),
+            unused_for,
+            max_bytes,
+        };
+        options.check()?;
+        Ok(move || b.prune_images_with(&options).map(ImagePruneReport::from))
     })
+}
+
+fn disk_usage_with(b: Backend) -> AsyncTask<CoreTask<DiskUsage>> {
+    spawn(b, |b| Ok(move || b.disk_usage().map(DiskUsage::from)))
 }
 
 fn load_with(b: Backend, path: Unknown, options: Unknown) -> AsyncTask<CoreTask<Vec<ImageHandle>>> {
@@ -326,20 +358,50 @@ impl Image {
         remove_with(local(backend), reference, options)
     }
 
-    /// Removes every reference no lease pins, then every blob nothing kept
-    /// needs, stale temporary files and expired leases.
-    #[napi(ts_return_type = "Promise<ImagePruneReport>")]
-    pub fn prune() -> AsyncTask<CoreTask<ImagePruneReport>> {
-        prune_with(ambient())
+    /// With no options: removes every reference no lease pins, then every
+    /// blob nothing kept needs, stale temporary files and expired leases.
+    /// `dangling: true` keeps every reference and takes only content
+    /// nothing needs. `unusedFor` (seconds, or `'36h'`, `'7d'`) takes only
+    /// references unused for that long. `maxBytes` (bytes, or `'20GB'`,
+    /// `'512MiB'`) evicts unpinned references least recently used first
+    /// until the blobs fit; `overBudgetBytes` says how far leases keep it
+    /// above. `dryRun: true` returns the same report and deletes nothing.
+    /// Leased images survive every policy. Sizes are allocated bytes.
+    #[napi(
+        ts_args_type = "options?: { dryRun?: boolean; dangling?: boolean; unusedFor?: number | string; maxBytes?: number | string }",
+        ts_return_type = "Promise<ImagePruneReport>"
+    )]
+    pub fn prune(options: Unknown) -> AsyncTask<CoreTask<ImagePruneReport>> {
+        prune_with(ambient(), options)
     }
 
     /// `Image.prune` on a given backend.
     #[napi(
-        ts_args_type = "backend: LocalBackend",
+        ts_args_type = "backend: LocalBackend, options?: { dryRun?: boolean; dangling?: boolean; unusedFor?: number | string; maxBytes?: number | string }",
         ts_return_type = "Promise<ImagePruneReport>"
     )]
-    pub fn prune_local(backend: Unknown) -> AsyncTask<CoreTask<ImagePruneReport>> {
-        prune_with(local(backend))
+    pub fn prune_local(
+        backend: Unknown,
+        options: Unknown,
+    ) -> AsyncTask<CoreTask<ImagePruneReport>> {
+        prune_with(local(backend), options)
+    }
+
+    /// What the cache takes on disk, each blob counted once (allocated
+    /// bytes, as `du` counts): totals, what `prune()` would free now, and
+    /// per reference its size, shared and unique bytes.
+    #[napi(ts_return_type = "Promise<DiskUsage>")]
+    pub fn disk_usage() -> AsyncTask<CoreTask<DiskUsage>> {
+        disk_usage_with(ambient())
+    }
+
+    /// `Image.diskUsage` on a given backend.
+    #[napi(
+        ts_args_type = "backend: LocalBackend",
+        ts_return_type = "Promise<DiskUsage>"
+    )]
+    pub fn disk_usage_local(backend: Unknown) -> AsyncTask<CoreTask<DiskUsage>> {
+        disk_usage_with(local(backend))
     }
 
     /// Loads every named image of an OCI image layout directory (as

@@ -225,7 +225,7 @@ pub struct ImagePruneReport {
     pub fsmeta_removed: f64,
     /// VMDK descriptors deleted (none in an OCI-only cache).
     pub vmdk_removed: f64,
-    /// Bytes of the files actually deleted.
+    /// Allocated bytes of the files deleted (for a dry run: that would be).
     pub bytes_reclaimed: f64,
     /// Config blobs deleted.
     pub configs_removed: f64,
@@ -233,6 +233,81 @@ pub struct ImagePruneReport {
     pub tmp_files_removed: f64,
     /// Expired lease files deleted.
     pub expired_leases_removed: f64,
+    /// The references taken (or, for a dry run, that would be).
+    pub removed: Vec<RemovedImage>,
+    /// With `maxBytes`: how far above the budget leases keep the blobs.
+    pub over_budget_bytes: f64,
+    /// Whether nothing was deleted (a dry run).
+    pub dry_run: bool,
+}
+
+/// One reference a prune took.
+#[napi(object)]
+pub struct RemovedImage {
+    /// `python:3.12`, or the manifest digest of an unnamed entry.
+    pub reference: String,
+    /// The digest it pointed at.
+    pub manifest_digest: String,
+    /// Its blobs' allocated bytes, shared ones in full.
+    pub bytes: f64,
+}
+
+/// What the cache takes on disk; every size is allocated bytes.
+#[napi(object)]
+pub struct DiskUsage {
+    /// Every file under the home's `cache/` and `leases/`.
+    pub total_bytes: f64,
+    /// `blobs/sha256/`, each blob once.
+    pub blobs_bytes: f64,
+    /// `tmp/`: transfers in flight or left over.
+    pub tmp_bytes: f64,
+    /// What `prune()` would free now (its dry run's `bytesReclaimed`).
+    pub reclaimable_bytes: f64,
+    /// One entry per reference, newest first.
+    pub images: Vec<ImageUsage>,
+}
+
+/// One reference's share of the disk.
+#[napi(object, use_nullable = true)]
+pub struct ImageUsage {
+    /// The familiar reference.
+    pub reference: String,
+    /// The digest it points at.
+    pub manifest_digest: String,
+    /// Every blob it needs, shared ones in full.
+    pub size_bytes: f64,
+    /// The part another reference or a lease also needs.
+    pub shared_bytes: f64,
+    /// What removing it alone, then a prune, frees.
+    pub unique_bytes: f64,
+    /// Whether a lease pins it.
+    pub in_use: bool,
+    /// When a lease last took it.
+    pub last_used_at: Option<DateTime<Utc>>,
+}
+
+impl From<core::DiskUsage> for DiskUsage {
+    fn from(u: core::DiskUsage) -> Self {
+        DiskUsage {
+            total_bytes: num(u.total_bytes),
+            blobs_bytes: num(u.blobs_bytes),
+            tmp_bytes: num(u.tmp_bytes),
+            reclaimable_bytes: num(u.reclaimable_bytes),
+            images: u
+                .images
+                .into_iter()
+                .map(|i| ImageUsage {
+                    reference: i.reference,
+                    manifest_digest: i.manifest_digest,
+                    size_bytes: num(i.size_bytes),
+                    shared_bytes: num(i.shared_bytes),
+                    unique_bytes: num(i.unique_bytes),
+                    in_use: i.in_use,
+                    last_used_at: i.last_used_at.map(date),
+                })
+                .collect(),
+        }
+    }
 }
 
 impl From<core::ImagePruneReport> for ImagePruneReport {
@@ -247,6 +322,17 @@ impl From<core::ImagePruneReport> for ImagePruneReport {
             configs_removed: num(r.configs_removed),
             tmp_files_removed: num(r.tmp_files_removed),
             expired_leases_removed: num(r.expired_leases_removed),
+            removed: r
+                .removed
+                .into_iter()
+                .map(|i| RemovedImage {
+                    reference: i.reference,
+                    manifest_digest: i.manifest_digest,
+                    bytes: num(i.bytes),
+                })
+                .collect(),
+            over_budget_bytes: num(r.over_budget_bytes),
+            dry_run: r.dry_run,
         }
     }
 }

@@ -15,12 +15,14 @@ use crate::content;
 use crate::digest::Digest;
 use crate::error::{ErrorKind, MicrosandboxError, MicrosandboxResult};
 use crate::handle::{
-    ImageConfigDetail, ImageDetail, ImageHandle, ImageLayerDetail, ImageLease, ImagePruneReport,
+    DiskUsage, ImageConfigDetail, ImageDetail, ImageHandle, ImageLayerDetail, ImageLease,
+    ImagePruneReport,
 };
 use crate::layout::Layout;
 use crate::lease::{self, LeaseKind, LeaseRecord, Pins};
 use crate::lock::LockMode;
 use crate::model::{Shape, ANN_LAST_USED};
+use crate::policy::PruneOptions;
 use crate::reference::Reference;
 use crate::registry::{PullOptions, PullPolicy};
 use crate::{gc, time};
@@ -274,7 +276,20 @@ impl LocalBackend {
 
     /// Runs the default prune. Blocking.
     pub fn prune_images(&self) -> MicrosandboxResult<ImagePruneReport> {
-        gc::prune(self.layout_ready()?)
+        self.prune_images_with(&PruneOptions::default())
+    }
+
+    /// Runs a prune with a policy, or its dry run. Blocking.
+    pub fn prune_images_with(
+        &self,
+        options: &PruneOptions,
+    ) -> MicrosandboxResult<ImagePruneReport> {
+        gc::prune(self.layout_ready()?, options)
+    }
+
+    /// Measures what the cache takes on disk. Blocking.
+    pub fn disk_usage(&self) -> MicrosandboxResult<DiskUsage> {
+        crate::usage::disk_usage(self.layout_ready()?)
     }
 
     /// Loads every named image of an OCI layout directory, an OCI archive

@@ -1,152 +1,268 @@
-//! Prune: mark from the roots, sweep `blobs/`, `tmp/` and expired leases.
+//! Prune: choose the references that go (see [`crate::policy`]), mark from
+//! the roots that stay, sweep `blobs/`, `tmp/` and expired leases.
 //!
 //! Roots are the references kept and everything an unexpired lease pins.
-//! The index is rewritten without the removed references before any blob
-//! is deleted, so a crash mid-sweep leaves unreachable blobs for the next
-//! prune, never a reference to a deleted blob. The whole run holds the
-//! exclusive cache lock: no commit can land between mark and sweep.
+//! A prune is planned first, from one census of the cache, and a dry run
+//! returns that plan's report; a real prune then carries the same plan out
+//! under the exclusive lock, so with nothing changing in between it removes
+//! exactly what the dry run listed. The index is rewritten without the
+//! removed references before any blob is deleted, so a crash mid-sweep
+//! leaves unreachable blobs for the next prune, never a reference to a
+//! deleted blob. No commit can land between mark and sweep.
 
 use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::time::SystemTime;
 
+use crate::census::{self, allocated, graph_of, read_dir, Graph, Kind};
 use crate::digest::Digest;
 use crate::error::{MicrosandboxError, MicrosandboxResult};
 use crate::fsutil::{read_bounded, sync_dir, ATOMIC_TMP_MARK};
-use crate::handle::ImagePruneReport;
+use crate::handle::{ImagePruneReport, RemovedImage};
 use crate::ingest::stale_tmp_file;
 use crate::layout::Layout;
-use crate::lease::{self, Pins};
+use crate::lease::{self, LeaseRecord, Pins};
 use crate::lock::LockMode;
-use crate::model::{ManifestDoc, Shape};
+use crate::model::{Descriptor, IndexFile, ManifestDoc, ANN_CREATED, ANN_LAST_USED};
 use crate::partial::digest_of_name;
-use crate::{content, time};
+use crate::policy::{evict_to_budget, PruneOptions};
+use crate::reference::Reference;
+use crate::time;
 
-/// What a blob is, as far as the graph tells.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Kind {
-    Manifest,
-    Config,
-    Layer,
+/// Runs a prune: planned under the shared lock for a dry run, planned and
+/// carried out under the exclusive lock otherwise.
+///
+/// # Errors
+///
+/// [`crate::ErrorKind::InvalidArgument`] for contradictory options;
+/// [`crate::ErrorKind::CorruptCache`] when a root that stays cannot be
+/// read (what it needs cannot be known); `Busy`; `Io`.
+pub fn prune(layout: &Layout, options: &PruneOptions) -> MicrosandboxResult<ImagePruneReport> {
+    options.check()?;
+    layout.ensure()?;
+    let mode = if options.dry_run {
+        LockMode::Shared
+    } else {
+        LockMode::Exclusive
+    };
+    let _guard = layout.lock(mode)?;
+    let plan = plan(layout, options, time::now())?;
+    if options.dry_run {
+        return Ok(plan.report);
+    }
+    execute(layout, plan)
 }
 
-/// The blobs reachable from a set of roots, with their kinds.
-#[derive(Debug, Default)]
-struct Graph {
-    kinds: HashMap<Digest, Kind>,
+/// What a prune will do.
+pub struct Plan {
+    /// The index without the references that go.
+    index: IndexFile,
+    /// Whether any reference goes.
+    index_changes: bool,
+    /// Blobs to delete, with their kinds.
+    blobs: Vec<(PathBuf, Kind)>,
+    /// Files of dead writers in `tmp/`.
+    tmp: Vec<PathBuf>,
+    /// Expired leases.
+    leases: Vec<LeaseRecord>,
+    /// Leftovers of interrupted atomic writes.
+    leftovers: Vec<PathBuf>,
+    /// The report, as it will be if nothing changes meanwhile.
+    pub report: ImagePruneReport,
 }
 
-impl Graph {
-    /// Walks a manifest or index and everything below it. A missing root is
-    /// skipped: it needs nothing. A root that does not parse stops the
-    /// prune, since what it needs cannot be known.
-    fn walk_manifest(&mut self, layout: &Layout, digest: &Digest) -> MicrosandboxResult<()> {
-        if self.kinds.contains_key(digest) {
-            return Ok(());
-        }
-        if !layout.has_blob(digest) {
-            return Ok(());
-        }
-        self.kinds.insert(digest.clone(), Kind::Manifest);
-        let doc = content::read_doc(layout, digest)?;
-        match doc.shape() {
-            Ok(Shape::Index(children)) => {
-                for child in children {
-                    self.walk_manifest(layout, &child.digest)?;
-                }
-            }
-            Ok(Shape::Image { config, layers }) => {
-                self.kinds.insert(config.digest.clone(), Kind::Config);
-                for layer in layers {
-                    self.kinds
-                        .entry(layer.digest.clone())
-                        .or_insert(Kind::Layer);
-                }
-            }
-            Err(_) => unreachable!("read_doc checks the shape"),
-        }
-        Ok(())
+/// When a reference was last used: its last lease, else its entry into
+/// the cache, else (an entry another tool wrote) its manifest file's time.
+pub fn last_use(layout: &Layout, d: &Descriptor) -> SystemTime {
+    let ann = |k: &str| d.annotations.get(k).and_then(|t| time::parse(t));
+    ann(ANN_LAST_USED)
+        .or_else(|| ann(ANN_CREATED))
+        .or_else(|| {
+            fs::metadata(layout.blob_path(&d.digest))
+                .and_then(|m| m.modified())
+                .ok()
+        })
+        .unwrap_or(SystemTime::UNIX_EPOCH)
+}
+
+/// How a removed entry is named in reports.
+pub fn shown_name(d: &Descriptor) -> String {
+    match d.ref_name() {
+        Some(name) => Reference::parse(name).map_or_else(|_| name.to_owned(), |r| r.familiar()),
+        None => d.digest.to_string(),
     }
 }
 
-/// Runs the default prune: every reference no lease pins goes, then every
-/// blob nothing kept needs, stale temporaries and expired leases.
-pub fn prune(layout: &Layout) -> MicrosandboxResult<ImagePruneReport> {
-    layout.ensure()?;
-    let _guard = layout.lock(LockMode::Exclusive)?;
-    let now = time::now();
+/// The bytes a graph's blobs take, shared ones in full.
+fn weight(graph: &Graph, sizes: &HashMap<Digest, u64>) -> u64 {
+    graph.iter().filter_map(|(d, _)| sizes.get(d)).sum()
+}
+
+/// Plans a prune from one census of the cache. The caller holds a cache
+/// lock (shared for a dry run).
+///
+/// # Errors
+///
+/// As [`prune`].
+pub fn plan(layout: &Layout, options: &PruneOptions, now: SystemTime) -> MicrosandboxResult<Plan> {
     let leases = lease::list(layout)?;
     let pins = Pins::of(&leases, now);
-    let mut report = ImagePruneReport::default();
-
     let mut index = layout.read_index()?;
-    let (kept, removed): (Vec<_>, Vec<_>) = index
-        .manifests
-        .drain(..)
-        .partition(|d| pins.manifests.contains(&d.digest));
-    index.manifests = kept;
+    let sizes = census::blob_sizes(layout)?;
+    let entries = std::mem::take(&mut index.manifests);
+    let pinned = |d: &Descriptor| pins.manifests.contains(&d.digest);
 
-    // Mark before anything changes: a root that cannot be read fails the
-    // prune with the cache as it was.
-    let mut keep = Graph::default();
-    for d in &index.manifests {
-        keep.walk_manifest(layout, &d.digest)?;
+    // Which references go.
+    let mut goes = vec![false; entries.len()];
+    let mut over_budget = 0;
+    if options.takes_every_unpinned() {
+        for (i, d) in entries.iter().enumerate() {
+            goes[i] = !pinned(d);
+        }
+    }
+    if let Some(age) = options.unused_for {
+        let cutoff = now.checked_sub(age).unwrap_or(SystemTime::UNIX_EPOCH);
+        for (i, d) in entries.iter().enumerate() {
+            goes[i] = !pinned(d) && last_use(layout, d) < cutoff;
+        }
+    }
+    let mut graphs = census::walk_all(
+        layout,
+        entries
+            .iter()
+            .map(|d| &d.digest)
+            .chain(pins.manifests.iter()),
+    );
+    if let Some(budget) = options.max_bytes {
+        let mut fixed: Vec<Graph> = Vec::new();
+        let mut lru: Vec<(SystemTime, String, usize)> = Vec::new();
+        for (i, d) in entries.iter().enumerate() {
+            if goes[i] {
+                continue;
+            }
+            if pinned(d) {
+                fixed.push(graph_of(&graphs, &d.digest)?);
+            } else {
+                lru.push((
+                    last_use(layout, d),
+                    d.ref_name().unwrap_or("").to_owned(),
+                    i,
+                ));
+            }
+        }
+        for digest in &pins.manifests {
+            fixed.push(graph_of(&graphs, digest)?);
+        }
+        lru.sort();
+        let candidates = lru
+            .iter()
+            .map(|(_, _, i)| graph_of(&graphs, &entries[*i].digest))
+            .collect::<MicrosandboxResult<Vec<Graph>>>()?;
+        let loose: HashSet<Digest> = pins.blobs.iter().cloned().collect();
+        let eviction = evict_to_budget(budget, &sizes, &fixed, &loose, &candidates);
+        for k in eviction.evicted {
+            goes[lru[k].2] = true;
+        }
+        over_budget = eviction.bytes_after.saturating_sub(budget);
+    }
+
+    // Mark before anything changes: a root that stays and cannot be read
+    // fails the prune with the cache as it was.
+    let mut keep: HashSet<Digest> = pins.blobs.iter().cloned().collect();
+    let mut report = ImagePruneReport {
+        over_budget_bytes: over_budget,
+        dry_run: options.dry_run,
+        ..Default::default()
+    };
+    let mut gone_kinds: HashMap<Digest, Kind> = HashMap::new();
+    let mut kept_entries = Vec::with_capacity(entries.len());
+    for (i, d) in entries.into_iter().enumerate() {
+        if goes[i] {
+            // A removed root that does not parse still goes; its children
+            // are classified by sniffing below.
+            let g = graph_of(&graphs, &d.digest).unwrap_or_else(|_| Vec::new().into());
+            for (digest, kind) in g.iter() {
+                gone_kinds.entry(digest.clone()).or_insert(*kind);
+            }
+            if d.ref_name().is_some() {
+                report.image_refs_removed += 1;
+            }
+            report.removed.push(RemovedImage {
+                reference: shown_name(&d),
+                manifest_digest: d.digest.to_string(),
+                bytes: weight(&g, &sizes),
+            });
+        } else {
+            keep.extend(graph_of(&graphs, &d.digest)?.iter().map(|(x, _)| x.clone()));
+            kept_entries.push(d);
+        }
     }
     for digest in &pins.manifests {
-        keep.walk_manifest(layout, digest)?;
+        keep.extend(graph_of(&graphs, digest)?.iter().map(|(x, _)| x.clone()));
     }
-    if !removed.is_empty() {
-        layout.write_index(&index)?;
+    graphs.clear();
+    let index_changes = goes.iter().any(|g| *g);
+    index.manifests = kept_entries;
+
+    let mut blobs = Vec::new();
+    let mut sorted: Vec<(&Digest, &u64)> =
+        sizes.iter().filter(|(d, _)| !keep.contains(*d)).collect();
+    sorted.sort();
+    for (digest, size) in sorted {
+        let path = layout.blob_path(digest);
+        let kind = gone_kinds
+            .get(digest)
+            .copied()
+            .unwrap_or_else(|| sniff(&path));
+        report.bytes_reclaimed += size;
+        match kind {
+            Kind::Manifest => report.manifests_removed += 1,
+            Kind::Config => report.configs_removed += 1,
+            Kind::Layer => report.layers_removed += 1,
+        }
+        blobs.push((path, kind));
     }
-    report.image_refs_removed = removed.iter().filter(|d| d.ref_name().is_some()).count() as u64;
     let pinned_blobs: HashSet<&Digest> = pins.blobs.iter().collect();
-
-    // Classify what goes: the removed references' graphs tell most kinds.
-    let mut gone = Graph::default();
-    for d in &removed {
-        // A removed root that does not parse still goes; its children are
-        // classified by sniffing below.
-        let _ = gone.walk_manifest(layout, &d.digest);
-    }
-
-    sweep_blobs(layout, &keep, &pinned_blobs, &gone, &mut report)?;
-    sweep_tmp(layout, &pinned_blobs, &mut report)?;
-    for l in leases.iter().filter(|l| l.is_expired(now)) {
-        if lease::remove(layout, &l.id)? {
-            report.expired_leases_removed += 1;
+    let tmp = stale_tmp(layout, &pinned_blobs)?;
+    let leftovers: Vec<PathBuf> = atomic_leftovers(layout.oci_dir())?
+        .into_iter()
+        .chain(atomic_leftovers(layout.leases_dir())?)
+        .collect();
+    for path in tmp.iter().chain(&leftovers) {
+        if let Ok(m) = fs::symlink_metadata(path) {
+            report.tmp_files_removed += 1;
+            report.bytes_reclaimed += allocated(&m);
         }
     }
-    sweep_atomic_leftovers(layout.oci_dir(), &mut report)?;
-    sweep_atomic_leftovers(layout.leases_dir(), &mut report)?;
-    Ok(report)
+    let expired: Vec<LeaseRecord> = leases.into_iter().filter(|l| l.is_expired(now)).collect();
+    report.expired_leases_removed = expired.len() as u64;
+    Ok(Plan {
+        index,
+        index_changes,
+        blobs,
+        tmp,
+        leases: expired,
+        leftovers,
+        report,
+    })
 }
 
-fn sweep_blobs(
-    layout: &Layout,
-    keep: &Graph,
-    pinned: &HashSet<&Digest>,
-    gone: &Graph,
-    report: &mut ImagePruneReport,
-) -> MicrosandboxResult<()> {
-    let dir = layout.blobs_dir();
-    let mut doomed: Vec<(PathBuf, Option<Kind>)> = Vec::new();
-    for entry in read_dir(dir)? {
-        let name = entry.file_name();
-        let Ok(digest) = Digest::from_hex(&name.to_string_lossy()) else {
-            continue; // not ours to judge
-        };
-        if !is_regular(&entry) || keep.kinds.contains_key(&digest) || pinned.contains(&digest) {
-            continue;
-        }
-        doomed.push((entry.path(), gone.kinds.get(&digest).copied()));
+/// Carries a plan out; the caller holds the exclusive lock. The report
+/// counts what was actually deleted.
+fn execute(layout: &Layout, plan: Plan) -> MicrosandboxResult<ImagePruneReport> {
+    let mut report = ImagePruneReport {
+        image_refs_removed: plan.report.image_refs_removed,
+        removed: plan.report.removed,
+        over_budget_bytes: plan.report.over_budget_bytes,
+        ..Default::default()
+    };
+    if plan.index_changes {
+        layout.write_index(&plan.index)?;
     }
-    let outcomes = crate::par::in_parallel(&doomed, |(path, kind)| {
-        let kind = match kind {
-            Some(k) => *k,
-            None => sniff(path),
-        };
-        Ok(delete(path)?.map(|size| (kind, size)))
+    let outcomes = crate::par::in_parallel(&plan.blobs, |(path, kind)| {
+        Ok(delete(path)?.map(|size| (*kind, size)))
     })?;
     for (kind, size) in outcomes.into_iter().flatten() {
         report.bytes_reclaimed += size;
@@ -156,10 +272,35 @@ fn sweep_blobs(
             Kind::Layer => report.layers_removed += 1,
         }
     }
-    if !doomed.is_empty() {
-        sync_dir(dir)?;
+    if !plan.blobs.is_empty() {
+        sync_dir(layout.blobs_dir())?;
     }
-    Ok(())
+    for path in &plan.tmp {
+        // Still dead? A writer may have taken the name since the plan.
+        let held = match stale_tmp_file(path) {
+            Ok(Some(lock)) => lock,
+            Ok(None) => continue,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(MicrosandboxError::io("open", path, e)),
+        };
+        if let Some(size) = delete(path)? {
+            report.tmp_files_removed += 1;
+            report.bytes_reclaimed += size;
+        }
+        drop(held);
+    }
+    for l in &plan.leases {
+        if lease::remove(layout, &l.id)? {
+            report.expired_leases_removed += 1;
+        }
+    }
+    for path in &plan.leftovers {
+        if let Some(size) = delete(path)? {
+            report.tmp_files_removed += 1;
+            report.bytes_reclaimed += size;
+        }
+    }
+    Ok(report)
 }
 
 /// Guesses the kind of an orphan no graph reaches: small JSON that parses
@@ -185,10 +326,11 @@ fn sniff(path: &Path) -> Kind {
     }
 }
 
-/// Deletes a file, returning its size; `None` if it was already gone.
+/// Deletes a file, returning the bytes it occupied; `None` if it was
+/// already gone.
 fn delete(path: &Path) -> MicrosandboxResult<Option<u64>> {
     let size = match fs::symlink_metadata(path) {
-        Ok(m) => m.len(),
+        Ok(m) => allocated(&m),
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(MicrosandboxError::io("stat", path, e)),
     };
@@ -199,29 +341,15 @@ fn delete(path: &Path) -> MicrosandboxResult<Option<u64>> {
     }
 }
 
-fn read_dir(dir: &Path) -> MicrosandboxResult<Vec<fs::DirEntry>> {
-    let entries = match fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(MicrosandboxError::io("read directory", dir, e)),
-    };
-    entries
-        .collect::<io::Result<Vec<_>>>()
-        .map_err(|e| MicrosandboxError::io("read directory", dir, e))
-}
-
 fn is_regular(entry: &fs::DirEntry) -> bool {
     entry.file_type().is_ok_and(|t| t.is_file())
 }
 
-/// Deletes every file in `tmp/` whose writer is gone (its lock is free),
-/// except the partial downloads of blobs a lease pins: a running pull
-/// waits to commit them. Anything but a regular file is left alone.
-fn sweep_tmp(
-    layout: &Layout,
-    pinned: &HashSet<&Digest>,
-    report: &mut ImagePruneReport,
-) -> MicrosandboxResult<()> {
+/// The files in `tmp/` whose writer is gone (their lock is free), except
+/// the partial downloads of blobs a lease pins: a running pull waits to
+/// commit them. Anything but a regular file is left alone.
+pub fn stale_tmp(layout: &Layout, pinned: &HashSet<&Digest>) -> MicrosandboxResult<Vec<PathBuf>> {
+    let mut out = Vec::new();
     for entry in read_dir(layout.tmp_dir())? {
         if !is_regular(&entry) {
             continue;
@@ -231,35 +359,28 @@ fn sweep_tmp(
             continue;
         }
         let path = entry.path();
-        let held = match stale_tmp_file(&path) {
-            Ok(Some(lock)) => lock,
-            Ok(None) => continue,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+        match stale_tmp_file(&path) {
+            Ok(Some(_lock)) => out.push(path),
+            Ok(None) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(MicrosandboxError::io("open", &path, e)),
-        };
-        if let Some(size) = delete(&path)? {
-            report.tmp_files_removed += 1;
-            report.bytes_reclaimed += size;
         }
-        drop(held);
     }
-    Ok(())
+    out.sort();
+    Ok(out)
 }
 
-/// Deletes the temporaries of atomic writes a crash left in `dir`. Those
-/// writes happen under the cache lock, which prune holds exclusively, so
-/// none is live.
-fn sweep_atomic_leftovers(dir: &Path, report: &mut ImagePruneReport) -> MicrosandboxResult<()> {
+/// The temporaries of atomic writes a crash left in `dir`. Those writes
+/// happen under the cache lock, which a prune holds, so none is live.
+fn atomic_leftovers(dir: &Path) -> MicrosandboxResult<Vec<PathBuf>> {
+    let mut out = Vec::new();
     for entry in read_dir(dir)? {
         let name = entry.file_name();
         let name = name.to_string_lossy();
-        if !(name.starts_with('.') && name.contains(ATOMIC_TMP_MARK) && is_regular(&entry)) {
-            continue;
-        }
-        if let Some(size) = delete(&entry.path())? {
-            report.tmp_files_removed += 1;
-            report.bytes_reclaimed += size;
+        if name.starts_with('.') && name.contains(ATOMIC_TMP_MARK) && is_regular(&entry) {
+            out.push(entry.path());
         }
     }
-    Ok(())
+    out.sort();
+    Ok(out)
 }

@@ -131,7 +131,8 @@ pub struct ImagePruneReport {
     pub fsmeta_removed: u64,
     /// VMDK descriptors deleted (none in an OCI-only cache).
     pub vmdk_removed: u64,
-    /// Bytes of the files actually deleted.
+    /// Bytes the deleted files occupied on disk (allocated blocks, as `du`
+    /// counts); for a dry run, what they occupy now.
     pub bytes_reclaimed: u64,
     /// Config blobs deleted.
     pub configs_removed: u64,
@@ -140,6 +141,26 @@ pub struct ImagePruneReport {
     pub tmp_files_removed: u64,
     /// Expired lease files deleted.
     pub expired_leases_removed: u64,
+    /// The references taken (or, for a dry run, that would be).
+    pub removed: Vec<RemovedImage>,
+    /// With `max_bytes`: how far above the budget the blobs stay because
+    /// leases pin more than it allows; 0 when the budget is met.
+    pub over_budget_bytes: u64,
+    /// Whether this is a dry run's report: nothing was deleted.
+    pub dry_run: bool,
+}
+
+/// One reference a prune took.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RemovedImage {
+    /// The familiar reference (`python:3.12`), or the manifest digest for
+    /// an entry without a name.
+    pub reference: String,
+    /// The digest the reference pointed at.
+    pub manifest_digest: String,
+    /// The bytes its blobs take on disk (shared blobs counted in full):
+    /// what it weighed, not what its removal alone freed.
+    pub bytes: u64,
 }
 
 /// A pin on an image's manifest.
@@ -157,4 +178,40 @@ pub struct ImageLease {
     pub created_at: SystemTime,
     /// When it ends; `None` until released.
     pub expires_at: Option<SystemTime>,
+}
+
+/// What the cache takes on disk, each blob counted once. Every size is
+/// allocated bytes (blocks, as `du` counts), not file lengths.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DiskUsage {
+    /// Every file under `$MSB_HOME/cache` and `$MSB_HOME/leases`.
+    pub total_bytes: u64,
+    /// The files of `blobs/sha256/`.
+    pub blobs_bytes: u64,
+    /// The files of `tmp/` (downloads and loads in flight or left over).
+    pub tmp_bytes: u64,
+    /// What `prune()` would free now: its dry run's `bytes_reclaimed`.
+    pub reclaimable_bytes: u64,
+    /// One entry per reference, newest first (as `list`).
+    pub images: Vec<ImageUsage>,
+}
+
+/// One reference's share of the disk.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ImageUsage {
+    /// The familiar reference, or the manifest digest for an unnamed entry.
+    pub reference: String,
+    /// The digest the reference points at.
+    pub manifest_digest: String,
+    /// Every blob it needs (shared ones in full).
+    pub size_bytes: u64,
+    /// The part of `size_bytes` another reference or a lease also needs.
+    pub shared_bytes: u64,
+    /// The part nothing else needs: what removing this reference alone,
+    /// then a prune, frees.
+    pub unique_bytes: u64,
+    /// Whether an unexpired lease pins its manifest.
+    pub in_use: bool,
+    /// When a lease last took it; `None` if never.
+    pub last_used_at: Option<std::time::SystemTime>,
 }

@@ -12,7 +12,8 @@ use std::path::{Path, PathBuf};
 use crate::archive::{LoadOptions, SaveOptions};
 use crate::backend::{default_backend, LeaseOptions, LocalBackend};
 use crate::error::{MicrosandboxError, MicrosandboxResult};
-use crate::handle::{ImageDetail, ImageHandle, ImageLease, ImagePruneReport};
+use crate::handle::{DiskUsage, ImageDetail, ImageHandle, ImageLease, ImagePruneReport};
+use crate::policy::PruneOptions;
 use crate::registry::PullOptions;
 
 /// The image cache's operations.
@@ -116,6 +117,31 @@ impl Image {
     /// [`Image::prune`] on `backend`.
     pub async fn prune_local(backend: &LocalBackend) -> MicrosandboxResult<ImagePruneReport> {
         run(backend.clone(), |b| b.prune_images()).await
+    }
+
+    /// A prune with a policy (`dangling`, `unused_for`, `max_bytes`), or
+    /// the dry run of one (`dry_run`): see [`PruneOptions`].
+    pub async fn prune_with(options: PruneOptions) -> MicrosandboxResult<ImagePruneReport> {
+        Self::prune_with_local(&ambient().await?, options).await
+    }
+
+    /// [`Image::prune_with`] on `backend`.
+    pub async fn prune_with_local(
+        backend: &LocalBackend,
+        options: PruneOptions,
+    ) -> MicrosandboxResult<ImagePruneReport> {
+        run(backend.clone(), move |b| b.prune_images_with(&options)).await
+    }
+
+    /// What the cache takes on disk, each blob counted once, with each
+    /// reference's shared and unique bytes.
+    pub async fn disk_usage() -> MicrosandboxResult<DiskUsage> {
+        Self::disk_usage_local(&ambient().await?).await
+    }
+
+    /// [`Image::disk_usage`] on `backend`.
+    pub async fn disk_usage_local(backend: &LocalBackend) -> MicrosandboxResult<DiskUsage> {
+        run(backend.clone(), |b| b.disk_usage()).await
     }
 
     /// Loads every named image of an OCI image layout directory, an OCI

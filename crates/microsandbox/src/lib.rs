@@ -37,6 +37,7 @@
 pub mod archive;
 pub mod backend;
 pub mod catalog;
+pub mod census;
 pub mod content;
 pub mod digest;
 pub mod error;
@@ -52,21 +53,25 @@ pub mod model;
 pub mod par;
 pub mod partial;
 pub mod platform;
+pub mod policy;
 pub mod progress;
 pub mod reference;
 pub mod registry;
 pub mod time;
+pub mod usage;
 
 pub use archive::{LoadOptions, SaveFormat, SaveOptions};
 pub use backend::{LeaseOptions, LocalBackend, LocalBackendBuilder};
 pub use digest::Digest;
 pub use error::{ErrorKind, MicrosandboxError, MicrosandboxResult};
 pub use handle::{
-    ImageConfigDetail, ImageDetail, ImageHandle, ImageLayerDetail, ImageLease, ImagePruneReport,
+    DiskUsage, ImageConfigDetail, ImageDetail, ImageHandle, ImageLayerDetail, ImageLease,
+    ImagePruneReport, ImageUsage, RemovedImage,
 };
 pub use image::Image;
 pub use lease::LeaseKind;
 pub use model::Platform;
+pub use policy::PruneOptions;
 pub use progress::{Phase, Progress, ProgressFn};
 pub use reference::Reference;
 pub use registry::{PullOptions, PullPolicy};

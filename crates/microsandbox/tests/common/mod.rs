@@ -52,6 +52,20 @@ pub fn total_size(key: &str) -> u64 {
     expected()[key]["totalSize"].as_u64().unwrap()
 }
 
+/// Every blob of a fixture image: manifest, config, layers.
+pub fn blobs_of(key: &str) -> Vec<String> {
+    let exp = expected();
+    let e = &exp[key];
+    let mut out = vec![
+        e["manifestDigest"].as_str().unwrap().to_owned(),
+        e["configDigest"].as_str().unwrap().to_owned(),
+    ];
+    for l in e["layers"].as_array().unwrap() {
+        out.push(l.as_str().unwrap().to_owned());
+    }
+    out
+}
+
 pub struct Home {
     pub dir: tempfile::TempDir,
     pub backend: LocalBackend,
@@ -78,6 +92,25 @@ impl Home {
                     .collect()
             })
             .unwrap_or_default()
+    }
+
+    /// The bytes blobs of this cache occupy on disk (allocated blocks, as
+    /// `du` counts); absent ones count nothing.
+    pub fn allocated(&self, digests: &[String]) -> u64 {
+        use std::os::unix::fs::MetadataExt;
+        let distinct: BTreeSet<&String> = digests.iter().collect();
+        distinct
+            .into_iter()
+            .filter_map(|d| {
+                fs::metadata(
+                    self.oci()
+                        .join("blobs/sha256")
+                        .join(d.trim_start_matches("sha256:")),
+                )
+                .ok()
+            })
+            .map(|m| m.blocks() * 512)
+            .sum()
     }
 
     pub fn tmp_names(&self) -> Vec<String> {
