@@ -16,7 +16,9 @@ import type {
   ImageLayerDetail,
   ImageLease,
   ImageLeaseJson,
+  DiskUsage,
   ImagePruneReport,
+  ImageUsage,
   ProgressEvent,
 } from 'microsandbox';
 
@@ -147,6 +149,18 @@ async function local(): Promise<void> {
   await Image.removeLocal(backend, 'app', { force: false });
   const report = await Image.pruneLocal(backend);
   log(list.map(describeHandle), gone, report.bytesReclaimed);
+  const dry: ImagePruneReport = await Image.pruneLocal(backend, { dryRun: true, unusedFor: '7d', maxBytes: '20GB' });
+  const taken: string[] = dry.removed.map((r) => `${r.reference} ${r.manifestDigest} ${r.bytes}`);
+  await Image.prune({ dangling: true });
+  await Image.prune({ unusedFor: 3600, maxBytes: 1e9 });
+  const usage: DiskUsage = await Image.diskUsageLocal(backend);
+  const per: ImageUsage[] = usage.images;
+  const last: Date | null = per[0]?.lastUsedAt ?? null;
+  log(taken, dry.overBudgetBytes, usage.totalBytes, usage.reclaimableBytes, per.map((i) => i.uniqueBytes + i.sharedBytes), last);
+  // @ts-expect-error maxBytes is a number or a string
+  await Image.prune({ maxBytes: true });
+  // @ts-expect-error diskUsage takes no options
+  await Image.diskUsage({ verbose: true });
 
   const codes: ErrorCode[] = [
     ErrorCode.ImageNotFound, ErrorCode.ImageInUse, ErrorCode.InvalidReference, ErrorCode.InvalidArchive,
