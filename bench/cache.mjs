@@ -15,6 +15,9 @@
 //            and the other 2,500 are pinned by leases; both must leave the
 //            same blobs (asserted). Also: the same two on the pruned copy
 //            (nothing left to delete), and the unlink floor.  umoci/ours >= 5x
+//   usage    Image.diskUsageLocal and Image.pruneLocal({ dryRun: true }) on
+//            the 10,000-reference cache, against `du -sB1` of its blobs.
+//                                                           both < 200 ms
 //   rss      process.resourceUsage().maxRSS at the end.
 //
 // Prints a table and writes bench/results.json. BENCH_QUICK=1 runs fewer
@@ -57,6 +60,7 @@ const REPS = {
   remove: QUICK ? 20 : 60,
   prune: QUICK ? 1 : 3,
   pruneFloor: 1,
+  usage: QUICK ? 3 : 11,
 }
 
 // --- helpers -----------------------------------------------------------------
@@ -189,6 +193,7 @@ async function main() {
 
   await benchList(big)
   await benchInspect(big)
+  await benchUsage(big)
   await benchRemove(big, small)
   await benchPrune(pruneBase)
 
@@ -429,6 +434,45 @@ async function benchPrune(base) {
     `nothing to delete: ours ${fmtMs(s.oursNothingToDelete.median)}, umoci ${fmtMs(s.umociNothingToDelete.median)} (${fmtX(s.ratioNothingToDelete)})`)
 }
 
+// --- disk usage and the prune dry run ------------------------------------------
+// On the 10,000-reference cache (30,000 blobs), before remove touches it:
+// Image.diskUsageLocal and Image.pruneLocal({ dryRun: true }), each against
+// `du -sB1` of blobs/sha256 (a total only) run the same number of times.
+async function benchUsage(cache) {
+  const backend = new LocalBackend({ home: cache.home })
+  const blobsDir = path.join(cache.home, 'cache', 'oci', 'blobs', 'sha256')
+  const usage = []
+  const dry = []
+  const du = []
+  let last = null
+  for (let i = 0; i < REPS.usage; i++) {
+    await settle()
+    let t = now()
+    last = await Image.diskUsageLocal(backend)
+    usage.push(msSince(t))
+    await settle()
+    t = now()
+    const d = await Image.pruneLocal(backend, { dryRun: true })
+    dry.push(msSince(t))
+    assert.equal(d.dryRun, true)
+    assert.equal(d.bytesReclaimed, last.reclaimableBytes)
+    assert.equal(d.removed.length, cache.refs.length)
+    t = now()
+    const r = spawnSync('du', ['-sB1', blobsDir], { encoding: 'utf8' })
+    du.push(msSince(t))
+    if (r.status !== 0) throw new Error(`du failed: ${r.stderr}`)
+  }
+  assert.equal(last.images.length, cache.refs.length)
+  const files = fs.readdirSync(blobsDir)
+  assert.equal(files.length, cache.blobCount)
+  const s = { usage: stats(usage), dryRun: stats(dry), du: stats(du), target: 200 }
+  s.usageOverDu = s.usage.median / s.du.median
+  s.dryRunOverDu = s.dryRun.median / s.du.median
+  s.met = s.usage.median < 200 && s.dryRun.median < 200
+  results.usage = s
+  log(`diskUsage ${fmtMs(s.usage.median)}, prune dry run ${fmtMs(s.dryRun.median)}, du -s ${fmtMs(s.du.median)}`)
+}
+
 // --- output ------------------------------------------------------------------
 function report() {
   const r = results
@@ -441,6 +485,9 @@ function report() {
     [`remove, ${r.remove.big.blobs} blobs`, fmtMs(r.remove.big.median), fmtMs(r.remove.big.min), 'p99 ' + fmtMs(r.remove.big.p99), ''],
     [`remove, ${r.remove.small.blobs} blobs`, fmtMs(r.remove.small.median), fmtMs(r.remove.small.min), 'p99 ' + fmtMs(r.remove.small.p99), ''],
     ['remove, 10x blobs / 1x', '', '', fmtX(r.remove.ratio), `<= ${r.remove.tolerance}x ` + (r.remove.met ? 'ok' : 'MISSED')],
+    ['diskUsage, 10,000 refs', fmtMs(r.usage.usage.median), fmtMs(r.usage.usage.min), fmtX(r.usage.usageOverDu) + ' du -s', '< 200 ms ' + (r.usage.usage.median < 200 ? 'ok' : 'MISSED')],
+    ['prune dry run, 10,000 refs', fmtMs(r.usage.dryRun.median), fmtMs(r.usage.dryRun.min), fmtX(r.usage.dryRunOverDu) + ' du -s', '< 200 ms ' + (r.usage.dryRun.median < 200 ? 'ok' : 'MISSED')],
+    ['du -sB1 blobs/sha256', fmtMs(r.usage.du.median), fmtMs(r.usage.du.min), '', '(info)'],
     ['prune, Image.pruneLocal', fmtMs(r.prune.ours.median), fmtMs(r.prune.ours.min), `${r.prune.blobsDeleted} blobs deleted`, ''],
     ['prune, umoci gc', fmtMs(r.prune.umoci.median), fmtMs(r.prune.umoci.min), fmtX(r.prune.ratio) + ' slower', '>= 5x ' + (r.prune.met ? 'ok' : 'MISSED')],
     ['prune, unlink floor', fmtMs(r.prune.unlinkFloor.median), fmtMs(r.prune.unlinkFloor.min), `ours ${fmtX(r.prune.oursOverFloor)} floor`, '(info)'],

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use crate::archive::{self, LoadOptions, SaveOptions};
 use crate::catalog::{self, CatalogCache, Entry};
+use crate::census::CensusCache;
 use crate::content;
 use crate::digest::Digest;
 use crate::error::{ErrorKind, MicrosandboxError, MicrosandboxResult};
@@ -40,6 +41,7 @@ pub struct LocalBackend {
 struct Inner {
     layout: Layout,
     catalog: CatalogCache,
+    census: CensusCache,
 }
 
 /// Builds a [`LocalBackend`].
@@ -91,6 +93,7 @@ impl LocalBackendBuilder {
             inner: Arc::new(Inner {
                 layout: Layout::new(&home, timeout),
                 catalog: CatalogCache::default(),
+                census: CensusCache::default(),
             }),
         })
     }
@@ -284,12 +287,21 @@ impl LocalBackend {
         &self,
         options: &PruneOptions,
     ) -> MicrosandboxResult<ImagePruneReport> {
-        gc::prune(self.layout_ready()?, options)
+        gc::prune(
+            self.layout_ready()?,
+            &self.inner.census,
+            &self.inner.catalog,
+            options,
+        )
     }
 
     /// Measures what the cache takes on disk. Blocking.
     pub fn disk_usage(&self) -> MicrosandboxResult<DiskUsage> {
-        crate::usage::disk_usage(self.layout_ready()?)
+        crate::usage::disk_usage(
+            self.layout_ready()?,
+            &self.inner.census,
+            &self.inner.catalog,
+        )
     }
 
     /// Loads every named image of an OCI layout directory, an OCI archive

@@ -187,6 +187,7 @@ struct Cached {
     stamp: Stamp,
     _file: std::fs::File,
     catalog: Arc<Catalog>,
+    index: Arc<IndexFile>,
 }
 
 /// The parsed view of the last `index.json` read, shared by every operation
@@ -199,17 +200,28 @@ pub struct CatalogCache {
 impl CatalogCache {
     /// The current view. The caller holds the cache lock (shared is enough).
     pub fn current(&self, layout: &Layout) -> MicrosandboxResult<Arc<Catalog>> {
+        self.both(layout).map(|(catalog, _)| catalog)
+    }
+
+    /// The current `index.json`, parsed (prune and disk usage read every
+    /// descriptor, unnamed ones too). The caller holds the cache lock.
+    pub fn index(&self, layout: &Layout) -> MicrosandboxResult<Arc<IndexFile>> {
+        self.both(layout).map(|(_, index)| index)
+    }
+
+    fn both(&self, layout: &Layout) -> MicrosandboxResult<(Arc<Catalog>, Arc<IndexFile>)> {
         let path = layout.index_path();
         let now = stamp(&std::fs::metadata(path).at("stat", path)?);
         if let Some(cached) = &*self.slot.lock().expect("catalog lock") {
             if cached.stamp == now {
-                return Ok(cached.catalog.clone());
+                return Ok((cached.catalog.clone(), cached.index.clone()));
             }
         }
         // Stamp what is read: the open file, not the path.
         let file = std::fs::File::open(path).at("open", path)?;
         let read_stamp = stamp(&file.metadata().at("stat", path)?);
         let index = layout.read_index()?;
+        let parsed = Arc::new(index.clone());
         let catalog = Arc::new(Catalog::build(layout, index)?);
         let still = std::fs::metadata(path).map(|m| stamp(&m)).ok();
         if still == Some(read_stamp) {
@@ -217,9 +229,10 @@ impl CatalogCache {
                 stamp: read_stamp,
                 _file: file,
                 catalog: catalog.clone(),
+                index: parsed.clone(),
             });
         }
-        Ok(catalog)
+        Ok((catalog, parsed))
     }
 }
 

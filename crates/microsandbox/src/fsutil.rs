@@ -69,7 +69,10 @@ pub fn read_bounded(path: &Path, limit: u64) -> MicrosandboxResult<Option<Vec<u8
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(MicrosandboxError::io("open", path, e)),
     };
-    let mut buf = Vec::new();
+    // Sized from the file, so a small file takes one read (and one more
+    // that finds its end) rather than a series of growing ones.
+    let hint = file.metadata().map_or(0, |m| m.len()).min(limit) as usize;
+    let mut buf = Vec::with_capacity(hint + 1);
     file.take(limit + 1)
         .read_to_end(&mut buf)
         .at("read", path)?;

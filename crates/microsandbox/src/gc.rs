@@ -16,19 +16,19 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use crate::census::{self, allocated, graph_of, read_dir, Graph, Kind};
+use crate::catalog::CatalogCache;
+use crate::census::{allocated, graph_of, read_dir, CensusCache, Graph, Kind, Snapshot};
 use crate::digest::Digest;
 use crate::error::{MicrosandboxError, MicrosandboxResult};
 use crate::fsutil::{read_bounded, sync_dir, ATOMIC_TMP_MARK};
 use crate::handle::{ImagePruneReport, RemovedImage};
 use crate::ingest::stale_tmp_file;
 use crate::layout::Layout;
-use crate::lease::{self, LeaseRecord, Pins};
+use crate::lease::{self, LeaseRecord};
 use crate::lock::LockMode;
 use crate::model::{Descriptor, IndexFile, ManifestDoc, ANN_CREATED, ANN_LAST_USED};
 use crate::partial::digest_of_name;
 use crate::policy::{evict_to_budget, PruneOptions};
-use crate::reference::Reference;
 use crate::time;
 
 /// Runs a prune: planned under the shared lock for a dry run, planned and
@@ -39,7 +39,12 @@ use crate::time;
 /// [`crate::ErrorKind::InvalidArgument`] for contradictory options;
 /// [`crate::ErrorKind::CorruptCache`] when a root that stays cannot be
 /// read (what it needs cannot be known); `Busy`; `Io`.
-pub fn prune(layout: &Layout, options: &PruneOptions) -> MicrosandboxResult<ImagePruneReport> {
+pub fn prune(
+    layout: &Layout,
+    census: &CensusCache,
+    catalog: &CatalogCache,
+    options: &PruneOptions,
+) -> MicrosandboxResult<ImagePruneReport> {
     options.check()?;
     layout.ensure()?;
     let mode = if options.dry_run {
@@ -48,7 +53,9 @@ pub fn prune(layout: &Layout, options: &PruneOptions) -> MicrosandboxResult<Imag
         LockMode::Exclusive
     };
     let _guard = layout.lock(mode)?;
-    let plan = plan(layout, options, time::now())?;
+    let now = time::now();
+    let snapshot = census.snapshot(layout, catalog.index(layout)?, now)?;
+    let plan = plan(layout, &snapshot, options, now)?;
     if options.dry_run {
         return Ok(plan.report);
     }
@@ -90,14 +97,14 @@ pub fn last_use(layout: &Layout, d: &Descriptor) -> SystemTime {
 /// How a removed entry is named in reports.
 pub fn shown_name(d: &Descriptor) -> String {
     match d.ref_name() {
-        Some(name) => Reference::parse(name).map_or_else(|_| name.to_owned(), |r| r.familiar()),
+        // This cache writes canonical names: Docker Hub's lose their
+        // prefix as `docker images` shows them, without a full parse.
+        Some(name) => match name.strip_prefix("docker.io/") {
+            Some(rest) => rest.strip_prefix("library/").unwrap_or(rest).to_owned(),
+            None => name.to_owned(),
+        },
         None => d.digest.to_string(),
     }
-}
-
-/// The bytes a graph's blobs take, shared ones in full.
-fn weight(graph: &Graph, sizes: &HashMap<Digest, u64>) -> u64 {
-    graph.iter().filter_map(|(d, _)| sizes.get(d)).sum()
 }
 
 /// Plans a prune from one census of the cache. The caller holds a cache
@@ -106,12 +113,20 @@ fn weight(graph: &Graph, sizes: &HashMap<Digest, u64>) -> u64 {
 /// # Errors
 ///
 /// As [`prune`].
-pub fn plan(layout: &Layout, options: &PruneOptions, now: SystemTime) -> MicrosandboxResult<Plan> {
-    let leases = lease::list(layout)?;
-    let pins = Pins::of(&leases, now);
-    let mut index = layout.read_index()?;
-    let sizes = census::blob_sizes(layout)?;
-    let entries = std::mem::take(&mut index.manifests);
+pub fn plan(
+    layout: &Layout,
+    snapshot: &Snapshot,
+    options: &PruneOptions,
+    now: SystemTime,
+) -> MicrosandboxResult<Plan> {
+    let Snapshot {
+        leases,
+        pins,
+        index,
+        sizes,
+        graphs,
+    } = snapshot;
+    let entries = &index.manifests;
     let pinned = |d: &Descriptor| pins.manifests.contains(&d.digest);
 
     // Which references go.
@@ -128,13 +143,6 @@ pub fn plan(layout: &Layout, options: &PruneOptions, now: SystemTime) -> Microsa
             goes[i] = !pinned(d) && last_use(layout, d) < cutoff;
         }
     }
-    let mut graphs = census::walk_all(
-        layout,
-        entries
-            .iter()
-            .map(|d| &d.digest)
-            .chain(pins.manifests.iter()),
-    );
     if let Some(budget) = options.max_bytes {
         let mut fixed: Vec<Graph> = Vec::new();
         let mut lru: Vec<(SystemTime, String, usize)> = Vec::new();
@@ -143,7 +151,7 @@ pub fn plan(layout: &Layout, options: &PruneOptions, now: SystemTime) -> Microsa
                 continue;
             }
             if pinned(d) {
-                fixed.push(graph_of(&graphs, &d.digest)?);
+                fixed.push(graph_of(graphs, &d.digest)?);
             } else {
                 lru.push((
                     last_use(layout, d),
@@ -153,15 +161,15 @@ pub fn plan(layout: &Layout, options: &PruneOptions, now: SystemTime) -> Microsa
             }
         }
         for digest in &pins.manifests {
-            fixed.push(graph_of(&graphs, digest)?);
+            fixed.push(graph_of(graphs, digest)?);
         }
         lru.sort();
         let candidates = lru
             .iter()
-            .map(|(_, _, i)| graph_of(&graphs, &entries[*i].digest))
+            .map(|(_, _, i)| graph_of(graphs, &entries[*i].digest))
             .collect::<MicrosandboxResult<Vec<Graph>>>()?;
         let loose: HashSet<Digest> = pins.blobs.iter().cloned().collect();
-        let eviction = evict_to_budget(budget, &sizes, &fixed, &loose, &candidates);
+        let eviction = evict_to_budget(budget, sizes, &fixed, &loose, &candidates);
         for k in eviction.evicted {
             goes[lru[k].2] = true;
         }
@@ -169,48 +177,69 @@ pub fn plan(layout: &Layout, options: &PruneOptions, now: SystemTime) -> Microsa
     }
 
     // Mark before anything changes: a root that stays and cannot be read
-    // fails the prune with the cache as it was.
-    let mut keep: HashSet<Digest> = pins.blobs.iter().cloned().collect();
+    // fails the prune with the cache as it was. Digests are borrowed from
+    // the graphs, and each distinct manifest is gone through once.
+    let graph_ref = |digest: &Digest| -> MicrosandboxResult<&[(Digest, Kind)]> {
+        match graphs.get(digest) {
+            Some(Ok(g)) => Ok(&g[..]),
+            Some(Err(e)) => Err(MicrosandboxError::new(e.kind(), e.to_string())),
+            None => Ok(&[]),
+        }
+    };
+    let mut keep: HashSet<&Digest> = pins.blobs.iter().collect();
+    let mut kept_roots: HashSet<&Digest> = HashSet::new();
     let mut report = ImagePruneReport {
         over_budget_bytes: over_budget,
         dry_run: options.dry_run,
         ..Default::default()
     };
-    let mut gone_kinds: HashMap<Digest, Kind> = HashMap::new();
+    let mut gone_kinds: HashMap<&Digest, Kind> = HashMap::new();
+    let mut weights: HashMap<&Digest, u64> = HashMap::new();
     let mut kept_entries = Vec::with_capacity(entries.len());
-    for (i, d) in entries.into_iter().enumerate() {
+    for (i, d) in entries.iter().enumerate() {
         if goes[i] {
             // A removed root that does not parse still goes; its children
             // are classified by sniffing below.
-            let g = graph_of(&graphs, &d.digest).unwrap_or_else(|_| Vec::new().into());
-            for (digest, kind) in g.iter() {
-                gone_kinds.entry(digest.clone()).or_insert(*kind);
-            }
+            let g = graph_ref(&d.digest).unwrap_or(&[]);
+            let bytes = match g.first() {
+                Some((root, _)) => *weights.entry(root).or_insert_with(|| {
+                    for (digest, kind) in g {
+                        gone_kinds.entry(digest).or_insert(*kind);
+                    }
+                    g.iter().filter_map(|(x, _)| sizes.get(x)).sum()
+                }),
+                None => 0,
+            };
             if d.ref_name().is_some() {
                 report.image_refs_removed += 1;
             }
             report.removed.push(RemovedImage {
-                reference: shown_name(&d),
+                reference: shown_name(d),
                 manifest_digest: d.digest.to_string(),
-                bytes: weight(&g, &sizes),
+                bytes,
             });
         } else {
-            keep.extend(graph_of(&graphs, &d.digest)?.iter().map(|(x, _)| x.clone()));
-            kept_entries.push(d);
+            if let Some((root, _)) = graph_ref(&d.digest)?.first() {
+                if kept_roots.insert(root) {
+                    keep.extend(graph_ref(root)?.iter().map(|(x, _)| x));
+                }
+            }
+            kept_entries.push(d.clone());
         }
     }
     for digest in &pins.manifests {
-        keep.extend(graph_of(&graphs, digest)?.iter().map(|(x, _)| x.clone()));
+        keep.extend(graph_ref(digest)?.iter().map(|(x, _)| x));
     }
-    graphs.clear();
     let index_changes = goes.iter().any(|g| *g);
-    index.manifests = kept_entries;
+    let index = IndexFile {
+        schema_version: index.schema_version,
+        media_type: index.media_type.clone(),
+        manifests: kept_entries,
+        annotations: index.annotations.clone(),
+    };
 
     let mut blobs = Vec::new();
-    let mut sorted: Vec<(&Digest, &u64)> =
-        sizes.iter().filter(|(d, _)| !keep.contains(*d)).collect();
-    sorted.sort();
-    for (digest, size) in sorted {
+    for (digest, size) in sizes.iter().filter(|(d, _)| !keep.contains(*d)) {
         let path = layout.blob_path(digest);
         let kind = gone_kinds
             .get(digest)
@@ -236,7 +265,11 @@ pub fn plan(layout: &Layout, options: &PruneOptions, now: SystemTime) -> Microsa
             report.bytes_reclaimed += allocated(&m);
         }
     }
-    let expired: Vec<LeaseRecord> = leases.into_iter().filter(|l| l.is_expired(now)).collect();
+    let expired: Vec<LeaseRecord> = leases
+        .iter()
+        .filter(|l| l.is_expired(now))
+        .cloned()
+        .collect();
     report.expired_leases_removed = expired.len() as u64;
     Ok(Plan {
         index,

@@ -7,13 +7,13 @@ use std::collections::HashMap;
 use std::fs;
 use std::path::Path;
 
-use crate::census::{self, allocated, graph_of, read_dir};
+use crate::catalog::CatalogCache;
+use crate::census::{allocated, graph_of, read_dir, CensusCache, Snapshot};
 use crate::digest::Digest;
 use crate::error::MicrosandboxResult;
 use crate::gc::{self, shown_name};
 use crate::handle::{DiskUsage, ImageUsage};
 use crate::layout::Layout;
-use crate::lease::{self, Pins};
 use crate::lock::LockMode;
 use crate::model::{ANN_CREATED, ANN_LAST_USED};
 use crate::policy::PruneOptions;
@@ -25,26 +25,26 @@ use crate::time;
 ///
 /// [`crate::ErrorKind::CorruptCache`] when a reference's manifest cannot
 /// be read; `Busy`; `Io`.
-pub fn disk_usage(layout: &Layout) -> MicrosandboxResult<DiskUsage> {
+pub fn disk_usage(
+    layout: &Layout,
+    census: &CensusCache,
+    catalog: &CatalogCache,
+) -> MicrosandboxResult<DiskUsage> {
     layout.ensure()?;
     let _guard = layout.lock(LockMode::Shared)?;
     let now = time::now();
-    let leases = lease::list(layout)?;
-    let pins = Pins::of(&leases, now);
-    let index = layout.read_index()?;
-    let sizes = census::blob_sizes(layout)?;
-    let graphs = census::walk_all(
-        layout,
-        index
-            .manifests
-            .iter()
-            .map(|d| &d.digest)
-            .chain(pins.manifests.iter()),
-    );
+    let snapshot = census.snapshot(layout, catalog.index(layout)?, now)?;
+    let Snapshot {
+        pins,
+        index,
+        sizes,
+        graphs,
+        ..
+    } = &snapshot;
     let per_ref = index
         .manifests
         .iter()
-        .map(|d| graph_of(&graphs, &d.digest))
+        .map(|d| graph_of(graphs, &d.digest))
         .collect::<MicrosandboxResult<Vec<_>>>()?;
     // How many references and pins need each blob.
     let mut users: HashMap<&Digest, u32> = HashMap::new();
@@ -63,21 +63,26 @@ pub fn disk_usage(layout: &Layout) -> MicrosandboxResult<DiskUsage> {
             *users.entry(b).or_default() += 1;
         }
     }
+    let mut measured: HashMap<&Digest, (u64, u64)> = HashMap::new();
     let mut images: Vec<(Option<std::time::SystemTime>, ImageUsage)> = index
         .manifests
         .iter()
         .zip(&per_ref)
         .map(|(d, g)| {
-            let (mut size, mut unique) = (0, 0);
-            for (b, _) in g.iter() {
-                let bytes = sizes.get(b).copied().unwrap_or(0);
-                size += bytes;
-                // Needed by this reference alone (a lease on the same
-                // manifest counts as another user).
-                if users.get(b) == Some(&1) {
-                    unique += bytes;
+            // References on one manifest share all of it: worked out once.
+            let (size, unique) = *measured.entry(&d.digest).or_insert_with(|| {
+                let (mut size, mut unique) = (0, 0);
+                for (b, _) in g.iter() {
+                    let bytes = sizes.get(b).copied().unwrap_or(0);
+                    size += bytes;
+                    // Needed by this reference alone (a lease on the same
+                    // manifest counts as another user).
+                    if users.get(b) == Some(&1) {
+                        unique += bytes;
+                    }
                 }
-            }
+                (size, unique)
+            });
             let ann = |k: &str| d.annotations.get(k).and_then(|t| time::parse(t));
             (
                 ann(ANN_CREATED),
@@ -107,7 +112,9 @@ pub fn disk_usage(layout: &Layout) -> MicrosandboxResult<DiskUsage> {
         dry_run: true,
         ..Default::default()
     };
-    let reclaimable_bytes = gc::plan(layout, &dry, now)?.report.bytes_reclaimed;
+    let reclaimable_bytes = gc::plan(layout, &snapshot, &dry, now)?
+        .report
+        .bytes_reclaimed;
     Ok(DiskUsage {
         total_bytes: blobs_bytes + tmp_bytes + other,
         blobs_bytes,

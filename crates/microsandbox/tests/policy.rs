@@ -344,6 +344,20 @@ fn disk_usage_counts_each_blob_once_and_unique_bytes_are_what_removal_frees() {
         h.backend.prune_images().unwrap().bytes_reclaimed,
         u.reclaimable_bytes
     );
+    // The backend remembers what it measured; files gone and files back
+    // (new inodes under old names) are measured afresh.
+    let u = h.backend.disk_usage().unwrap();
+    assert_eq!((u.blobs_bytes, u.images.len()), (0, 0));
+    h.load("rich");
+    fs::write(
+        h.oci().join("blobs/sha256").join("0".repeat(64)),
+        vec![1u8; 50_000],
+    )
+    .unwrap();
+    let u = h.backend.disk_usage().unwrap();
+    assert_eq!(u.blobs_bytes, du_files(&h.oci().join("blobs/sha256")));
+    assert_eq!(u.images.len(), 1);
+    assert!(u.reclaimable_bytes >= 50_000);
     // A lease makes its image in use and its blobs not unique any more.
     let h = four();
     h.backend.acquire_lease("app", &Default::default()).unwrap();
