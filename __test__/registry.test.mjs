@@ -200,4 +200,26 @@ describe('pull from a registry', () => {
     await Image.pruneLocal(backend);
     assert.deepEqual(tmpEntries(home), []);
   });
+
+  test('the CLI pulls: a progress bar on a terminal, JSON on a pipe, coded errors', (t) => {
+    const cli = path.resolve('bin', 'microsandbox.js');
+    const home = tempHome(t);
+    const ref = `${addr}/team/rich:1`;
+    const command = `'${process.execPath}' '${cli}' image pull --home '${home}' '${ref}'`;
+    const tty = spawnSync('script', ['-qefc', command, '/dev/null'], { encoding: 'utf8', env: { ...process.env, TERM: 'xterm' } });
+    assert.equal(tty.status, 0, tty.stdout);
+    assert.match(tty.stdout, /\x1b\[2K/, 'the bar is redrawn in place');
+    assert.match(tty.stdout, /\[=*[=>] *\]/);
+    assert.match(tty.stdout, /\S+B\/s/);
+    assert.match(tty.stdout, new RegExp(`${ref} ${MANIFEST.rich.manifestDigest}`));
+    const other = tempHome(t);
+    const piped = spawnSync(process.execPath, [cli, 'image', 'pull', '--json', '--home', other, ref], { encoding: 'utf8' });
+    assert.equal(piped.status, 0, piped.stderr);
+    assert.equal(piped.stderr, '');
+    const h = JSON.parse(piped.stdout)[0];
+    assert.equal(h.manifestDigest, MANIFEST.rich.manifestDigest);
+    const missing = spawnSync(process.execPath, [cli, 'image', 'pull', '--home', other, `${addr}/team/rich:nope`], { encoding: 'utf8' });
+    assert.equal(missing.status, 1);
+    assert.match(missing.stderr, /^error: ImageNotFound: image not found: /m);
+  });
 });

@@ -1,0 +1,242 @@
+// The `microsandbox` CLI, run as a child process (node bin/microsandbox.js)
+// against temporary homes with real images: every command and flag, JSON
+// output, exit codes, archives through stdin and stdout, and the prompt and
+// progress bar through a pseudo-terminal (`script`).
+import { describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { MANIFEST, ROOT, blobFiles, fixture, tempDir, tempHome } from './helpers.mjs';
+import { Image, LocalBackend } from '../index.js';
+
+const CLI = path.join(ROOT, 'bin', 'microsandbox.js');
+
+/** Runs the CLI; returns { status, stdout, stderr } (stdout as a Buffer with `raw`). */
+function cli(args, { home, input, env = {}, raw = false } = {}) {
+  const r = spawnSync(process.execPath, [CLI, ...args], {
+    input,
+    env: { ...process.env, ...(home ? { MSB_HOME: home } : {}), ...env },
+    encoding: raw ? 'buffer' : 'utf8',
+    maxBuffer: 64 << 20,
+  });
+  return { status: r.status, stdout: r.stdout, stderr: raw ? r.stderr.toString() : r.stderr };
+}
+
+/** Runs the CLI under a pseudo-terminal, `keys` typed on its stdin. */
+function onTerminal(args, { home, keys = '' }) {
+  const command = [process.execPath, CLI, ...args].map((a) => `'${a.replace(/'/g, "'\\''")}'`).join(' ');
+  const r = spawnSync('script', ['-qefc', command, '/dev/null'], {
+    input: keys,
+    env: { ...process.env, MSB_HOME: home, TERM: 'xterm' },
+    encoding: 'utf8',
+  });
+  assert.ok(!r.error, `script is required (util-linux): ${r.error}`);
+  return { status: r.status, out: r.stdout };
+}
+
+function ok(r) {
+  assert.equal(r.status, 0, `exit ${r.status}: ${r.stderr}`);
+  return r;
+}
+
+function loaded(t, ...fixtures) {
+  const home = tempHome(t);
+  for (const f of fixtures) ok(cli(['image', 'load', '-q', fixture(f)], { home }));
+  return home;
+}
+
+describe('cli: help and usage', () => {
+  test('help exits 0; usage errors exit 2 with the help', () => {
+    const top = cli(['--help']);
+    assert.equal(top.status, 0);
+    for (const c of ['ls', 'inspect', 'rm', 'prune', 'df', 'pull', 'load', 'save', 'leases']) assert.match(top.stdout, new RegExp(`\\b${c}\\b`));
+    assert.equal(cli([]).status, 2);
+    const help = cli(['image', 'prune', '--help']);
+    assert.equal(help.status, 0);
+    assert.match(help.stdout, /--max-size/);
+    for (const args of [
+      ['images'],
+      ['image'],
+      ['image', 'frobnicate'],
+      ['image', 'ls', '--bogus'],
+      ['image', 'ls', 'extra'],
+      ['image', 'inspect'],
+      ['image', 'rm'],
+      ['image', 'load'],
+      ['image', 'prune', '--max-size'],
+      ['image', 'leases', 'rm'],
+    ]) {
+      const r = cli(args, { home: tempHome() });
+      assert.equal(r.status, 2, `${args.join(' ')}: ${r.stderr}`);
+      assert.match(r.stderr, /^error: /, args.join(' '));
+      assert.match(r.stderr, /Usage: microsandbox/, args.join(' '));
+    }
+  });
+});
+
+describe('cli: npx', () => {
+  test('npx microsandbox runs this package\'s bin', (t) => {
+    const home = loaded(t, 'rich');
+    const r = spawnSync('npx', ['--no-install', 'microsandbox', 'image', 'ls', '-q', '--home', home], { cwd: ROOT, encoding: 'utf8' });
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal(r.stdout, 'rich:latest\n');
+  });
+});
+
+describe('cli: ls, inspect, rm, leases', () => {
+  test('ls prints a table, -q references, --digests full digests, --json the handles', (t) => {
+    const home = loaded(t, 'pair', 'rich');
+    const table = ok(cli(['image', 'ls'], { home })).stdout.trim().split('\n');
+    assert.match(table[0], /^REFERENCE\s+DIGEST\s+PLATFORM\s+SIZE\s+CREATED\s+LAST USED$/);
+    assert.equal(table.length, 4);
+    const rich = table.find((l) => l.startsWith('rich:latest'));
+    assert.match(rich, new RegExp(`${MANIFEST.rich.manifestDigest.slice(7, 19)}\\s+linux/amd64\\s+\\S+B\\s+(just now|\\d+ seconds? ago)\\s+never$`));
+    assert.deepEqual(ok(cli(['image', 'list', '-q'], { home })).stdout.trim().split('\n').sort(), ['app:latest', 'base:latest', 'rich:latest']);
+    assert.match(ok(cli(['image', 'ls', '--digests'], { home })).stdout, new RegExp(MANIFEST.rich.manifestDigest));
+    const json = JSON.parse(ok(cli(['image', 'ls', '--json'], { home })).stdout);
+    const byRef = Object.fromEntries(json.map((h) => [h.reference, h]));
+    assert.equal(byRef['rich:latest'].manifestDigest, MANIFEST.rich.manifestDigest);
+    assert.equal(byRef['rich:latest'].sizeBytes, MANIFEST.rich.totalSize);
+    assert.equal(byRef['rich:latest'].lastUsedAt, null);
+    assert.ok(!Number.isNaN(Date.parse(byRef['rich:latest'].createdAt)));
+    // --home wins over MSB_HOME.
+    const other = tempHome(t);
+    assert.equal(ok(cli(['image', 'ls', '-q', '--home', other], { home })).stdout, '');
+  });
+
+  test('inspect prints a JSON array; a missing image is an error and exit 1', (t) => {
+    const home = loaded(t, 'rich');
+    const out = JSON.parse(ok(cli(['image', 'inspect', 'rich', 'docker.io/library/rich:latest'], { home })).stdout);
+    assert.equal(out.length, 2);
+    assert.equal(out[0].handle.manifestDigest, MANIFEST.rich.manifestDigest);
+    assert.equal(out[1].handle.reference, 'rich:latest');
+    assert.equal(out[0].layers.length, MANIFEST.rich.layers.length);
+    const r = cli(['image', 'inspect', 'rich', 'nope'], { home });
+    assert.equal(r.status, 1);
+    assert.equal(JSON.parse(r.stdout).length, 1);
+    assert.equal(r.stderr, 'error: ImageNotFound: image not found: nope:latest\n');
+    const bad = cli(['image', 'inspect', 'Bad/Ref'], { home });
+    assert.equal(bad.status, 1);
+    assert.match(bad.stderr, /^error: InvalidReference: /);
+  });
+
+  test('rm removes each, reports each failure, exits 1 if any failed; -f takes a leased one', async (t) => {
+    const home = loaded(t, 'pair', 'rich');
+    const r = cli(['image', 'rm', 'app', 'nope', 'base'], { home });
+    assert.equal(r.status, 1);
+    assert.equal(r.stdout, 'Untagged: app\nUntagged: base\n');
+    assert.match(r.stderr, /error: ImageNotFound: image not found: nope:latest/);
+    await Image.acquireLocal(new LocalBackend({ home }), 'rich', { id: 'sbx-1' });
+    const held = cli(['image', 'rm', 'rich'], { home });
+    assert.equal(held.status, 1);
+    assert.match(held.stderr, /^error: ImageInUse: .*sbx-1/);
+    assert.deepEqual(JSON.parse(ok(cli(['image', 'rm', '-f', '--json', 'rich'], { home })).stdout), { removed: ['rich'] });
+    assert.equal(ok(cli(['image', 'ls', '-q'], { home })).stdout, '');
+  });
+
+  test('leases lists and releases', async (t) => {
+    const home = loaded(t, 'rich');
+    await Image.acquireLocal(new LocalBackend({ home }), 'rich', { id: 'sbx-7', kind: 'sandbox' });
+    const table = ok(cli(['image', 'leases'], { home })).stdout;
+    assert.match(table, /^ID\s+KIND\s+REFERENCE\s+DIGEST\s+CREATED\s+EXPIRES\n/);
+    assert.match(table, /sbx-7\s+sandbox\s+rich:latest/);
+    const json = JSON.parse(ok(cli(['image', 'leases', 'ls', '--json'], { home })).stdout);
+    assert.equal(json[0].id, 'sbx-7');
+    assert.equal(json[0].manifestDigest, MANIFEST.rich.manifestDigest);
+    assert.equal(ok(cli(['image', 'leases', 'rm', 'sbx-7'], { home })).stdout, 'Released: sbx-7\n');
+    const again = cli(['image', 'leases', 'rm', 'sbx-7'], { home });
+    assert.equal(again.status, 1);
+    assert.match(again.stderr, /no lease sbx-7/);
+  });
+});
+
+describe('cli: prune and df', () => {
+  test('prune takes only dangling content by default, -a every unpinned image; --dry-run deletes nothing', (t) => {
+    const home = loaded(t, 'pair', 'rich');
+    const dangling = JSON.parse(ok(cli(['image', 'prune', '--json'], { home })).stdout);
+    assert.deepEqual(dangling.removed, []);
+    assert.equal(ok(cli(['image', 'ls', '-q'], { home })).stdout.trim().split('\n').length, 3);
+    const before = blobFiles(home);
+    const dry = ok(cli(['image', 'prune', '-a', '--dry-run'], { home })).stdout;
+    assert.match(dry, /^Would remove: /m);
+    assert.match(dry, /Total reclaimable space: \S+B\n$/);
+    assert.deepEqual(blobFiles(home), before);
+    const real = ok(cli(['image', 'prune', '-a', '-f'], { home })).stdout;
+    assert.match(real, /^Removed: rich:latest \(/m);
+    assert.match(real, /Removed 3 references, 3 manifests, 3 configs, 5 layers/);
+    assert.deepEqual(blobFiles(home), []);
+  });
+
+  test('prune --unused-for and --max-size choose images; bad values are errors', (t) => {
+    const home = loaded(t, 'pair', 'rich');
+    assert.deepEqual(JSON.parse(ok(cli(['image', 'prune', '--unused-for', '7d', '--json'], { home })).stdout).removed, []);
+    const fit = JSON.parse(ok(cli(['image', 'prune', '--max-size', '1TB', '--json', '--dry-run'], { home })).stdout);
+    assert.equal(fit.dryRun, true);
+    assert.deepEqual(fit.removed, []);
+    const zero = JSON.parse(ok(cli(['image', 'prune', '--max-size', '0', '--json'], { home })).stdout);
+    assert.equal(zero.removed.length, 3);
+    const bad = cli(['image', 'prune', '--max-size', 'lots'], { home });
+    assert.equal(bad.status, 1);
+    assert.match(bad.stderr, /^error: InvalidArgument: invalid size "lots"/);
+  });
+
+  test('on a terminal prune asks first: n aborts, y goes on', (t) => {
+    const home = loaded(t, 'rich');
+    const no = onTerminal(['image', 'prune', '-a'], { home, keys: 'n\n' });
+    assert.match(no.out, /Are you sure you want to continue\? \[y\/N\]/);
+    assert.equal(no.status, 1);
+    assert.equal(ok(cli(['image', 'ls', '-q'], { home })).stdout, 'rich:latest\n');
+    const yes = onTerminal(['image', 'prune', '-a'], { home, keys: 'y\n' });
+    assert.equal(yes.status, 0, yes.out);
+    assert.match(yes.out, /Removed: rich:latest/);
+    assert.equal(ok(cli(['image', 'ls', '-q'], { home })).stdout, '');
+  });
+
+  test('df shows totals, -v per image, --json the API object', async (t) => {
+    const home = loaded(t, 'pair', 'rich');
+    const u = await Image.diskUsageLocal(new LocalBackend({ home }));
+    const plain = ok(cli(['image', 'df'], { home })).stdout;
+    assert.match(plain, /^TYPE\s+TOTAL\s+ACTIVE\s+SIZE\s+RECLAIMABLE\nImages\s+3\s+0\s+/);
+    assert.doesNotMatch(plain, /UNIQUE/);
+    const verbose = ok(cli(['image', 'df', '-v'], { home })).stdout;
+    assert.match(verbose, /REFERENCE\s+DIGEST\s+SIZE\s+SHARED\s+UNIQUE\s+IN USE\s+LAST USED/);
+    assert.match(verbose, /app:latest\s+\w{12}\s+\S+B\s+\S+B\s+\S+B\s+no\s+never/);
+    const json = JSON.parse(ok(cli(['image', 'df', '--json'], { home })).stdout);
+    assert.equal(json.blobsBytes, u.blobsBytes);
+    assert.equal(json.reclaimableBytes, u.reclaimableBytes);
+    assert.deepEqual(json.images.map((i) => [i.reference, i.uniqueBytes]), u.images.map((i) => [i.reference, i.uniqueBytes]));
+  });
+});
+
+describe('cli: load and save', () => {
+  test('save -o FILE and to stdout give the same archive; load reads it from stdin', (t) => {
+    const home = loaded(t, 'pair');
+    const dir = tempDir(t);
+    const file = path.join(dir, 'pair.tar');
+    ok(cli(['image', 'save', '-o', file, 'app', 'base'], { home }));
+    const piped = cli(['image', 'save', 'app', 'base'], { home, raw: true });
+    assert.equal(piped.status, 0, piped.stderr);
+    assert.ok(Buffer.compare(piped.stdout, fs.readFileSync(file)) === 0, 'stdout differs from -o FILE');
+    const docker = path.join(dir, 'pair-docker.tar');
+    ok(cli(['image', 'save', '--format', 'docker', '-o', docker, 'app'], { home }));
+    assert.ok(fs.statSync(docker).size > 0);
+
+    const other = tempHome(t);
+    const r = ok(cli(['image', 'load', '--json', '-'], { home: other, input: fs.readFileSync(file) }));
+    const handles = JSON.parse(r.stdout);
+    assert.deepEqual(handles.map((h) => h.reference).sort(), ['app:latest', 'base:latest']);
+    assert.equal(r.stderr, '', 'no progress with --json');
+    const renamed = ok(cli(['image', 'load', '--reference', 'ghcr.io/me/app:1', docker], { home: other }));
+    assert.match(renamed.stdout, /^ghcr\.io\/me\/app:1 sha256:/);
+    // Without a terminal, progress is plain lines on stderr.
+    const third = tempHome(t);
+    const plain = ok(cli(['image', 'load', file], { home: third }));
+    assert.match(plain.stderr, /^read \S+B$/m);
+    assert.match(plain.stderr, /^verify [0-9a-f]{12} \S+B$/m);
+    assert.doesNotMatch(plain.stderr, /\x1b\[/);
+    const bad = cli(['image', 'load', '-'], { home: third, input: Buffer.from('not an archive') });
+    assert.equal(bad.status, 1);
+    assert.match(bad.stderr, /^error: InvalidArchive: /m);
+  });
+});

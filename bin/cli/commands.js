@@ -1,0 +1,360 @@
+'use strict';
+// The `microsandbox image ...` commands: each parses its own arguments,
+// calls the addon's `*Local` methods on the home's backend, and prints a
+// table for people or JSON (`--json`) for scripts. A command returns its
+// exit code; errors of the cache reach main() as thrown coded errors.
+
+const fs = require('node:fs');
+const os = require('node:os');
+const path = require('node:path');
+const readline = require('node:readline');
+const { pipeline } = require('node:stream/promises');
+const { Image } = require('../../index.js');
+const { humanSize, ago, table, shortDigest } = require('./format');
+const { reporter } = require('./progress');
+
+/** A usage error: main() prints it with the command's help and exits 2. */
+class UsageError extends Error {}
+
+const COMMON = {
+  home: { type: 'string' },
+  json: { type: 'boolean' },
+  help: { type: 'boolean', short: 'h' },
+};
+
+/** JSON for scripts: Dates as ISO strings, one document, a newline. */
+function printJson(value) {
+  process.stdout.write(`${JSON.stringify(value, null, 2)}\n`);
+}
+
+function handleJson(h) {
+  return typeof h.toJSON === 'function' ? h.toJSON() : h;
+}
+
+function needArgs(positionals, min, what) {
+  if (positionals.length < min) throw new UsageError(`missing ${what}`);
+}
+
+function noArgs(positionals) {
+  if (positionals.length > 0) throw new UsageError(`unexpected argument ${positionals[0]}`);
+}
+
+async function ls({ backend, values, positionals }) {
+  noArgs(positionals);
+  const images = await Image.listLocal(backend);
+  if (values.json) {
+    printJson(images.map(handleJson));
+  } else if (values.quiet) {
+    for (const h of images) process.stdout.write(`${h.reference}\n`);
+  } else {
+    const rows = images.map((h) => [
+      h.reference,
+      values.digests ? h.manifestDigest : shortDigest(h.manifestDigest),
+      h.os && h.architecture ? `${h.os}/${h.architecture}` : '-',
+      humanSize(h.sizeBytes),
+      ago(h.createdAt),
+      ago(h.lastUsedAt),
+    ]);
+    process.stdout.write(`${table(['REFERENCE', 'DIGEST', 'PLATFORM', 'SIZE', 'CREATED', 'LAST USED'], rows)}\n`);
+  }
+  return 0;
+}
+
+async function inspect({ backend, positionals }) {
+  needArgs(positionals, 1, 'REF');
+  const out = [];
+  let failed = false;
+  for (const ref of positionals) {
+    try {
+      out.push(await Image.inspectLocal(backend, ref));
+    } catch (e) {
+      failed = true;
+      reportError(e);
+    }
+  }
+  printJson(out);
+  return failed ? 1 : 0;
+}
+
+async function rm({ backend, values, positionals }) {
+  needArgs(positionals, 1, 'REF');
+  let failed = false;
+  const removed = [];
+  for (const ref of positionals) {
+    try {
+      await Image.removeLocal(backend, ref, { force: Boolean(values.force) });
+      removed.push(ref);
+      if (!values.json) process.stdout.write(`Untagged: ${ref}\n`);
+    } catch (e) {
+      failed = true;
+      reportError(e);
+    }
+  }
+  if (values.json) printJson({ removed });
+  return failed ? 1 : 0;
+}
+
+async function confirm(question) {
+  const rl = readline.createInterface({ input: process.stdin, output: process.stderr });
+  const answer = await new Promise((resolve) => rl.question(question, resolve));
+  rl.close();
+  return /^y(es)?$/i.test(answer.trim());
+}
+
+async function prune({ backend, values, positionals }) {
+  noArgs(positionals);
+  const options = { dryRun: Boolean(values['dry-run']) };
+  const policy = values['unused-for'] !== undefined || values['max-size'] !== undefined;
+  if (values['unused-for'] !== undefined) options.unusedFor = values['unused-for'];
+  if (values['max-size'] !== undefined) options.maxBytes = values['max-size'];
+  // docker's convention: by default only what nothing uses; -a (or a
+  // policy) takes references too.
+  if (!values.all && !policy) options.dangling = true;
+  if (!options.dryRun && !values.force && process.stdin.isTTY && process.stderr.isTTY) {
+    const what = options.dangling
+      ? 'all content no image or lease needs'
+      : values.all && !policy
+        ? 'every image no lease pins, and all content nothing needs'
+        : 'the images the policy selects, and all content nothing needs';
+    if (!(await confirm(`WARNING! This will remove ${what}.\nAre you sure you want to continue? [y/N] `))) {
+      process.stderr.write('aborted\n');
+      return 1;
+    }
+  }
+  const r = await Image.pruneLocal(backend, options);
+  if (values.json) {
+    printJson(r);
+    return 0;
+  }
+  const verb = r.dryRun ? 'Would remove' : 'Removed';
+  for (const x of r.removed) process.stdout.write(`${verb}: ${x.reference} (${shortDigest(x.manifestDigest)}, ${humanSize(x.bytes)})\n`);
+  process.stdout.write(
+    `${verb} ${r.imageRefsRemoved} references, ${r.manifestsRemoved} manifests, ${r.configsRemoved} configs, ` +
+      `${r.layersRemoved} layers, ${r.tmpFilesRemoved} temporary files, ${r.expiredLeasesRemoved} expired leases\n`,
+  );
+  if (r.overBudgetBytes > 0) process.stdout.write(`Leases keep the cache ${humanSize(r.overBudgetBytes)} over the budget\n`);
+  process.stdout.write(`Total ${r.dryRun ? 'reclaimable' : 'reclaimed'} space: ${humanSize(r.bytesReclaimed)}\n`);
+  return 0;
+}
+
+async function df({ backend, values, positionals }) {
+  noArgs(positionals);
+  const u = await Image.diskUsageLocal(backend);
+  if (values.json) {
+    printJson(u);
+    return 0;
+  }
+  const active = u.images.filter((i) => i.inUse).length;
+  process.stdout.write(
+    `${table(
+      ['TYPE', 'TOTAL', 'ACTIVE', 'SIZE', 'RECLAIMABLE'],
+      [
+        ['Images', u.images.length, active, humanSize(u.blobsBytes), humanSize(u.reclaimableBytes)],
+        ['Temporary', '-', '-', humanSize(u.tmpBytes), '-'],
+      ],
+    )}\nTotal on disk: ${humanSize(u.totalBytes)}\n`,
+  );
+  if (values.verbose) {
+    const rows = u.images.map((i) => [
+      i.reference,
+      shortDigest(i.manifestDigest),
+      humanSize(i.sizeBytes),
+      humanSize(i.sharedBytes),
+      humanSize(i.uniqueBytes),
+      i.inUse ? 'yes' : 'no',
+      ago(i.lastUsedAt),
+    ]);
+    process.stdout.write(`\n${table(['REFERENCE', 'DIGEST', 'SIZE', 'SHARED', 'UNIQUE', 'IN USE', 'LAST USED'], rows)}\n`);
+  }
+  return 0;
+}
+
+/** Progress for pull and load: bars on a terminal, lines otherwise, none with --json or --quiet. */
+function progressFor(values) {
+  if (values.json || values.quiet) return { options: {}, done() {} };
+  const r = reporter(process.stderr, Boolean(process.stderr.isTTY));
+  return { options: { onProgress: r.onProgress }, done: r.done };
+}
+
+function printHandles(values, handles) {
+  if (values.json) {
+    printJson(handles.map(handleJson));
+    return;
+  }
+  for (const h of handles) process.stdout.write(`${h.reference} ${h.manifestDigest} ${humanSize(h.sizeBytes)}\n`);
+}
+
+async function pull({ backend, values, positionals }) {
+  needArgs(positionals, 1, 'REF');
+  if (positionals.length > 1) throw new UsageError(`unexpected argument ${positionals[1]}`);
+  const p = progressFor(values);
+  const options = { ...p.options, policy: values.policy ?? 'always' };
+  if (values.platform) options.platform = values.platform;
+  if (values.insecure) options.insecure = true;
+  const h = await Image.pullLocal(backend, positionals[0], options);
+  p.done();
+  printHandles(values, [h]);
+  return 0;
+}
+
+/** A temporary directory under the OS's, removed by `cleanup`. */
+function scratch() {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'msb-cli-'));
+  return { dir, cleanup: () => fs.rmSync(dir, { recursive: true, force: true }) };
+}
+
+async function load({ backend, values, positionals }) {
+  needArgs(positionals, 1, 'FILE (or - for stdin)');
+  if (positionals.length > 1) throw new UsageError(`unexpected argument ${positionals[1]}`);
+  const p = progressFor(values);
+  const options = { ...p.options };
+  if (values.platform) options.platform = values.platform;
+  if (values.reference) options.reference = values.reference;
+  let file = positionals[0];
+  let tmp = null;
+  if (file === '-') {
+    tmp = scratch();
+    file = path.join(tmp.dir, 'stdin.tar');
+    await pipeline(process.stdin, fs.createWriteStream(file));
+  }
+  try {
+    const handles = await Image.loadLocal(backend, file, options);
+    p.done();
+    printHandles(values, handles);
+  } finally {
+    tmp?.cleanup();
+  }
+  return 0;
+}
+
+async function save({ backend, values, positionals }) {
+  needArgs(positionals, 1, 'REF');
+  let out = values.output;
+  if (out === undefined) {
+    if (process.stdout.isTTY) throw new UsageError('refusing to write an archive to a terminal: give -o FILE (or -o - to force)');
+    out = '-';
+  }
+  const options = { format: values.format ?? 'oci' };
+  if (out !== '-') {
+    await Image.saveLocal(backend, positionals, out, options);
+    if (values.json) printJson({ path: path.resolve(out), references: positionals });
+    return 0;
+  }
+  const tmp = scratch();
+  try {
+    const file = path.join(tmp.dir, 'out.tar');
+    await Image.saveLocal(backend, positionals, file, options);
+    await pipeline(fs.createReadStream(file), process.stdout);
+  } finally {
+    tmp.cleanup();
+  }
+  return 0;
+}
+
+async function leases({ backend, values, positionals }) {
+  if (positionals[0] === 'rm') {
+    needArgs(positionals, 2, 'ID');
+    let failed = false;
+    for (const id of positionals.slice(1)) {
+      const gone = await Image.releaseLocal(backend, id);
+      if (!gone) {
+        failed = true;
+        process.stderr.write(`error: ImageNotFound: no lease ${id}\n`);
+      } else if (!values.json) {
+        process.stdout.write(`Released: ${id}\n`);
+      }
+    }
+    if (values.json) printJson({ released: positionals.slice(1) });
+    return failed ? 1 : 0;
+  }
+  if (positionals[0] !== undefined && positionals[0] !== 'ls') throw new UsageError(`unknown leases command ${positionals[0]}`);
+  const all = await Image.leasesLocal(backend);
+  if (values.json) {
+    printJson(all.map(handleJson));
+    return 0;
+  }
+  const rows = all.map((l) => [l.id, l.kind, l.reference ?? '-', shortDigest(l.manifestDigest ?? '-'), ago(l.createdAt), l.expiresAt ? l.expiresAt.toISOString() : 'never']);
+  process.stdout.write(`${table(['ID', 'KIND', 'REFERENCE', 'DIGEST', 'CREATED', 'EXPIRES'], rows)}\n`);
+  return 0;
+}
+
+/** Prints a coded error as `error: Code: message`. */
+function reportError(e) {
+  const code = e && typeof e.code === 'string' ? e.code : 'Error';
+  process.stderr.write(`error: ${code}: ${e && e.message ? e.message : String(e)}\n`);
+}
+
+const COMMANDS = {
+  ls: {
+    run: ls,
+    usage: 'image ls [-q] [--digests] [--json]',
+    about: 'List images: REFERENCE DIGEST PLATFORM SIZE CREATED LAST USED, newest first.',
+    options: { quiet: { type: 'boolean', short: 'q' }, digests: { type: 'boolean' } },
+  },
+  inspect: {
+    run: inspect,
+    usage: 'image inspect REF...',
+    about: 'Print the details of images as a JSON array (like docker image inspect).',
+    options: {},
+  },
+  rm: {
+    run: rm,
+    usage: 'image rm [-f] REF...',
+    about: 'Remove references; content goes at the next prune. -f removes one a lease pins.',
+    options: { force: { type: 'boolean', short: 'f' } },
+  },
+  prune: {
+    run: prune,
+    usage: 'image prune [-a] [--unused-for AGE] [--max-size SIZE] [--dry-run] [-f] [--json]',
+    about:
+      'Remove what nothing uses (content no image or lease needs); -a also every image no lease pins;\n' +
+      '--unused-for 7d the images unused that long; --max-size 20GB the least recently used until the\n' +
+      'cache fits. --dry-run only reports. Asks before deleting on a terminal unless -f.',
+    options: {
+      all: { type: 'boolean', short: 'a' },
+      'unused-for': { type: 'string' },
+      'max-size': { type: 'string' },
+      'dry-run': { type: 'boolean' },
+      force: { type: 'boolean', short: 'f' },
+    },
+  },
+  df: {
+    run: df,
+    usage: 'image df [-v] [--json]',
+    about: 'Show disk usage, each blob counted once; -v per image: size, shared, unique.',
+    options: { verbose: { type: 'boolean', short: 'v' } },
+  },
+  pull: {
+    run: pull,
+    usage: 'image pull [--platform OS/ARCH] [--policy always|missing|never] [--insecure] [-q] REF',
+    about: 'Pull an image from its registry (Docker Hub by default), with progress.',
+    options: {
+      platform: { type: 'string' },
+      policy: { type: 'string' },
+      insecure: { type: 'boolean' },
+      quiet: { type: 'boolean', short: 'q' },
+    },
+  },
+  load: {
+    run: load,
+    usage: 'image load [--reference NAME] [--platform OS/ARCH] [-q] FILE|-',
+    about: 'Load an OCI layout, OCI archive or docker-archive (- reads the archive from stdin).',
+    options: { reference: { type: 'string' }, platform: { type: 'string' }, quiet: { type: 'boolean', short: 'q' } },
+  },
+  save: {
+    run: save,
+    usage: 'image save [--format oci|docker] -o FILE|- REF...',
+    about: 'Write images to one archive (- or no -o with a pipe: stdout).',
+    options: { output: { type: 'string', short: 'o' }, format: { type: 'string' } },
+  },
+  leases: {
+    run: leases,
+    usage: 'image leases [ls] | image leases rm ID...',
+    about: 'List leases (what pins images), or release some.',
+    options: {},
+  },
+};
+COMMANDS.list = COMMANDS.ls;
+COMMANDS.remove = COMMANDS.rm;
+
+module.exports = { COMMANDS, COMMON, UsageError, reportError };
