@@ -56,6 +56,18 @@ export declare class Image {
   /** `Image.prune` on a given backend. */
   static pruneLocal(backend: LocalBackend, options?: { dryRun?: boolean; dangling?: boolean; unusedFor?: number | string; maxBytes?: number | string }): Promise<ImagePruneReport>
   /**
+   * Re-hashes every blob and checks every invariant of the cache:
+   * `corruptBlobs`, `missingBlobs`, `danglingReferences`,
+   * `strayTmpFiles`, `badLeases`; `clean` when all are empty. With
+   * `repair: true`, corrupt blobs move to `cache/quarantine/` and the
+   * references that can no longer be served leave the index (listed in
+   * `quarantined` and `removedReferences`); a whole reference is never
+   * touched.
+   */
+  static verify(options?: { repair?: boolean }): Promise<VerifyReport>
+  /** `Image.verify` on a given backend. */
+  static verifyLocal(backend: LocalBackend, options?: { repair?: boolean }): Promise<VerifyReport>
+  /**
    * What the cache takes on disk, each blob counted once (allocated
    * bytes, as `du` counts): totals, what `prune()` would free now, and
    * per reference its size, shared and unique bytes.
@@ -362,4 +374,28 @@ export interface RemovedImage {
   manifestDigest: string
   /** Its blobs' allocated bytes, shared ones in full. */
   bytes: number
+}
+
+/** What `verify` found (and, with `repair`, did). */
+export interface VerifyReport {
+  /** Whether nothing is wrong. */
+  clean: boolean
+  /** Blob files checked. */
+  blobsChecked: number
+  /** Bytes hashed. */
+  bytesChecked: number
+  /** Blobs that do not hash to their name, or are not regular files. */
+  corruptBlobs: Array<string>
+  /** Blobs a reference or a lease needs that are absent. */
+  missingBlobs: Array<string>
+  /** References that cannot be served whole. */
+  danglingReferences: Array<string>
+  /** Files of dead writers and interrupted atomic writes. */
+  strayTmpFiles: Array<string>
+  /** Lease files that do not parse. */
+  badLeases: Array<string>
+  /** With `repair`: corrupt blobs moved to `cache/quarantine/`. */
+  quarantined: Array<string>
+  /** With `repair`: references taken out of the index. */
+  removedReferences: Array<string>
 }

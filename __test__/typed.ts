@@ -19,6 +19,7 @@ import type {
   DiskUsage,
   ImagePruneReport,
   ImageUsage,
+  VerifyReport,
   ProgressEvent,
 } from 'microsandbox';
 
@@ -157,6 +158,8 @@ async function local(): Promise<void> {
   const per: ImageUsage[] = usage.images;
   const last: Date | null = per[0]?.lastUsedAt ?? null;
   log(taken, dry.overBudgetBytes, usage.totalBytes, usage.reclaimableBytes, per.map((i) => i.uniqueBytes + i.sharedBytes), last);
+  const check: VerifyReport = await Image.verifyLocal(backend, { repair: false });
+  log(check.clean, check.corruptBlobs.length, (await Image.verify()).danglingReferences);
   // @ts-expect-error maxBytes is a number or a string
   await Image.prune({ maxBytes: true });
   // @ts-expect-error diskUsage takes no options

@@ -15,7 +15,7 @@ use crate::args::NumberOrString;
 use crate::backend::LocalBackend;
 use crate::task::CoreTask;
 use crate::types::{
-    DiskUsage, ImageDetail, ImageHandle, ImageLease, ImagePruneReport, ProgressEvent,
+    DiskUsage, ImageDetail, ImageHandle, ImageLease, ImagePruneReport, ProgressEvent, VerifyReport,
 };
 
 type Backend = MicrosandboxResult<core::LocalBackend>;
@@ -103,6 +103,16 @@ fn prune_with(b: Backend, options: Unknown) -> AsyncTask<CoreTask<ImagePruneRepo
         };
         options.check()?;
         Ok(move || b.prune_images_with(&options).map(ImagePruneReport::from))
+    })
+}
+
+fn verify_with(b: Backend, options: Unknown) -> AsyncTask<CoreTask<VerifyReport>> {
+    spawn(b, |b| {
+        let opts = args::options(Some(options), "options")?;
+        let options = core::VerifyOptions {
+            repair: args::opt_bool(&opts, "repair")?.unwrap_or(false),
+        };
+        Ok(move || b.verify(&options).map(VerifyReport::from))
     })
 }
 
@@ -385,6 +395,30 @@ impl Image {
         options: Unknown,
     ) -> AsyncTask<CoreTask<ImagePruneReport>> {
         prune_with(local(backend), options)
+    }
+
+    /// Re-hashes every blob and checks every invariant of the cache:
+    /// `corruptBlobs`, `missingBlobs`, `danglingReferences`,
+    /// `strayTmpFiles`, `badLeases`; `clean` when all are empty. With
+    /// `repair: true`, corrupt blobs move to `cache/quarantine/` and the
+    /// references that can no longer be served leave the index (listed in
+    /// `quarantined` and `removedReferences`); a whole reference is never
+    /// touched.
+    #[napi(
+        ts_args_type = "options?: { repair?: boolean }",
+        ts_return_type = "Promise<VerifyReport>"
+    )]
+    pub fn verify(options: Unknown) -> AsyncTask<CoreTask<VerifyReport>> {
+        verify_with(ambient(), options)
+    }
+
+    /// `Image.verify` on a given backend.
+    #[napi(
+        ts_args_type = "backend: LocalBackend, options?: { repair?: boolean }",
+        ts_return_type = "Promise<VerifyReport>"
+    )]
+    pub fn verify_local(backend: Unknown, options: Unknown) -> AsyncTask<CoreTask<VerifyReport>> {
+        verify_with(local(backend), options)
     }
 
     /// What the cache takes on disk, each blob counted once (allocated

@@ -467,3 +467,45 @@ impl From<&core::Progress> for ProgressEvent {
         }
     }
 }
+
+/// What `verify` found (and, with `repair`, did).
+#[napi(object)]
+pub struct VerifyReport {
+    /// Whether nothing is wrong.
+    pub clean: bool,
+    /// Blob files checked.
+    pub blobs_checked: f64,
+    /// Bytes hashed.
+    pub bytes_checked: f64,
+    /// Blobs that do not hash to their name, or are not regular files.
+    pub corrupt_blobs: Vec<String>,
+    /// Blobs a reference or a lease needs that are absent.
+    pub missing_blobs: Vec<String>,
+    /// References that cannot be served whole.
+    pub dangling_references: Vec<String>,
+    /// Files of dead writers and interrupted atomic writes.
+    pub stray_tmp_files: Vec<String>,
+    /// Lease files that do not parse.
+    pub bad_leases: Vec<String>,
+    /// With `repair`: corrupt blobs moved to `cache/quarantine/`.
+    pub quarantined: Vec<String>,
+    /// With `repair`: references taken out of the index.
+    pub removed_references: Vec<String>,
+}
+
+impl From<core::VerifyReport> for VerifyReport {
+    fn from(r: core::VerifyReport) -> Self {
+        VerifyReport {
+            clean: r.is_clean(),
+            blobs_checked: num(r.blobs_checked),
+            bytes_checked: num(r.bytes_checked),
+            corrupt_blobs: r.corrupt_blobs,
+            missing_blobs: r.missing_blobs,
+            dangling_references: r.dangling_references,
+            stray_tmp_files: r.stray_tmp_files,
+            bad_leases: r.bad_leases,
+            quarantined: r.quarantined,
+            removed_references: r.removed_references,
+        }
+    }
+}

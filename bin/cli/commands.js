@@ -278,6 +278,27 @@ async function leases({ backend, values, positionals }) {
   return 0;
 }
 
+async function verify({ backend, values, positionals }) {
+  noArgs(positionals);
+  const r = await Image.verifyLocal(backend, { repair: Boolean(values.repair) });
+  if (values.json) {
+    printJson(r);
+    return r.clean ? 0 : 1;
+  }
+  const sections = [
+    ['corrupt blob', r.corruptBlobs],
+    ['missing blob', r.missingBlobs],
+    ['dangling reference', r.danglingReferences],
+    ['stray temporary file', r.strayTmpFiles],
+    ['bad lease file', r.badLeases],
+    ['quarantined', r.quarantined],
+    ['removed reference', r.removedReferences],
+  ];
+  for (const [what, items] of sections) for (const item of items) process.stdout.write(`${what}: ${item}\n`);
+  process.stdout.write(`checked ${r.blobsChecked} blobs (${humanSize(r.bytesChecked)}): ${r.clean ? 'clean' : 'PROBLEMS FOUND'}\n`);
+  return r.clean ? 0 : 1;
+}
+
 /** Prints a coded error as `error: Code: message`. */
 function reportError(e) {
   const code = e && typeof e.code === 'string' ? e.code : 'Error';
@@ -346,6 +367,14 @@ const COMMANDS = {
     usage: 'image save [--format oci|docker] -o FILE|- REF...',
     about: 'Write images to one archive (- or no -o with a pipe: stdout).',
     options: { output: { type: 'string', short: 'o' }, format: { type: 'string' } },
+  },
+  verify: {
+    run: verify,
+    usage: 'image verify [--repair] [--json]',
+    about:
+      'Re-hash every blob and check the cache; exit 1 if anything is wrong. --repair moves corrupt\n' +
+      'blobs to cache/quarantine/ and removes references that can no longer be served.',
+    options: { repair: { type: 'boolean' } },
   },
   leases: {
     run: leases,

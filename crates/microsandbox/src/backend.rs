@@ -295,6 +295,15 @@ impl LocalBackend {
         )
     }
 
+    /// Re-hashes every blob and checks every invariant; repairs if asked.
+    /// Blocking.
+    pub fn verify(
+        &self,
+        options: &crate::VerifyOptions,
+    ) -> MicrosandboxResult<crate::VerifyReport> {
+        crate::verify::verify(self.layout_ready()?, options)
+    }
+
     /// Measures what the cache takes on disk. Blocking.
     pub fn disk_usage(&self) -> MicrosandboxResult<DiskUsage> {
         crate::usage::disk_usage(

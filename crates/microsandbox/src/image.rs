@@ -133,6 +133,21 @@ impl Image {
         run(backend.clone(), move |b| b.prune_images_with(&options)).await
     }
 
+    /// Re-hashes every blob and checks every invariant of the cache; with
+    /// `repair`, moves corrupt blobs aside and removes the references that
+    /// can no longer be served (never a whole one).
+    pub async fn verify(options: crate::VerifyOptions) -> MicrosandboxResult<crate::VerifyReport> {
+        Self::verify_local(&ambient().await?, options).await
+    }
+
+    /// [`Image::verify`] on `backend`.
+    pub async fn verify_local(
+        backend: &LocalBackend,
+        options: crate::VerifyOptions,
+    ) -> MicrosandboxResult<crate::VerifyReport> {
+        run(backend.clone(), move |b| b.verify(&options)).await
+    }
+
     /// What the cache takes on disk, each blob counted once, with each
     /// reference's shared and unique bytes.
     pub async fn disk_usage() -> MicrosandboxResult<DiskUsage> {

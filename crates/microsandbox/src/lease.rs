@@ -147,13 +147,27 @@ fn parse(p: &std::path::Path, bytes: &[u8]) -> MicrosandboxResult<LeaseRecord> {
 /// lease that cannot be read might pin anything, so nothing may be deleted
 /// on its account.
 pub fn list(layout: &Layout) -> MicrosandboxResult<Vec<LeaseRecord>> {
+    let (leases, mut bad) = scan(layout)?;
+    match bad.pop() {
+        Some((_, e)) => Err(e),
+        None => Ok(leases),
+    }
+}
+
+/// Lease files that do not parse: their names and why.
+pub type BadLeases = Vec<(String, MicrosandboxError)>;
+
+/// Every lease that parses, oldest first, and the file name and error of
+/// each that does not (for `verify`).
+pub fn scan(layout: &Layout) -> MicrosandboxResult<(Vec<LeaseRecord>, BadLeases)> {
     let dir = layout.leases_dir();
     let entries = match fs::read_dir(dir) {
         Ok(e) => e,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((Vec::new(), Vec::new())),
         Err(e) => return Err(MicrosandboxError::io("read directory", dir, e)),
     };
     let mut leases = Vec::new();
+    let mut bad = Vec::new();
     for entry in entries {
         let entry = entry.map_err(|e| MicrosandboxError::io("read directory", dir, e))?;
         let name = entry.file_name();
@@ -163,12 +177,18 @@ pub fn list(layout: &Layout) -> MicrosandboxResult<Vec<LeaseRecord>> {
         }
         let p = entry.path();
         // A lease released while we list is simply gone.
-        if let Some(bytes) = read_bounded(&p, LEASE_LIMIT)? {
-            leases.push(parse(&p, &bytes)?);
+        match read_bounded(&p, LEASE_LIMIT) {
+            Ok(Some(bytes)) => match parse(&p, &bytes) {
+                Ok(l) => leases.push(l),
+                Err(e) => bad.push((name.into_owned(), e)),
+            },
+            Ok(None) => {}
+            Err(e) => bad.push((name.into_owned(), e)),
         }
     }
     leases.sort_by(|a, b| (a.created(), &a.id).cmp(&(b.created(), &b.id)));
-    Ok(leases)
+    bad.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok((leases, bad))
 }
 
 /// Deletes a lease; false when there was none of that id.

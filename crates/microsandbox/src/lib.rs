@@ -59,6 +59,7 @@ pub mod reference;
 pub mod registry;
 pub mod time;
 pub mod usage;
+pub mod verify;
 
 pub use archive::{LoadOptions, SaveFormat, SaveOptions};
 pub use backend::{LeaseOptions, LocalBackend, LocalBackendBuilder};
@@ -75,3 +76,4 @@ pub use policy::PruneOptions;
 pub use progress::{Phase, Progress, ProgressFn};
 pub use reference::Reference;
 pub use registry::{PullOptions, PullPolicy};
+pub use verify::{VerifyOptions, VerifyReport};
