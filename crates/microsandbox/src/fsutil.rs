@@ -35,12 +35,14 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> MicrosandboxResult<()> {
             .at("create", &tmp)?;
         file.write_all(bytes).at("write", &tmp)?;
         file.sync_all().at("fsync", &tmp)?;
+        crate::fault::point("atomic-before-rename");
         fs::rename(&tmp, path).at("rename into place", path)
     })();
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
     }
     result?;
+    crate::fault::point("atomic-after-rename");
     sync_dir(dir)
 }
 

@@ -294,7 +294,12 @@ fn execute(layout: &Layout, plan: Plan) -> MicrosandboxResult<ImagePruneReport> 
     if plan.index_changes {
         layout.write_index(&plan.index)?;
     }
+    crate::fault::point("prune-after-index");
+    let half = plan.blobs.len() / 2;
     let outcomes = crate::par::in_parallel(&plan.blobs, |(path, kind)| {
+        if plan.blobs.get(half).is_some_and(|(p, _)| p == path) {
+            crate::fault::point("prune-mid-sweep");
+        }
         Ok(delete(path)?.map(|size| (*kind, size)))
     })?;
     for (kind, size) in outcomes.into_iter().flatten() {

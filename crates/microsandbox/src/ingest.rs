@@ -211,8 +211,10 @@ impl VerifiedBlob {
         if target.is_file() {
             return Ok(false);
         }
+        crate::fault::point("blob-before-rename");
         fs::rename(&self.writer.path, &target).at("commit blob to", &target)?;
         self.writer.committed = true;
+        crate::fault::point("blob-after-rename");
         Ok(true)
     }
 }

@@ -41,6 +41,7 @@ pub mod census;
 pub mod content;
 pub mod digest;
 pub mod error;
+pub mod fault;
 pub mod fsutil;
 pub mod gc;
 pub mod handle;

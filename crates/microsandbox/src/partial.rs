@@ -363,6 +363,7 @@ impl ParkedBlob {
             return Err(gone());
         }
         let target = layout.blob_path(&self.digest);
+        crate::fault::point("partial-before-rename");
         fs::rename(&self.path, &target).at("commit blob to", &target)
     }
 }

@@ -5,30 +5,12 @@ mod common;
 
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
+use common::registry::*;
 use common::*;
 use microsandbox::{ErrorKind, PullOptions, PullPolicy};
-
-struct Registry {
-    child: Child,
-    addr: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Starts a registry on a free loopback port; fails (never skips) without
-/// the `docker-registry` package.
-fn registry() -> Registry {
-    registry_with(None)
-}
 
 /// A registry that asks for `user:password` (htpasswd, basic auth).
 fn registry_with(login: Option<(&str, &str)>) -> Registry {
@@ -58,55 +40,6 @@ fn pull_through_cache(upstream: &str) -> Registry {
         tempfile::tempdir().unwrap(),
         &format!("proxy:\n  remoteurl: http://{upstream}\n"),
     )
-}
-
-/// Starts `docker-registry serve` on a free loopback port with `extra`
-/// appended to its config; its data lives in `dir`.
-fn start_registry(dir: tempfile::TempDir, extra: &str) -> Registry {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let addr = format!("127.0.0.1:{port}");
-    let config = dir.path().join("config.yml");
-    std::fs::write(
-        &config,
-        format!(
-            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {addr}\n{extra}",
-            dir.path().join("data").display()
-        ),
-    )
-    .unwrap();
-    let child = Command::new("docker-registry")
-        .arg("serve")
-        .arg(&config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("docker-registry is required (apt-get install docker-registry)");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while TcpStream::connect(&addr).is_err() {
-        assert!(Instant::now() < deadline, "the registry did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Registry {
-        child,
-        addr,
-        _dir: dir,
-    }
-}
-
-fn push(reg: &Registry, from: &str, to: &str, all: bool) {
-    let src = format!("oci:{}", fixtures().join(from).display());
-    let dst = format!("docker://{}/{to}", reg.addr);
-    let mut args = vec!["copy", "--insecure-policy", "--dest-tls-verify=false"];
-    if all {
-        args.push("--all");
-    }
-    args.push(&src);
-    args.push(&dst);
-    skopeo(&args);
 }
 
 #[test]

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod registry;
+
 use std::collections::BTreeSet;
 use std::fs;
 use std::path::{Path, PathBuf};
