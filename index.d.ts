@@ -88,9 +88,9 @@ export declare class Image {
    * Rejects `InvalidArchive`, `DigestMismatch`, `PlatformNotFound`; the
    * cache is unchanged on any error.
    */
-  static load(path: string, options?: { platform?: string; reference?: string; onProgress?: (event: ProgressEvent) => void }): Promise<Array<ImageHandle>>
+  static load(path: string, options?: { platform?: string; reference?: string; maxLayerBytes?: number; onProgress?: (event: ProgressEvent) => void }): Promise<Array<ImageHandle>>
   /** `Image.load` on a given backend. */
-  static loadLocal(backend: LocalBackend, path: string, options?: { platform?: string; reference?: string; onProgress?: (event: ProgressEvent) => void }): Promise<Array<ImageHandle>>
+  static loadLocal(backend: LocalBackend, path: string, options?: { platform?: string; reference?: string; maxLayerBytes?: number; onProgress?: (event: ProgressEvent) => void }): Promise<Array<ImageHandle>>
   /**
    * Writes the images `references` name into one archive at `path`:
    * an OCI archive (`format: 'oci'`, the default) whose index names each
@@ -120,9 +120,9 @@ export declare class Image {
    * `DigestMismatch`, `PlatformNotFound`, `InvalidArgument` (a bad
    * mirror or settings file).
    */
-  static pull(reference: string, options?: { platform?: string; policy?: 'missing' | 'always' | 'never'; insecure?: boolean; dockerConfig?: string; mirrors?: Record<string, string[]>; onProgress?: (event: ProgressEvent) => void }): Promise<ImageHandle>
+  static pull(reference: string, options?: { platform?: string; policy?: 'missing' | 'always' | 'never'; insecure?: boolean; dockerConfig?: string; mirrors?: Record<string, string[]>; maxLayerBytes?: number; onProgress?: (event: ProgressEvent) => void }): Promise<ImageHandle>
   /** `Image.pull` on a given backend. */
-  static pullLocal(backend: LocalBackend, reference: string, options?: { platform?: string; policy?: 'missing' | 'always' | 'never'; insecure?: boolean; dockerConfig?: string; mirrors?: Record<string, string[]>; onProgress?: (event: ProgressEvent) => void }): Promise<ImageHandle>
+  static pullLocal(backend: LocalBackend, reference: string, options?: { platform?: string; policy?: 'missing' | 'always' | 'never'; insecure?: boolean; dockerConfig?: string; mirrors?: Record<string, string[]>; maxLayerBytes?: number; onProgress?: (event: ProgressEvent) => void }): Promise<ImageHandle>
   /**
    * Pins the image a reference names (its manifest digest, not the
    * name) and marks it used. `id` defaults to a random one; `kind` to

@@ -137,6 +137,7 @@ fn load_with(b: Backend, path: Unknown, options: Unknown) -> AsyncTask<CoreTask<
             platform,
             reference,
             progress,
+            max_layer_bytes: args::opt_number(&opts, "maxLayerBytes")?.map(|n| n as u64),
         };
         Ok(move || b.load_images(path.as_ref(), &options).map(handles))
     })
@@ -216,6 +217,7 @@ fn pull_with(b: Backend, reference: Unknown, options: Unknown) -> AsyncTask<Core
             progress,
             docker_config,
             mirrors,
+            max_layer_bytes: args::opt_number(&opts, "maxLayerBytes")?.map(|n| n as u64),
         };
         Ok(move || b.pull_image(&reference, &options).map(ImageHandle::from))
     })
@@ -450,7 +452,7 @@ impl Image {
     /// Rejects `InvalidArchive`, `DigestMismatch`, `PlatformNotFound`; the
     /// cache is unchanged on any error.
     #[napi(
-        ts_args_type = "path: string, options?: { platform?: string; reference?: string; onProgress?: (event: ProgressEvent) => void }",
+        ts_args_type = "path: string, options?: { platform?: string; reference?: string; maxLayerBytes?: number; onProgress?: (event: ProgressEvent) => void }",
         ts_return_type = "Promise<Array<ImageHandle>>"
     )]
     pub fn load(path: Unknown, options: Unknown) -> AsyncTask<CoreTask<Vec<ImageHandle>>> {
@@ -459,7 +461,7 @@ impl Image {
 
     /// `Image.load` on a given backend.
     #[napi(
-        ts_args_type = "backend: LocalBackend, path: string, options?: { platform?: string; reference?: string; onProgress?: (event: ProgressEvent) => void }",
+        ts_args_type = "backend: LocalBackend, path: string, options?: { platform?: string; reference?: string; maxLayerBytes?: number; onProgress?: (event: ProgressEvent) => void }",
         ts_return_type = "Promise<Array<ImageHandle>>"
     )]
     pub fn load_local(
@@ -515,7 +517,7 @@ impl Image {
     /// `DigestMismatch`, `PlatformNotFound`, `InvalidArgument` (a bad
     /// mirror or settings file).
     #[napi(
-        ts_args_type = "reference: string, options?: { platform?: string; policy?: 'missing' | 'always' | 'never'; insecure?: boolean; dockerConfig?: string; mirrors?: Record<string, string[]>; onProgress?: (event: ProgressEvent) => void }",
+        ts_args_type = "reference: string, options?: { platform?: string; policy?: 'missing' | 'always' | 'never'; insecure?: boolean; dockerConfig?: string; mirrors?: Record<string, string[]>; maxLayerBytes?: number; onProgress?: (event: ProgressEvent) => void }",
         ts_return_type = "Promise<ImageHandle>"
     )]
     pub fn pull(reference: Unknown, options: Unknown) -> AsyncTask<CoreTask<ImageHandle>> {
@@ -524,7 +526,7 @@ impl Image {
 
     /// `Image.pull` on a given backend.
     #[napi(
-        ts_args_type = "backend: LocalBackend, reference: string, options?: { platform?: string; policy?: 'missing' | 'always' | 'never'; insecure?: boolean; dockerConfig?: string; mirrors?: Record<string, string[]>; onProgress?: (event: ProgressEvent) => void }",
+        ts_args_type = "backend: LocalBackend, reference: string, options?: { platform?: string; policy?: 'missing' | 'always' | 'never'; insecure?: boolean; dockerConfig?: string; mirrors?: Record<string, string[]>; maxLayerBytes?: number; onProgress?: (event: ProgressEvent) => void }",
         ts_return_type = "Promise<ImageHandle>"
     )]
     pub fn pull_local(

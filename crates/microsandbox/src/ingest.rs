@@ -279,6 +279,7 @@ pub fn uncompressed_digest(
     media_type: &str,
     what: &str,
     progress: Option<&ProgressFn>,
+    limit: u64,
 ) -> MicrosandboxResult<Option<Digest>> {
     let mut file = File::open(path).at("open", path)?;
     let mut head = [0u8; 512];
@@ -305,10 +306,17 @@ pub fn uncompressed_digest(
         let mut gz = flate2::read::MultiGzDecoder::new(io::BufReader::with_capacity(CHUNK, file));
         let mut hasher = Sha256::new();
         let mut buf = vec![0u8; CHUNK];
+        let mut total = 0u64;
         loop {
             match gz.read(&mut buf) {
                 Ok(0) => break,
-                Ok(n) => hasher.update(&buf[..n]),
+                Ok(n) => {
+                    total += n as u64;
+                    if total > limit {
+                        return Err(bomb(what, stored, limit));
+                    }
+                    hasher.update(&buf[..n]);
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
                     return Err(MicrosandboxError::new(
@@ -327,12 +335,24 @@ pub fn uncompressed_digest(
     Ok(None)
 }
 
+/// The most bytes a layer may decompress to before it is refused as a
+/// decompression bomb, unless the caller sets its own limit (64 GiB).
+pub const DEFAULT_MAX_LAYER_BYTES: u64 = 64 << 30;
+
+fn bomb(what: &str, stored: &Digest, limit: u64) -> MicrosandboxError {
+    MicrosandboxError::new(
+        ErrorKind::InvalidArchive,
+        format!("{what}: layer {stored} decompresses to more than {limit} bytes (the limit)"),
+    )
+}
+
 /// A layer's uncompressed digest, computed as its bytes stream by (a
 /// download), with the same rules as [`uncompressed_digest`]: gzip (by its
 /// magic) is decompressed and hashed, a tar is its own digest, anything
 /// else cannot be checked here.
 pub struct LayerDigester {
     media_type: String,
+    limit: u64,
     head: Vec<u8>,
     state: DigesterState,
 }
@@ -346,12 +366,23 @@ enum DigesterState {
     Corrupt(String),
 }
 
-/// A `Write` that hashes what it is given.
-struct HashSink(Sha256);
+/// A `Write` that hashes what it is given, up to a limit.
+struct HashSink {
+    hasher: Sha256,
+    left: u64,
+}
+
+/// The message a [`HashSink`] over its limit fails with.
+const OVER_LIMIT: &str = "over the decompression limit";
 
 impl Write for HashSink {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.update(buf);
+        let n = buf.len() as u64;
+        if n > self.left {
+            return Err(io::Error::other(OVER_LIMIT));
+        }
+        self.left -= n;
+        self.hasher.update(buf);
         Ok(buf.len())
     }
 
@@ -364,10 +395,12 @@ impl Write for HashSink {
 const SNIFF: usize = 262;
 
 impl LayerDigester {
-    /// A digester for a layer of `media_type`.
-    pub fn new(media_type: &str) -> LayerDigester {
+    /// A digester for a layer of `media_type` that refuses to decompress
+    /// more than `limit` bytes.
+    pub fn new(media_type: &str, limit: u64) -> LayerDigester {
         LayerDigester {
             media_type: media_type.to_owned(),
+            limit,
             head: Vec::new(),
             state: DigesterState::Sniffing,
         }
@@ -380,9 +413,11 @@ impl LayerDigester {
             self.head.extend_from_slice(&bytes[..want]);
             if self.head.len() >= 2 && self.head.starts_with(&[0x1f, 0x8b]) {
                 let head = std::mem::take(&mut self.head);
-                self.state = DigesterState::Gzip(Box::new(flate2::write::MultiGzDecoder::new(
-                    HashSink(Sha256::new()),
-                )));
+                self.state =
+                    DigesterState::Gzip(Box::new(flate2::write::MultiGzDecoder::new(HashSink {
+                        hasher: Sha256::new(),
+                        left: self.limit,
+                    })));
                 self.feed(&head);
                 self.feed(&bytes[want..]);
                 return;
@@ -429,15 +464,23 @@ impl LayerDigester {
                 format!("{what}: corrupt gzip layer {stored}: {e}"),
             )
         };
+        let limit = self.limit;
+        let fail = |e: String| {
+            if e.contains(OVER_LIMIT) {
+                bomb(what, stored, limit)
+            } else {
+                corrupt(e)
+            }
+        };
         match self.state {
             DigesterState::Gzip(mut gz) => {
-                gz.try_finish().map_err(|e| corrupt(e.to_string()))?;
-                let sink = gz.finish().map_err(|e| corrupt(e.to_string()))?;
-                Ok(Some(Digest::from_hasher(sink.0)))
+                gz.try_finish().map_err(|e| fail(e.to_string()))?;
+                let sink = gz.finish().map_err(|e| fail(e.to_string()))?;
+                Ok(Some(Digest::from_hasher(sink.hasher)))
             }
             DigesterState::Tar => Ok(Some(stored.clone())),
             DigesterState::Unknown | DigesterState::Sniffing => Ok(None),
-            DigesterState::Corrupt(e) => Err(corrupt(e)),
+            DigesterState::Corrupt(e) => Err(fail(e)),
         }
     }
 }
@@ -542,9 +585,16 @@ mod tests {
             let stored = Digest::of(bytes);
             let path = layout.tmp_dir().join("layer");
             fs::write(&path, bytes).unwrap();
-            let from_file = uncompressed_digest(&path, &stored, media_type, "t", None);
+            let from_file = uncompressed_digest(
+                &path,
+                &stored,
+                media_type,
+                "t",
+                None,
+                DEFAULT_MAX_LAYER_BYTES,
+            );
             // Fed in small, uneven pieces, as a download comes.
-            let mut d = LayerDigester::new(media_type);
+            let mut d = LayerDigester::new(media_type, DEFAULT_MAX_LAYER_BYTES);
             for piece in bytes.chunks(7) {
                 d.update(piece);
             }
@@ -555,7 +605,10 @@ mod tests {
                 (a, b) => panic!("{media_type}: {a:?} vs {b:?}"),
             }
         }
-        let mut d = LayerDigester::new("application/vnd.oci.image.layer.v1.tar+gzip");
+        let mut d = LayerDigester::new(
+            "application/vnd.oci.image.layer.v1.tar+gzip",
+            DEFAULT_MAX_LAYER_BYTES,
+        );
         d.update(&truncated);
         let err = d.finish(&Digest::of(&truncated), "layer 2").unwrap_err();
         assert_eq!(err.kind(), ErrorKind::InvalidArchive);

@@ -182,7 +182,24 @@ impl ManifestDoc {
         if doc.schema_version != 2 {
             return Err(format!("unsupported schemaVersion {}", doc.schema_version));
         }
-        doc.shape()?;
+        let shape = doc.shape()?;
+        // A declared media type must agree with the fields: an "index"
+        // with layers, or a "manifest" listing manifests, is refused.
+        if let Some(declared) = doc.media_type.as_deref() {
+            let index = matches!(shape, Shape::Index(_));
+            if (index && is_manifest_media_type(declared))
+                || (!index && is_index_media_type(declared))
+            {
+                return Err(format!(
+                    "declares mediaType {declared} but has the fields of {}",
+                    if index {
+                        "an index"
+                    } else {
+                        "an image manifest"
+                    }
+                ));
+            }
+        }
         Ok(doc)
     }
 
@@ -190,10 +207,8 @@ impl ManifestDoc {
     pub fn shape(&self) -> Result<Shape<'_>, String> {
         match (&self.manifests, &self.config, &self.layers) {
             (Some(m), None, None) => Ok(Shape::Index(m)),
-            (None, Some(config), layers) => Ok(Shape::Image {
-                config,
-                layers: layers.as_deref().unwrap_or(&[]),
-            }),
+            (None, Some(config), Some(layers)) => Ok(Shape::Image { config, layers }),
+            (None, Some(_), None) => Err("an image manifest without layers".into()),
             (None, None, _) => Err("neither an image manifest nor an index".into()),
             (Some(_), _, _) => Err("both an index and an image manifest".into()),
         }

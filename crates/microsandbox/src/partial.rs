@@ -97,8 +97,8 @@ pub struct ParkedBlob {
 /// Claims the partial download of `digest`: waits while another pull holds
 /// it, calling `waiting` at each look, and hashes the bytes it already has.
 /// A file longer than `size`, or as long but with other content, starts
-/// over. With `layer_media_type`, the writer also computes the layer's
-/// uncompressed digest as bytes arrive.
+/// over. With `layer` (a media type and a decompression limit), the writer
+/// also computes the layer's uncompressed digest as bytes arrive.
 ///
 /// # Errors
 ///
@@ -107,7 +107,7 @@ pub fn claim(
     layout: &Layout,
     digest: &Digest,
     size: u64,
-    layer_media_type: Option<&str>,
+    layer: Option<(&str, u64)>,
     mut waiting: impl FnMut() -> MicrosandboxResult<()>,
 ) -> MicrosandboxResult<Claim> {
     let path = path_of(layout, digest);
@@ -140,7 +140,7 @@ pub fn claim(
             file,
             path: path.clone(),
             hasher: Sha256::new(),
-            layer: layer_media_type.map(LayerDigester::new),
+            layer: layer.map(|(media_type, limit)| LayerDigester::new(media_type, limit)),
             written: 0,
             handed_to_disk: 0,
             digest: digest.clone(),

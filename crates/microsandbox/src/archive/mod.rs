@@ -21,6 +21,7 @@ use crate::digest::Digest;
 use crate::error::{ErrorKind, MicrosandboxError, MicrosandboxResult};
 use crate::fsutil::sync_dir;
 use crate::handle::ImageHandle;
+pub use crate::ingest::DEFAULT_MAX_LAYER_BYTES;
 use crate::ingest::{check_diff_id, sync_all, uncompressed_digest, BlobWriter, VerifiedBlob};
 use crate::layout::{Layout, JSON_BLOB_LIMIT};
 use crate::lease::TransferPin;
@@ -63,6 +64,10 @@ pub struct LoadOptions {
     pub reference: Option<Reference>,
     /// Where progress events go.
     pub progress: Option<ProgressFn>,
+    /// The most bytes a gzip layer may decompress to (checked while its
+    /// diff_id is computed); a larger one is refused as a decompression
+    /// bomb. [`DEFAULT_MAX_LAYER_BYTES`] if unset.
+    pub max_layer_bytes: Option<u64>,
 }
 
 /// One reference of the source and the image it names.
@@ -132,6 +137,8 @@ struct Source {
     origin: Origin,
     progress: Option<ProgressFn>,
     json: Mutex<HashMap<Digest, Arc<[u8]>>>,
+    /// The decompression limit of a layer.
+    max_layer_bytes: u64,
 }
 
 impl Source {
@@ -231,7 +238,14 @@ impl Source {
             Origin::Dir(o) => Staged::Written(o.stage(layout, d, what, self.progress.clone())?),
             Origin::Tar(t) => Staged::Written(t.stage(layout, d, what)?),
             Origin::Registry(r) => {
-                match r.stage(layout, d, what, self.progress.as_ref(), waiting)? {
+                match r.stage(
+                    layout,
+                    d,
+                    what,
+                    self.progress.as_ref(),
+                    self.max_layer_bytes,
+                    waiting,
+                )? {
                     Fetched::Present => Staged::Present,
                     Fetched::Verified(p) => Staged::Partial(p),
                 }
@@ -313,6 +327,7 @@ fn open(layout: &Layout, path: &Path, progress: Option<ProgressFn>) -> Microsand
         origin,
         progress,
         json: Mutex::default(),
+        max_layer_bytes: DEFAULT_MAX_LAYER_BYTES,
     })
 }
 
@@ -332,7 +347,8 @@ pub fn load(
     options: &LoadOptions,
 ) -> MicrosandboxResult<Vec<ImageHandle>> {
     layout.ensure()?;
-    let source = open(layout, path, options.progress.clone())?;
+    let mut source = open(layout, path, options.progress.clone())?;
+    source.max_layer_bytes = options.max_layer_bytes.unwrap_or(DEFAULT_MAX_LAYER_BYTES);
     let planned = plan(&source, options)?;
     ingest(layout, &source, &planned)
 }
@@ -385,6 +401,7 @@ pub fn pull(
         origin: Origin::Registry(registry),
         progress: options.progress.clone(),
         json: Mutex::default(),
+        max_layer_bytes: options.max_layer_bytes.unwrap_or(DEFAULT_MAX_LAYER_BYTES),
     };
     source.json_cache().insert(top.digest.clone(), bytes.into());
     let want = options.platform.clone().unwrap_or_else(platform::host);
@@ -739,8 +756,16 @@ fn ingest_and_commit(
     let renew = || pin.lock().unwrap_or_else(|e| e.into_inner()).renew_if_due();
     let progress = source.progress.as_ref();
     let brought = crate::par::queue(&layers, source.parallelism(), |(d, what)| {
-        let digest_of =
-            |path: &Path| uncompressed_digest(path, &d.digest, &d.media_type, what, progress);
+        let digest_of = |path: &Path| {
+            uncompressed_digest(
+                path,
+                &d.digest,
+                &d.media_type,
+                what,
+                progress,
+                source.max_layer_bytes,
+            )
+        };
         if present(layout, d, what)? {
             return Ok((None, digest_of(&layout.blob_path(&d.digest))?));
         }
@@ -783,6 +808,9 @@ fn ingest_and_commit(
     let committed: u64 = verified.iter().map(VerifiedBlob::size).sum::<u64>()
         + parked.iter().map(ParkedBlob::size).sum::<u64>();
     let _guard = layout.lock(LockMode::Exclusive)?;
+    // Read the index before any rename: an index that cannot be read fails
+    // the load with nothing moved into blobs/.
+    let mut index = layout.read_index()?;
     // Check before any rename: a failed commit leaves nothing in blobs/.
     let arriving: HashSet<&Digest> = verified
         .iter()
@@ -813,7 +841,6 @@ fn ingest_and_commit(
     if any {
         sync_dir(layout.blobs_dir())?;
     }
-    let mut index = layout.read_index()?;
     let now = time::format(time::now());
     let mut descriptors = Vec::with_capacity(planned.len());
     for p in planned {

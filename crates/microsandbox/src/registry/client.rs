@@ -433,11 +433,12 @@ impl RegistryOrigin {
         d: &Descriptor,
         what: &str,
         progress: Option<&ProgressFn>,
+        max_layer_bytes: u64,
         mut waiting: impl FnMut() -> MicrosandboxResult<()>,
     ) -> MicrosandboxResult<Fetched> {
         let what = format!("{}: {what}", self.shown);
         loop {
-            let layer = is_layer(d).then_some(d.media_type.as_str());
+            let layer = is_layer(d).then_some((d.media_type.as_str(), max_layer_bytes));
             let mut writer = match partial::claim(layout, &d.digest, d.size, layer, &mut waiting)? {
                 Claim::Present => return Ok(Fetched::Present),
                 Claim::Mine(w) => w,

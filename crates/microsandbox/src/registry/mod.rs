@@ -52,4 +52,7 @@ pub struct PullOptions {
     /// origin; an entry replaces the one `$MSB_HOME/registries.json` has
     /// for that registry (see [`mirrors`]).
     pub mirrors: Option<MirrorMap>,
+    /// The most bytes a gzip layer may decompress to (a bomb otherwise);
+    /// [`crate::archive::DEFAULT_MAX_LAYER_BYTES`] if unset.
+    pub max_layer_bytes: Option<u64>,
 }
