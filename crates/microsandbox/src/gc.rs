@@ -100,7 +100,13 @@ pub fn shown_name(d: &Descriptor) -> String {
         // This cache writes canonical names: Docker Hub's lose their
         // prefix as `docker images` shows them, without a full parse.
         Some(name) => match name.strip_prefix("docker.io/") {
-            Some(rest) => rest.strip_prefix("library/").unwrap_or(rest).to_owned(),
+            Some(rest) => match rest.strip_prefix("library/") {
+                // Only a one-component name loses `library/` (Docker's rule).
+                Some(short) if !short.split(['@', ':']).next().unwrap_or("").contains('/') => {
+                    short.to_owned()
+                }
+                _ => rest.to_owned(),
+            },
             None => name.to_owned(),
         },
         None => d.digest.to_string(),

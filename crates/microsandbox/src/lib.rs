@@ -43,6 +43,8 @@ pub mod digest;
 pub mod error;
 pub mod fault;
 pub mod fsutil;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod gc;
 pub mod handle;
 pub mod image;

@@ -89,10 +89,12 @@ impl Reference {
     /// `ghcr.io/org/app`.
     pub fn familiar_name(&self) -> String {
         if self.domain == DEFAULT_DOMAIN {
-            self.path
-                .strip_prefix(OFFICIAL_PREFIX)
-                .unwrap_or(&self.path)
-                .to_owned()
+            // `library/` goes only from a one-component name, as Docker
+            // does: `library/a/b` must stay, or it would read as `a/b`.
+            match self.path.strip_prefix(OFFICIAL_PREFIX) {
+                Some(rest) if !rest.contains('/') => rest.to_owned(),
+                _ => self.path.clone(),
+            }
         } else {
             self.repository()
         }
@@ -331,6 +333,13 @@ mod tests {
         assert_eq!(f("docker.io/library/python:3.12"), "python:3.12");
         assert_eq!(f("docker.io/org/app:1"), "org/app:1");
         assert_eq!(f("ghcr.io/org/app:1"), "ghcr.io/org/app:1");
+        // Found by fuzzing: `library/` stays on a nested name, or the
+        // familiar form would name another repository.
+        assert_eq!(f("library/a/b:1"), "library/a/b:1");
+        assert_eq!(
+            Reference::parse(&f("library/a/b")).unwrap().canonical(),
+            "docker.io/library/a/b:latest"
+        );
     }
 
     #[test]
