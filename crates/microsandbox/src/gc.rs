@@ -29,6 +29,7 @@ use crate::lock::LockMode;
 use crate::model::{Descriptor, IndexFile, ManifestDoc, ANN_CREATED, ANN_LAST_USED};
 use crate::partial::digest_of_name;
 use crate::policy::{evict_to_budget, PruneOptions};
+use crate::reference::familiar_hub_path;
 use crate::time;
 
 /// Runs a prune: planned under the shared lock for a dry run, planned and
@@ -97,19 +98,26 @@ pub fn last_use(layout: &Layout, d: &Descriptor) -> SystemTime {
 /// How a removed entry is named in reports.
 pub fn shown_name(d: &Descriptor) -> String {
     match d.ref_name() {
-        // This cache writes canonical names: Docker Hub's lose their
-        // prefix as `docker images` shows them, without a full parse.
-        Some(name) => match name.strip_prefix("docker.io/") {
-            Some(rest) => match rest.strip_prefix("library/") {
-                // Only a one-component name loses `library/` (Docker's rule).
-                Some(short) if !short.split(['@', ':']).next().unwrap_or("").contains('/') => {
-                    short.to_owned()
-                }
-                _ => rest.to_owned(),
-            },
-            None => name.to_owned(),
-        },
+        Some(name) => familiar_of_canonical(name),
         None => d.digest.to_string(),
+    }
+}
+
+/// The familiar form of a canonical name as this cache writes them,
+/// without a full parse (reports name thousands): what
+/// [`Reference::familiar`](crate::Reference::familiar) gives.
+pub fn familiar_of_canonical(name: &str) -> String {
+    let Some(rest) = name.strip_prefix("docker.io/") else {
+        return name.to_owned();
+    };
+    // The path ends where the tag or digest starts.
+    let end = rest
+        .find('@')
+        .or_else(|| rest.rfind(':').filter(|&i| !rest[i..].contains('/')))
+        .unwrap_or(rest.len());
+    match familiar_hub_path(&rest[..end]) {
+        Some(short) => format!("{short}{}", &rest[end..]),
+        None => name.to_owned(),
     }
 }
 

@@ -88,15 +88,9 @@ impl Reference {
     /// The short repository name, with neither tag nor digest: `python`,
     /// `ghcr.io/org/app`.
     pub fn familiar_name(&self) -> String {
-        if self.domain == DEFAULT_DOMAIN {
-            // `library/` goes only from a one-component name, as Docker
-            // does: `library/a/b` must stay, or it would read as `a/b`.
-            match self.path.strip_prefix(OFFICIAL_PREFIX) {
-                Some(rest) if !rest.contains('/') => rest.to_owned(),
-                _ => self.path.clone(),
-            }
-        } else {
-            self.repository()
+        match familiar_hub_path(&self.path) {
+            Some(short) if self.domain == DEFAULT_DOMAIN => short.to_owned(),
+            _ => self.repository(),
         }
     }
 
@@ -178,15 +172,33 @@ fn parse(input: &str) -> Result<Reference, String> {
     })
 }
 
+/// Whether the first component of a name is read as a registry domain:
+/// it has a `.` or a `:`, is `localhost`, or has an uppercase letter.
+pub fn reads_as_domain(first: &str) -> bool {
+    first.contains(['.', ':'])
+        || first == "localhost"
+        || first.bytes().any(|b| b.is_ascii_uppercase())
+}
+
+/// The familiar form of a Docker Hub path (`library/python` ->
+/// `python`): `library/` goes only from a one-component name, and the
+/// `docker.io/` prefix stays when the path's first component would read as
+/// a domain (`docker.io/a.b/c`), so the familiar form always parses back to
+/// the same repository.
+pub fn familiar_hub_path(path: &str) -> Option<&str> {
+    let short = match path.strip_prefix(OFFICIAL_PREFIX) {
+        Some(rest) if !rest.contains('/') => rest,
+        _ => path,
+    };
+    match short.split_once('/') {
+        Some((first, _)) if reads_as_domain(first) => None,
+        _ => Some(short),
+    }
+}
+
 fn split_domain(name: &str) -> (String, String) {
     let (domain, path) = match name.split_once('/') {
-        Some((first, rest))
-            if first.contains(['.', ':'])
-                || first == "localhost"
-                || first.bytes().any(|b| b.is_ascii_uppercase()) =>
-        {
-            (first.to_owned(), rest.to_owned())
-        }
+        Some((first, rest)) if reads_as_domain(first) => (first.to_owned(), rest.to_owned()),
         _ => (DEFAULT_DOMAIN.to_owned(), name.to_owned()),
     };
     let domain = if domain == LEGACY_DOMAIN {
@@ -336,6 +348,9 @@ mod tests {
         // Found by fuzzing: `library/` stays on a nested name, or the
         // familiar form would name another repository.
         assert_eq!(f("library/a/b:1"), "library/a/b:1");
+        // Also found by fuzzing: a Hub namespace that reads as a domain
+        // keeps its `docker.io/`.
+        assert_eq!(f("docker.io/a.b/c"), "docker.io/a.b/c:latest");
         assert_eq!(
             Reference::parse(&f("library/a/b")).unwrap().canonical(),
             "docker.io/library/a/b:latest"
