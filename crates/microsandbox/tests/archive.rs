@@ -530,9 +530,7 @@ fn hostile_archives_are_refused_and_leave_the_cache_as_it_was() {
             err.to_string().contains(needle),
             "{what}: {err} lacks {needle:?}"
         );
-        assert_eq!(h.snapshot(), before, "{what}: the cache changed");
-        assert!(h.tmp_names().is_empty(), "{what}: {:?}", h.tmp_names());
-        assert!(h.backend.list_leases().unwrap().is_empty(), "{what}");
+        h.assert_untouched(&before, what);
     }
 }
 

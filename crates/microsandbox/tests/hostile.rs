@@ -7,7 +7,7 @@
 mod common;
 
 use std::fs;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 
@@ -116,9 +116,7 @@ fn refused(path: &Path, options: &LoadOptions, kind: ErrorKind, needle: &str, wh
         err.to_string().contains(needle),
         "{what}: {err} lacks {needle:?}"
     );
-    assert_eq!(h.snapshot(), before, "{what}: the cache changed");
-    assert!(h.tmp_names().is_empty(), "{what}: {:?}", h.tmp_names());
-    assert!(h.backend.list_leases().unwrap().is_empty(), "{what}");
+    h.assert_untouched(&before, what);
 }
 
 #[test]
@@ -482,15 +480,9 @@ fn fake_registry(
             let Ok(mut client) = client else { continue };
             let answer = answer.clone();
             std::thread::spawn(move || {
-                let mut head = Vec::new();
-                let mut byte = [0u8; 1];
-                while !head.ends_with(b"\r\n\r\n") {
-                    if client.read(&mut byte).unwrap_or(0) == 0 {
-                        return;
-                    }
-                    head.push(byte[0]);
-                }
-                let text = String::from_utf8_lossy(&head).into_owned();
+                let Some(text) = read_request_head(&mut client) else {
+                    return;
+                };
                 let path = text.split_whitespace().nth(1).unwrap_or("").to_owned();
                 let (status, headers, body) = answer(&path);
                 let mut out = format!(
@@ -644,9 +636,7 @@ fn hostile_registry_answers_are_refused_with_their_code() {
             .map(drop)
             .expect_err(what);
         assert_eq!(err.kind(), kind, "{what}: {err}");
-        assert_eq!(h.snapshot(), before, "{what}");
-        assert!(h.tmp_names().is_empty(), "{what}: {:?}", h.tmp_names());
-        assert!(h.backend.list_leases().unwrap().is_empty(), "{what}");
+        h.assert_untouched(&before, what);
     }
     assert!(count >= 10);
 }

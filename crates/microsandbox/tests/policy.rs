@@ -73,18 +73,6 @@ fn set_times(h: &Home, times: &[(&str, Duration, Option<Duration>)]) {
     fs::write(&path, serde_json::to_vec(&index).unwrap()).unwrap();
 }
 
-fn refs(h: &Home) -> Vec<String> {
-    let mut r: Vec<String> = h
-        .backend
-        .list_images()
-        .unwrap()
-        .iter()
-        .map(|i| i.reference().to_owned())
-        .collect();
-    r.sort();
-    r
-}
-
 fn removed(r: &ImagePruneReport) -> Vec<String> {
     r.removed.iter().map(|x| x.reference.clone()).collect()
 }
@@ -143,7 +131,7 @@ fn dangling_takes_what_a_moved_tag_left_and_nothing_else() {
     load_as(&h, &base, "rich");
     load_as(&h, &base, "copied");
     let rich_bytes = h.allocated(&rich_blobs);
-    let before = refs(&h);
+    let before = h.refs();
     let r = dry_then_real(
         &h,
         PruneOptions {
@@ -151,7 +139,7 @@ fn dangling_takes_what_a_moved_tag_left_and_nothing_else() {
             ..Default::default()
         },
     );
-    assert_eq!(refs(&h), before, "dangling kept every reference");
+    assert_eq!(h.refs(), before, "dangling kept every reference");
     assert_eq!(r.image_refs_removed, 0);
     assert_eq!(r.manifests_removed, 1);
     assert_eq!(r.configs_removed, 1);
@@ -183,7 +171,7 @@ fn unused_for_takes_only_what_has_been_idle_that_long() {
     let mut gone = removed(&r);
     gone.sort();
     assert_eq!(gone, ["base:latest", "copied:latest"]);
-    assert_eq!(refs(&h), ["app:latest", "rich:latest"]);
+    assert_eq!(h.refs(), ["app:latest", "rich:latest"]);
     // app still needs base's layer, and rich the manifest copied shared.
     assert_eq!(
         r.manifests_removed + r.configs_removed + r.layers_removed,
@@ -218,7 +206,7 @@ fn max_bytes_evicts_least_recently_used_first_and_stops_at_the_budget() {
     assert_eq!(removed(&r), ["rich:latest", "copied:latest"]);
     assert_eq!(r.bytes_reclaimed, rich);
     assert_eq!(r.over_budget_bytes, 0);
-    assert_eq!(refs(&h), ["app:latest", "base:latest"]);
+    assert_eq!(h.refs(), ["app:latest", "base:latest"]);
     let left = h.backend.disk_usage().unwrap().blobs_bytes;
     assert_eq!(left, all - rich);
     // A budget the remaining content already meets removes nothing.
@@ -259,7 +247,7 @@ fn a_leased_image_survives_every_policy() {
             .unwrap();
         let base_bytes = h.allocated(&blobs_of("pair/base"));
         let r = dry_then_real(&h, policy.clone());
-        assert!(refs(&h).contains(&"base:latest".to_owned()), "{policy:?}");
+        assert!(h.refs().contains(&"base:latest".to_owned()), "{policy:?}");
         assert_eq!(
             h.allocated(&blobs_of("pair/base")),
             base_bytes,
@@ -267,7 +255,7 @@ fn a_leased_image_survives_every_policy() {
         );
         if policy.max_bytes == Some(0) {
             // Everything else went; the lease holds base above the budget.
-            assert_eq!(refs(&h), ["base:latest"]);
+            assert_eq!(h.refs(), ["base:latest"]);
             assert_eq!(r.over_budget_bytes, base_bytes);
         }
     }

@@ -254,15 +254,9 @@ fn logging_proxy(
             let counter = counter.clone();
             let logger = logger.clone();
             std::thread::spawn(move || {
-                let mut head = Vec::new();
-                let mut byte = [0u8; 1];
-                while !head.ends_with(b"\r\n\r\n") {
-                    if client.read(&mut byte).unwrap_or(0) == 0 {
-                        return;
-                    }
-                    head.push(byte[0]);
-                }
-                let text = String::from_utf8_lossy(&head).into_owned();
+                let Some(text) = read_request_head(&mut client) else {
+                    return;
+                };
                 let mut lines: Vec<&str> = text.split("\r\n").filter(|l| !l.is_empty()).collect();
                 lines.retain(|l| !l.to_ascii_lowercase().starts_with("connection:"));
                 let range = lines

@@ -115,6 +115,31 @@ impl Home {
             .sum()
     }
 
+    /// The references the cache lists, sorted.
+    pub fn refs(&self) -> Vec<String> {
+        let mut r: Vec<String> = self
+            .backend
+            .list_images()
+            .unwrap()
+            .iter()
+            .map(|i| i.reference().to_owned())
+            .collect();
+        r.sort();
+        r
+    }
+
+    /// Asserts that a failed operation left the cache as `before` and no
+    /// temporary or pin behind.
+    pub fn assert_untouched(&self, before: &(Vec<u8>, BTreeSet<String>), what: &str) {
+        assert_eq!(&self.snapshot(), before, "{what}: the cache changed");
+        assert!(
+            self.tmp_names().is_empty(),
+            "{what}: {:?}",
+            self.tmp_names()
+        );
+        assert!(self.backend.list_leases().unwrap().is_empty(), "{what}");
+    }
+
     pub fn tmp_names(&self) -> Vec<String> {
         fs::read_dir(self.dir.path().join("cache/tmp"))
             .map(|rd| {
@@ -177,4 +202,19 @@ pub fn skopeo(args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stdout).unwrap()
+}
+
+/// Reads an HTTP request head (to the blank line) from a test server's
+/// client; `None` if the client goes away first.
+pub fn read_request_head(client: &mut std::net::TcpStream) -> Option<String> {
+    use std::io::Read;
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if client.read(&mut byte).unwrap_or(0) == 0 {
+            return None;
+        }
+        head.push(byte[0]);
+    }
+    Some(String::from_utf8_lossy(&head).into_owned())
 }
