@@ -95,3 +95,17 @@ test('typings: __test__/typed.ts type-checks against index.d.ts (tsc -p __test__
   });
   assert.equal(r.status, 0, `tsc failed:\n${r.stdout}\n${r.stderr}`);
 });
+
+test('the README demo (npm run demo) runs to the end on real images', () => {
+  const r = spawnSync(process.execPath, [path.join(ROOT, 'examples', 'demo.mjs')], {
+    cwd: ROOT,
+    encoding: 'utf8',
+    timeout: 120_000,
+  });
+  assert.equal(r.status, 0, `demo failed:\n${r.stdout}\n${r.stderr}`);
+  for (const step of ['# load', '# list', '# inspect rich', '# save rich and app', '# disk usage', 'dry run: ', '# verify']) {
+    assert.ok(r.stdout.includes(step), `the demo never printed ${step}`);
+  }
+  assert.match(r.stdout, /remove app -> ImageInUse: /);
+  assert.match(r.stdout, /second cache: \d+ blobs checked, clean/);
+});

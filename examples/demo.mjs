@@ -13,7 +13,8 @@ import { Image, LocalBackend } from "../index.js";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..");
 const fixtures = join(root, "target", "fixtures");
-const home = mkdtempSync(join(tmpdir(), "msb-demo-"));
+const work = mkdtempSync(join(tmpdir(), "msb-demo-"));
+const home = join(work, "home");
 const kib = (n) => `${(n / 1024).toFixed(1)} KiB`;
 
 try {
@@ -40,9 +41,9 @@ try {
   for (const l of d.layers) console.log(`layer ${l.position}: ${l.blobDigest.slice(0, 19)} ${l.compressedSizeBytes} B ${l.mediaType}`);
 
   console.log("\n# save rich and app as one OCI archive, load it into a second cache");
-  const archive = join(home, "images.tar");
+  const archive = join(work, "images.tar"); // outside the cache home
   await Image.saveLocal(backend, ["rich", "app"], archive);
-  const second = new LocalBackend({ home: join(home, "second") });
+  const second = new LocalBackend({ home: join(work, "second") });
   for (const h of await Image.loadLocal(second, archive)) console.log(`second cache: ${h.reference} ${h.manifestDigest.slice(0, 19)}`);
 
   console.log("\n# a sandbox pins 'app' with a lease");
@@ -54,8 +55,15 @@ try {
     console.log(`remove app -> ${e.code}: ${e.message}`);
   }
 
-  console.log("\n# remove rich, then prune (app stays: it is leased)");
+  console.log("\n# disk usage: each blob once; what each image alone would free");
+  const du = await Image.diskUsageLocal(backend);
+  console.log(`blobs ${kib(du.blobsBytes)}, reclaimable ${kib(du.reclaimableBytes)}`);
+  for (const i of du.images) console.log(`${i.reference}\tsize ${kib(i.sizeBytes)}\tshared ${kib(i.sharedBytes)}\tunique ${kib(i.uniqueBytes)}\t${i.inUse ? "in use" : ""}`);
+
+  console.log("\n# remove rich; a dry run shows what prune would take; then prune (app stays: it is leased)");
   await Image.removeLocal(backend, "rich");
+  const dry = await Image.pruneLocal(backend, { dryRun: true });
+  console.log(`dry run: ${dry.removed.map((r) => r.reference).join(", ")}; ${kib(dry.bytesReclaimed)}`);
   let report = await Image.pruneLocal(backend);
   console.log(report);
   console.log("left:", (await Image.listLocal(backend)).map((h) => h.reference).join(", "));
@@ -65,6 +73,11 @@ try {
   report = await Image.pruneLocal(backend);
   console.log(report);
   console.log("left:", (await Image.listLocal(backend)).length, "images");
+
+  console.log("\n# verify: every blob re-hashed, every invariant checked");
+  const v = await Image.verifyLocal(second);
+  console.log(`second cache: ${v.blobsChecked} blobs checked, ${v.clean ? "clean" : "PROBLEMS"}`);
+  if (!v.clean) process.exitCode = 1;
 } finally {
-  rmSync(home, { recursive: true, force: true });
+  rmSync(work, { recursive: true, force: true });
 }
