@@ -40,13 +40,19 @@ const WRITEBACK: u64 = 8 << 20;
 
 /// The digest a `tmp/` file name stands for, if it is a partial download's.
 pub fn digest_of_name(name: &str) -> Option<Digest> {
-    Digest::from_hex(name.strip_prefix(PARTIAL_PREFIX)?).ok()
+    let rest = name.strip_prefix(PARTIAL_PREFIX)?;
+    let (hex, size) = rest.split_once('-')?;
+    size.parse::<u64>().ok()?;
+    Digest::from_hex(hex).ok()
 }
 
-fn path_of(layout: &Layout, digest: &Digest) -> PathBuf {
+/// `tmp/partial-<hex>-<size>`: the declared size is part of the name, so a
+/// manifest that declares another size for the same digest (a lie, or an
+/// error) works on a file of its own and never touches this one.
+fn path_of(layout: &Layout, digest: &Digest, size: u64) -> PathBuf {
     layout
         .tmp_dir()
-        .join(format!("{PARTIAL_PREFIX}{}", digest.hex()))
+        .join(format!("{PARTIAL_PREFIX}{}-{size}", digest.hex()))
 }
 
 /// What a claim on a blob finds.
@@ -85,9 +91,14 @@ pub struct VerifiedPartial {
     uncompressed: Option<MicrosandboxResult<Option<Digest>>>,
 }
 
-/// A verified partial download, unlocked, waiting for the commit.
-#[derive(Debug, Clone)]
+/// A verified partial download, unlocked, waiting for the commit. It keeps
+/// its file open: the inode cannot be freed and its number given to another
+/// file, so "the name still points at this inode, at this size" proves the
+/// bytes are the verified ones (nobody truncates a partial, and a writer
+/// only appends to one shorter than its size).
+#[derive(Debug)]
 pub struct ParkedBlob {
+    file: File,
     path: PathBuf,
     digest: Digest,
     size: u64,
@@ -110,7 +121,7 @@ pub fn claim(
     layer: Option<(&str, u64)>,
     mut waiting: impl FnMut() -> MicrosandboxResult<()>,
 ) -> MicrosandboxResult<Claim> {
-    let path = path_of(layout, digest);
+    let path = path_of(layout, digest, size);
     loop {
         if layout.has_blob(digest) {
             return Ok(Claim::Present);
@@ -135,6 +146,13 @@ pub fn claim(
         match fs::symlink_metadata(&path) {
             Ok(m) if m.ino() == meta.ino() && m.is_file() => {}
             _ => continue,
+        }
+        // Committed by another pull between the first look and the lock.
+        if layout.has_blob(digest) {
+            if meta.len() == 0 {
+                let _ = fs::remove_file(&path);
+            }
+            return Ok(Claim::Present);
         }
         let mut writer = PartialWriter {
             file,
@@ -291,12 +309,16 @@ impl VerifiedPartial {
         self.uncompressed.take()
     }
 
-    /// Unlocks the file, leaving it for a commit (ours or another pull's).
+    /// Unlocks the file, leaving it for a commit (ours or another pull's);
+    /// the file stays open.
     pub fn park(self) -> ParkedBlob {
+        let writer = self.writer;
+        unlock(&writer.file);
         ParkedBlob {
-            path: self.writer.path,
-            digest: self.writer.digest,
-            size: self.writer.size,
+            file: writer.file,
+            path: writer.path,
+            digest: writer.digest,
+            size: writer.size,
             ino: self.ino,
         }
     }
@@ -313,24 +335,18 @@ impl ParkedBlob {
         self.size
     }
 
-    /// Whether a commit can put the blob in place: it is there already, or
-    /// its parked file is. The caller holds the exclusive cache lock.
-    pub fn available(&self, layout: &Layout) -> bool {
-        layout.has_blob(&self.digest)
-            || fs::symlink_metadata(&self.path).is_ok_and(|m| m.ino() == self.ino)
-    }
-
-    /// Renames the parked file into `blobs/sha256/`, unless another pull
-    /// did. The caller holds the exclusive cache lock and fsyncs the blobs
-    /// directory after a batch. Waits up to `timeout` for a pull that is
-    /// rehashing the file to let go of it.
+    /// Takes the parked file for the commit: waits up to `timeout` for a
+    /// pull that is rehashing it, then checks it is still this inode at
+    /// this size. `Ok(false)`: the blob is in `blobs/` already (another
+    /// pull committed it). The caller holds the exclusive cache lock; the
+    /// file stays locked until this value is dropped.
     ///
     /// # Errors
     ///
     /// [`ErrorKind::Busy`] when the file is gone or still held.
-    pub fn commit(&self, layout: &Layout, timeout: Duration) -> MicrosandboxResult<()> {
+    pub fn hold(&self, layout: &Layout, timeout: Duration) -> MicrosandboxResult<bool> {
         if layout.has_blob(&self.digest) {
-            return Ok(());
+            return Ok(false);
         }
         let gone = || {
             MicrosandboxError::new(
@@ -341,30 +357,36 @@ impl ParkedBlob {
                 ),
             )
         };
-        let file = match OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&self.path)
-        {
-            Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(gone()),
-            Err(e) => return Err(MicrosandboxError::io("open", &self.path, e)),
-        };
         let start = Instant::now();
-        while !try_flock(&file, LockMode::Exclusive).at("lock", &self.path)? {
+        while !try_flock(&self.file, LockMode::Exclusive).at("lock", &self.path)? {
             if start.elapsed() >= timeout {
                 return Err(gone());
             }
             std::thread::sleep(Duration::from_millis(5));
         }
-        let meta = file.metadata().at("stat", &self.path)?;
+        let len = self.file.metadata().at("stat", &self.path)?.len();
         let named = fs::symlink_metadata(&self.path).map(|m| m.ino()).ok();
-        if meta.ino() != self.ino || named != Some(self.ino) || meta.len() != self.size {
+        if named != Some(self.ino) || len != self.size {
             return Err(gone());
         }
+        Ok(true)
+    }
+
+    /// Renames the held file into `blobs/sha256/` (see [`ParkedBlob::hold`]).
+    /// The caller fsyncs the blobs directory after a batch.
+    pub fn commit(&self, layout: &Layout) -> MicrosandboxResult<()> {
         let target = layout.blob_path(&self.digest);
         crate::fault::point("partial-before-rename");
         fs::rename(&self.path, &target).at("commit blob to", &target)
+    }
+}
+
+/// Releases a file's flock, keeping the file open.
+fn unlock(file: &File) {
+    use std::os::unix::io::AsRawFd;
+    // SAFETY: an flock call on a descriptor this File owns.
+    unsafe {
+        libc::flock(file.as_raw_fd(), libc::LOCK_UN);
     }
 }
 
@@ -398,8 +420,9 @@ mod tests {
         let again = mine(claim(&layout, &digest, size, None, || Ok(())).unwrap());
         assert!(again.is_whole());
         drop(again);
-        assert!(parked.available(&layout));
-        parked.commit(&layout, Duration::from_secs(1)).unwrap();
+        assert!(parked.hold(&layout, Duration::from_secs(1)).unwrap());
+        parked.commit(&layout).unwrap();
+        drop(parked);
         assert_eq!(fs::read(layout.blob_path(&digest)).unwrap(), data);
         assert!(matches!(
             claim(&layout, &digest, size, None, || Ok(())).unwrap(),
@@ -429,13 +452,51 @@ mod tests {
         assert_eq!(err.kind(), ErrorKind::Busy);
         drop(w);
         // Whole-sized but wrong content: the claim starts from nothing.
-        fs::write(path_of(&layout, &digest), vec![b'x'; data.len()]).unwrap();
+        fs::write(path_of(&layout, &digest, size), vec![b'x'; data.len()]).unwrap();
         let mut w = mine(claim(&layout, &digest, size, None, || Ok(())).unwrap());
         assert_eq!(w.written(), 0);
         // Too many bytes are refused, and the partial goes.
         let err = w.write(&[0u8; 301], "layer 0").unwrap_err();
         assert_eq!(err.kind(), ErrorKind::DigestMismatch);
-        assert!(!path_of(&layout, &digest).exists());
+        assert!(!path_of(&layout, &digest, size).exists());
+    }
+
+    #[test]
+    fn a_parked_download_survives_pulls_that_declare_another_size() {
+        // Found in review: a pull declaring size - 1 used to unlink the
+        // parked file, and the next file there could get the same inode
+        // number and pass the commit's checks with other bytes.
+        let (_home, layout) = layout();
+        let data = b"parked".repeat(500);
+        let digest = Digest::of(&data);
+        let size = data.len() as u64;
+        let mut w = mine(claim(&layout, &digest, size, None, || Ok(())).unwrap());
+        w.write(&data, "t").unwrap();
+        let parked = w.finish("t").unwrap().park();
+        // Another manifest lies about the size: it gets a file of its own.
+        let mut liar = mine(claim(&layout, &digest, size - 1, None, || Ok(())).unwrap());
+        assert_eq!(liar.written(), 0);
+        liar.write(&vec![b'z'; data.len() - 1], "t").unwrap();
+        drop(liar);
+        let mut longer = mine(claim(&layout, &digest, size + 1, None, || Ok(())).unwrap());
+        longer.write(b"q", "t").unwrap();
+        drop(longer);
+        // The parked bytes are untouched and commit as verified.
+        assert!(parked.hold(&layout, Duration::from_secs(1)).unwrap());
+        parked.commit(&layout).unwrap();
+        drop(parked);
+        assert_eq!(fs::read(layout.blob_path(&digest)).unwrap(), data);
+        // A parked file whose name now points elsewhere is refused.
+        let other = b"other".repeat(10);
+        let od = Digest::of(&other);
+        let mut w = mine(claim(&layout, &od, other.len() as u64, None, || Ok(())).unwrap());
+        w.write(&other, "t").unwrap();
+        let parked = w.finish("t").unwrap().park();
+        let path = path_of(&layout, &od, other.len() as u64);
+        fs::remove_file(&path).unwrap();
+        fs::write(&path, &other).unwrap();
+        let err = parked.hold(&layout, Duration::from_secs(1)).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Busy);
     }
 
     #[test]
@@ -447,9 +508,9 @@ mod tests {
         let err = w.finish("layer 1").unwrap_err();
         assert_eq!(err.kind(), ErrorKind::DigestMismatch);
         assert!(err.to_string().contains("layer 1"), "{err}");
-        assert!(!path_of(&layout, &digest).exists());
+        assert!(!path_of(&layout, &digest, 5).exists());
         assert_eq!(
-            digest_of_name(&format!("{PARTIAL_PREFIX}{}", digest.hex())),
+            digest_of_name(&format!("{PARTIAL_PREFIX}{}-5", digest.hex())),
             Some(digest)
         );
         assert_eq!(digest_of_name("ingest-abc"), None);

@@ -812,15 +812,18 @@ fn ingest_and_commit(
     // the load with nothing moved into blobs/.
     let mut index = layout.read_index()?;
     // Check before any rename: a failed commit leaves nothing in blobs/.
+    // Parked downloads are taken (locked, checked) first; another pull may
+    // have committed some already.
+    let mut to_rename: Vec<&ParkedBlob> = Vec::new();
+    for blob in &parked {
+        if blob.hold(layout, layout.lock_timeout())? {
+            to_rename.push(blob);
+        }
+    }
     let arriving: HashSet<&Digest> = verified
         .iter()
         .map(VerifiedBlob::digest)
-        .chain(
-            parked
-                .iter()
-                .filter(|b| b.available(layout))
-                .map(ParkedBlob::digest),
-        )
+        .chain(to_rename.iter().map(|b| b.digest()))
         .collect();
     if let Some(lost) = needed
         .iter()
@@ -835,8 +838,8 @@ fn ingest_and_commit(
     for blob in verified {
         blob.commit(layout)?;
     }
-    for blob in &parked {
-        blob.commit(layout, layout.lock_timeout())?;
+    for blob in to_rename {
+        blob.commit(layout)?;
     }
     if any {
         sync_dir(layout.blobs_dir())?;

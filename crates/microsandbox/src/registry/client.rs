@@ -103,6 +103,10 @@ impl RegistryOrigin {
             .http_status_as_error(false)
             .timeout_connect(Some(Duration::from_secs(30)))
             .timeout_recv_response(Some(Duration::from_secs(120)))
+            // A stalled body holds its partial's lock, and other pulls of
+            // that blob wait for it: bound it (generously: big layers on
+            // slow links).
+            .timeout_recv_body(Some(Duration::from_secs(3600)))
             .max_redirects(10)
             .build()
             .into();
@@ -444,7 +448,8 @@ impl RegistryOrigin {
                 Claim::Mine(w) => w,
             };
             if !writer.is_whole() {
-                if let Download::RangeIgnored = self.download(&mut writer, d, &what, progress)? {
+                let download = self.download(&mut writer, d, &what, progress, &mut waiting)?;
+                if let Download::RangeIgnored = download {
                     writer.abandon();
                     continue;
                 }
@@ -460,6 +465,7 @@ impl RegistryOrigin {
         d: &Descriptor,
         what: &str,
         progress: Option<&ProgressFn>,
+        renew: &mut impl FnMut() -> MicrosandboxResult<()>,
     ) -> MicrosandboxResult<Download> {
         let path = Self::blob_path(d);
         let mut buf = vec![0u8; 256 * 1024];
@@ -497,10 +503,12 @@ impl RegistryOrigin {
                     }
                 };
                 writer.write(&buf[..n], what)?;
-                if let Some(p) = progress {
-                    event.bytes = writer.written();
-                    if event.bytes >= next_event || event.bytes == d.size {
-                        next_event = event.bytes + STEP;
+                event.bytes = writer.written();
+                if event.bytes >= next_event || event.bytes == d.size {
+                    next_event = event.bytes + STEP;
+                    // A long download keeps the pull's pin alive.
+                    renew()?;
+                    if let Some(p) = progress {
                         p.report(&event);
                     }
                 }
