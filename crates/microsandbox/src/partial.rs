@@ -1,5 +1,6 @@
-//! Downloads that outlive an attempt: `tmp/partial-<hex>`, one file per
-//! blob, named by the digest its content must hash to.
+//! Downloads that outlive an attempt: `tmp/partial-<hex>-<size>`, one file
+//! per blob, named by the digest its content must hash to and the size its
+//! manifest declares.
 //!
 //! Whoever downloads a blob holds an exclusive `flock` on its partial file.
 //! Another pull of the same blob, in this process or another, waits for
@@ -12,8 +13,10 @@
 //! written again, until a pull commits it into `blobs/` by a rename under
 //! the exclusive cache lock. A partial that must start over is unlinked and
 //! created anew, never truncated, so a parked file's inode always holds the
-//! verified bytes. Prune keeps the partials of blobs that an unexpired lease
-//! pins (a running pull's) and sweeps the rest with `tmp/`.
+//! verified bytes; the pull that parked it keeps it open until the commit,
+//! so its inode cannot be freed and reused. Prune keeps the partials of
+//! blobs that an unexpired lease pins (a running pull's) and sweeps the
+//! rest with `tmp/`.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
