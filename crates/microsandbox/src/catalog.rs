@@ -181,13 +181,14 @@ fn stamp(m: &std::fs::Metadata) -> Stamp {
 
 /// A parsed version of `index.json`, with that file held open: an open
 /// file keeps its inode, so no later `index.json` can reuse the inode
-/// number and pass for this version.
+/// number and pass for this version. Each view is made when first asked
+/// for: `list` never pays for the raw index, nor prune for the catalog.
 #[derive(Debug)]
 struct Cached {
     stamp: Stamp,
     _file: std::fs::File,
-    catalog: Arc<Catalog>,
-    index: Arc<IndexFile>,
+    catalog: Option<Arc<Catalog>>,
+    index: Option<Arc<IndexFile>>,
 }
 
 /// The parsed view of the last `index.json` read, shared by every operation
@@ -200,39 +201,72 @@ pub struct CatalogCache {
 impl CatalogCache {
     /// The current view. The caller holds the cache lock (shared is enough).
     pub fn current(&self, layout: &Layout) -> MicrosandboxResult<Arc<Catalog>> {
-        self.both(layout).map(|(catalog, _)| catalog)
+        self.view(
+            layout,
+            |c| c.catalog.clone(),
+            |index, c| {
+                let catalog = Arc::new(Catalog::build(layout, index)?);
+                c.catalog = Some(catalog.clone());
+                Ok(catalog)
+            },
+        )
     }
 
     /// The current `index.json`, parsed (prune and disk usage read every
     /// descriptor, unnamed ones too). The caller holds the cache lock.
     pub fn index(&self, layout: &Layout) -> MicrosandboxResult<Arc<IndexFile>> {
-        self.both(layout).map(|(_, index)| index)
+        self.view(
+            layout,
+            |c| c.index.clone(),
+            |index, c| {
+                let index = Arc::new(index);
+                c.index = Some(index.clone());
+                Ok(index)
+            },
+        )
     }
 
-    fn both(&self, layout: &Layout) -> MicrosandboxResult<(Arc<Catalog>, Arc<IndexFile>)> {
+    /// One view of the current version: from memory while `index.json` is
+    /// unchanged, else made from a fresh read and kept with that version.
+    fn view<T>(
+        &self,
+        layout: &Layout,
+        kept: impl Fn(&Cached) -> Option<T>,
+        make: impl FnOnce(IndexFile, &mut Cached) -> MicrosandboxResult<T>,
+    ) -> MicrosandboxResult<T> {
         let path = layout.index_path();
         let now = stamp(&std::fs::metadata(path).at("stat", path)?);
         if let Some(cached) = &*self.slot.lock().expect("catalog lock") {
             if cached.stamp == now {
-                return Ok((cached.catalog.clone(), cached.index.clone()));
+                if let Some(v) = kept(cached) {
+                    return Ok(v);
+                }
             }
         }
         // Stamp what is read: the open file, not the path.
         let file = std::fs::File::open(path).at("open", path)?;
         let read_stamp = stamp(&file.metadata().at("stat", path)?);
         let index = layout.read_index()?;
-        let parsed = Arc::new(index.clone());
-        let catalog = Arc::new(Catalog::build(layout, index)?);
+        let mut fresh = Cached {
+            stamp: read_stamp,
+            _file: file,
+            catalog: None,
+            index: None,
+        };
+        let value = make(index, &mut fresh)?;
         let still = std::fs::metadata(path).map(|m| stamp(&m)).ok();
         if still == Some(read_stamp) {
-            *self.slot.lock().expect("catalog lock") = Some(Cached {
-                stamp: read_stamp,
-                _file: file,
-                catalog: catalog.clone(),
-                index: parsed.clone(),
-            });
+            let mut slot = self.slot.lock().expect("catalog lock");
+            match slot.as_mut() {
+                // The same version: add this view to the other one.
+                Some(c) if c.stamp == read_stamp => {
+                    c.catalog = c.catalog.take().or(fresh.catalog);
+                    c.index = c.index.take().or(fresh.index);
+                }
+                _ => *slot = Some(fresh),
+            }
         }
-        Ok((catalog, parsed))
+        Ok(value)
     }
 }
 
