@@ -9,7 +9,7 @@
 //! cache lock. Whatever is dropped uncommitted is unlinked.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
@@ -281,58 +281,44 @@ pub fn uncompressed_digest(
     progress: Option<&ProgressFn>,
     limit: u64,
 ) -> MicrosandboxResult<Option<Digest>> {
-    let mut file = File::open(path).at("open", path)?;
-    let mut head = [0u8; 512];
-    let mut got = 0;
-    while got < head.len() {
-        match file.read(&mut head[got..]) {
-            Ok(0) => break,
-            Ok(n) => got += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(MicrosandboxError::io("read", path, e)),
-        }
-    }
-    let head = &head[..got];
-    if head.starts_with(&[0x1f, 0x8b]) {
-        let file = File::open(path).at("open", path)?;
-        let size = file.metadata().at("stat", path)?.len();
-        let file = ProgressReader::new(
-            file,
-            progress.cloned(),
-            Phase::Verify,
-            Some(stored.to_string()),
-            Some(size),
-        );
-        let mut gz = flate2::read::MultiGzDecoder::new(io::BufReader::with_capacity(CHUNK, file));
-        let mut hasher = Sha256::new();
-        let mut buf = vec![0u8; CHUNK];
-        let mut total = 0u64;
+    let read_all = |reader: &mut dyn Read, digester: &mut LayerDigester, upto: Option<usize>| {
+        let mut buf = vec![0u8; upto.unwrap_or(CHUNK)];
+        let mut got = 0;
         loop {
-            match gz.read(&mut buf) {
-                Ok(0) => break,
+            match reader.read(&mut buf) {
+                Ok(0) => return Ok(()),
                 Ok(n) => {
-                    total += n as u64;
-                    if total > limit {
-                        return Err(bomb(what, stored, limit));
+                    digester.update(&buf[..n]);
+                    got += n;
+                    if upto.is_some_and(|u| got >= u) {
+                        return Ok(());
                     }
-                    hasher.update(&buf[..n]);
                 }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    return Err(MicrosandboxError::new(
-                        ErrorKind::InvalidArchive,
-                        format!("{what}: corrupt gzip layer {stored}: {e}"),
-                    ))
-                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(MicrosandboxError::io("read", path, e)),
             }
         }
-        return Ok(Some(Digest::from_hasher(hasher)));
+    };
+    // The first bytes tell the kind; only gzip needs the rest, read again
+    // from the start with progress.
+    let mut file = File::open(path).at("open", path)?;
+    let mut digester = LayerDigester::new(media_type, limit);
+    read_all(&mut file, &mut digester, Some(512))?;
+    if !digester.is_gzip() {
+        return digester.finish(stored, what);
     }
-    let ustar = head.get(257..262) == Some(b"ustar".as_slice());
-    if ustar || is_plain_tar(media_type) {
-        return Ok(Some(stored.clone()));
-    }
-    Ok(None)
+    file.seek(SeekFrom::Start(0)).at("seek", path)?;
+    let size = file.metadata().at("stat", path)?.len();
+    let mut reader = ProgressReader::new(
+        file,
+        progress.cloned(),
+        Phase::Verify,
+        Some(stored.to_string()),
+        Some(size),
+    );
+    let mut digester = LayerDigester::new(media_type, limit);
+    read_all(&mut reader, &mut digester, None)?;
+    digester.finish(stored, what)
 }
 
 /// The most bytes a layer may decompress to before it is refused as a
@@ -429,6 +415,14 @@ impl LayerDigester {
             return;
         }
         self.feed(bytes);
+    }
+
+    /// Whether the bytes so far are a gzip stream.
+    pub fn is_gzip(&self) -> bool {
+        matches!(
+            self.state,
+            DigesterState::Gzip(_) | DigesterState::Corrupt(_)
+        )
     }
 
     fn decide(&mut self) {
