@@ -101,7 +101,6 @@ fn prune_with(b: Backend, options: Unknown) -> AsyncTask<CoreTask<ImagePruneRepo
             unused_for,
             max_bytes,
         };
-        options.check()?;
         Ok(move || b.prune_images_with(&options).map(ImagePruneReport::from))
     })
 }

@@ -27,6 +27,7 @@ const OCI_LAYOUT: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
 #[derive(Clone, Debug)]
 pub struct Layout {
     home: PathBuf,
+    cache: PathBuf,
     oci: PathBuf,
     blobs: PathBuf,
     index: PathBuf,
@@ -48,6 +49,7 @@ impl Layout {
             oci,
             tmp: cache.join("tmp"),
             lock: cache.join("lock"),
+            cache,
             leases: home.join("leases"),
             lock_timeout,
         }
@@ -56,6 +58,11 @@ impl Layout {
     /// `$MSB_HOME`.
     pub fn home(&self) -> &Path {
         &self.home
+    }
+
+    /// `$MSB_HOME/cache`: the layout, `tmp/`, the lock.
+    pub fn cache_dir(&self) -> &Path {
+        &self.cache
     }
 
     /// The OCI image layout directory.

@@ -106,7 +106,7 @@ pub fn disk_usage(
     let blobs_bytes: u64 = sizes.values().sum();
     let tmp_bytes = files_bytes(layout.tmp_dir())?;
     let other = files_bytes(layout.oci_dir())?
-        + files_bytes(layout.oci_dir().parent().unwrap_or(layout.oci_dir()))?
+        + files_bytes(layout.cache_dir())?
         + files_bytes(layout.leases_dir())?;
     let dry = PruneOptions {
         dry_run: true,

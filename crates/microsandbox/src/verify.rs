@@ -24,7 +24,6 @@ use crate::gc::{shown_name, stale_tmp};
 use crate::layout::Layout;
 use crate::lease::{self, Pins};
 use crate::lock::LockMode;
-use crate::model::Descriptor;
 use crate::time;
 
 /// How to verify.
@@ -73,11 +72,7 @@ impl VerifyReport {
 
 /// Where repair puts corrupt blobs: beside the layout, not in it.
 pub fn quarantine_dir(layout: &Layout) -> PathBuf {
-    layout
-        .oci_dir()
-        .parent()
-        .unwrap_or(layout.oci_dir())
-        .join("quarantine")
+    layout.cache_dir().join("quarantine")
 }
 
 /// What a file of `blobs/` turned out to be.
@@ -230,6 +225,21 @@ pub fn verify(layout: &Layout, options: &VerifyOptions) -> MicrosandboxResult<Ve
     }
 
     if options.repair {
+        // References first: a crash between the two steps then leaves no
+        // reference to a blob that was moved aside.
+        if !unservable.is_empty() {
+            let gone: HashSet<usize> = unservable.into_iter().collect();
+            let mut i = 0;
+            index.manifests.retain(|d| {
+                let keep = !gone.contains(&i);
+                i += 1;
+                if !keep {
+                    report.removed_references.push(shown_name(d));
+                }
+                keep
+            });
+            layout.write_index(&index)?;
+        }
         if !corrupt.is_empty() {
             let aside = quarantine_dir(layout);
             create_dirs(&aside)?;
@@ -240,23 +250,6 @@ pub fn verify(layout: &Layout, options: &VerifyOptions) -> MicrosandboxResult<Ve
                 report.quarantined.push(d.to_string());
             }
             sync_dir(blobs_dir)?;
-        }
-        if !unservable.is_empty() {
-            let gone: HashSet<usize> = unservable.into_iter().collect();
-            let kept: Vec<Descriptor> = std::mem::take(&mut index.manifests)
-                .into_iter()
-                .enumerate()
-                .filter_map(|(i, d)| {
-                    if gone.contains(&i) {
-                        report.removed_references.push(shown_name(&d));
-                        None
-                    } else {
-                        Some(d)
-                    }
-                })
-                .collect();
-            index.manifests = kept;
-            layout.write_index(&index)?;
         }
     }
     Ok(report)
