@@ -100,25 +100,6 @@ impl Source {
     }
 }
 
-/// Loads `path` into a cache holding `rich` and checks the code, the
-/// message, and that the cache did not change.
-fn refused(path: &Path, options: &LoadOptions, kind: ErrorKind, needle: &str, what: &str) {
-    let h = home();
-    h.load("rich");
-    let before = h.snapshot();
-    let err = h
-        .backend
-        .load_images(path, options)
-        .map(|_| ())
-        .expect_err(what);
-    assert_eq!(err.kind(), kind, "{what}: {err}");
-    assert!(
-        err.to_string().contains(needle),
-        "{what}: {err} lacks {needle:?}"
-    );
-    h.assert_untouched(&before, what);
-}
-
 #[test]
 fn hostile_references_are_invalid_references() {
     let h = home();
@@ -371,7 +352,7 @@ fn hostile_layout_json_is_refused_with_its_code() {
     for (what, mutate, kind, needle) in cases {
         let s = Source::new();
         mutate(&s);
-        refused(s.path(), &LoadOptions::default(), kind, needle, what);
+        assert_load_refused(s.path(), &LoadOptions::default(), kind, needle, what);
     }
     assert!(count >= 20);
 }
@@ -417,7 +398,7 @@ fn a_decompression_bomb_stops_at_the_limit() {
     m["config"]["digest"] = json!(cd);
     m["config"]["size"] = json!(cbytes.len());
     s.set_manifest(&m);
-    refused(
+    assert_load_refused(
         s.path(),
         &LoadOptions {
             max_layer_bytes: Some(8 << 20),

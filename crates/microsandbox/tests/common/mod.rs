@@ -218,3 +218,28 @@ pub fn read_request_head(client: &mut std::net::TcpStream) -> Option<String> {
     }
     Some(String::from_utf8_lossy(&head).into_owned())
 }
+
+/// Loads `path` into a cache holding `rich` and checks the code, the
+/// message, and that the cache did not change.
+pub fn assert_load_refused(
+    path: &Path,
+    options: &microsandbox::LoadOptions,
+    kind: microsandbox::ErrorKind,
+    needle: &str,
+    what: &str,
+) {
+    let h = home();
+    h.load("rich");
+    let before = h.snapshot();
+    let err = h
+        .backend
+        .load_images(path, options)
+        .map(|_| ())
+        .expect_err(what);
+    assert_eq!(err.kind(), kind, "{what}: {err}");
+    assert!(
+        err.to_string().contains(needle),
+        "{what}: {err} lacks {needle:?}"
+    );
+    h.assert_untouched(&before, what);
+}
