@@ -21,7 +21,7 @@ use crate::types::{
 type Backend = MicrosandboxResult<core::LocalBackend>;
 
 fn ambient() -> Backend {
-    core::backend::default_backend()
+    core::api::backend::default_backend()
 }
 
 fn local(v: Unknown) -> Backend {
@@ -88,12 +88,12 @@ fn prune_with(b: Backend, options: Unknown) -> AsyncTask<CoreTask<ImagePruneRepo
                     )
                 })?)
             }
-            Some(NumberOrString::String(s)) => Some(core::policy::parse_duration(&s)?),
+            Some(NumberOrString::String(s)) => Some(core::gc::policy::parse_duration(&s)?),
         };
         let max_bytes = match args::opt_number_or_string(&opts, "maxBytes")? {
             None => None,
             Some(NumberOrString::Number(n)) => Some(n as u64),
-            Some(NumberOrString::String(s)) => Some(core::policy::parse_size(&s)?),
+            Some(NumberOrString::String(s)) => Some(core::gc::policy::parse_size(&s)?),
         };
         let options = core::PruneOptions {
             dry_run: args::opt_bool(&opts, "dryRun")?.unwrap_or(false),
@@ -124,7 +124,7 @@ fn load_with(b: Backend, path: Unknown, options: Unknown) -> AsyncTask<CoreTask<
         let path = args::string(Some(path), "path")?;
         let opts = args::options(Some(options), "options")?;
         let platform = args::opt_string(&opts, "platform")?
-            .map(|p| core::platform::parse(&p))
+            .map(|p| core::oci::platform::parse(&p))
             .transpose()?;
         let reference = args::opt_string(&opts, "reference")?
             .map(|r| core::Reference::parse(&r))
@@ -190,7 +190,7 @@ fn pull_with(b: Backend, reference: Unknown, options: Unknown) -> AsyncTask<Core
         let reference = args::string(Some(reference), "reference")?;
         let opts = args::options(Some(options), "options")?;
         let platform = args::opt_string(&opts, "platform")?
-            .map(|p| core::platform::parse(&p))
+            .map(|p| core::oci::platform::parse(&p))
             .transpose()?;
         let policy = match args::opt_string(&opts, "policy")?.as_deref() {
             None | Some("missing") => core::PullPolicy::Missing,

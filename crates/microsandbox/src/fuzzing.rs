@@ -3,8 +3,8 @@
 //! with the very same checks. Each function panics when a property fails.
 
 use crate::error::ErrorKind;
-use crate::model::{IndexFile, ManifestDoc};
-use crate::reference::Reference;
+use crate::oci::model::{IndexFile, ManifestDoc};
+use crate::oci::reference::Reference;
 use crate::LocalBackend;
 
 /// Any string either fails with `InvalidReference` or parses to a
@@ -71,7 +71,7 @@ pub fn archive(data: &[u8]) {
 }
 
 fn tempfile_dir() -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("msb-fuzz-{}", crate::fsutil::random_hex(8)));
+    let dir = std::env::temp_dir().join(format!("msb-fuzz-{}", crate::store::fs::random_hex(8)));
     std::fs::create_dir_all(&dir).expect("a temporary directory");
     dir
 }

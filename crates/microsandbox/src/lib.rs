@@ -27,56 +27,37 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Modules, one concept each: [`reference`] (parse and normalize),
-//! [`layout`] (paths, index.json), [`lock`] (flock), [`lease`] (pins),
-//! [`ingest`] (verified writes), [`archive`] (loading), [`gc`] (prune),
-//! [`catalog`] (the parsed index), [`image`] (the async API).
+//! The code is in layers, each using only those below it: [`api`] (the
+//! backend, the async calls, the values they return), [`transfer`] (load,
+//! save, pull) and [`gc`] (prune, disk usage, verify), [`store`] (the cache
+//! on disk), [`oci`] (references, digests, models); [`util`] and
+//! [`error`] serve them all.
 
 #![deny(missing_docs)]
 
-pub mod archive;
-pub mod backend;
-pub mod catalog;
-pub mod census;
-pub mod content;
-pub mod digest;
+pub mod api;
 pub mod error;
-pub mod fault;
-pub mod fsutil;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod gc;
-pub mod handle;
-pub mod image;
-pub mod ingest;
-pub mod layout;
-pub mod lease;
-pub mod lock;
-pub mod model;
-pub mod par;
-pub mod partial;
-pub mod platform;
-pub mod policy;
-pub mod progress;
-pub mod reference;
-pub mod registry;
-pub mod time;
-pub mod usage;
-pub mod verify;
+pub mod oci;
+pub mod store;
+pub mod transfer;
+pub mod util;
 
-pub use archive::{LoadOptions, SaveFormat, SaveOptions};
-pub use backend::{LeaseOptions, LocalBackend, LocalBackendBuilder};
-pub use digest::Digest;
-pub use error::{ErrorKind, MicrosandboxError, MicrosandboxResult};
-pub use handle::{
+pub use api::backend::{LeaseOptions, LocalBackend, LocalBackendBuilder};
+pub use api::handle::{
     DiskUsage, ImageConfigDetail, ImageDetail, ImageHandle, ImageLayerDetail, ImageLease,
     ImagePruneReport, ImageUsage, RemovedImage,
 };
-pub use image::Image;
-pub use lease::LeaseKind;
-pub use model::Platform;
-pub use policy::PruneOptions;
-pub use progress::{Phase, Progress, ProgressFn};
-pub use reference::Reference;
-pub use registry::{PullOptions, PullPolicy};
-pub use verify::{VerifyOptions, VerifyReport};
+pub use api::image::Image;
+pub use error::{ErrorKind, MicrosandboxError, MicrosandboxResult};
+pub use gc::policy::PruneOptions;
+pub use gc::verify::{VerifyOptions, VerifyReport};
+pub use oci::digest::Digest;
+pub use oci::model::Platform;
+pub use oci::reference::Reference;
+pub use store::lease::LeaseKind;
+pub use transfer::progress::{Phase, Progress, ProgressFn};
+pub use transfer::registry::{PullOptions, PullPolicy};
+pub use transfer::{LoadOptions, SaveFormat, SaveOptions};

@@ -6,7 +6,7 @@ use std::fs;
 use std::time::Duration;
 
 use common::*;
-use microsandbox::lock::{lock_file, LockMode};
+use microsandbox::store::lock::{lock_file, LockMode};
 use microsandbox::{ErrorKind, Image, LeaseKind, LeaseOptions, LoadOptions};
 
 #[test]
@@ -161,7 +161,7 @@ fn platform_indexes_resolve_to_the_host_or_the_requested_platform() {
         .load_images(
             &fixtures().join("multiarch"),
             &LoadOptions {
-                platform: Some(microsandbox::platform::parse("linux/arm64").unwrap()),
+                platform: Some(microsandbox::oci::platform::parse("linux/arm64").unwrap()),
                 ..Default::default()
             },
         )
@@ -173,7 +173,7 @@ fn platform_indexes_resolve_to_the_host_or_the_requested_platform() {
         .load_images(
             &fixtures().join("multiarch"),
             &LoadOptions {
-                platform: Some(microsandbox::platform::parse("linux/s390x").unwrap()),
+                platform: Some(microsandbox::oci::platform::parse("linux/s390x").unwrap()),
                 ..Default::default()
             },
         )
@@ -544,7 +544,7 @@ fn prune_sweeps_dead_writers_but_not_live_ones() {
     let tmp = h.dir.path().join("cache/tmp");
     fs::write(tmp.join("ingest-dead"), b"left by a crash").unwrap();
     let layout = h.backend.layout().clone();
-    let live = microsandbox::ingest::BlobWriter::create(&layout).unwrap();
+    let live = microsandbox::store::blob::BlobWriter::create(&layout).unwrap();
     // A leftover of an interrupted atomic write of index.json.
     fs::write(h.oci().join(".index.json.tmp-0123"), b"{").unwrap();
     let lease = h

@@ -1,0 +1,519 @@
+//! A cache home and the blocking operations on it.
+//!
+//! [`LocalBackend`] names a `$MSB_HOME`; every operation here blocks on
+//! file I/O and locks, so the async [`crate::Image`] API runs them on
+//! tokio's blocking pool. Clones share one in-memory view of `index.json`.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use crate::api::handle::{
+    DiskUsage, ImageConfigDetail, ImageDetail, ImageHandle, ImageLayerDetail, ImageLease,
+    ImagePruneReport,
+};
+use crate::error::{ErrorKind, MicrosandboxError, MicrosandboxResult};
+use crate::gc;
+use crate::gc::census::CensusCache;
+use crate::gc::policy::PruneOptions;
+use crate::oci::digest::Digest;
+use crate::oci::model::{Shape, ANN_LAST_USED};
+use crate::oci::reference::Reference;
+use crate::store::catalog::{self, CatalogCache, Entry};
+use crate::store::content;
+use crate::store::layout::Layout;
+use crate::store::lease::{self, LeaseKind, LeaseRecord, Pins};
+use crate::store::lock::LockMode;
+use crate::transfer::registry::{PullOptions, PullPolicy};
+use crate::transfer::{self, LoadOptions, SaveOptions};
+use crate::util::time;
+
+/// How long an operation waits for the cache lock before `Busy`.
+pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A local cache home (`$MSB_HOME`).
+#[derive(Clone, Debug)]
+pub struct LocalBackend {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    layout: Layout,
+    catalog: CatalogCache,
+    census: CensusCache,
+}
+
+/// Builds a [`LocalBackend`].
+#[derive(Clone, Debug, Default)]
+pub struct LocalBackendBuilder {
+    home: Option<PathBuf>,
+    lock_timeout: Option<Duration>,
+}
+
+impl LocalBackendBuilder {
+    /// The home directory; `$MSB_HOME`, else `~/.microsandbox`, if unset.
+    pub fn home(mut self, home: impl Into<PathBuf>) -> Self {
+        self.home = Some(home.into());
+        self
+    }
+
+    /// How long to wait for the cache lock before failing with `Busy`.
+    pub fn lock_timeout(mut self, timeout: Duration) -> Self {
+        self.lock_timeout = Some(timeout);
+        self
+    }
+
+    /// The backend. Nothing is created on disk until the first operation.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::InvalidArgument`] for an empty home, [`ErrorKind::Io`]
+    /// when a relative home cannot be made absolute.
+    pub async fn build(self) -> MicrosandboxResult<LocalBackend> {
+        self.build_blocking()
+    }
+
+    /// [`LocalBackendBuilder::build`] without a runtime.
+    pub fn build_blocking(self) -> MicrosandboxResult<LocalBackend> {
+        let home = match self.home {
+            Some(h) => h,
+            None => default_home()?,
+        };
+        if home.as_os_str().is_empty() {
+            return Err(MicrosandboxError::invalid_argument(
+                "home must not be empty",
+            ));
+        }
+        let home = std::path::absolute(&home)
+            .map_err(|e| MicrosandboxError::io("resolve home", &home, e))?;
+        let timeout = self.lock_timeout.unwrap_or(DEFAULT_LOCK_TIMEOUT);
+        raise_fd_limit();
+        Ok(LocalBackend {
+            inner: Arc::new(Inner {
+                layout: Layout::new(&home, timeout),
+                catalog: CatalogCache::default(),
+                census: CensusCache::default(),
+            }),
+        })
+    }
+}
+
+/// Raises the soft limit of open files to the hard one, once per process,
+/// as Node and Go do at startup: a load holds a locked temporary per layer
+/// of an archive until its commit.
+fn raise_fd_limit() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: plain getrlimit/setrlimit on a local struct.
+        unsafe {
+            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+                lim.rlim_cur = lim.rlim_max;
+                libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+            }
+        }
+    });
+}
+
+/// `$MSB_HOME`, else `~/.microsandbox`, read now.
+///
+/// # Errors
+///
+/// [`ErrorKind::InvalidArgument`] when neither is set.
+pub fn default_home() -> MicrosandboxResult<PathBuf> {
+    if let Some(h) = std::env::var_os("MSB_HOME").filter(|h| !h.is_empty()) {
+        return Ok(PathBuf::from(h));
+    }
+    match std::env::var_os("HOME").filter(|h| !h.is_empty()) {
+        Some(h) => Ok(PathBuf::from(h).join(".microsandbox")),
+        None => Err(MicrosandboxError::invalid_argument(
+            "neither MSB_HOME nor HOME is set",
+        )),
+    }
+}
+
+/// The backend of the default home, as it is now; one shared backend per
+/// home, so repeated calls reuse its view of the index.
+pub fn default_backend() -> MicrosandboxResult<LocalBackend> {
+    static BACKENDS: OnceLock<Mutex<HashMap<PathBuf, LocalBackend>>> = OnceLock::new();
+    let home = default_home()?;
+    let mut map = BACKENDS
+        .get_or_init(Default::default)
+        .lock()
+        .expect("backend table lock");
+    if let Some(b) = map.get(&home) {
+        return Ok(b.clone());
+    }
+    let backend = LocalBackend::builder().home(&home).build_blocking()?;
+    map.insert(home, backend.clone());
+    Ok(backend)
+}
+
+/// What a lease asks for.
+#[derive(Clone, Debug, Default)]
+pub struct LeaseOptions {
+    /// The id; a random one if unset.
+    pub id: Option<String>,
+    /// `Sandbox` if unset.
+    pub kind: Option<LeaseKind>,
+    /// The lease ends this long after it is taken; never if unset.
+    pub expires_in: Option<Duration>,
+}
+
+impl LocalBackend {
+    /// A builder.
+    pub fn builder() -> LocalBackendBuilder {
+        LocalBackendBuilder::default()
+    }
+
+    /// The home directory.
+    pub fn home(&self) -> &Path {
+        self.inner.layout.home()
+    }
+
+    /// The paths of the cache.
+    pub fn layout(&self) -> &Layout {
+        &self.inner.layout
+    }
+
+    fn layout_ready(&self) -> MicrosandboxResult<&Layout> {
+        self.inner.layout.ensure()?;
+        Ok(&self.inner.layout)
+    }
+
+    /// Every reference, newest first. Blocking.
+    pub fn list_images(&self) -> MicrosandboxResult<Vec<ImageHandle>> {
+        let layout = self.layout_ready()?;
+        let _guard = layout.lock(LockMode::Shared)?;
+        let catalog = self.inner.catalog.current(layout)?;
+        Ok(catalog.entries().iter().map(|e| e.handle.clone()).collect())
+    }
+
+    /// Runs `f` on the entry a reference names, under the shared lock.
+    fn with_entry<T>(
+        &self,
+        reference: &str,
+        f: impl FnOnce(&Layout, &Entry) -> MicrosandboxResult<T>,
+    ) -> MicrosandboxResult<T> {
+        let r = Reference::parse(reference)?;
+        let layout = self.layout_ready()?;
+        let _guard = layout.lock(LockMode::Shared)?;
+        let catalog = self.inner.catalog.current(layout)?;
+        let found = catalog.find(&r);
+        let entry = found
+            .first()
+            .ok_or_else(|| MicrosandboxError::not_found(&r.familiar()))?;
+        f(layout, entry)
+    }
+
+    /// The handle of one reference. Blocking.
+    pub fn get_image(&self, reference: &str) -> MicrosandboxResult<ImageHandle> {
+        self.with_entry(reference, |_, e| Ok(e.handle.clone()))
+    }
+
+    /// The handle, config and layers of one reference. Blocking.
+    pub fn inspect_image(&self, reference: &str) -> MicrosandboxResult<ImageDetail> {
+        self.with_entry(reference, inspect_entry)
+    }
+    /// Removes a reference; its content stays until prune. Blocking.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::ImageNotFound`]; [`ErrorKind::ImageInUse`], naming the
+    /// holders, when `force` is false, an unexpired lease pins the manifest
+    /// and no other reference keeps it.
+    pub fn remove_image(&self, reference: &str, force: bool) -> MicrosandboxResult<()> {
+        let r = Reference::parse(reference)?;
+        let layout = self.layout_ready()?;
+        let _guard = layout.lock(LockMode::Exclusive)?;
+        let mut index = layout.read_index()?;
+        let positions = catalog::positions(&index, &r);
+        if positions.is_empty() {
+            return Err(MicrosandboxError::not_found(&r.familiar()));
+        }
+        if !force {
+            let leases = lease::list(layout)?;
+            let now = time::now();
+            let doomed: Vec<&Digest> = positions
+                .iter()
+                .map(|&i| &index.manifests[i].digest)
+                .collect();
+            let still_named = |d: &Digest| {
+                index.manifests.iter().enumerate().any(|(i, m)| {
+                    !positions.contains(&i) && &m.digest == d && m.ref_name().is_some()
+                })
+            };
+            let holders: Vec<String> = leases
+                .iter()
+                .filter(|l| !l.is_expired(now))
+                .filter(|l| {
+                    l.manifest_digest
+                        .as_ref()
+                        .is_some_and(|d| doomed.contains(&d) && !still_named(d))
+                })
+                .map(|l| format!("{} {}", l.kind.as_str(), l.id))
+                .collect();
+            if !holders.is_empty() {
+                return Err(MicrosandboxError::new(
+                    ErrorKind::ImageInUse,
+                    format!(
+                        "image in use: {} is pinned by {}",
+                        r.familiar(),
+                        holders.join(", ")
+                    ),
+                ));
+            }
+        }
+        let mut i = 0;
+        index.manifests.retain(|_| {
+            let keep = !positions.contains(&i);
+            i += 1;
+            keep
+        });
+        layout.write_index(&index)
+    }
+
+    /// Runs the default prune. Blocking.
+    pub fn prune_images(&self) -> MicrosandboxResult<ImagePruneReport> {
+        self.prune_images_with(&PruneOptions::default())
+    }
+
+    /// Runs a prune with a policy, or its dry run. Blocking.
+    pub fn prune_images_with(
+        &self,
+        options: &PruneOptions,
+    ) -> MicrosandboxResult<ImagePruneReport> {
+        gc::prune(
+            self.layout_ready()?,
+            &self.inner.census,
+            &self.inner.catalog,
+            options,
+        )
+    }
+
+    /// Re-hashes every blob and checks every invariant; repairs if asked.
+    /// Blocking.
+    pub fn verify(
+        &self,
+        options: &crate::VerifyOptions,
+    ) -> MicrosandboxResult<crate::VerifyReport> {
+        crate::gc::verify::verify(self.layout_ready()?, options)
+    }
+
+    /// Measures what the cache takes on disk. Blocking.
+    pub fn disk_usage(&self) -> MicrosandboxResult<DiskUsage> {
+        crate::gc::usage::disk_usage(
+            self.layout_ready()?,
+            &self.inner.census,
+            &self.inner.catalog,
+        )
+    }
+
+    /// Loads every named image of an OCI layout directory, an OCI archive
+    /// or a docker-archive. Blocking.
+    pub fn load_images(
+        &self,
+        path: &Path,
+        options: &LoadOptions,
+    ) -> MicrosandboxResult<Vec<ImageHandle>> {
+        transfer::load(self.layout_ready()?, path, options)
+    }
+
+    /// Pulls a reference from its registry, as `options.policy` says.
+    /// Blocking.
+    ///
+    /// # Errors
+    ///
+    /// `ImageNotFound` (from the registry, or from the cache with
+    /// [`PullPolicy::Never`]), `Unauthorized`, `RegistryError`,
+    /// `DigestMismatch`, `PlatformNotFound`.
+    pub fn pull_image(
+        &self,
+        reference: &str,
+        options: &PullOptions,
+    ) -> MicrosandboxResult<ImageHandle> {
+        let r = Reference::parse(reference)?;
+        match options.policy {
+            PullPolicy::Never => return self.get_image(reference),
+            PullPolicy::Missing => match self.get_image(reference) {
+                Err(e) if e.kind() == ErrorKind::ImageNotFound => {}
+                found => return found,
+            },
+            PullPolicy::Always => {}
+        }
+        transfer::pull(self.layout_ready()?, &r, options)
+    }
+
+    /// Writes the images `references` name into one archive at `path`.
+    /// Blocking.
+    pub fn save_images(
+        &self,
+        references: &[String],
+        path: &Path,
+        options: &SaveOptions,
+    ) -> MicrosandboxResult<()> {
+        transfer::save(self.layout_ready()?, references, path, options)
+    }
+
+    /// Pins the manifest a reference names and marks the image used. Blocking.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::ImageNotFound`]; [`ErrorKind::InvalidArgument`] for a
+    /// bad id, or an id that an unexpired lease on another manifest holds.
+    pub fn acquire_lease(
+        &self,
+        reference: &str,
+        options: &LeaseOptions,
+    ) -> MicrosandboxResult<ImageLease> {
+        let r = Reference::parse(reference)?;
+        let id = match &options.id {
+            Some(id) => id.clone(),
+            None => format!("lease-{}", crate::store::fs::random_hex(8)),
+        };
+        lease::check_id(&id)?;
+        let expires_at = match options.expires_in {
+            None => None,
+            Some(d) => Some(time::add(time::now(), d).ok_or_else(|| {
+                MicrosandboxError::invalid_argument(format!(
+                    "expiry of {} s is past the year 9999",
+                    d.as_secs()
+                ))
+            })?),
+        };
+        let layout = self.layout_ready()?;
+        let _guard = layout.lock(LockMode::Exclusive)?;
+        let mut index = layout.read_index()?;
+        let positions = catalog::positions(&index, &r);
+        let Some(&first) = positions.first() else {
+            return Err(MicrosandboxError::not_found(&r.familiar()));
+        };
+        let digest = index.manifests[first].digest.clone();
+        let now = time::now();
+        let existing = lease::read(layout, &id)?;
+        if let Some(existing) = &existing {
+            if !existing.is_expired(now) && existing.manifest_digest.as_ref() != Some(&digest) {
+                return Err(MicrosandboxError::invalid_argument(format!(
+                    "lease {id} already pins another image"
+                )));
+            }
+        }
+        let record = LeaseRecord {
+            id,
+            kind: options.kind.unwrap_or(LeaseKind::Sandbox),
+            reference: Some(r.canonical()),
+            manifest_digest: Some(digest),
+            blobs: Vec::new(),
+            created_at: time::format(now),
+            expires_at: expires_at.map(time::format),
+        };
+        lease::write(layout, &record)?;
+        let stamp = time::format(now);
+        for &i in &positions {
+            index.manifests[i]
+                .annotations
+                .insert(ANN_LAST_USED.into(), stamp.clone());
+        }
+        if let Err(e) = layout.write_index(&index) {
+            // Without its lastUsedAt stamp the call failed: put the lease
+            // files back as they were.
+            let _ = match &existing {
+                Some(previous) => lease::write(layout, previous),
+                None => lease::remove(layout, &record.id).map(drop),
+            };
+            return Err(e);
+        }
+        Ok(lease_view(&record))
+    }
+
+    /// Ends a lease; false when there was none of that id. Blocking.
+    pub fn release_lease(&self, id: &str) -> MicrosandboxResult<bool> {
+        lease::remove(self.layout_ready()?, id)
+    }
+
+    /// The unexpired leases, oldest first. Blocking.
+    pub fn list_leases(&self) -> MicrosandboxResult<Vec<ImageLease>> {
+        let layout = self.layout_ready()?;
+        let now = time::now();
+        Ok(lease::list(layout)?
+            .iter()
+            .filter(|l| !l.is_expired(now))
+            .map(lease_view)
+            .collect())
+    }
+
+    /// What unexpired leases pin now. Blocking.
+    pub fn pins(&self) -> MicrosandboxResult<Pins> {
+        Ok(Pins::of(&lease::list(self.layout_ready()?)?, time::now()))
+    }
+}
+
+fn lease_view(l: &LeaseRecord) -> ImageLease {
+    ImageLease {
+        id: l.id.clone(),
+        kind: l.kind,
+        reference: l
+            .reference
+            .as_deref()
+            .and_then(|r| Reference::parse(r).ok())
+            .map(|r| r.familiar()),
+        manifest_digest: l.manifest_digest.as_ref().map(|d| d.to_string()),
+        created_at: l.created(),
+        expires_at: l.expires(),
+    }
+}
+
+/// The config and layers of an entry, read from its blobs.
+fn inspect_entry(layout: &Layout, entry: &Entry) -> MicrosandboxResult<ImageDetail> {
+    let (manifest, doc) = content::resolve_image(layout, &entry.descriptor)?;
+    let Ok(Shape::Image { config, layers }) = doc.shape() else {
+        return Err(MicrosandboxError::corrupt(format!(
+            "manifest {} is not an image manifest",
+            manifest.digest
+        )));
+    };
+    let cfg = content::read_config(layout, &config.digest)?;
+    let diff_ids = cfg.rootfs().diff_ids();
+    if diff_ids.len() != layers.len() {
+        return Err(MicrosandboxError::corrupt(format!(
+            "config {} lists {} diff_ids for {} layers",
+            config.digest,
+            diff_ids.len(),
+            layers.len()
+        )));
+    }
+    let layers = layers
+        .iter()
+        .zip(diff_ids)
+        .enumerate()
+        .map(|(i, (l, diff_id))| ImageLayerDetail {
+            diff_id: diff_id.clone(),
+            blob_digest: l.digest.to_string(),
+            media_type: l.media_type.clone(),
+            compressed_size_bytes: l.size,
+            erofs_size_bytes: None,
+            position: i as u32,
+        })
+        .collect();
+    let c = cfg.config().clone().unwrap_or_default();
+    let config = ImageConfigDetail {
+        digest: config.digest.to_string(),
+        env: c.env().clone().unwrap_or_default(),
+        cmd: c.cmd().clone(),
+        entrypoint: c.entrypoint().clone(),
+        working_dir: c.working_dir().clone().filter(|w| !w.is_empty()),
+        user: c.user().clone().filter(|u| !u.is_empty()),
+        labels: c.labels().clone().unwrap_or_default().into_iter().collect(),
+        stop_signal: c.stop_signal().clone().filter(|s| !s.is_empty()),
+    };
+    Ok(ImageDetail {
+        handle: entry.handle.clone(),
+        config,
+        layers,
+    })
+}

@@ -1,0 +1,217 @@
+//! The values the API hands out: image handles, details, leases, reports.
+
+use std::collections::BTreeMap;
+use std::time::SystemTime;
+
+use crate::store::lease::LeaseKind;
+
+/// One reference of the cache, as `list` shows it. Everything here comes
+/// from `index.json`; reading a handle opens no blob.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ImageHandle {
+    pub(crate) reference: String,
+    pub(crate) canonical: String,
+    pub(crate) manifest_digest: String,
+    pub(crate) size_bytes: u64,
+    pub(crate) architecture: Option<String>,
+    pub(crate) os: Option<String>,
+    pub(crate) layer_count: u32,
+    pub(crate) created_at: Option<SystemTime>,
+    pub(crate) last_used_at: Option<SystemTime>,
+}
+
+impl ImageHandle {
+    /// The familiar form: `python:3.12`, `ghcr.io/org/app:1`.
+    pub fn reference(&self) -> &str {
+        &self.reference
+    }
+
+    /// The canonical form stored on disk: `docker.io/library/python:3.12`.
+    pub fn canonical_reference(&self) -> &str {
+        &self.canonical
+    }
+
+    /// Manifest, config and layer bytes as stored; shared layers count in
+    /// every image that has them.
+    pub fn size_bytes(&self) -> u64 {
+        self.size_bytes
+    }
+
+    /// `sha256:...` of the (platform) manifest.
+    pub fn manifest_digest(&self) -> &str {
+        &self.manifest_digest
+    }
+
+    /// CPU architecture (`amd64`).
+    pub fn architecture(&self) -> Option<&str> {
+        self.architecture.as_deref()
+    }
+
+    /// Operating system (`linux`).
+    pub fn os(&self) -> Option<&str> {
+        self.os.as_deref()
+    }
+
+    /// How many layers the manifest lists.
+    pub fn layer_count(&self) -> u32 {
+        self.layer_count
+    }
+
+    /// When a lease last took this image; `None` if never.
+    pub fn last_used_at(&self) -> Option<SystemTime> {
+        self.last_used_at
+    }
+
+    /// When the reference entered this cache (pointing at this manifest).
+    pub fn created_at(&self) -> Option<SystemTime> {
+        self.created_at
+    }
+}
+
+/// An image with its config and layers, read from the blobs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ImageDetail {
+    /// The handle `get` returns.
+    pub handle: ImageHandle,
+    /// The runtime config.
+    pub config: ImageConfigDetail,
+    /// Layers, `position` 0 at the bottom.
+    pub layers: Vec<ImageLayerDetail>,
+}
+
+/// The runtime part of an image config.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ImageConfigDetail {
+    /// Digest of the config blob.
+    pub digest: String,
+    /// `KEY=value` strings.
+    pub env: Vec<String>,
+    /// Default arguments.
+    pub cmd: Option<Vec<String>>,
+    /// The executable and its fixed arguments.
+    pub entrypoint: Option<Vec<String>>,
+    /// The working directory.
+    pub working_dir: Option<String>,
+    /// `user[:group]`.
+    pub user: Option<String>,
+    /// Labels, ordered by key.
+    pub labels: BTreeMap<String, String>,
+    /// The signal that stops the container (`SIGTERM`).
+    pub stop_signal: Option<String>,
+}
+
+/// One layer of an image.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ImageLayerDetail {
+    /// The digest of the uncompressed layer, from the config's `rootfs.diff_ids`.
+    pub diff_id: String,
+    /// The digest of the blob as stored.
+    pub blob_digest: String,
+    /// The blob's media type.
+    pub media_type: String,
+    /// The blob's size as stored.
+    pub compressed_size_bytes: u64,
+    /// The size of the layer's EROFS image, once one is materialized; this
+    /// cache keeps OCI blobs only, so `None`.
+    pub erofs_size_bytes: Option<u64>,
+    /// 0 for the bottom layer.
+    pub position: u32,
+}
+
+/// What prune removed (or, for a dry run, would remove).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ImagePruneReport {
+    /// References taken out of `index.json`.
+    pub image_refs_removed: u64,
+    /// Manifest and index blobs deleted.
+    pub manifests_removed: u64,
+    /// Layer blobs deleted.
+    pub layers_removed: u64,
+    /// EROFS metadata files deleted (none in an OCI-only cache).
+    pub fsmeta_removed: u64,
+    /// VMDK descriptors deleted (none in an OCI-only cache).
+    pub vmdk_removed: u64,
+    /// Bytes the deleted files occupied on disk (allocated blocks, as `du`
+    /// counts); for a dry run, what they occupy now.
+    pub bytes_reclaimed: u64,
+    /// Config blobs deleted.
+    pub configs_removed: u64,
+    /// Stale files of dead writers deleted from `tmp/` and leftovers of
+    /// interrupted atomic writes.
+    pub tmp_files_removed: u64,
+    /// Expired lease files deleted.
+    pub expired_leases_removed: u64,
+    /// The references taken (or, for a dry run, that would be).
+    pub removed: Vec<RemovedImage>,
+    /// With `max_bytes`: how far above the budget the blobs stay because
+    /// leases pin more than it allows; 0 when the budget is met.
+    pub over_budget_bytes: u64,
+    /// Whether this is a dry run's report: nothing was deleted.
+    pub dry_run: bool,
+}
+
+/// One reference a prune took.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RemovedImage {
+    /// The familiar reference (`python:3.12`), or the manifest digest for
+    /// an entry without a name.
+    pub reference: String,
+    /// The digest the reference pointed at.
+    pub manifest_digest: String,
+    /// The bytes its blobs take on disk (shared blobs counted in full):
+    /// what it weighed, not what its removal alone freed.
+    pub bytes: u64,
+}
+
+/// A pin on an image's manifest.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ImageLease {
+    /// The lease id.
+    pub id: String,
+    /// Who holds it.
+    pub kind: LeaseKind,
+    /// The reference it was taken through (familiar form), if any.
+    pub reference: Option<String>,
+    /// The pinned manifest.
+    pub manifest_digest: Option<String>,
+    /// When it was taken.
+    pub created_at: SystemTime,
+    /// When it ends; `None` until released.
+    pub expires_at: Option<SystemTime>,
+}
+
+/// What the cache takes on disk, each blob counted once. Every size is
+/// allocated bytes (blocks, as `du` counts), not file lengths.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DiskUsage {
+    /// Every file under `$MSB_HOME/cache` and `$MSB_HOME/leases`.
+    pub total_bytes: u64,
+    /// The files of `blobs/sha256/`.
+    pub blobs_bytes: u64,
+    /// The files of `tmp/` (downloads and loads in flight or left over).
+    pub tmp_bytes: u64,
+    /// What `prune()` would free now: its dry run's `bytes_reclaimed`.
+    pub reclaimable_bytes: u64,
+    /// One entry per reference, newest first (as `list`).
+    pub images: Vec<ImageUsage>,
+}
+
+/// One reference's share of the disk.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ImageUsage {
+    /// The familiar reference, or the manifest digest for an unnamed entry.
+    pub reference: String,
+    /// The digest the reference points at.
+    pub manifest_digest: String,
+    /// Every blob it needs (shared ones in full).
+    pub size_bytes: u64,
+    /// The part of `size_bytes` another reference or a lease also needs.
+    pub shared_bytes: u64,
+    /// The part nothing else needs: what removing this reference alone,
+    /// then a prune, frees.
+    pub unique_bytes: u64,
+    /// Whether an unexpired lease pins its manifest.
+    pub in_use: bool,
+    /// When a lease last took it; `None` if never.
+    pub last_used_at: Option<std::time::SystemTime>,
+}

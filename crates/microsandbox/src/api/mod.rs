@@ -1,0 +1,7 @@
+//! The public API: a cache home ([`backend::LocalBackend`]) with its
+//! blocking operations, the async [`image::Image`] calls, and the values
+//! they hand out.
+
+pub mod backend;
+pub mod handle;
+pub mod image;

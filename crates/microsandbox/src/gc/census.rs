@@ -1,0 +1,256 @@
+//! What the cache holds, counted the way the disk counts it: every blob
+//! file with the bytes it occupies (allocated blocks, as `du` reports), and
+//! every root's graph (a manifest or index and all it needs). Prune plans
+//! and disk usage are both computed from one census, so the bytes a dry
+//! run promises are the bytes disk usage calls reclaimable.
+//!
+//! Blobs are never rewritten, so what a census learns about one stays
+//! true: a [`CensusCache`] in the backend remembers each blob file's
+//! allocated bytes (by inode) and each image manifest's graph. A later
+//! census lists `blobs/sha256/` again (the set of files is always read
+//! afresh) and stats only the files it has not seen.
+
+use std::collections::{HashMap, HashSet};
+use std::fs;
+use std::io;
+use std::os::unix::fs::DirEntryExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use crate::error::{MicrosandboxError, MicrosandboxResult};
+use crate::oci::digest::Digest;
+use crate::oci::model::{IndexFile, Shape};
+use crate::store::content;
+use crate::store::layout::Layout;
+use crate::store::lease::{self, LeaseRecord, Pins};
+
+/// What a blob is, as far as the graph tells.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// A manifest or an index.
+    Manifest,
+    /// An image config.
+    Config,
+    /// A layer.
+    Layer,
+}
+
+/// The blobs one root needs, itself first.
+pub type Graph = Arc<[(Digest, Kind)]>;
+
+/// The bytes a file occupies on disk.
+pub fn allocated(meta: &fs::Metadata) -> u64 {
+    meta.blocks() * 512
+}
+
+/// What stays true about immutable blobs, remembered between censuses.
+#[derive(Debug, Default)]
+pub struct CensusCache {
+    /// Blob file -> (inode, allocated bytes).
+    sizes: Mutex<HashMap<Digest, (u64, u64)>>,
+    /// Image manifest -> its graph (manifest, config, layers).
+    graphs: Mutex<HashMap<Digest, Graph>>,
+}
+
+impl CensusCache {
+    /// Every regular file of `blobs/sha256/` named by a digest, with its
+    /// allocated bytes. Other entries are not ours to judge and are left
+    /// out. Files seen before (same name, same inode) are not stat'ed again.
+    pub fn blob_sizes(&self, layout: &Layout) -> MicrosandboxResult<HashMap<Digest, u64>> {
+        let known = std::mem::take(&mut *lock(&self.sizes));
+        let mut current: HashMap<Digest, (u64, u64)> = HashMap::with_capacity(known.len());
+        let mut todo: Vec<(Digest, fs::DirEntry)> = Vec::new();
+        for entry in read_dir(layout.blobs_dir())? {
+            let name = entry.file_name();
+            let Ok(digest) = Digest::from_hex(&name.to_string_lossy()) else {
+                continue;
+            };
+            match known.get(&digest) {
+                Some(&(ino, size)) if ino == entry.ino() => {
+                    current.insert(digest, (ino, size));
+                }
+                _ => todo.push((digest, entry)),
+            }
+        }
+        let stats = crate::util::par::in_parallel(&todo, |(_, entry)| match entry.metadata() {
+            Ok(m) if m.is_file() => Ok(Some((m.ino(), allocated(&m)))),
+            Ok(_) => Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(MicrosandboxError::io("stat", &entry.path(), e)),
+        })?;
+        for ((digest, _), stat) in todo.into_iter().zip(stats) {
+            if let Some(s) = stat {
+                current.insert(digest, s);
+            }
+        }
+        let sizes = current.iter().map(|(d, (_, s))| (d.clone(), *s)).collect();
+        *lock(&self.sizes) = current;
+        Ok(sizes)
+    }
+
+    /// The graphs of many roots, each walked once (image manifests seen
+    /// before come from memory), on a few threads. A root that fails keeps
+    /// its error; the caller decides whether it matters.
+    pub fn walk_all<'a>(
+        &self,
+        layout: &Layout,
+        roots: impl IntoIterator<Item = &'a Digest>,
+    ) -> HashMap<Digest, MicrosandboxResult<Graph>> {
+        let mut out: HashMap<Digest, MicrosandboxResult<Graph>> = HashMap::new();
+        let mut todo: Vec<Digest> = Vec::new();
+        {
+            let known = lock(&self.graphs);
+            for r in roots {
+                if out.contains_key(r) {
+                    continue;
+                }
+                match known.get(r) {
+                    Some(g) => {
+                        out.insert(r.clone(), Ok(g.clone()));
+                    }
+                    None => {
+                        out.insert(r.clone(), Ok(Arc::from(Vec::new())));
+                        todo.push(r.clone());
+                    }
+                }
+            }
+        }
+        let threads = std::thread::available_parallelism().map_or(2, |n| n.get().min(8));
+        let walked = crate::util::par::queue(&todo, threads, |d| Ok(walk(layout, d)))
+            .expect("the walk itself never fails the queue");
+        let mut known = lock(&self.graphs);
+        for (digest, result) in todo.into_iter().zip(walked) {
+            let result = result.map(|(graph, lasting)| {
+                if lasting {
+                    known.insert(digest.clone(), graph.clone());
+                }
+                graph
+            });
+            out.insert(digest, result);
+        }
+        out
+    }
+}
+
+/// One look at the cache, taken under a cache lock: its leases, its
+/// index, every blob's allocated bytes and every root's graph.
+pub struct Snapshot {
+    /// Every lease file.
+    pub leases: Vec<LeaseRecord>,
+    /// What the unexpired ones pin.
+    pub pins: Pins,
+    /// `index.json`.
+    pub index: Arc<IndexFile>,
+    /// Every blob file and its allocated bytes.
+    pub sizes: HashMap<Digest, u64>,
+    /// The graph of every reference and pinned manifest.
+    pub graphs: HashMap<Digest, MicrosandboxResult<Graph>>,
+}
+
+impl CensusCache {
+    /// Takes a [`Snapshot`] around `index` (the current `index.json`);
+    /// leases expire as of `now`.
+    pub fn snapshot(
+        &self,
+        layout: &Layout,
+        index: Arc<IndexFile>,
+        now: std::time::SystemTime,
+    ) -> MicrosandboxResult<Snapshot> {
+        let leases = lease::list(layout)?;
+        let pins = Pins::of(&leases, now);
+        let sizes = self.blob_sizes(layout)?;
+        let graphs = self.walk_all(
+            layout,
+            index
+                .manifests
+                .iter()
+                .map(|d| &d.digest)
+                .chain(pins.manifests.iter()),
+        );
+        Ok(Snapshot {
+            leases,
+            pins,
+            index,
+            sizes,
+            graphs,
+        })
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The entries of a directory; none if it is missing.
+pub fn read_dir(dir: &Path) -> MicrosandboxResult<Vec<fs::DirEntry>> {
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(MicrosandboxError::io("read directory", dir, e)),
+    };
+    entries
+        .collect::<io::Result<Vec<_>>>()
+        .map_err(|e| MicrosandboxError::io("read directory", dir, e))
+}
+
+/// Walks one root: a manifest or an index and everything below it. A
+/// missing root needs nothing; missing children of an index are skipped
+/// (another tool may have stored one platform of several). Also tells
+/// whether the graph lasts: an image manifest's does (its content fixes
+/// it); a missing root's or an index's may change as blobs come and go.
+///
+/// # Errors
+///
+/// [`crate::ErrorKind::CorruptCache`] when a manifest present does not parse.
+pub fn walk(layout: &Layout, root: &Digest) -> MicrosandboxResult<(Graph, bool)> {
+    let mut out: Vec<(Digest, Kind)> = Vec::new();
+    let mut seen: HashSet<Digest> = HashSet::new();
+    let mut stack = vec![root.clone()];
+    let mut lasting = true;
+    while let Some(digest) = stack.pop() {
+        if !seen.insert(digest.clone()) {
+            continue;
+        }
+        let doc = match content::read_doc(layout, &digest) {
+            Ok(doc) => doc,
+            Err(_) if !layout.has_blob(&digest) => {
+                lasting = false;
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        out.push((digest, Kind::Manifest));
+        match doc.shape() {
+            Ok(Shape::Index(children)) => {
+                lasting = false;
+                stack.extend(children.iter().rev().map(|c| c.digest.clone()));
+            }
+            Ok(Shape::Image { config, layers }) => {
+                if seen.insert(config.digest.clone()) {
+                    out.push((config.digest.clone(), Kind::Config));
+                }
+                for layer in layers {
+                    if seen.insert(layer.digest.clone()) {
+                        out.push((layer.digest.clone(), Kind::Layer));
+                    }
+                }
+            }
+            Err(_) => unreachable!("read_doc checks the shape"),
+        }
+    }
+    Ok((out.into(), lasting))
+}
+
+/// The graph of a root from [`CensusCache::walk_all`]'s results, its
+/// error copied.
+pub fn graph_of(
+    graphs: &HashMap<Digest, MicrosandboxResult<Graph>>,
+    root: &Digest,
+) -> MicrosandboxResult<Graph> {
+    match graphs.get(root) {
+        Some(Ok(g)) => Ok(g.clone()),
+        Some(Err(e)) => Err(MicrosandboxError::new(e.kind(), e.to_string())),
+        None => Ok(Arc::from(Vec::new())),
+    }
+}

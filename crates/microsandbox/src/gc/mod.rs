@@ -1,0 +1,443 @@
+//! Prune: choose the references that go (see [`crate::gc::policy`]), mark from
+//! the roots that stay, sweep `blobs/`, `tmp/` and expired leases.
+//!
+//! Roots are the references kept and everything an unexpired lease pins.
+//! A prune is planned first, from one census of the cache, and a dry run
+//! returns that plan's report; a real prune then carries the same plan out
+//! under the exclusive lock, so with nothing changing in between it removes
+//! exactly what the dry run listed. The index is rewritten without the
+//! removed references before any blob is deleted, so a crash mid-sweep
+//! leaves unreachable blobs for the next prune, never a reference to a
+//! deleted blob. No commit can land between mark and sweep.
+
+pub mod census;
+pub mod policy;
+pub mod usage;
+pub mod verify;
+
+use std::collections::{HashMap, HashSet};
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use crate::api::handle::{ImagePruneReport, RemovedImage};
+use crate::error::{MicrosandboxError, MicrosandboxResult};
+use crate::gc::census::{allocated, graph_of, read_dir, CensusCache, Graph, Kind, Snapshot};
+use crate::gc::policy::{evict_to_budget, PruneOptions};
+use crate::oci::digest::Digest;
+use crate::oci::model::{Descriptor, IndexFile, ManifestDoc, ANN_CREATED, ANN_LAST_USED};
+use crate::oci::reference::familiar_hub_path;
+use crate::store::blob::stale_tmp_file;
+use crate::store::catalog::CatalogCache;
+use crate::store::fs::{read_bounded, sync_dir, ATOMIC_TMP_MARK};
+use crate::store::layout::Layout;
+use crate::store::lease::{self, LeaseRecord};
+use crate::store::lock::LockMode;
+use crate::store::partial::digest_of_name;
+use crate::util::time;
+
+/// Runs a prune: planned under the shared lock for a dry run, planned and
+/// carried out under the exclusive lock otherwise.
+///
+/// # Errors
+///
+/// [`crate::ErrorKind::InvalidArgument`] for contradictory options;
+/// [`crate::ErrorKind::CorruptCache`] when a root that stays cannot be
+/// read (what it needs cannot be known); `Busy`; `Io`.
+pub fn prune(
+    layout: &Layout,
+    census: &CensusCache,
+    catalog: &CatalogCache,
+    options: &PruneOptions,
+) -> MicrosandboxResult<ImagePruneReport> {
+    options.check()?;
+    layout.ensure()?;
+    let mode = if options.dry_run {
+        LockMode::Shared
+    } else {
+        LockMode::Exclusive
+    };
+    let _guard = layout.lock(mode)?;
+    let now = time::now();
+    let snapshot = census.snapshot(layout, catalog.index(layout)?, now)?;
+    let plan = plan(layout, &snapshot, options, now)?;
+    if options.dry_run {
+        return Ok(plan.report);
+    }
+    execute(layout, plan)
+}
+
+/// What a prune will do.
+pub struct Plan {
+    /// The index without the references that go.
+    index: IndexFile,
+    /// Whether any reference goes.
+    index_changes: bool,
+    /// Blobs to delete, with their kinds.
+    blobs: Vec<(PathBuf, Kind)>,
+    /// Files of dead writers in `tmp/`.
+    tmp: Vec<PathBuf>,
+    /// Expired leases.
+    leases: Vec<LeaseRecord>,
+    /// Leftovers of interrupted atomic writes.
+    leftovers: Vec<PathBuf>,
+    /// The report, as it will be if nothing changes meanwhile.
+    pub report: ImagePruneReport,
+}
+
+/// When a reference was last used: its last lease, else its entry into
+/// the cache, else (an entry another tool wrote) its manifest file's time.
+pub fn last_use(layout: &Layout, d: &Descriptor) -> SystemTime {
+    let ann = |k: &str| d.annotations.get(k).and_then(|t| time::parse(t));
+    ann(ANN_LAST_USED)
+        .or_else(|| ann(ANN_CREATED))
+        .or_else(|| {
+            fs::metadata(layout.blob_path(&d.digest))
+                .and_then(|m| m.modified())
+                .ok()
+        })
+        .unwrap_or(SystemTime::UNIX_EPOCH)
+}
+
+/// How a removed entry is named in reports.
+pub fn shown_name(d: &Descriptor) -> String {
+    match d.ref_name() {
+        Some(name) => familiar_of_canonical(name),
+        None => d.digest.to_string(),
+    }
+}
+
+/// The familiar form of a canonical name as this cache writes them,
+/// without a full parse (reports name thousands): what
+/// [`Reference::familiar`](crate::Reference::familiar) gives.
+pub fn familiar_of_canonical(name: &str) -> String {
+    let Some(rest) = name.strip_prefix("docker.io/") else {
+        return name.to_owned();
+    };
+    // The path ends where the tag or digest starts.
+    let end = rest
+        .find('@')
+        .or_else(|| rest.rfind(':').filter(|&i| !rest[i..].contains('/')))
+        .unwrap_or(rest.len());
+    match familiar_hub_path(&rest[..end]) {
+        Some(short) => format!("{short}{}", &rest[end..]),
+        None => name.to_owned(),
+    }
+}
+
+/// Plans a prune from one census of the cache. The caller holds a cache
+/// lock (shared for a dry run).
+///
+/// # Errors
+///
+/// As [`prune`].
+pub fn plan(
+    layout: &Layout,
+    snapshot: &Snapshot,
+    options: &PruneOptions,
+    now: SystemTime,
+) -> MicrosandboxResult<Plan> {
+    let Snapshot {
+        leases,
+        pins,
+        index,
+        sizes,
+        graphs,
+    } = snapshot;
+    let entries = &index.manifests;
+    let pinned = |d: &Descriptor| pins.manifests.contains(&d.digest);
+
+    // Which references go.
+    let mut goes = vec![false; entries.len()];
+    let mut over_budget = 0;
+    if options.takes_every_unpinned() {
+        for (i, d) in entries.iter().enumerate() {
+            goes[i] = !pinned(d);
+        }
+    }
+    if let Some(age) = options.unused_for {
+        let cutoff = now.checked_sub(age).unwrap_or(SystemTime::UNIX_EPOCH);
+        for (i, d) in entries.iter().enumerate() {
+            goes[i] = !pinned(d) && last_use(layout, d) < cutoff;
+        }
+    }
+    if let Some(budget) = options.max_bytes {
+        let mut fixed: Vec<Graph> = Vec::new();
+        let mut lru: Vec<(SystemTime, String, usize)> = Vec::new();
+        for (i, d) in entries.iter().enumerate() {
+            if goes[i] {
+                continue;
+            }
+            if pinned(d) {
+                fixed.push(graph_of(graphs, &d.digest)?);
+            } else {
+                lru.push((
+                    last_use(layout, d),
+                    d.ref_name().unwrap_or("").to_owned(),
+                    i,
+                ));
+            }
+        }
+        for digest in &pins.manifests {
+            fixed.push(graph_of(graphs, digest)?);
+        }
+        lru.sort();
+        let candidates = lru
+            .iter()
+            .map(|(_, _, i)| graph_of(graphs, &entries[*i].digest))
+            .collect::<MicrosandboxResult<Vec<Graph>>>()?;
+        let loose: HashSet<Digest> = pins.blobs.iter().cloned().collect();
+        let eviction = evict_to_budget(budget, sizes, &fixed, &loose, &candidates);
+        for k in eviction.evicted {
+            goes[lru[k].2] = true;
+        }
+        over_budget = eviction.bytes_after.saturating_sub(budget);
+    }
+
+    // Mark before anything changes: a root that stays and cannot be read
+    // fails the prune with the cache as it was. Digests are borrowed from
+    // the graphs, and each distinct manifest is gone through once.
+    let graph_ref = |digest: &Digest| -> MicrosandboxResult<&[(Digest, Kind)]> {
+        match graphs.get(digest) {
+            Some(Ok(g)) => Ok(&g[..]),
+            Some(Err(e)) => Err(MicrosandboxError::new(e.kind(), e.to_string())),
+            None => Ok(&[]),
+        }
+    };
+    let mut keep: HashSet<&Digest> = pins.blobs.iter().collect();
+    let mut kept_roots: HashSet<&Digest> = HashSet::new();
+    let mut report = ImagePruneReport {
+        over_budget_bytes: over_budget,
+        dry_run: options.dry_run,
+        ..Default::default()
+    };
+    let mut gone_kinds: HashMap<&Digest, Kind> = HashMap::new();
+    let mut weights: HashMap<&Digest, u64> = HashMap::new();
+    let mut kept_entries = Vec::with_capacity(entries.len());
+    for (i, d) in entries.iter().enumerate() {
+        if goes[i] {
+            // A removed root that does not parse still goes; its children
+            // are classified by sniffing below.
+            let g = graph_ref(&d.digest).unwrap_or(&[]);
+            let bytes = match g.first() {
+                Some((root, _)) => *weights.entry(root).or_insert_with(|| {
+                    for (digest, kind) in g {
+                        gone_kinds.entry(digest).or_insert(*kind);
+                    }
+                    g.iter().filter_map(|(x, _)| sizes.get(x)).sum()
+                }),
+                None => 0,
+            };
+            if d.ref_name().is_some() {
+                report.image_refs_removed += 1;
+            }
+            report.removed.push(RemovedImage {
+                reference: shown_name(d),
+                manifest_digest: d.digest.to_string(),
+                bytes,
+            });
+        } else {
+            if let Some((root, _)) = graph_ref(&d.digest)?.first() {
+                if kept_roots.insert(root) {
+                    keep.extend(graph_ref(root)?.iter().map(|(x, _)| x));
+                }
+            }
+            kept_entries.push(d.clone());
+        }
+    }
+    for digest in &pins.manifests {
+        keep.extend(graph_ref(digest)?.iter().map(|(x, _)| x));
+    }
+    let index_changes = goes.iter().any(|g| *g);
+    let index = IndexFile {
+        schema_version: index.schema_version,
+        media_type: index.media_type.clone(),
+        manifests: kept_entries,
+        annotations: index.annotations.clone(),
+    };
+
+    let mut blobs = Vec::new();
+    for (digest, size) in sizes.iter().filter(|(d, _)| !keep.contains(*d)) {
+        let path = layout.blob_path(digest);
+        let kind = gone_kinds
+            .get(digest)
+            .copied()
+            .unwrap_or_else(|| sniff(&path));
+        report.bytes_reclaimed += size;
+        match kind {
+            Kind::Manifest => report.manifests_removed += 1,
+            Kind::Config => report.configs_removed += 1,
+            Kind::Layer => report.layers_removed += 1,
+        }
+        blobs.push((path, kind));
+    }
+    let pinned_blobs: HashSet<&Digest> = pins.blobs.iter().collect();
+    let tmp = stale_tmp(layout, &pinned_blobs)?;
+    let leftovers: Vec<PathBuf> = atomic_leftovers(layout.oci_dir())?
+        .into_iter()
+        .chain(atomic_leftovers(layout.leases_dir())?)
+        .collect();
+    for path in tmp.iter().chain(&leftovers) {
+        if let Ok(m) = fs::symlink_metadata(path) {
+            report.tmp_files_removed += 1;
+            report.bytes_reclaimed += allocated(&m);
+        }
+    }
+    let expired: Vec<LeaseRecord> = leases
+        .iter()
+        .filter(|l| l.is_expired(now))
+        .cloned()
+        .collect();
+    report.expired_leases_removed = expired.len() as u64;
+    Ok(Plan {
+        index,
+        index_changes,
+        blobs,
+        tmp,
+        leases: expired,
+        leftovers,
+        report,
+    })
+}
+
+/// Carries a plan out; the caller holds the exclusive lock. The report
+/// counts what was actually deleted.
+fn execute(layout: &Layout, plan: Plan) -> MicrosandboxResult<ImagePruneReport> {
+    let mut report = ImagePruneReport {
+        image_refs_removed: plan.report.image_refs_removed,
+        removed: plan.report.removed,
+        over_budget_bytes: plan.report.over_budget_bytes,
+        ..Default::default()
+    };
+    if plan.index_changes {
+        layout.write_index(&plan.index)?;
+    }
+    crate::util::fault::point("prune-after-index");
+    let half = plan.blobs.len() / 2;
+    let outcomes = crate::util::par::in_parallel(&plan.blobs, |(path, kind)| {
+        if plan.blobs.get(half).is_some_and(|(p, _)| p == path) {
+            crate::util::fault::point("prune-mid-sweep");
+        }
+        Ok(delete(path)?.map(|size| (*kind, size)))
+    })?;
+    for (kind, size) in outcomes.into_iter().flatten() {
+        report.bytes_reclaimed += size;
+        match kind {
+            Kind::Manifest => report.manifests_removed += 1,
+            Kind::Config => report.configs_removed += 1,
+            Kind::Layer => report.layers_removed += 1,
+        }
+    }
+    if !plan.blobs.is_empty() {
+        sync_dir(layout.blobs_dir())?;
+    }
+    for path in &plan.tmp {
+        // Still dead? A writer may have taken the name since the plan.
+        let held = match stale_tmp_file(path) {
+            Ok(Some(lock)) => lock,
+            Ok(None) => continue,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(MicrosandboxError::io("open", path, e)),
+        };
+        if let Some(size) = delete(path)? {
+            report.tmp_files_removed += 1;
+            report.bytes_reclaimed += size;
+        }
+        drop(held);
+    }
+    for l in &plan.leases {
+        if lease::remove(layout, &l.id)? {
+            report.expired_leases_removed += 1;
+        }
+    }
+    for path in &plan.leftovers {
+        if let Some(size) = delete(path)? {
+            report.tmp_files_removed += 1;
+            report.bytes_reclaimed += size;
+        }
+    }
+    Ok(report)
+}
+
+/// Guesses the kind of an orphan no graph reaches: small JSON that parses
+/// as a manifest is one, JSON with a `rootfs` is a config, the rest
+/// (anything not starting with `{`: gzip, zstd, tar) layers.
+fn sniff(path: &Path) -> Kind {
+    let mut head = [0u8; 1];
+    let starts_json = fs::File::open(path)
+        .and_then(|mut f| std::io::Read::read(&mut f, &mut head))
+        .is_ok_and(|n| n == 1 && head[0] == b'{');
+    if !starts_json {
+        return Kind::Layer;
+    }
+    let Ok(Some(bytes)) = read_bounded(path, 256 << 10) else {
+        return Kind::Layer;
+    };
+    if ManifestDoc::parse(&bytes).is_ok() {
+        return Kind::Manifest;
+    }
+    match serde_json::from_slice::<serde_json::Value>(&bytes) {
+        Ok(v) if v.get("rootfs").is_some() => Kind::Config,
+        _ => Kind::Layer,
+    }
+}
+
+/// Deletes a file, returning the bytes it occupied; `None` if it was
+/// already gone.
+fn delete(path: &Path) -> MicrosandboxResult<Option<u64>> {
+    let size = match fs::symlink_metadata(path) {
+        Ok(m) => allocated(&m),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(MicrosandboxError::io("stat", path, e)),
+    };
+    match fs::remove_file(path) {
+        Ok(()) => Ok(Some(size)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(MicrosandboxError::io("delete", path, e)),
+    }
+}
+
+fn is_regular(entry: &fs::DirEntry) -> bool {
+    entry.file_type().is_ok_and(|t| t.is_file())
+}
+
+/// The files in `tmp/` whose writer is gone (their lock is free), except
+/// the partial downloads of blobs a lease pins: a running pull waits to
+/// commit them. Anything but a regular file is left alone.
+pub fn stale_tmp(layout: &Layout, pinned: &HashSet<&Digest>) -> MicrosandboxResult<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for entry in read_dir(layout.tmp_dir())? {
+        if !is_regular(&entry) {
+            continue;
+        }
+        let name = entry.file_name();
+        if digest_of_name(&name.to_string_lossy()).is_some_and(|d| pinned.contains(&d)) {
+            continue;
+        }
+        let path = entry.path();
+        match stale_tmp_file(&path) {
+            Ok(Some(_lock)) => out.push(path),
+            Ok(None) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(MicrosandboxError::io("open", &path, e)),
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// The temporaries of atomic writes a crash left in `dir`. Those writes
+/// happen under the cache lock, which a prune holds, so none is live.
+fn atomic_leftovers(dir: &Path) -> MicrosandboxResult<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for entry in read_dir(dir)? {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with('.') && name.contains(ATOMIC_TMP_MARK) && is_regular(&entry) {
+            out.push(entry.path());
+        }
+    }
+    out.sort();
+    Ok(out)
+}

@@ -1,0 +1,138 @@
+//! Disk usage: what the cache takes, each blob counted once, and each
+//! reference's shared and unique part, from one census under the shared
+//! lock. `reclaimable_bytes` is the default prune's dry run, so the two
+//! can never disagree.
+
+use std::collections::HashMap;
+use std::fs;
+use std::path::Path;
+
+use crate::api::handle::{DiskUsage, ImageUsage};
+use crate::error::MicrosandboxResult;
+use crate::gc::census::{allocated, graph_of, read_dir, CensusCache, Snapshot};
+use crate::gc::policy::PruneOptions;
+use crate::gc::{self, shown_name};
+use crate::oci::digest::Digest;
+use crate::oci::model::{ANN_CREATED, ANN_LAST_USED};
+use crate::store::catalog::CatalogCache;
+use crate::store::layout::Layout;
+use crate::store::lock::LockMode;
+use crate::util::time;
+
+/// Measures the cache.
+///
+/// # Errors
+///
+/// [`crate::ErrorKind::CorruptCache`] when a reference's manifest cannot
+/// be read; `Busy`; `Io`.
+pub fn disk_usage(
+    layout: &Layout,
+    census: &CensusCache,
+    catalog: &CatalogCache,
+) -> MicrosandboxResult<DiskUsage> {
+    layout.ensure()?;
+    let _guard = layout.lock(LockMode::Shared)?;
+    let now = time::now();
+    let snapshot = census.snapshot(layout, catalog.index(layout)?, now)?;
+    let Snapshot {
+        pins,
+        index,
+        sizes,
+        graphs,
+        ..
+    } = &snapshot;
+    let per_ref = index
+        .manifests
+        .iter()
+        .map(|d| graph_of(graphs, &d.digest))
+        .collect::<MicrosandboxResult<Vec<_>>>()?;
+    // How many references and pins need each blob.
+    let mut users: HashMap<&Digest, u32> = HashMap::new();
+    for d in pins.blobs.iter() {
+        *users.entry(d).or_default() += 1;
+    }
+    for digest in pins.manifests.iter() {
+        if let Some(Ok(g)) = graphs.get(digest) {
+            for (b, _) in g.iter() {
+                *users.entry(b).or_default() += 1;
+            }
+        }
+    }
+    for g in &per_ref {
+        for (b, _) in g.iter() {
+            *users.entry(b).or_default() += 1;
+        }
+    }
+    let mut measured: HashMap<&Digest, (u64, u64)> = HashMap::new();
+    let mut images: Vec<(Option<std::time::SystemTime>, ImageUsage)> = index
+        .manifests
+        .iter()
+        .zip(&per_ref)
+        .map(|(d, g)| {
+            // References on one manifest share all of it: worked out once.
+            let (size, unique) = *measured.entry(&d.digest).or_insert_with(|| {
+                let (mut size, mut unique) = (0, 0);
+                for (b, _) in g.iter() {
+                    let bytes = sizes.get(b).copied().unwrap_or(0);
+                    size += bytes;
+                    // Needed by this reference alone (a lease on the same
+                    // manifest counts as another user).
+                    if users.get(b) == Some(&1) {
+                        unique += bytes;
+                    }
+                }
+                (size, unique)
+            });
+            let ann = |k: &str| d.annotations.get(k).and_then(|t| time::parse(t));
+            (
+                ann(ANN_CREATED),
+                ImageUsage {
+                    reference: shown_name(d),
+                    manifest_digest: d.digest.to_string(),
+                    size_bytes: size,
+                    shared_bytes: size - unique,
+                    unique_bytes: unique,
+                    in_use: pins.manifests.contains(&d.digest),
+                    last_used_at: ann(ANN_LAST_USED),
+                },
+            )
+        })
+        .collect();
+    images.sort_by(|a, b| {
+        b.0.cmp(&a.0)
+            .then_with(|| a.1.reference.cmp(&b.1.reference))
+    });
+
+    let blobs_bytes: u64 = sizes.values().sum();
+    let tmp_bytes = files_bytes(layout.tmp_dir())?;
+    let other = files_bytes(layout.oci_dir())?
+        + files_bytes(layout.cache_dir())?
+        + files_bytes(layout.leases_dir())?;
+    let dry = PruneOptions {
+        dry_run: true,
+        ..Default::default()
+    };
+    let reclaimable_bytes = gc::plan(layout, &snapshot, &dry, now)?
+        .report
+        .bytes_reclaimed;
+    Ok(DiskUsage {
+        total_bytes: blobs_bytes + tmp_bytes + other,
+        blobs_bytes,
+        tmp_bytes,
+        reclaimable_bytes,
+        images: images.into_iter().map(|(_, i)| i).collect(),
+    })
+}
+
+/// The allocated bytes of the regular files directly in `dir`.
+fn files_bytes(dir: &Path) -> MicrosandboxResult<u64> {
+    let mut total = 0;
+    for entry in read_dir(dir)? {
+        if let Ok(m) = fs::symlink_metadata(entry.path()) {
+            if m.is_file() {
+                total += allocated(&m);
+            }
+        }
+    }
+    Ok(total)
+}

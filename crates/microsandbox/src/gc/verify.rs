@@ -1,0 +1,256 @@
+//! Verify (fsck): re-hashes every blob and checks the invariants of the
+//! design: every reference resolves to a whole manifest (1), every blob
+//! hashes to its name (2), a leased manifest keeps its blobs (3), no
+//! leftover of an atomic write (4), nothing in `blobs/` that is not a
+//! regular file (5), no stale file in `tmp/` (6), and every lease parses.
+//!
+//! With `repair`, corrupt blobs are moved aside to `cache/quarantine/` and
+//! the references that can no longer be served leave `index.json`; a
+//! reference whose blobs are all present and sound is never touched. The
+//! check takes the shared lock, a repair the exclusive one.
+
+use std::collections::{BTreeSet, HashSet};
+use std::fs::{self, File};
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest as _, Sha256};
+
+use crate::error::{IoContext, MicrosandboxError, MicrosandboxResult};
+use crate::gc::census::{read_dir, walk};
+use crate::gc::{shown_name, stale_tmp};
+use crate::oci::digest::Digest;
+use crate::store::fs::{create_dirs, sync_dir, ATOMIC_TMP_MARK};
+use crate::store::layout::Layout;
+use crate::store::lease::{self, Pins};
+use crate::store::lock::LockMode;
+use crate::util::time;
+
+/// How to verify.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct VerifyOptions {
+    /// Move corrupt blobs aside and remove references that cannot be served.
+    pub repair: bool,
+}
+
+/// What verify found (and, with `repair`, did).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct VerifyReport {
+    /// Blob files checked.
+    pub blobs_checked: u64,
+    /// Bytes hashed.
+    pub bytes_checked: u64,
+    /// Blobs whose content does not hash to their name, or that are not
+    /// regular files (a symlink, a directory).
+    pub corrupt_blobs: Vec<String>,
+    /// Blobs a reference or a lease needs that are absent.
+    pub missing_blobs: Vec<String>,
+    /// References that cannot be served whole (a manifest, config or layer
+    /// missing, corrupt or unreadable).
+    pub dangling_references: Vec<String>,
+    /// Files in `tmp/` no live writer holds, and leftovers of interrupted
+    /// atomic writes.
+    pub stray_tmp_files: Vec<String>,
+    /// Lease files that do not parse.
+    pub bad_leases: Vec<String>,
+    /// With `repair`: corrupt blobs moved to `cache/quarantine/`.
+    pub quarantined: Vec<String>,
+    /// With `repair`: references taken out of `index.json`.
+    pub removed_references: Vec<String>,
+}
+
+impl VerifyReport {
+    /// Whether nothing is wrong.
+    pub fn is_clean(&self) -> bool {
+        self.corrupt_blobs.is_empty()
+            && self.missing_blobs.is_empty()
+            && self.dangling_references.is_empty()
+            && self.stray_tmp_files.is_empty()
+            && self.bad_leases.is_empty()
+    }
+}
+
+/// Where repair puts corrupt blobs: beside the layout, not in it.
+pub fn quarantine_dir(layout: &Layout) -> PathBuf {
+    layout.cache_dir().join("quarantine")
+}
+
+/// What a file of `blobs/` turned out to be.
+enum Found {
+    /// A regular file: its digest and size.
+    Hashed(Digest, u64),
+    /// A symlink, a directory, a device.
+    NotRegular,
+    /// Gone since the directory was read.
+    Gone,
+}
+
+/// Hashes a blob file without following a symlink.
+fn hash_file(path: &Path) -> MicrosandboxResult<Found> {
+    let meta = match fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Found::Gone),
+        Err(e) => return Err(MicrosandboxError::io("stat", path, e)),
+    };
+    if !meta.is_file() {
+        return Ok(Found::NotRegular);
+    }
+    let mut file = File::open(path).at("open", path)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut total = 0u64;
+    loop {
+        match file.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                hasher.update(&buf[..n]);
+                total += n as u64;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(MicrosandboxError::io("read", path, e)),
+        }
+    }
+    Ok(Found::Hashed(Digest::from_hasher(hasher), total))
+}
+
+/// Verifies the cache, and repairs it if asked.
+///
+/// # Errors
+///
+/// [`crate::ErrorKind::CorruptCache`] when `index.json` itself cannot be
+/// read; `Busy`; `Io`.
+pub fn verify(layout: &Layout, options: &VerifyOptions) -> MicrosandboxResult<VerifyReport> {
+    layout.ensure()?;
+    let mode = if options.repair {
+        LockMode::Exclusive
+    } else {
+        LockMode::Shared
+    };
+    let _guard = layout.lock(mode)?;
+    let now = time::now();
+    let mut report = VerifyReport::default();
+    let (leases, bad) = lease::scan(layout)?;
+    report.bad_leases = bad.into_iter().map(|(name, _)| name).collect();
+    let pins = Pins::of(&leases, now);
+    let mut index = layout.read_index()?;
+
+    // Invariants 2 and 5: every file of blobs/ hashes to its name.
+    let blobs_dir = layout.blobs_dir();
+    let files: Vec<(Digest, PathBuf)> = read_dir(blobs_dir)?
+        .into_iter()
+        .filter_map(|e| {
+            let d = Digest::from_hex(&e.file_name().to_string_lossy()).ok()?;
+            Some((d, e.path()))
+        })
+        .collect();
+    let hashed = crate::util::par::in_parallel(&files, |(_, path)| hash_file(path))?;
+    let mut present: HashSet<&Digest> = HashSet::new();
+    let mut corrupt: BTreeSet<&Digest> = BTreeSet::new();
+    for ((digest, _), found) in files.iter().zip(&hashed) {
+        match found {
+            Found::Hashed(actual, size) => {
+                report.blobs_checked += 1;
+                report.bytes_checked += size;
+                present.insert(digest);
+                if actual != digest {
+                    corrupt.insert(digest);
+                }
+            }
+            Found::NotRegular => {
+                // Never served, never followed: as good as corrupt.
+                report.blobs_checked += 1;
+                present.insert(digest);
+                corrupt.insert(digest);
+            }
+            Found::Gone => {}
+        }
+    }
+    report.corrupt_blobs = corrupt.iter().map(|d| d.to_string()).collect();
+
+    // Invariants 1 and 3: every reference and every leased manifest whole.
+    let mut missing: BTreeSet<String> = BTreeSet::new();
+    let whole = |root: &Digest, missing: &mut BTreeSet<String>| -> bool {
+        if !present.contains(root) {
+            missing.insert(root.to_string());
+            return false;
+        }
+        if corrupt.contains(root) {
+            return false;
+        }
+        match walk(layout, root) {
+            Ok((graph, _)) => {
+                let mut ok = true;
+                for (d, _) in graph.iter() {
+                    if !present.contains(d) {
+                        missing.insert(d.to_string());
+                        ok = false;
+                    } else if corrupt.contains(d) {
+                        ok = false;
+                    }
+                }
+                ok
+            }
+            Err(_) => false,
+        }
+    };
+    let mut unservable: Vec<usize> = Vec::new();
+    for (i, d) in index.manifests.iter().enumerate() {
+        if !whole(&d.digest, &mut missing) {
+            unservable.push(i);
+            report.dangling_references.push(shown_name(d));
+        }
+    }
+    for digest in &pins.manifests {
+        whole(digest, &mut missing);
+    }
+    // (A transfer's pin on a loose blob may name one still to arrive: no
+    // fault.)
+    report.missing_blobs = missing.into_iter().collect();
+
+    // Invariants 4 and 6: nothing left behind.
+    let pinned_blobs: HashSet<&Digest> = pins.blobs.iter().collect();
+    for path in stale_tmp(layout, &pinned_blobs)? {
+        report.stray_tmp_files.push(format!(
+            "tmp/{}",
+            path.file_name().unwrap_or_default().to_string_lossy()
+        ));
+    }
+    for (dir, shown) in [(layout.oci_dir(), "oci"), (layout.leases_dir(), "leases")] {
+        for entry in read_dir(dir)? {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') && name.contains(ATOMIC_TMP_MARK) {
+                report.stray_tmp_files.push(format!("{shown}/{name}"));
+            }
+        }
+    }
+
+    if options.repair {
+        // References first: a crash between the two steps then leaves no
+        // reference to a blob that was moved aside.
+        if !unservable.is_empty() {
+            let gone: HashSet<usize> = unservable.into_iter().collect();
+            let mut i = 0;
+            index.manifests.retain(|d| {
+                let keep = !gone.contains(&i);
+                i += 1;
+                if !keep {
+                    report.removed_references.push(shown_name(d));
+                }
+                keep
+            });
+            layout.write_index(&index)?;
+        }
+        if !corrupt.is_empty() {
+            let aside = quarantine_dir(layout);
+            create_dirs(&aside)?;
+            for d in &corrupt {
+                let from = layout.blob_path(d);
+                let to = aside.join(d.hex());
+                fs::rename(&from, &to).at("move aside", &from)?;
+                report.quarantined.push(d.to_string());
+            }
+            sync_dir(blobs_dir)?;
+        }
+    }
+    Ok(report)
+}

@@ -1,0 +1,7 @@
+//! The OCI side of things, with no knowledge of the cache: references,
+//! digests, platforms, and the descriptor, index and manifest models.
+
+pub mod digest;
+pub mod model;
+pub mod platform;
+pub mod reference;

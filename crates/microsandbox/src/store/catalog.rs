@@ -1,0 +1,278 @@
+//! The references of the cache as `list`, `get` and `inspect` see them: a
+//! parsed view of `index.json`, kept in memory while the file is unchanged.
+//!
+//! `index.json` only ever changes by an atomic rename, so its inode, size
+//! and modification time identify a version; a read that finds the same
+//! stamp reuses the parsed view and answers without parsing megabytes of
+//! JSON again.
+
+use std::collections::HashMap;
+use std::os::unix::fs::MetadataExt;
+use std::sync::{Arc, Mutex};
+
+use crate::api::handle::ImageHandle;
+use crate::error::{IoContext, MicrosandboxResult};
+use crate::oci::digest::Digest;
+use crate::oci::model::{
+    Descriptor, IndexFile, ANN_CREATED, ANN_LAST_USED, ANN_LAYERS, ANN_REF_NAME, ANN_SIZE,
+};
+use crate::oci::reference::Reference;
+use crate::store::content;
+use crate::store::layout::Layout;
+use crate::util::time;
+
+/// One reference of the index.
+#[derive(Debug)]
+pub struct Entry {
+    /// The parsed reference.
+    pub reference: Reference,
+    /// Its descriptor in `index.json`.
+    pub descriptor: Descriptor,
+    /// What `list` shows.
+    pub handle: ImageHandle,
+}
+
+/// The parsed index, newest reference first.
+#[derive(Debug, Default)]
+pub struct Catalog {
+    entries: Vec<Entry>,
+    by_name: HashMap<String, usize>,
+}
+
+impl Catalog {
+    /// Builds the view. Entries without a parsable `ref.name` are not
+    /// references and are left out; entries another tool wrote without this
+    /// cache's annotations are summarized from their blobs.
+    pub fn build(layout: &Layout, index: IndexFile) -> MicrosandboxResult<Catalog> {
+        let mut entries = Vec::with_capacity(index.manifests.len());
+        for descriptor in index.manifests {
+            let Some(reference) = descriptor.ref_name().and_then(|n| Reference::parse(n).ok())
+            else {
+                continue;
+            };
+            let handle = handle_of(layout, &reference, &descriptor)?;
+            entries.push(Entry {
+                reference,
+                descriptor,
+                handle,
+            });
+        }
+        entries.sort_by_key(|e| std::cmp::Reverse(e.handle.created_at));
+        let by_name = entries
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (e.handle.canonical.clone(), i))
+            .collect();
+        Ok(Catalog { entries, by_name })
+    }
+
+    /// Every reference, newest first.
+    pub fn entries(&self) -> &[Entry] {
+        &self.entries
+    }
+
+    /// The entries a reference names: the same canonical name, or for a
+    /// bare `name@sha256:...`, every tag of that repository on that manifest.
+    pub fn find(&self, reference: &Reference) -> Vec<&Entry> {
+        if let Some(&i) = self.by_name.get(&reference.canonical()) {
+            return vec![&self.entries[i]];
+        }
+        match (reference.tag(), reference.digest()) {
+            (None, Some(digest)) => self
+                .entries
+                .iter()
+                .filter(|e| same_image(&e.reference, &e.descriptor.digest, reference, digest))
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+}
+
+fn same_image(have: &Reference, have_digest: &Digest, want: &Reference, digest: &Digest) -> bool {
+    have_digest == digest && have.domain() == want.domain() && have.path() == want.path()
+}
+
+/// Positions in `index.manifests` that `reference` names, by the rules of
+/// [`Catalog::find`]; used by operations that rewrite the index.
+pub fn positions(index: &IndexFile, reference: &Reference) -> Vec<usize> {
+    let canonical = reference.canonical();
+    let exact: Vec<usize> = (0..index.manifests.len())
+        .filter(|&i| index.manifests[i].ref_name() == Some(canonical.as_str()))
+        .collect();
+    if !exact.is_empty() {
+        return exact;
+    }
+    let parsed: Vec<(usize, Reference)> = index
+        .manifests
+        .iter()
+        .enumerate()
+        .filter_map(|(i, d)| Some((i, Reference::parse(d.ref_name()?).ok()?)))
+        .collect();
+    let same_name: Vec<usize> = parsed
+        .iter()
+        .filter(|(_, r)| r.canonical() == canonical)
+        .map(|(i, _)| *i)
+        .collect();
+    if !same_name.is_empty() {
+        return same_name;
+    }
+    match (reference.tag(), reference.digest()) {
+        (None, Some(digest)) => parsed
+            .iter()
+            .filter(|(i, r)| same_image(r, &index.manifests[*i].digest, reference, digest))
+            .map(|(i, _)| *i)
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// The handle of one index descriptor; summarizes from the blobs only
+/// when the descriptor lacks this cache's annotations.
+pub fn handle_of(
+    layout: &Layout,
+    reference: &Reference,
+    d: &Descriptor,
+) -> MicrosandboxResult<ImageHandle> {
+    let ann = |k: &str| d.annotations.get(k);
+    let created_at = ann(ANN_CREATED).and_then(|t| time::parse(t));
+    let last_used_at = ann(ANN_LAST_USED).and_then(|t| time::parse(t));
+    let size = ann(ANN_SIZE).and_then(|s| s.parse::<u64>().ok());
+    let layers = ann(ANN_LAYERS).and_then(|s| s.parse::<u32>().ok());
+    let mut handle = ImageHandle {
+        reference: reference.familiar(),
+        canonical: reference.canonical(),
+        manifest_digest: d.digest.to_string(),
+        size_bytes: size.unwrap_or(0),
+        architecture: d.platform.as_ref().map(|p| p.architecture.clone()),
+        os: d.platform.as_ref().map(|p| p.os.clone()),
+        layer_count: layers.unwrap_or(0),
+        created_at,
+        last_used_at,
+    };
+    if size.is_none() || layers.is_none() || d.platform.is_none() {
+        // Another tool wrote this entry. What its blobs cannot tell (an
+        // artifact, an index without this host's platform) stays as the
+        // descriptor says, so one odd entry never hides the others.
+        if let Ok(s) = content::summarize(layout, d) {
+            handle.manifest_digest = s.manifest.digest.to_string();
+            handle.size_bytes = s.size;
+            handle.layer_count = s.layers;
+            handle.architecture = handle.architecture.or(s.architecture);
+            handle.os = handle.os.or(s.os);
+        } else {
+            handle.size_bytes = size.unwrap_or(d.size);
+        }
+    }
+    Ok(handle)
+}
+
+type Stamp = (u64, u64, u64, i64, i64, i64, i64);
+
+fn stamp(m: &std::fs::Metadata) -> Stamp {
+    (
+        m.dev(),
+        m.ino(),
+        m.size(),
+        m.mtime(),
+        m.mtime_nsec(),
+        m.ctime(),
+        m.ctime_nsec(),
+    )
+}
+
+/// A parsed version of `index.json`, with that file held open: an open
+/// file keeps its inode, so no later `index.json` can reuse the inode
+/// number and pass for this version. Each view is made when first asked
+/// for: `list` never pays for the raw index, nor prune for the catalog.
+#[derive(Debug)]
+struct Cached {
+    stamp: Stamp,
+    _file: std::fs::File,
+    catalog: Option<Arc<Catalog>>,
+    index: Option<Arc<IndexFile>>,
+}
+
+/// The parsed view of the last `index.json` read, shared by every operation
+/// of one backend.
+#[derive(Debug, Default)]
+pub struct CatalogCache {
+    slot: Mutex<Option<Cached>>,
+}
+
+impl CatalogCache {
+    /// The current view. The caller holds the cache lock (shared is enough).
+    pub fn current(&self, layout: &Layout) -> MicrosandboxResult<Arc<Catalog>> {
+        self.view(
+            layout,
+            |c| c.catalog.clone(),
+            |index, c| {
+                let catalog = Arc::new(Catalog::build(layout, index)?);
+                c.catalog = Some(catalog.clone());
+                Ok(catalog)
+            },
+        )
+    }
+
+    /// The current `index.json`, parsed (prune and disk usage read every
+    /// descriptor, unnamed ones too). The caller holds the cache lock.
+    pub fn index(&self, layout: &Layout) -> MicrosandboxResult<Arc<IndexFile>> {
+        self.view(
+            layout,
+            |c| c.index.clone(),
+            |index, c| {
+                let index = Arc::new(index);
+                c.index = Some(index.clone());
+                Ok(index)
+            },
+        )
+    }
+
+    /// One view of the current version: from memory while `index.json` is
+    /// unchanged, else made from a fresh read and kept with that version.
+    fn view<T>(
+        &self,
+        layout: &Layout,
+        kept: impl Fn(&Cached) -> Option<T>,
+        make: impl FnOnce(IndexFile, &mut Cached) -> MicrosandboxResult<T>,
+    ) -> MicrosandboxResult<T> {
+        let path = layout.index_path();
+        let now = stamp(&std::fs::metadata(path).at("stat", path)?);
+        if let Some(cached) = &*self.slot.lock().expect("catalog lock") {
+            if cached.stamp == now {
+                if let Some(v) = kept(cached) {
+                    return Ok(v);
+                }
+            }
+        }
+        // Stamp what is read: the open file, not the path.
+        let file = std::fs::File::open(path).at("open", path)?;
+        let read_stamp = stamp(&file.metadata().at("stat", path)?);
+        let index = layout.read_index()?;
+        let mut fresh = Cached {
+            stamp: read_stamp,
+            _file: file,
+            catalog: None,
+            index: None,
+        };
+        let value = make(index, &mut fresh)?;
+        let still = std::fs::metadata(path).map(|m| stamp(&m)).ok();
+        if still == Some(read_stamp) {
+            let mut slot = self.slot.lock().expect("catalog lock");
+            match slot.as_mut() {
+                // The same version: add this view to the other one.
+                Some(c) if c.stamp == read_stamp => {
+                    c.catalog = c.catalog.take().or(fresh.catalog);
+                    c.index = c.index.take().or(fresh.index);
+                }
+                _ => *slot = Some(fresh),
+            }
+        }
+        Ok(value)
+    }
+}
+
+/// Keeps `ref.name` set on a descriptor about to be written.
+pub fn name_descriptor(d: &mut Descriptor, reference: &Reference) {
+    d.annotations
+        .insert(ANN_REF_NAME.to_owned(), reference.canonical());
+}

@@ -1,0 +1,87 @@
+//! Reading the content graph of the cache: manifests, indexes, configs.
+
+use crate::error::{MicrosandboxError, MicrosandboxResult};
+use crate::oci::digest::Digest;
+use crate::oci::model::{is_index_media_type, Descriptor, ManifestDoc, Shape};
+use crate::oci::platform;
+use crate::store::layout::Layout;
+
+/// Reads and parses a manifest or index blob of the cache.
+///
+/// # Errors
+///
+/// [`crate::ErrorKind::CorruptCache`] when it is missing or does not parse.
+pub fn read_doc(layout: &Layout, digest: &Digest) -> MicrosandboxResult<ManifestDoc> {
+    let bytes = layout.read_json_blob(digest)?;
+    ManifestDoc::parse(&bytes)
+        .map_err(|e| MicrosandboxError::corrupt(format!("manifest {digest} is invalid: {e}")))
+}
+
+/// Reads and parses a config blob of the cache.
+pub fn read_config(
+    layout: &Layout,
+    digest: &Digest,
+) -> MicrosandboxResult<oci_spec::image::ImageConfiguration> {
+    let bytes = layout.read_json_blob(digest)?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| MicrosandboxError::corrupt(format!("config {digest} is invalid: {e}")))
+}
+
+/// The image manifest an index entry serves on the host: the entry itself,
+/// or the host's manifest when another tool stored an index.
+pub fn resolve_image(
+    layout: &Layout,
+    entry: &Descriptor,
+) -> MicrosandboxResult<(Descriptor, ManifestDoc)> {
+    let doc = read_doc(layout, &entry.digest)?;
+    let chosen = match doc.shape() {
+        Ok(Shape::Index(manifests)) => {
+            platform::choose(manifests, &platform::host(), entry.digest.as_str())?.clone()
+        }
+        _ => return Ok((entry.clone(), doc)),
+    };
+    let child = read_doc(layout, &chosen.digest)?;
+    if is_index_media_type(&chosen.media_type) || matches!(child.shape(), Ok(Shape::Index(_))) {
+        return Err(MicrosandboxError::corrupt(format!(
+            "index {} nests another index",
+            entry.digest
+        )));
+    }
+    Ok((chosen, child))
+}
+
+/// What `list` shows of an image, computed from its blobs: used for entries
+/// that another tool wrote without this cache's annotations.
+#[derive(Debug)]
+pub struct Summary {
+    /// The resolved manifest.
+    pub manifest: Descriptor,
+    /// Manifest, config and layer bytes.
+    pub size: u64,
+    /// How many layers.
+    pub layers: u32,
+    /// From the config.
+    pub architecture: Option<String>,
+    /// From the config.
+    pub os: Option<String>,
+}
+
+/// Computes a [`Summary`] from the blobs.
+pub fn summarize(layout: &Layout, entry: &Descriptor) -> MicrosandboxResult<Summary> {
+    let (manifest, doc) = resolve_image(layout, entry)?;
+    let Ok(Shape::Image { config, layers }) = doc.shape() else {
+        return Err(MicrosandboxError::corrupt(format!(
+            "manifest {} is not an image manifest",
+            manifest.digest
+        )));
+    };
+    let cfg = read_config(layout, &config.digest)?;
+    let size = manifest.size + config.size + layers.iter().map(|l| l.size).sum::<u64>();
+    Ok(Summary {
+        size,
+        layers: layers.len() as u32,
+        architecture: Some(cfg.architecture().to_string()),
+        os: Some(cfg.os().to_string()),
+        manifest,
+    })
+}

@@ -1,0 +1,360 @@
+//! Leases: files that pin content while a sandbox, a snapshot or an ingest
+//! uses it.
+//!
+//! A lease is data, not a lock: an id, a kind, the manifest it pins (by
+//! digest, not by name), extra blobs it pins (an ingest's content before
+//! its manifest is committed), a creation time and an optional expiry.
+//! Each lives in `leases/<id>.json`, written atomically, and outlives the
+//! process that made it. An expired lease pins nothing and is swept by
+//! prune.
+
+use std::collections::HashSet;
+use std::fs;
+use std::io;
+use std::path::PathBuf;
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{MicrosandboxError, MicrosandboxResult};
+use crate::oci::digest::Digest;
+use crate::store::fs::{read_bounded, write_atomic};
+use crate::store::layout::Layout;
+use crate::util::time;
+
+const LEASE_LIMIT: u64 = 16 << 20;
+const ID_MAX: usize = 128;
+
+/// What holds a lease.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LeaseKind {
+    /// A running sandbox.
+    Sandbox,
+    /// A snapshot built from the image.
+    Snapshot,
+    /// A load or pull in flight.
+    Ingest,
+}
+
+impl LeaseKind {
+    /// `sandbox`, `snapshot` or `ingest`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LeaseKind::Sandbox => "sandbox",
+            LeaseKind::Snapshot => "snapshot",
+            LeaseKind::Ingest => "ingest",
+        }
+    }
+}
+
+/// A lease as stored in `leases/<id>.json`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LeaseRecord {
+    /// The id: `[A-Za-z0-9_.-]`, 1 to 128 characters, not starting with a dot.
+    pub id: String,
+    /// What holds it.
+    pub kind: LeaseKind,
+    /// The canonical reference it was taken through, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference: Option<String>,
+    /// The manifest it pins, with everything the manifest needs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manifest_digest: Option<Digest>,
+    /// Further blobs it pins by themselves.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub blobs: Vec<Digest>,
+    /// RFC 3339.
+    pub created_at: String,
+    /// RFC 3339; none for a lease that lasts until released.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
+}
+
+impl LeaseRecord {
+    /// When it was made.
+    pub fn created(&self) -> SystemTime {
+        time::parse(&self.created_at).unwrap_or(SystemTime::UNIX_EPOCH)
+    }
+
+    /// When it ends, if ever.
+    pub fn expires(&self) -> Option<SystemTime> {
+        self.expires_at
+            .as_deref()
+            .map(|t| time::parse(t).unwrap_or(SystemTime::UNIX_EPOCH))
+    }
+
+    /// Whether it has ended at `now`.
+    pub fn is_expired(&self, now: SystemTime) -> bool {
+        self.expires().is_some_and(|t| t <= now)
+    }
+}
+
+/// Checks a lease id: it becomes a file name, so no separator, no leading dot.
+///
+/// # Errors
+///
+/// [`crate::ErrorKind::InvalidArgument`].
+pub fn check_id(id: &str) -> MicrosandboxResult<()> {
+    let ok = !id.is_empty()
+        && id.len() <= ID_MAX
+        && !id.starts_with('.')
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(MicrosandboxError::invalid_argument(format!(
+            "invalid lease id {id:?}: use 1 to {ID_MAX} of A-Z a-z 0-9 _ . -, not starting with a dot"
+        )))
+    }
+}
+
+fn path(layout: &Layout, id: &str) -> PathBuf {
+    layout.leases_dir().join(format!("{id}.json"))
+}
+
+/// Writes a lease (atomically; replaces one of the same id).
+pub fn write(layout: &Layout, lease: &LeaseRecord) -> MicrosandboxResult<()> {
+    check_id(&lease.id)?;
+    let bytes = serde_json::to_vec_pretty(lease).expect("a lease always serializes");
+    write_atomic(&path(layout, &lease.id), &bytes)
+}
+
+/// Reads one lease; `None` if there is none of that id.
+pub fn read(layout: &Layout, id: &str) -> MicrosandboxResult<Option<LeaseRecord>> {
+    check_id(id)?;
+    let p = path(layout, id);
+    match read_bounded(&p, LEASE_LIMIT)? {
+        None => Ok(None),
+        Some(bytes) => parse(&p, &bytes).map(Some),
+    }
+}
+
+fn parse(p: &std::path::Path, bytes: &[u8]) -> MicrosandboxResult<LeaseRecord> {
+    serde_json::from_slice(bytes).map_err(|e| {
+        MicrosandboxError::corrupt(format!("lease file {} does not parse: {e}", p.display()))
+    })
+}
+
+/// Every lease on disk, expired ones included, oldest first.
+///
+/// # Errors
+///
+/// [`crate::ErrorKind::CorruptCache`] when a lease file does not parse: a
+/// lease that cannot be read might pin anything, so nothing may be deleted
+/// on its account.
+pub fn list(layout: &Layout) -> MicrosandboxResult<Vec<LeaseRecord>> {
+    let (leases, mut bad) = scan(layout)?;
+    match bad.pop() {
+        Some((_, e)) => Err(e),
+        None => Ok(leases),
+    }
+}
+
+/// Lease files that do not parse: their names and why.
+pub type BadLeases = Vec<(String, MicrosandboxError)>;
+
+/// Every lease that parses, oldest first, and the file name and error of
+/// each that does not (for `verify`).
+pub fn scan(layout: &Layout) -> MicrosandboxResult<(Vec<LeaseRecord>, BadLeases)> {
+    let dir = layout.leases_dir();
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((Vec::new(), Vec::new())),
+        Err(e) => return Err(MicrosandboxError::io("read directory", dir, e)),
+    };
+    let mut leases = Vec::new();
+    let mut bad = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| MicrosandboxError::io("read directory", dir, e))?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with('.') || !name.ends_with(".json") {
+            continue;
+        }
+        let p = entry.path();
+        // A lease released while we list is simply gone.
+        match read_bounded(&p, LEASE_LIMIT) {
+            Ok(Some(bytes)) => match parse(&p, &bytes) {
+                Ok(l) => leases.push(l),
+                Err(e) => bad.push((name.into_owned(), e)),
+            },
+            Ok(None) => {}
+            Err(e) => bad.push((name.into_owned(), e)),
+        }
+    }
+    leases.sort_by(|a, b| (a.created(), &a.id).cmp(&(b.created(), &b.id)));
+    bad.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok((leases, bad))
+}
+
+/// Deletes a lease; false when there was none of that id.
+pub fn remove(layout: &Layout, id: &str) -> MicrosandboxResult<bool> {
+    check_id(id)?;
+    let p = path(layout, id);
+    match fs::remove_file(&p) {
+        Ok(()) => {
+            // A released lease must not come back after a power loss.
+            crate::store::fs::sync_dir(layout.leases_dir())?;
+            Ok(true)
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(MicrosandboxError::io("remove lease", &p, e)),
+    }
+}
+
+/// What unexpired leases pin: manifests (with what they need) and loose blobs.
+#[derive(Debug, Default)]
+pub struct Pins {
+    /// Pinned manifests.
+    pub manifests: HashSet<Digest>,
+    /// Pinned blobs.
+    pub blobs: HashSet<Digest>,
+}
+
+impl Pins {
+    /// The pins of the leases live at `now`.
+    pub fn of(leases: &[LeaseRecord], now: SystemTime) -> Pins {
+        let mut pins = Pins::default();
+        for lease in leases.iter().filter(|l| !l.is_expired(now)) {
+            pins.manifests.extend(lease.manifest_digest.iter().cloned());
+            pins.blobs.extend(lease.blobs.iter().cloned());
+        }
+        pins
+    }
+}
+
+/// A lease that pins the blobs of a transfer (a load, a save) while it
+/// runs: renewed as the transfer goes on, released when dropped. If the
+/// process dies, the pin ends by itself within [`TransferPin::TTL`].
+pub struct TransferPin<'a> {
+    layout: &'a Layout,
+    record: LeaseRecord,
+    renewed: std::time::Instant,
+}
+
+impl<'a> TransferPin<'a> {
+    /// How long a pin lasts past its last renewal.
+    pub const TTL: std::time::Duration = std::time::Duration::from_secs(3600);
+    /// How often a running transfer renews its pin.
+    pub const RENEW: std::time::Duration = std::time::Duration::from_secs(600);
+
+    /// Pins `blobs`, taking the shared cache lock for the write, so the pin
+    /// never lands in the middle of a prune.
+    pub fn take(layout: &'a Layout, blobs: Vec<Digest>) -> MicrosandboxResult<Self> {
+        let _shared = layout.lock(crate::store::lock::LockMode::Shared)?;
+        Self::take_locked(layout, blobs)
+    }
+
+    /// [`TransferPin::take`] for a caller that holds a cache lock already.
+    pub fn take_locked(layout: &'a Layout, blobs: Vec<Digest>) -> MicrosandboxResult<Self> {
+        let now = time::now();
+        let record = LeaseRecord {
+            id: format!("ingest-{}", crate::store::fs::random_hex(8)),
+            kind: LeaseKind::Ingest,
+            reference: None,
+            manifest_digest: None,
+            blobs,
+            created_at: time::format(now),
+            expires_at: Some(time::format(now + Self::TTL)),
+        };
+        write(layout, &record)?;
+        Ok(TransferPin {
+            layout,
+            record,
+            renewed: std::time::Instant::now(),
+        })
+    }
+
+    /// Pushes the expiry on when the last renewal is [`TransferPin::RENEW`] old.
+    pub fn renew_if_due(&mut self) -> MicrosandboxResult<()> {
+        if self.renewed.elapsed() < Self::RENEW {
+            return Ok(());
+        }
+        // A prune holding the lock past the wait is no reason to fail a
+        // transfer whose pin has most of its hour left: try again later.
+        let _shared = match self.layout.lock(crate::store::lock::LockMode::Shared) {
+            Ok(guard) => guard,
+            Err(e)
+                if e.kind() == crate::ErrorKind::Busy && self.renewed.elapsed() < Self::TTL / 2 =>
+            {
+                return Ok(())
+            }
+            Err(e) => return Err(e),
+        };
+        self.record.expires_at = Some(time::format(time::now() + Self::TTL));
+        self.renewed = std::time::Instant::now();
+        write(self.layout, &self.record)
+    }
+}
+
+impl Drop for TransferPin<'_> {
+    fn drop(&mut self) {
+        let _ = remove(self.layout, &self.record.id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn record(id: &str, expires: Option<SystemTime>) -> LeaseRecord {
+        LeaseRecord {
+            id: id.into(),
+            kind: LeaseKind::Sandbox,
+            reference: Some("docker.io/library/a:latest".into()),
+            manifest_digest: Some(Digest::of(id.as_bytes())),
+            blobs: vec![],
+            created_at: time::format(time::now()),
+            expires_at: expires.map(time::format),
+        }
+    }
+
+    #[test]
+    fn leases_round_trip_and_expire() {
+        let home = tempfile::tempdir().unwrap();
+        let layout = Layout::new(home.path(), Duration::from_secs(1));
+        layout.ensure().unwrap();
+        let live = record("live", None);
+        let past = record("past", Some(time::now() - Duration::from_secs(5)));
+        write(&layout, &live).unwrap();
+        write(&layout, &past).unwrap();
+        assert_eq!(read(&layout, "live").unwrap().unwrap(), live);
+        let all = list(&layout).unwrap();
+        assert_eq!(all.len(), 2);
+        let pins = Pins::of(&all, time::now());
+        assert!(pins
+            .manifests
+            .contains(live.manifest_digest.as_ref().unwrap()));
+        assert!(!pins
+            .manifests
+            .contains(past.manifest_digest.as_ref().unwrap()));
+        assert!(remove(&layout, "live").unwrap());
+        assert!(!remove(&layout, "live").unwrap());
+        assert!(read(&layout, "live").unwrap().is_none());
+    }
+
+    #[test]
+    fn ids_cannot_escape_the_directory() {
+        for bad in ["", "../x", "a/b", ".hidden", "a\0b", &"x".repeat(129)] {
+            assert!(check_id(bad).is_err(), "{bad:?}");
+        }
+        assert!(check_id("sandbox-1.two_3").is_ok());
+    }
+
+    #[test]
+    fn an_unreadable_lease_is_a_corrupt_cache() {
+        let home = tempfile::tempdir().unwrap();
+        let layout = Layout::new(home.path(), Duration::from_secs(1));
+        layout.ensure().unwrap();
+        fs::write(layout.leases_dir().join("bad.json"), b"{").unwrap();
+        assert_eq!(
+            list(&layout).unwrap_err().kind(),
+            crate::ErrorKind::CorruptCache
+        );
+    }
+}

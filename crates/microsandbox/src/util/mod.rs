@@ -1,0 +1,6 @@
+//! Small leaf helpers every layer uses: thread pools, timestamps, crash
+//! points for tests.
+
+pub mod fault;
+pub mod par;
+pub mod time;
