@@ -543,7 +543,7 @@ fn prune_sweeps_dead_writers_but_not_live_ones() {
     h.load("rich");
     let tmp = h.dir.path().join("cache/tmp");
     fs::write(tmp.join("ingest-dead"), b"left by a crash").unwrap();
-    let layout = h.backend.layout().clone();
+    let layout = h.backend.layout().unwrap();
     let live = microsandbox::store::blob::BlobWriter::create(&layout).unwrap();
     // A leftover of an interrupted atomic write of index.json.
     fs::write(h.oci().join(".index.json.tmp-0123"), b"{").unwrap();

@@ -419,13 +419,23 @@ fn a_decompression_bomb_stops_at_the_limit() {
 #[test]
 fn a_broken_cache_index_is_a_corrupt_cache_and_stays_as_it_is() {
     let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
-    let cases: [(&str, &[u8]); 6] = [
+    // (An index whose one entry has a bad digest is no longer broken as a
+    // whole: that entry is set apart, see tests/security.rs.)
+    let cases: [(&str, &[u8]); 5] = [
         ("garbage", b"\x00\x01garbage"),
         ("deep", deep.as_bytes()),
-        ("manifests a number", br#"{"schemaVersion":2,"manifests":5}"#),
-        ("huge schemaVersion", br#"{"schemaVersion":1e400,"manifests":[]}"#),
-        ("truncated", br#"{"schemaVersion":2,"manifests":[{"mediaType":"#),
-        ("bad digest", br#"{"schemaVersion":2,"manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:../x","size":1}]}"#),
+        (
+            "manifests a number",
+            br#"{"schemaVersion":2,"manifests":5}"#,
+        ),
+        (
+            "huge schemaVersion",
+            br#"{"schemaVersion":1e400,"manifests":[]}"#,
+        ),
+        (
+            "truncated",
+            br#"{"schemaVersion":2,"manifests":[{"mediaType":"#,
+        ),
     ];
     for (what, bytes) in cases {
         let h = home();

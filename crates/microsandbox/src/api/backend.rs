@@ -20,11 +20,12 @@ use crate::gc::policy::PruneOptions;
 use crate::oci::digest::Digest;
 use crate::oci::model::{Shape, ANN_LAST_USED};
 use crate::oci::reference::Reference;
-use crate::store::catalog::{self, CatalogCache, Entry};
+use crate::store::catalog::{CatalogCache, Entry};
 use crate::store::content;
-use crate::store::layout::Layout;
+use crate::store::index::{self, IndexTxn};
+use crate::store::layout::{Home, Layout};
 use crate::store::lease::{self, LeaseKind, LeaseRecord, Pins};
-use crate::store::lock::LockMode;
+use crate::store::lock::{Exclusive, Shared};
 use crate::transfer::registry::{PullOptions, PullPolicy};
 use crate::transfer::{self, LoadOptions, SaveOptions};
 use crate::util::time;
@@ -40,7 +41,7 @@ pub struct LocalBackend {
 
 #[derive(Debug)]
 struct Inner {
-    layout: Layout,
+    home: Home,
     catalog: CatalogCache,
     census: CensusCache,
 }
@@ -92,7 +93,7 @@ impl LocalBackendBuilder {
         raise_fd_limit();
         Ok(LocalBackend {
             inner: Arc::new(Inner {
-                layout: Layout::new(&home, timeout),
+                home: Home::new(home, timeout),
                 catalog: CatalogCache::default(),
                 census: CensusCache::default(),
             }),
@@ -173,24 +174,29 @@ impl LocalBackend {
 
     /// The home directory.
     pub fn home(&self) -> &Path {
-        self.inner.layout.home()
+        self.inner.home.path()
     }
 
-    /// The paths of the cache.
-    pub fn layout(&self) -> &Layout {
-        &self.inner.layout
+    /// The open cache, made on first use. For tests and tools that look
+    /// at the files; nothing reached through it writes `index.json` or
+    /// `blobs/` without the exclusive lock's guard.
+    #[doc(hidden)]
+    pub fn layout(&self) -> MicrosandboxResult<Arc<Layout>> {
+        self.inner.home.layout()
     }
 
-    fn layout_ready(&self) -> MicrosandboxResult<&Layout> {
-        self.inner.layout.ensure()?;
-        Ok(&self.inner.layout)
+    /// The open cache if it exists: read-only operations never make it.
+    fn existing(&self) -> MicrosandboxResult<Option<Arc<Layout>>> {
+        self.inner.home.existing()
     }
 
     /// Every reference, newest first. Blocking.
     pub fn list_images(&self) -> MicrosandboxResult<Vec<ImageHandle>> {
-        let layout = self.layout_ready()?;
-        let _guard = layout.lock(LockMode::Shared)?;
-        let catalog = self.inner.catalog.current(layout)?;
+        let Some(layout) = self.existing()? else {
+            return Ok(Vec::new());
+        };
+        let _guard = layout.lock::<Shared>()?;
+        let catalog = self.inner.catalog.current(&layout)?;
         Ok(catalog.entries().iter().map(|e| e.handle.clone()).collect())
     }
 
@@ -201,14 +207,16 @@ impl LocalBackend {
         f: impl FnOnce(&Layout, &Entry) -> MicrosandboxResult<T>,
     ) -> MicrosandboxResult<T> {
         let r = Reference::parse(reference)?;
-        let layout = self.layout_ready()?;
-        let _guard = layout.lock(LockMode::Shared)?;
-        let catalog = self.inner.catalog.current(layout)?;
+        let Some(layout) = self.existing()? else {
+            return Err(MicrosandboxError::not_found(&r.familiar()));
+        };
+        let _guard = layout.lock::<Shared>()?;
+        let catalog = self.inner.catalog.current(&layout)?;
         let found = catalog.find(&r);
         let entry = found
             .first()
             .ok_or_else(|| MicrosandboxError::not_found(&r.familiar()))?;
-        f(layout, entry)
+        f(&layout, entry)
     }
 
     /// The handle of one reference. Blocking.
@@ -220,7 +228,9 @@ impl LocalBackend {
     pub fn inspect_image(&self, reference: &str) -> MicrosandboxResult<ImageDetail> {
         self.with_entry(reference, inspect_entry)
     }
-    /// Removes a reference; its content stays until prune. Blocking.
+
+    /// Removes a reference (every spelling of it); its content stays until
+    /// prune. Blocking.
     ///
     /// # Errors
     ///
@@ -229,15 +239,18 @@ impl LocalBackend {
     /// and no other reference keeps it.
     pub fn remove_image(&self, reference: &str, force: bool) -> MicrosandboxResult<()> {
         let r = Reference::parse(reference)?;
-        let layout = self.layout_ready()?;
-        let _guard = layout.lock(LockMode::Exclusive)?;
-        let mut index = layout.read_index()?;
-        let positions = catalog::positions(&index, &r);
+        let Some(layout) = self.existing()? else {
+            return Err(MicrosandboxError::not_found(&r.familiar()));
+        };
+        let guard = layout.lock::<Exclusive>()?;
+        let mut txn = IndexTxn::begin(&layout, &guard)?;
+        let index = &mut txn.index;
+        let positions = index::spellings(index, &r);
         if positions.is_empty() {
             return Err(MicrosandboxError::not_found(&r.familiar()));
         }
         if !force {
-            let leases = lease::list(layout)?;
+            let leases = lease::list(&layout)?;
             let now = time::now();
             let doomed: Vec<&Digest> = positions
                 .iter()
@@ -275,7 +288,7 @@ impl LocalBackend {
             i += 1;
             keep
         });
-        layout.write_index(&index)
+        txn.commit()
     }
 
     /// Runs the default prune. Blocking.
@@ -283,35 +296,43 @@ impl LocalBackend {
         self.prune_images_with(&PruneOptions::default())
     }
 
-    /// Runs a prune with a policy, or its dry run. Blocking.
+    /// Runs a prune with a policy, or its dry run. Blocking. A home that
+    /// does not exist has nothing to prune, and is not made.
     pub fn prune_images_with(
         &self,
         options: &PruneOptions,
     ) -> MicrosandboxResult<ImagePruneReport> {
-        gc::prune(
-            self.layout_ready()?,
-            &self.inner.census,
-            &self.inner.catalog,
-            options,
-        )
+        options.check()?;
+        let Some(layout) = self.existing()? else {
+            return Ok(ImagePruneReport {
+                dry_run: options.dry_run,
+                ..Default::default()
+            });
+        };
+        gc::prune(&layout, &self.inner.census, &self.inner.catalog, options)
     }
 
     /// Re-hashes every blob and checks every invariant; repairs if asked.
-    /// Blocking.
+    /// Blocking. A home that does not exist is clean, and is not made.
     pub fn verify(
         &self,
         options: &crate::VerifyOptions,
     ) -> MicrosandboxResult<crate::VerifyReport> {
-        crate::gc::verify::verify(self.layout_ready()?, options)
+        match self.existing()? {
+            Some(layout) => crate::gc::verify::verify(&layout, options),
+            None => Ok(Default::default()),
+        }
     }
 
-    /// Measures what the cache takes on disk. Blocking.
+    /// Measures what the cache takes on disk. Blocking. A home that does
+    /// not exist takes nothing, and is not made.
     pub fn disk_usage(&self) -> MicrosandboxResult<DiskUsage> {
-        crate::gc::usage::disk_usage(
-            self.layout_ready()?,
-            &self.inner.census,
-            &self.inner.catalog,
-        )
+        match self.existing()? {
+            Some(layout) => {
+                crate::gc::usage::disk_usage(&layout, &self.inner.census, &self.inner.catalog)
+            }
+            None => Ok(Default::default()),
+        }
     }
 
     /// Loads every named image of an OCI layout directory, an OCI archive
@@ -321,7 +342,7 @@ impl LocalBackend {
         path: &Path,
         options: &LoadOptions,
     ) -> MicrosandboxResult<Vec<ImageHandle>> {
-        transfer::load(self.layout_ready()?, path, options)
+        transfer::load(&*self.layout()?, path, options)
     }
 
     /// Pulls a reference from its registry, as `options.policy` says.
@@ -346,7 +367,7 @@ impl LocalBackend {
             },
             PullPolicy::Always => {}
         }
-        transfer::pull(self.layout_ready()?, &r, options)
+        transfer::pull(&*self.layout()?, &r, options)
     }
 
     /// Writes the images `references` name into one archive at `path`.
@@ -357,7 +378,15 @@ impl LocalBackend {
         path: &Path,
         options: &SaveOptions,
     ) -> MicrosandboxResult<()> {
-        transfer::save(self.layout_ready()?, references, path, options)
+        let Some(layout) = self.existing()? else {
+            let first = references.first().ok_or_else(|| {
+                MicrosandboxError::invalid_argument("save needs at least one reference")
+            })?;
+            return Err(MicrosandboxError::not_found(
+                &Reference::parse(first)?.familiar(),
+            ));
+        };
+        transfer::save(&layout, references, path, options)
     }
 
     /// Pins the manifest a reference names and marks the image used. Blocking.
@@ -365,7 +394,8 @@ impl LocalBackend {
     /// # Errors
     ///
     /// [`ErrorKind::ImageNotFound`]; [`ErrorKind::InvalidArgument`] for a
-    /// bad id, or an id that an unexpired lease on another manifest holds.
+    /// bad id, an expiry of zero, or an id that an unexpired lease on
+    /// another manifest holds.
     pub fn acquire_lease(
         &self,
         reference: &str,
@@ -379,6 +409,12 @@ impl LocalBackend {
         lease::check_id(&id)?;
         let expires_at = match options.expires_in {
             None => None,
+            Some(d) if d.is_zero() => {
+                return Err(MicrosandboxError::invalid_argument(
+                    "a lease that expires in 0 seconds would be over before it starts; \
+                     give a positive expiry, or none for a lease that lasts until released",
+                ))
+            }
             Some(d) => Some(time::add(time::now(), d).ok_or_else(|| {
                 MicrosandboxError::invalid_argument(format!(
                     "expiry of {} s is past the year 9999",
@@ -386,16 +422,19 @@ impl LocalBackend {
                 ))
             })?),
         };
-        let layout = self.layout_ready()?;
-        let _guard = layout.lock(LockMode::Exclusive)?;
-        let mut index = layout.read_index()?;
-        let positions = catalog::positions(&index, &r);
-        let Some(&first) = positions.first() else {
+        let Some(layout) = self.existing()? else {
             return Err(MicrosandboxError::not_found(&r.familiar()));
         };
-        let digest = index.manifests[first].digest.clone();
+        let guard = layout.lock::<Exclusive>()?;
+        let mut txn = IndexTxn::begin(&layout, &guard)?;
+        // The lease pins what `get` answers with: the newest spelling.
+        let Some(chosen) = index::resolve(&txn.index, &r) else {
+            return Err(MicrosandboxError::not_found(&r.familiar()));
+        };
+        let positions = index::spellings(&txn.index, &r);
+        let digest = txn.index.manifests[chosen].digest.clone();
         let now = time::now();
-        let existing = lease::read(layout, &id)?;
+        let existing = lease::read(&layout, &id)?;
         if let Some(existing) = &existing {
             if !existing.is_expired(now) && existing.manifest_digest.as_ref() != Some(&digest) {
                 return Err(MicrosandboxError::invalid_argument(format!(
@@ -407,24 +446,26 @@ impl LocalBackend {
             id,
             kind: options.kind.unwrap_or(LeaseKind::Sandbox),
             reference: Some(r.canonical()),
-            manifest_digest: Some(digest),
+            manifest_digest: Some(digest.clone()),
             blobs: Vec::new(),
             created_at: time::format(now),
             expires_at: expires_at.map(time::format),
         };
-        lease::write(layout, &record)?;
+        lease::write(&layout, &record)?;
         let stamp = time::format(now);
         for &i in &positions {
-            index.manifests[i]
-                .annotations
-                .insert(ANN_LAST_USED.into(), stamp.clone());
+            if txn.index.manifests[i].digest == digest {
+                txn.index.manifests[i]
+                    .annotations
+                    .insert(ANN_LAST_USED.into(), stamp.clone());
+            }
         }
-        if let Err(e) = layout.write_index(&index) {
+        if let Err(e) = txn.commit() {
             // Without its lastUsedAt stamp the call failed: put the lease
             // files back as they were.
             let _ = match &existing {
-                Some(previous) => lease::write(layout, previous),
-                None => lease::remove(layout, &record.id).map(drop),
+                Some(previous) => lease::write(&layout, previous),
+                None => lease::remove(&layout, &record.id).map(drop),
             };
             return Err(e);
         }
@@ -433,14 +474,20 @@ impl LocalBackend {
 
     /// Ends a lease; false when there was none of that id. Blocking.
     pub fn release_lease(&self, id: &str) -> MicrosandboxResult<bool> {
-        lease::remove(self.layout_ready()?, id)
+        lease::check_id(id)?;
+        match self.existing()? {
+            Some(layout) => lease::remove(&layout, id),
+            None => Ok(false),
+        }
     }
 
     /// The unexpired leases, oldest first. Blocking.
     pub fn list_leases(&self) -> MicrosandboxResult<Vec<ImageLease>> {
-        let layout = self.layout_ready()?;
+        let Some(layout) = self.existing()? else {
+            return Ok(Vec::new());
+        };
         let now = time::now();
-        Ok(lease::list(layout)?
+        Ok(lease::list(&layout)?
             .iter()
             .filter(|l| !l.is_expired(now))
             .map(lease_view)
@@ -449,7 +496,10 @@ impl LocalBackend {
 
     /// What unexpired leases pin now. Blocking.
     pub fn pins(&self) -> MicrosandboxResult<Pins> {
-        Ok(Pins::of(&lease::list(self.layout_ready()?)?, time::now()))
+        match self.existing()? {
+            Some(layout) => Ok(Pins::of(&lease::list(&layout)?, time::now())),
+            None => Ok(Pins::default()),
+        }
     }
 }
 

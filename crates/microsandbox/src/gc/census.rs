@@ -11,17 +11,15 @@
 //! afresh) and stats only the files it has not seen.
 
 use std::collections::{HashMap, HashSet};
-use std::fs;
-use std::io;
-use std::os::unix::fs::DirEntryExt;
-use std::os::unix::fs::MetadataExt;
-use std::path::Path;
 use std::sync::{Arc, Mutex};
+
+use rustix::fs::FileType;
 
 use crate::error::{MicrosandboxError, MicrosandboxResult};
 use crate::oci::digest::Digest;
 use crate::oci::model::{IndexFile, Shape};
 use crate::store::content;
+use crate::store::fs::{allocated, kind};
 use crate::store::layout::Layout;
 use crate::store::lease::{self, LeaseRecord, Pins};
 
@@ -39,11 +37,6 @@ pub enum Kind {
 /// The blobs one root needs, itself first.
 pub type Graph = Arc<[(Digest, Kind)]>;
 
-/// The bytes a file occupies on disk.
-pub fn allocated(meta: &fs::Metadata) -> u64 {
-    meta.blocks() * 512
-}
-
 /// What stays true about immutable blobs, remembered between censuses.
 #[derive(Debug, Default)]
 pub struct CensusCache {
@@ -60,24 +53,24 @@ impl CensusCache {
     pub fn blob_sizes(&self, layout: &Layout) -> MicrosandboxResult<HashMap<Digest, u64>> {
         let known = std::mem::take(&mut *lock(&self.sizes));
         let mut current: HashMap<Digest, (u64, u64)> = HashMap::with_capacity(known.len());
-        let mut todo: Vec<(Digest, fs::DirEntry)> = Vec::new();
-        for entry in read_dir(layout.blobs_dir())? {
-            let name = entry.file_name();
-            let Ok(digest) = Digest::from_hex(&name.to_string_lossy()) else {
+        let mut todo: Vec<(Digest, String)> = Vec::new();
+        let blobs = layout.blobs_dir();
+        for entry in blobs.entries()? {
+            let Ok(digest) = Digest::from_hex(&entry.name) else {
                 continue;
             };
             match known.get(&digest) {
-                Some(&(ino, size)) if ino == entry.ino() => {
+                Some(&(ino, size)) if ino == entry.ino => {
                     current.insert(digest, (ino, size));
                 }
-                _ => todo.push((digest, entry)),
+                _ => todo.push((digest, entry.name)),
             }
         }
-        let stats = crate::util::par::in_parallel(&todo, |(_, entry)| match entry.metadata() {
-            Ok(m) if m.is_file() => Ok(Some((m.ino(), allocated(&m)))),
-            Ok(_) => Ok(None),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(MicrosandboxError::io("stat", &entry.path(), e)),
+        let stats = crate::util::par::in_parallel(&todo, |(_, name)| {
+            Ok(blobs
+                .stat(name)?
+                .filter(|s| kind(s) == FileType::RegularFile)
+                .map(|s| (s.st_ino, allocated(&s))))
         })?;
         for ((digest, _), stat) in todo.into_iter().zip(stats) {
             if let Some(s) = stat {
@@ -180,18 +173,6 @@ impl CensusCache {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// The entries of a directory; none if it is missing.
-pub fn read_dir(dir: &Path) -> MicrosandboxResult<Vec<fs::DirEntry>> {
-    let entries = match fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(MicrosandboxError::io("read directory", dir, e)),
-    };
-    entries
-        .collect::<io::Result<Vec<_>>>()
-        .map_err(|e| MicrosandboxError::io("read directory", dir, e))
 }
 
 /// Walks one root: a manifest or an index and everything below it. A

@@ -16,24 +16,24 @@ pub mod usage;
 pub mod verify;
 
 use std::collections::{HashMap, HashSet};
-use std::fs;
-use std::io;
-use std::path::{Path, PathBuf};
 use std::time::SystemTime;
+
+use rustix::fs::FileType;
 
 use crate::api::handle::{ImagePruneReport, RemovedImage};
 use crate::error::{MicrosandboxError, MicrosandboxResult};
-use crate::gc::census::{allocated, graph_of, read_dir, CensusCache, Graph, Kind, Snapshot};
+use crate::gc::census::{graph_of, CensusCache, Graph, Kind, Snapshot};
 use crate::gc::policy::{evict_to_budget, PruneOptions};
 use crate::oci::digest::Digest;
 use crate::oci::model::{Descriptor, IndexFile, ManifestDoc, ANN_CREATED, ANN_LAST_USED};
 use crate::oci::reference::familiar_hub_path;
 use crate::store::blob::stale_tmp_file;
 use crate::store::catalog::CatalogCache;
-use crate::store::fs::{read_bounded, sync_dir, ATOMIC_TMP_MARK};
+use crate::store::fs::{allocated, kind, Dir, Entry, ATOMIC_TMP_MARK};
+use crate::store::index::IndexTxn;
 use crate::store::layout::Layout;
 use crate::store::lease::{self, LeaseRecord};
-use crate::store::lock::LockMode;
+use crate::store::lock::{Exclusive, ExclusiveGuard, Shared};
 use crate::store::partial::digest_of_name;
 use crate::util::time;
 
@@ -52,20 +52,16 @@ pub fn prune(
     options: &PruneOptions,
 ) -> MicrosandboxResult<ImagePruneReport> {
     options.check()?;
-    layout.ensure()?;
-    let mode = if options.dry_run {
-        LockMode::Shared
-    } else {
-        LockMode::Exclusive
-    };
-    let _guard = layout.lock(mode)?;
     let now = time::now();
+    if options.dry_run {
+        let _shared = layout.lock::<Shared>()?;
+        let snapshot = census.snapshot(layout, catalog.index(layout)?, now)?;
+        return Ok(plan(layout, &snapshot, options, now)?.report);
+    }
+    let exclusive = layout.lock::<Exclusive>()?;
     let snapshot = census.snapshot(layout, catalog.index(layout)?, now)?;
     let plan = plan(layout, &snapshot, options, now)?;
-    if options.dry_run {
-        return Ok(plan.report);
-    }
-    execute(layout, plan)
+    execute(layout, &exclusive, plan)
 }
 
 /// What a prune will do.
@@ -75,13 +71,13 @@ pub struct Plan {
     /// Whether any reference goes.
     index_changes: bool,
     /// Blobs to delete, with their kinds.
-    blobs: Vec<(PathBuf, Kind)>,
+    blobs: Vec<(Digest, Kind)>,
     /// Files of dead writers in `tmp/`.
-    tmp: Vec<PathBuf>,
+    tmp: Vec<String>,
     /// Expired leases.
     leases: Vec<LeaseRecord>,
-    /// Leftovers of interrupted atomic writes.
-    leftovers: Vec<PathBuf>,
+    /// Leftovers of interrupted atomic writes, in `oci/` and `leases/`.
+    leftovers: Vec<(Leftover, String)>,
     /// The report, as it will be if nothing changes meanwhile.
     pub report: ImagePruneReport,
 }
@@ -93,9 +89,9 @@ pub fn last_use(layout: &Layout, d: &Descriptor) -> SystemTime {
     ann(ANN_LAST_USED)
         .or_else(|| ann(ANN_CREATED))
         .or_else(|| {
-            fs::metadata(layout.blob_path(&d.digest))
-                .and_then(|m| m.modified())
-                .ok()
+            let s = layout.blob_stat(&d.digest).ok()??;
+            let secs = u64::try_from(s.st_mtime).ok()?;
+            Some(SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(secs))
         })
         .unwrap_or(SystemTime::UNIX_EPOCH)
 }
@@ -253,35 +249,39 @@ pub fn plan(
     let index = IndexFile {
         schema_version: index.schema_version,
         media_type: index.media_type.clone(),
-        manifests: kept_entries,
+        manifests: crate::oci::model::Entries {
+            good: kept_entries,
+            unreadable: index.manifests.unreadable.clone(),
+        },
         annotations: index.annotations.clone(),
     };
 
     let mut blobs = Vec::new();
     for (digest, size) in sizes.iter().filter(|(d, _)| !keep.contains(*d)) {
-        let path = layout.blob_path(digest);
         let kind = gone_kinds
             .get(digest)
             .copied()
-            .unwrap_or_else(|| sniff(&path));
+            .unwrap_or_else(|| sniff(layout, digest));
         report.bytes_reclaimed += size;
         match kind {
             Kind::Manifest => report.manifests_removed += 1,
             Kind::Config => report.configs_removed += 1,
             Kind::Layer => report.layers_removed += 1,
         }
-        blobs.push((path, kind));
+        blobs.push((digest.clone(), kind));
     }
     let pinned_blobs: HashSet<&Digest> = pins.blobs.iter().collect();
     let tmp = stale_tmp(layout, &pinned_blobs)?;
-    let leftovers: Vec<PathBuf> = atomic_leftovers(layout.oci_dir())?
-        .into_iter()
-        .chain(atomic_leftovers(layout.leases_dir())?)
-        .collect();
-    for path in tmp.iter().chain(&leftovers) {
-        if let Ok(m) = fs::symlink_metadata(path) {
+    let leftovers = atomic_leftovers(layout)?;
+    let measured = tmp.iter().map(|name| layout.tmp_dir().stat(name)).chain(
+        leftovers
+            .iter()
+            .map(|(dir, name)| dir.of(layout).stat(name)),
+    );
+    for stat in measured {
+        if let Some(s) = stat? {
             report.tmp_files_removed += 1;
-            report.bytes_reclaimed += allocated(&m);
+            report.bytes_reclaimed += allocated(&s);
         }
     }
     let expired: Vec<LeaseRecord> = leases
@@ -301,9 +301,13 @@ pub fn plan(
     })
 }
 
-/// Carries a plan out; the caller holds the exclusive lock. The report
-/// counts what was actually deleted.
-fn execute(layout: &Layout, plan: Plan) -> MicrosandboxResult<ImagePruneReport> {
+/// Carries a plan out under the exclusive lock. The report counts what
+/// was actually deleted.
+fn execute(
+    layout: &Layout,
+    exclusive: &ExclusiveGuard,
+    plan: Plan,
+) -> MicrosandboxResult<ImagePruneReport> {
     let mut report = ImagePruneReport {
         image_refs_removed: plan.report.image_refs_removed,
         removed: plan.report.removed,
@@ -311,15 +315,16 @@ fn execute(layout: &Layout, plan: Plan) -> MicrosandboxResult<ImagePruneReport> 
         ..Default::default()
     };
     if plan.index_changes {
-        layout.write_index(&plan.index)?;
+        IndexTxn::of(layout, exclusive, plan.index).commit()?;
     }
     crate::util::fault::point("prune-after-index");
     let half = plan.blobs.len() / 2;
-    let outcomes = crate::util::par::in_parallel(&plan.blobs, |(path, kind)| {
-        if plan.blobs.get(half).is_some_and(|(p, _)| p == path) {
+    let blobs = layout.blobs_dir();
+    let outcomes = crate::util::par::in_parallel(&plan.blobs, |(digest, kind)| {
+        if plan.blobs.get(half).is_some_and(|(d, _)| d == digest) {
             crate::util::fault::point("prune-mid-sweep");
         }
-        Ok(delete(path)?.map(|size| (*kind, size)))
+        Ok(delete(blobs, digest.hex())?.map(|size| (*kind, size)))
     })?;
     for (kind, size) in outcomes.into_iter().flatten() {
         report.bytes_reclaimed += size;
@@ -330,17 +335,14 @@ fn execute(layout: &Layout, plan: Plan) -> MicrosandboxResult<ImagePruneReport> 
         }
     }
     if !plan.blobs.is_empty() {
-        sync_dir(layout.blobs_dir())?;
+        blobs.sync()?;
     }
-    for path in &plan.tmp {
+    for name in &plan.tmp {
         // Still dead? A writer may have taken the name since the plan.
-        let held = match stale_tmp_file(path) {
-            Ok(Some(lock)) => lock,
-            Ok(None) => continue,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(MicrosandboxError::io("open", path, e)),
+        let Some(held) = stale_tmp_file(layout, name)? else {
+            continue;
         };
-        if let Some(size) = delete(path)? {
+        if let Some(size) = delete(layout.tmp_dir(), name)? {
             report.tmp_files_removed += 1;
             report.bytes_reclaimed += size;
         }
@@ -351,8 +353,8 @@ fn execute(layout: &Layout, plan: Plan) -> MicrosandboxResult<ImagePruneReport> 
             report.expired_leases_removed += 1;
         }
     }
-    for path in &plan.leftovers {
-        if let Some(size) = delete(path)? {
+    for (dir, name) in &plan.leftovers {
+        if let Some(size) = delete(dir.of(layout), name)? {
             report.tmp_files_removed += 1;
             report.bytes_reclaimed += size;
         }
@@ -363,15 +365,16 @@ fn execute(layout: &Layout, plan: Plan) -> MicrosandboxResult<ImagePruneReport> 
 /// Guesses the kind of an orphan no graph reaches: small JSON that parses
 /// as a manifest is one, JSON with a `rootfs` is a config, the rest
 /// (anything not starting with `{`: gzip, zstd, tar) layers.
-fn sniff(path: &Path) -> Kind {
+fn sniff(layout: &Layout, digest: &Digest) -> Kind {
     let mut head = [0u8; 1];
-    let starts_json = fs::File::open(path)
-        .and_then(|mut f| std::io::Read::read(&mut f, &mut head))
-        .is_ok_and(|n| n == 1 && head[0] == b'{');
+    let starts_json = match layout.open_blob(digest) {
+        Ok(Some(mut f)) => std::io::Read::read(&mut f, &mut head).is_ok_and(|n| n == 1),
+        _ => false,
+    } && head[0] == b'{';
     if !starts_json {
         return Kind::Layer;
     }
-    let Ok(Some(bytes)) = read_bounded(path, 256 << 10) else {
+    let Ok(Some(bytes)) = layout.blobs_dir().read_bounded(digest.hex(), 256 << 10) else {
         return Kind::Layer;
     };
     if ManifestDoc::parse(&bytes).is_ok() {
@@ -383,61 +386,96 @@ fn sniff(path: &Path) -> Kind {
     }
 }
 
-/// Deletes a file, returning the bytes it occupied; `None` if it was
-/// already gone.
-fn delete(path: &Path) -> MicrosandboxResult<Option<u64>> {
-    let size = match fs::symlink_metadata(path) {
-        Ok(m) => allocated(&m),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(MicrosandboxError::io("stat", path, e)),
+/// Deletes a file of `dir`, returning the bytes it occupied; `None` if it
+/// was already gone.
+fn delete(dir: &Dir, name: &str) -> MicrosandboxResult<Option<u64>> {
+    let Some(stat) = dir.stat(name)? else {
+        return Ok(None);
     };
-    match fs::remove_file(path) {
-        Ok(()) => Ok(Some(size)),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(MicrosandboxError::io("delete", path, e)),
-    }
-}
-
-fn is_regular(entry: &fs::DirEntry) -> bool {
-    entry.file_type().is_ok_and(|t| t.is_file())
+    Ok(dir.remove(name)?.then(|| allocated(&stat)))
 }
 
 /// The files in `tmp/` whose writer is gone (their lock is free), except
 /// the partial downloads of blobs a lease pins: a running pull waits to
 /// commit them. Anything but a regular file is left alone.
-pub fn stale_tmp(layout: &Layout, pinned: &HashSet<&Digest>) -> MicrosandboxResult<Vec<PathBuf>> {
+pub fn stale_tmp(layout: &Layout, pinned: &HashSet<&Digest>) -> MicrosandboxResult<Vec<String>> {
     let mut out = Vec::new();
-    for entry in read_dir(layout.tmp_dir())? {
-        if !is_regular(&entry) {
+    for entry in layout.tmp_dir().entries()? {
+        if !is_regular(layout.tmp_dir(), &entry)? {
             continue;
         }
-        let name = entry.file_name();
-        if digest_of_name(&name.to_string_lossy()).is_some_and(|d| pinned.contains(&d)) {
+        if digest_of_name(&entry.name).is_some_and(|d| pinned.contains(&d)) {
             continue;
         }
-        let path = entry.path();
-        match stale_tmp_file(&path) {
-            Ok(Some(_lock)) => out.push(path),
+        match stale_tmp_file(layout, &entry.name) {
+            Ok(Some(_lock)) => out.push(entry.name),
             Ok(None) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(MicrosandboxError::io("open", &path, e)),
+            // Swapped for something that is not a regular file: not ours.
+            Err(e) if e.kind() == crate::ErrorKind::CorruptCache => {}
+            Err(e) => return Err(e),
         }
     }
     out.sort();
     Ok(out)
 }
 
-/// The temporaries of atomic writes a crash left in `dir`. Those writes
-/// happen under the cache lock, which a prune holds, so none is live.
-fn atomic_leftovers(dir: &Path) -> MicrosandboxResult<Vec<PathBuf>> {
-    let mut out = Vec::new();
-    for entry in read_dir(dir)? {
-        let name = entry.file_name();
-        let name = name.to_string_lossy();
-        if name.starts_with('.') && name.contains(ATOMIC_TMP_MARK) && is_regular(&entry) {
-            out.push(entry.path());
+/// Whether an entry is a regular file, asking the file system when the
+/// directory does not say.
+fn is_regular(dir: &Dir, entry: &Entry) -> MicrosandboxResult<bool> {
+    Ok(match entry.kind {
+        FileType::RegularFile => true,
+        FileType::Unknown => dir
+            .stat(&entry.name)?
+            .is_some_and(|s| kind(&s) == FileType::RegularFile),
+        _ => false,
+    })
+}
+
+/// A directory where atomic writes happen.
+#[derive(Clone, Copy, Debug)]
+pub enum Leftover {
+    /// `cache/oci/` (index.json, oci-layout).
+    Oci,
+    /// `leases/`.
+    Leases,
+}
+
+impl Leftover {
+    /// The directory.
+    pub fn of(self, layout: &Layout) -> &Dir {
+        match self {
+            Leftover::Oci => layout.oci_dir(),
+            Leftover::Leases => layout.leases_dir(),
         }
     }
-    out.sort();
+
+    /// Its name under the cache, for reports.
+    pub fn shown(self) -> &'static str {
+        match self {
+            Leftover::Oci => "oci",
+            Leftover::Leases => "leases",
+        }
+    }
+}
+
+/// The temporaries of atomic writes a crash left in `oci/` and `leases/`.
+/// Those writes happen under the cache lock, which a prune holds, so none
+/// is live.
+pub fn atomic_leftovers(layout: &Layout) -> MicrosandboxResult<Vec<(Leftover, String)>> {
+    let mut out = Vec::new();
+    for which in [Leftover::Oci, Leftover::Leases] {
+        let dir = which.of(layout);
+        let mut names = Vec::new();
+        for entry in dir.entries()? {
+            if entry.name.starts_with('.')
+                && entry.name.contains(ATOMIC_TMP_MARK)
+                && is_regular(dir, &entry)?
+            {
+                names.push(entry.name);
+            }
+        }
+        names.sort();
+        out.extend(names.into_iter().map(|n| (which, n)));
+    }
     Ok(out)
 }

@@ -4,19 +4,20 @@
 //! can never disagree.
 
 use std::collections::HashMap;
-use std::fs;
-use std::path::Path;
+
+use rustix::fs::FileType;
 
 use crate::api::handle::{DiskUsage, ImageUsage};
 use crate::error::MicrosandboxResult;
-use crate::gc::census::{allocated, graph_of, read_dir, CensusCache, Snapshot};
+use crate::gc::census::{graph_of, CensusCache, Snapshot};
 use crate::gc::policy::PruneOptions;
 use crate::gc::{self, shown_name};
 use crate::oci::digest::Digest;
 use crate::oci::model::{ANN_CREATED, ANN_LAST_USED};
 use crate::store::catalog::CatalogCache;
+use crate::store::fs::{allocated, kind, Dir};
 use crate::store::layout::Layout;
-use crate::store::lock::LockMode;
+use crate::store::lock::Shared;
 use crate::util::time;
 
 /// Measures the cache.
@@ -30,8 +31,7 @@ pub fn disk_usage(
     census: &CensusCache,
     catalog: &CatalogCache,
 ) -> MicrosandboxResult<DiskUsage> {
-    layout.ensure()?;
-    let _guard = layout.lock(LockMode::Shared)?;
+    let _guard = layout.lock::<Shared>()?;
     let now = time::now();
     let snapshot = census.snapshot(layout, catalog.index(layout)?, now)?;
     let Snapshot {
@@ -125,12 +125,12 @@ pub fn disk_usage(
 }
 
 /// The allocated bytes of the regular files directly in `dir`.
-fn files_bytes(dir: &Path) -> MicrosandboxResult<u64> {
+fn files_bytes(dir: &Dir) -> MicrosandboxResult<u64> {
     let mut total = 0;
-    for entry in read_dir(dir)? {
-        if let Ok(m) = fs::symlink_metadata(entry.path()) {
-            if m.is_file() {
-                total += allocated(&m);
+    for entry in dir.entries()? {
+        if let Some(s) = dir.stat(&entry.name)? {
+            if kind(&s) == FileType::RegularFile {
+                total += allocated(&s);
             }
         }
     }

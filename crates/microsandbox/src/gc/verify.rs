@@ -10,20 +10,19 @@
 //! check takes the shared lock, a repair the exclusive one.
 
 use std::collections::{BTreeSet, HashSet};
-use std::fs::{self, File};
-use std::io::{self, Read};
-use std::path::{Path, PathBuf};
 
+use rustix::fs::FileType;
 use sha2::{Digest as _, Sha256};
 
-use crate::error::{IoContext, MicrosandboxError, MicrosandboxResult};
-use crate::gc::census::{read_dir, walk};
-use crate::gc::{shown_name, stale_tmp};
+use crate::error::{IoContext, MicrosandboxResult};
+use crate::gc::census::walk;
+use crate::gc::{atomic_leftovers, shown_name, stale_tmp};
 use crate::oci::digest::Digest;
-use crate::store::fs::{create_dirs, sync_dir, ATOMIC_TMP_MARK};
+use crate::store::fs::{kind, read_full, Dir};
+use crate::store::index::{self, IndexTxn};
 use crate::store::layout::Layout;
 use crate::store::lease::{self, Pins};
-use crate::store::lock::LockMode;
+use crate::store::lock::{Exclusive, Shared};
 use crate::util::time;
 
 /// How to verify.
@@ -51,8 +50,13 @@ pub struct VerifyReport {
     /// Files in `tmp/` no live writer holds, and leftovers of interrupted
     /// atomic writes.
     pub stray_tmp_files: Vec<String>,
-    /// Lease files that do not parse.
+    /// Lease files that do not parse, name another lease, or are not
+    /// regular files.
     pub bad_leases: Vec<String>,
+    /// Entries of `index.json` this cache cannot read (another tool's
+    /// `sha512` digest, a size beyond 64 bits), each with its position and
+    /// why; the rest of the cache works without them.
+    pub bad_index_entries: Vec<String>,
     /// With `repair`: corrupt blobs moved to `cache/quarantine/`.
     pub quarantined: Vec<String>,
     /// With `repair`: references taken out of `index.json`.
@@ -67,13 +71,12 @@ impl VerifyReport {
             && self.dangling_references.is_empty()
             && self.stray_tmp_files.is_empty()
             && self.bad_leases.is_empty()
+            && self.bad_index_entries.is_empty()
     }
 }
 
 /// Where repair puts corrupt blobs: beside the layout, not in it.
-pub fn quarantine_dir(layout: &Layout) -> PathBuf {
-    layout.cache_dir().join("quarantine")
-}
+pub const QUARANTINE: &str = "quarantine";
 
 /// What a file of `blobs/` turned out to be.
 enum Found {
@@ -86,29 +89,30 @@ enum Found {
 }
 
 /// Hashes a blob file without following a symlink.
-fn hash_file(path: &Path) -> MicrosandboxResult<Found> {
-    let meta = match fs::symlink_metadata(path) {
-        Ok(m) => m,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Found::Gone),
-        Err(e) => return Err(MicrosandboxError::io("stat", path, e)),
+fn hash_file(blobs: &Dir, name: &str) -> MicrosandboxResult<Found> {
+    let Some(stat) = blobs.stat(name)? else {
+        return Ok(Found::Gone);
     };
-    if !meta.is_file() {
+    if kind(&stat) != FileType::RegularFile {
         return Ok(Found::NotRegular);
     }
-    let mut file = File::open(path).at("open", path)?;
+    let mut file = match blobs.open_regular(name) {
+        Ok(Some(f)) => f,
+        Ok(None) => return Ok(Found::Gone),
+        // Swapped for a link or a FIFO since the stat.
+        Err(e) if e.kind() == crate::ErrorKind::CorruptCache => return Ok(Found::NotRegular),
+        Err(e) => return Err(e),
+    };
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 256 * 1024];
     let mut total = 0u64;
     loop {
-        match file.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => {
-                hasher.update(&buf[..n]);
-                total += n as u64;
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(MicrosandboxError::io("read", path, e)),
+        let n = read_full(&mut file, &mut buf).at("read", &blobs.join(name))?;
+        if n == 0 {
+            break;
         }
+        hasher.update(&buf[..n]);
+        total += n as u64;
     }
     Ok(Found::Hashed(Digest::from_hasher(hasher), total))
 }
@@ -120,30 +124,32 @@ fn hash_file(path: &Path) -> MicrosandboxResult<Found> {
 /// [`crate::ErrorKind::CorruptCache`] when `index.json` itself cannot be
 /// read; `Busy`; `Io`.
 pub fn verify(layout: &Layout, options: &VerifyOptions) -> MicrosandboxResult<VerifyReport> {
-    layout.ensure()?;
-    let mode = if options.repair {
-        LockMode::Exclusive
+    let (_shared, exclusive) = if options.repair {
+        (None, Some(layout.lock::<Exclusive>()?))
     } else {
-        LockMode::Shared
+        (Some(layout.lock::<Shared>()?), None)
     };
-    let _guard = layout.lock(mode)?;
     let now = time::now();
     let mut report = VerifyReport::default();
     let (leases, bad) = lease::scan(layout)?;
-    report.bad_leases = bad.into_iter().map(|(name, _)| name).collect();
+    report.bad_leases = bad.into_iter().map(|b| b.name).collect();
     let pins = Pins::of(&leases, now);
-    let mut index = layout.read_index()?;
+    let mut index = index::read(layout)?;
+    report.bad_index_entries = index
+        .manifests
+        .unreadable
+        .iter()
+        .map(|u| format!("entry {}: {}", u.position, u.why))
+        .collect();
 
     // Invariants 2 and 5: every file of blobs/ hashes to its name.
     let blobs_dir = layout.blobs_dir();
-    let files: Vec<(Digest, PathBuf)> = read_dir(blobs_dir)?
+    let files: Vec<(Digest, String)> = blobs_dir
+        .entries()?
         .into_iter()
-        .filter_map(|e| {
-            let d = Digest::from_hex(&e.file_name().to_string_lossy()).ok()?;
-            Some((d, e.path()))
-        })
+        .filter_map(|e| Some((Digest::from_hex(&e.name).ok()?, e.name)))
         .collect();
-    let hashed = crate::util::par::in_parallel(&files, |(_, path)| hash_file(path))?;
+    let hashed = crate::util::par::in_parallel(&files, |(_, name)| hash_file(blobs_dir, name))?;
     let mut present: HashSet<&Digest> = HashSet::new();
     let mut corrupt: BTreeSet<&Digest> = BTreeSet::new();
     for ((digest, _), found) in files.iter().zip(&hashed) {
@@ -209,25 +215,20 @@ pub fn verify(layout: &Layout, options: &VerifyOptions) -> MicrosandboxResult<Ve
 
     // Invariants 4 and 6: nothing left behind.
     let pinned_blobs: HashSet<&Digest> = pins.blobs.iter().collect();
-    for path in stale_tmp(layout, &pinned_blobs)? {
-        report.stray_tmp_files.push(format!(
-            "tmp/{}",
-            path.file_name().unwrap_or_default().to_string_lossy()
-        ));
+    for name in stale_tmp(layout, &pinned_blobs)? {
+        report.stray_tmp_files.push(format!("tmp/{name}"));
     }
-    for (dir, shown) in [(layout.oci_dir(), "oci"), (layout.leases_dir(), "leases")] {
-        for entry in read_dir(dir)? {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if name.starts_with('.') && name.contains(ATOMIC_TMP_MARK) {
-                report.stray_tmp_files.push(format!("{shown}/{name}"));
-            }
-        }
+    for (dir, name) in atomic_leftovers(layout)? {
+        report
+            .stray_tmp_files
+            .push(format!("{}/{name}", dir.shown()));
     }
 
-    if options.repair {
+    if let Some(exclusive) = &exclusive {
         // References first: a crash between the two steps then leaves no
         // reference to a blob that was moved aside.
-        if !unservable.is_empty() {
+        let unreadable = !index.manifests.unreadable.is_empty();
+        if !unservable.is_empty() || unreadable {
             let gone: HashSet<usize> = unservable.into_iter().collect();
             let mut i = 0;
             index.manifests.retain(|d| {
@@ -238,18 +239,26 @@ pub fn verify(layout: &Layout, options: &VerifyOptions) -> MicrosandboxResult<Ve
                 }
                 keep
             });
-            layout.write_index(&index)?;
+            for u in index.manifests.unreadable.drain(..) {
+                report
+                    .removed_references
+                    .push(format!("index.json entry {}", u.position));
+            }
+            IndexTxn::of(layout, exclusive, index).commit()?;
         }
         if !corrupt.is_empty() {
-            let aside = quarantine_dir(layout);
-            create_dirs(&aside)?;
+            let aside = layout
+                .cache_dir()
+                .open_dir(QUARANTINE, Some(0o700))?
+                .expect("a directory just made exists");
             for d in &corrupt {
-                let from = layout.blob_path(d);
-                let to = aside.join(d.hex());
-                fs::rename(&from, &to).at("move aside", &from)?;
+                blobs_dir
+                    .rename(d.hex(), &aside, d.hex())
+                    .at("move aside", &layout.blob_path(d))?;
                 report.quarantined.push(d.to_string());
             }
-            sync_dir(blobs_dir)?;
+            aside.sync()?;
+            blobs_dir.sync()?;
         }
     }
     Ok(report)

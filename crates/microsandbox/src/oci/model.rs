@@ -113,6 +113,11 @@ impl Descriptor {
 }
 
 /// The top of `index.json`.
+///
+/// Entries are parsed one at a time: an entry this crate cannot read (a
+/// `sha512` digest, a size beyond `u64`, a missing field) lands in
+/// [`IndexFile::unreadable`] with the reason, the others stay usable, and
+/// a rewrite keeps it as it was.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct IndexFile {
@@ -122,11 +127,108 @@ pub struct IndexFile {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub media_type: Option<String>,
     /// One descriptor per reference.
-    #[serde(default)]
-    pub manifests: Vec<Descriptor>,
+    #[serde(
+        default,
+        deserialize_with = "entries::deserialize",
+        serialize_with = "entries::serialize"
+    )]
+    pub manifests: Entries,
     /// Index annotations, kept when another tool wrote them.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub annotations: BTreeMap<String, String>,
+}
+
+/// The entries of an index: those that parse, and the others as they were.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Entries {
+    /// The descriptors that parse, in file order.
+    pub good: Vec<Descriptor>,
+    /// The entries that do not, with why, after the good ones on a rewrite.
+    pub unreadable: Vec<Unreadable>,
+}
+
+/// An entry of `index.json` this crate cannot read.
+#[derive(Clone, Debug)]
+pub struct Unreadable {
+    /// The entry's JSON, kept byte for byte.
+    pub raw: Box<serde_json::value::RawValue>,
+    /// Why it does not parse.
+    pub why: String,
+    /// Its position among all the entries of the file.
+    pub position: usize,
+}
+
+impl PartialEq for Unreadable {
+    fn eq(&self, other: &Self) -> bool {
+        self.raw.get() == other.raw.get() && self.why == other.why
+    }
+}
+
+impl Eq for Unreadable {}
+
+impl std::ops::Deref for Entries {
+    type Target = Vec<Descriptor>;
+
+    fn deref(&self) -> &Vec<Descriptor> {
+        &self.good
+    }
+}
+
+impl std::ops::DerefMut for Entries {
+    fn deref_mut(&mut self) -> &mut Vec<Descriptor> {
+        &mut self.good
+    }
+}
+
+impl<'a> IntoIterator for &'a Entries {
+    type Item = &'a Descriptor;
+    type IntoIter = std::slice::Iter<'a, Descriptor>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.good.iter()
+    }
+}
+
+impl From<Vec<Descriptor>> for Entries {
+    fn from(good: Vec<Descriptor>) -> Entries {
+        Entries {
+            good,
+            unreadable: Vec::new(),
+        }
+    }
+}
+
+mod entries {
+    use super::{Descriptor, Entries, Unreadable};
+    use serde::ser::SerializeSeq;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Entries, D::Error> {
+        let raw: Vec<Box<serde_json::value::RawValue>> = Vec::deserialize(d)?;
+        let mut out = Entries::default();
+        for (position, raw) in raw.into_iter().enumerate() {
+            match serde_json::from_str::<Descriptor>(raw.get()) {
+                Ok(descriptor) => out.good.push(descriptor),
+                Err(e) => out.unreadable.push(Unreadable {
+                    raw,
+                    why: e.to_string(),
+                    position,
+                }),
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn serialize<S: Serializer>(entries: &Entries, s: S) -> Result<S::Ok, S::Error> {
+        let mut seq = s.serialize_seq(Some(entries.good.len() + entries.unreadable.len()))?;
+        for d in &entries.good {
+            seq.serialize_element(d)?;
+        }
+        for u in &entries.unreadable {
+            seq.serialize_element(&u.raw)?;
+        }
+        seq.end()
+    }
 }
 
 impl Default for IndexFile {
@@ -134,7 +236,7 @@ impl Default for IndexFile {
         IndexFile {
             schema_version: 2,
             media_type: Some(MEDIA_OCI_INDEX.to_owned()),
-            manifests: Vec::new(),
+            manifests: Entries::default(),
             annotations: BTreeMap::new(),
         }
     }

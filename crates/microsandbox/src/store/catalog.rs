@@ -7,17 +7,17 @@
 //! JSON again.
 
 use std::collections::HashMap;
-use std::os::unix::fs::MetadataExt;
 use std::sync::{Arc, Mutex};
 
 use crate::api::handle::ImageHandle;
-use crate::error::{IoContext, MicrosandboxResult};
-use crate::oci::digest::Digest;
+use crate::error::{IoContext, MicrosandboxError, MicrosandboxResult};
 use crate::oci::model::{
     Descriptor, IndexFile, ANN_CREATED, ANN_LAST_USED, ANN_LAYERS, ANN_REF_NAME, ANN_SIZE,
 };
 use crate::oci::reference::Reference;
 use crate::store::content;
+use crate::store::fs::Stat;
+use crate::store::index::{self, same_image, INDEX};
 use crate::store::layout::Layout;
 use crate::util::time;
 
@@ -44,12 +44,23 @@ impl Catalog {
     /// references and are left out; entries another tool wrote without this
     /// cache's annotations are summarized from their blobs.
     pub fn build(layout: &Layout, index: IndexFile) -> MicrosandboxResult<Catalog> {
-        let mut entries = Vec::with_capacity(index.manifests.len());
-        for descriptor in index.manifests {
+        // One entry per name: the newest spelling (the last in the file),
+        // as every other operation resolves it (see [`index::resolve`]).
+        let mut newest: HashMap<String, usize> = HashMap::new();
+        let mut parsed = Vec::with_capacity(index.manifests.len());
+        for descriptor in index.manifests.good {
             let Some(reference) = descriptor.ref_name().and_then(|n| Reference::parse(n).ok())
             else {
                 continue;
             };
+            newest.insert(reference.canonical(), parsed.len());
+            parsed.push((reference, descriptor));
+        }
+        let mut entries = Vec::with_capacity(newest.len());
+        for (i, (reference, descriptor)) in parsed.into_iter().enumerate() {
+            if newest.get(&reference.canonical()) != Some(&i) {
+                continue;
+            }
             let handle = handle_of(layout, &reference, &descriptor)?;
             entries.push(Entry {
                 reference,
@@ -71,8 +82,9 @@ impl Catalog {
         &self.entries
     }
 
-    /// The entries a reference names: the same canonical name, or for a
-    /// bare `name@sha256:...`, every tag of that repository on that manifest.
+    /// The entries a reference names: the one of its canonical name, or
+    /// for a bare `name@sha256:...`, every tag of that repository on that
+    /// manifest.
     pub fn find(&self, reference: &Reference) -> Vec<&Entry> {
         if let Some(&i) = self.by_name.get(&reference.canonical()) {
             return vec![&self.entries[i]];
@@ -85,44 +97,6 @@ impl Catalog {
                 .collect(),
             _ => Vec::new(),
         }
-    }
-}
-
-fn same_image(have: &Reference, have_digest: &Digest, want: &Reference, digest: &Digest) -> bool {
-    have_digest == digest && have.domain() == want.domain() && have.path() == want.path()
-}
-
-/// Positions in `index.manifests` that `reference` names, by the rules of
-/// [`Catalog::find`]; used by operations that rewrite the index.
-pub fn positions(index: &IndexFile, reference: &Reference) -> Vec<usize> {
-    let canonical = reference.canonical();
-    let exact: Vec<usize> = (0..index.manifests.len())
-        .filter(|&i| index.manifests[i].ref_name() == Some(canonical.as_str()))
-        .collect();
-    if !exact.is_empty() {
-        return exact;
-    }
-    let parsed: Vec<(usize, Reference)> = index
-        .manifests
-        .iter()
-        .enumerate()
-        .filter_map(|(i, d)| Some((i, Reference::parse(d.ref_name()?).ok()?)))
-        .collect();
-    let same_name: Vec<usize> = parsed
-        .iter()
-        .filter(|(_, r)| r.canonical() == canonical)
-        .map(|(i, _)| *i)
-        .collect();
-    if !same_name.is_empty() {
-        return same_name;
-    }
-    match (reference.tag(), reference.digest()) {
-        (None, Some(digest)) => parsed
-            .iter()
-            .filter(|(i, r)| same_image(r, &index.manifests[*i].digest, reference, digest))
-            .map(|(i, _)| *i)
-            .collect(),
-        _ => Vec::new(),
     }
 }
 
@@ -166,17 +140,19 @@ pub fn handle_of(
     Ok(handle)
 }
 
-type Stamp = (u64, u64, u64, i64, i64, i64, i64);
+type Stamp = (u64, u64, i64, i64, u64, i64, u64);
 
-fn stamp(m: &std::fs::Metadata) -> Stamp {
+// The stat fields' types differ between architectures.
+#[allow(clippy::unnecessary_cast)]
+fn stamp(s: &Stat) -> Stamp {
     (
-        m.dev(),
-        m.ino(),
-        m.size(),
-        m.mtime(),
-        m.mtime_nsec(),
-        m.ctime(),
-        m.ctime_nsec(),
+        s.st_dev,
+        s.st_ino,
+        s.st_size,
+        s.st_mtime as i64,
+        s.st_mtime_nsec as u64,
+        s.st_ctime as i64,
+        s.st_ctime_nsec as u64,
     )
 }
 
@@ -235,19 +211,30 @@ impl CatalogCache {
         kept: impl Fn(&Cached) -> Option<T>,
         make: impl FnOnce(IndexFile, &mut Cached) -> MicrosandboxResult<T>,
     ) -> MicrosandboxResult<T> {
-        let path = layout.index_path();
-        let now = stamp(&std::fs::metadata(path).at("stat", path)?);
+        let oci = layout.oci_dir();
+        let path = oci.join(INDEX);
+        let current =
+            || -> MicrosandboxResult<Option<Stamp>> { Ok(oci.stat(INDEX)?.map(|s| stamp(&s))) };
+        let now = current()?;
         if let Some(cached) = &*self.slot.lock().expect("catalog lock") {
-            if cached.stamp == now {
+            if Some(cached.stamp) == now {
                 if let Some(v) = kept(cached) {
                     return Ok(v);
                 }
             }
         }
-        // Stamp what is read: the open file, not the path.
-        let file = std::fs::File::open(path).at("open", path)?;
-        let read_stamp = stamp(&file.metadata().at("stat", path)?);
-        let index = layout.read_index()?;
+        // Stamp what is read: the open file, not the name.
+        let file = oci
+            .open_regular(INDEX)?
+            .ok_or_else(|| MicrosandboxError::corrupt(format!("{} is missing", path.display())))?;
+        let read_stamp = stamp(
+            &rustix::fs::fstat(&file)
+                .map_err(std::io::Error::from)
+                .at("stat", &path)?,
+        );
+        let reader = file.try_clone().at("open", &path)?;
+        let bytes = crate::store::fs::read_file_bounded(reader, index::INDEX_LIMIT, &path)?;
+        let index = index::parse(layout, bytes)?;
         let mut fresh = Cached {
             stamp: read_stamp,
             _file: file,
@@ -255,8 +242,7 @@ impl CatalogCache {
             index: None,
         };
         let value = make(index, &mut fresh)?;
-        let still = std::fs::metadata(path).map(|m| stamp(&m)).ok();
-        if still == Some(read_stamp) {
+        if current().ok().flatten() == Some(read_stamp) {
             let mut slot = self.slot.lock().expect("catalog lock");
             match slot.as_mut() {
                 // The same version: add this view to the other one.

@@ -1,5 +1,6 @@
-//! The cache on disk: one function per path, `index.json` reads and atomic
-//! writes, and creation on first use.
+//! The cache on disk: the home and its directories, opened once without
+//! following links and kept open, so every later file operation is
+//! relative to them.
 //!
 //! ```text
 //! $MSB_HOME/cache/oci/{oci-layout,index.json,blobs/sha256/<hex>}
@@ -7,153 +8,328 @@
 //! $MSB_HOME/cache/lock        the cache lock
 //! $MSB_HOME/leases/<id>.json  pins
 //! ```
+//!
+//! A [`Home`] names a `$MSB_HOME`; [`Home::layout`] hands out its open
+//! [`Layout`], making the home (mode 0700, whatever the umask) and its
+//! directories on first use, and [`Home::existing`] the same without
+//! making anything. Each directory below the home is opened
+//! `O_DIRECTORY|O_NOFOLLOW`: one that is a link is refused, never
+//! followed. A root process also refuses a home or a directory that
+//! another user owns or that group or others may write, and any process
+//! refuses one another user owns unless it shares the directory's group
+//! and the directory is closed to others (a group-shared cache). The home
+//! itself may be a link only if the caller owns the link. Descriptors are
+//! kept while the directories they name stay the same; a home removed or
+//! replaced behind the backend's back is opened afresh.
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::error::{MicrosandboxError, MicrosandboxResult};
-use crate::oci::digest::Digest;
-use crate::oci::model::IndexFile;
-use crate::store::fs::{create_dirs, read_bounded, write_atomic};
-use crate::store::lock::{lock_file, LockGuard, LockMode};
+use rustix::fs::{self as rfs, FileType, Mode, OFlags};
 
-/// The largest `index.json` read (about four million references).
-const INDEX_LIMIT: u64 = 2 << 30;
+use crate::error::{IoContext, MicrosandboxError, MicrosandboxResult};
+use crate::oci::digest::Digest;
+use crate::store::fs::{identity, kind, Dir, Stat};
+use crate::store::index;
+use crate::store::lock::{lock_in, LockGuard, Mode as LockKind};
+
 /// The largest manifest, index or config blob read into memory.
 pub const JSON_BLOB_LIMIT: u64 = 16 << 20;
 const OCI_LAYOUT: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
+/// The mode of a home the cache makes.
+const HOME_MODE: u32 = 0o700;
 
-/// Paths of one cache home.
-#[derive(Clone, Debug)]
-pub struct Layout {
-    home: PathBuf,
-    cache: PathBuf,
-    oci: PathBuf,
-    blobs: PathBuf,
-    index: PathBuf,
-    tmp: PathBuf,
-    lock: PathBuf,
-    leases: PathBuf,
+/// A cache home, opened on first use and kept open.
+#[derive(Debug)]
+pub struct Home {
+    path: PathBuf,
     lock_timeout: Duration,
+    open: Mutex<Option<Arc<Layout>>>,
 }
 
-impl Layout {
-    /// The layout under `home`; nothing is created until [`Layout::ensure`].
-    pub fn new(home: &Path, lock_timeout: Duration) -> Layout {
-        let cache = home.join("cache");
-        let oci = cache.join("oci");
-        Layout {
-            home: home.to_owned(),
-            blobs: oci.join("blobs").join("sha256"),
-            index: oci.join("index.json"),
-            oci,
-            tmp: cache.join("tmp"),
-            lock: cache.join("lock"),
-            cache,
-            leases: home.join("leases"),
+impl Home {
+    /// The home at `path` (absolute); nothing is opened yet.
+    pub fn new(path: PathBuf, lock_timeout: Duration) -> Home {
+        Home {
+            path,
             lock_timeout,
+            open: Mutex::new(None),
         }
     }
 
     /// `$MSB_HOME`.
-    pub fn home(&self) -> &Path {
-        &self.home
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
-    /// `$MSB_HOME/cache`: the layout, `tmp/`, the lock.
-    pub fn cache_dir(&self) -> &Path {
-        &self.cache
+    /// The open layout, made if it is not there yet.
+    ///
+    /// # Errors
+    ///
+    /// [`crate::ErrorKind::CorruptCache`] when a directory of the home is a
+    /// link or not a directory; `Io` for one another user may write, or
+    /// that cannot be made.
+    pub fn layout(&self) -> MicrosandboxResult<Arc<Layout>> {
+        self.get(true)?
+            .ok_or_else(|| MicrosandboxError::corrupt(format!("{} vanished", self.path.display())))
     }
 
-    /// The OCI image layout directory.
-    pub fn oci_dir(&self) -> &Path {
-        &self.oci
+    /// The open layout if the cache exists; `None` (and nothing made) if
+    /// not: for operations that only read.
+    pub fn existing(&self) -> MicrosandboxResult<Option<Arc<Layout>>> {
+        self.get(false)
     }
 
-    /// `blobs/sha256/`.
-    pub fn blobs_dir(&self) -> &Path {
-        &self.blobs
+    fn get(&self, create: bool) -> MicrosandboxResult<Option<Arc<Layout>>> {
+        let mut slot = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(layout) = slot.as_ref() {
+            // A writer needs every directory; a reader's view may lack some.
+            let complete = !create || layout.ids.iter().all(Option::is_some);
+            if complete && layout.still_current() {
+                return Ok(Some(layout.clone()));
+            }
+            *slot = None;
+        }
+        let Some(layout) = Layout::open(&self.path, self.lock_timeout, create)? else {
+            return Ok(None);
+        };
+        let layout = Arc::new(layout);
+        *slot = Some(layout.clone());
+        Ok(Some(layout))
+    }
+}
+
+/// The open directories of one cache home.
+#[derive(Debug)]
+pub struct Layout {
+    home_path: PathBuf,
+    lock_timeout: Duration,
+    home: Dir,
+    cache: Dir,
+    oci: Dir,
+    blobs: Dir,
+    tmp: Dir,
+    leases: Dir,
+    /// `(device, inode)` of each directory above, in that order, as opened
+    /// (`None`: it did not exist).
+    ids: [Option<(u64, u64)>; 6],
+}
+
+/// Who this process is, for the ownership checks.
+struct Me {
+    euid: u32,
+    groups: Vec<u32>,
+}
+
+impl Me {
+    fn now() -> Me {
+        let mut groups: Vec<u32> = rustix::process::getgroups()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|g| g.as_raw())
+            .collect();
+        groups.push(rustix::process::getegid().as_raw());
+        Me {
+            euid: rustix::process::geteuid().as_raw(),
+            groups,
+        }
     }
 
-    /// `index.json`.
-    pub fn index_path(&self) -> &Path {
-        &self.index
-    }
-
-    /// `tmp/`, for in-flight writes.
-    pub fn tmp_dir(&self) -> &Path {
-        &self.tmp
-    }
-
-    /// `leases/`.
-    pub fn leases_dir(&self) -> &Path {
-        &self.leases
-    }
-
-    /// The file of a blob. The digest type guarantees a plain file name.
-    pub fn blob_path(&self, digest: &Digest) -> PathBuf {
-        self.blobs.join(digest.hex())
-    }
-
-    /// Creates the layout if it is not there yet; cheap when it is.
-    pub fn ensure(&self) -> MicrosandboxResult<()> {
-        if self.index.is_file() && self.tmp.is_dir() && self.leases.is_dir() {
+    /// Refuses a directory the cache must not trust: see the module doc.
+    fn check(&self, stat: &Stat, path: &Path) -> MicrosandboxResult<()> {
+        let mode = stat.st_mode & 0o7777;
+        let refuse = |why: String| {
+            Err(MicrosandboxError::io(
+                &format!("use {why}:"),
+                path,
+                std::io::Error::from(std::io::ErrorKind::PermissionDenied),
+            ))
+        };
+        if self.euid == 0 {
+            if stat.st_uid != 0 {
+                return refuse(format!(
+                    "(as root) a directory owned by uid {}",
+                    stat.st_uid
+                ));
+            }
+            if mode & 0o022 != 0 {
+                return refuse(format!(
+                    "(as root) a directory that group or others may write (mode {mode:o})"
+                ));
+            }
             return Ok(());
         }
-        for dir in [&self.blobs, &self.tmp, &self.leases] {
-            create_dirs(dir)?;
+        if stat.st_uid == self.euid {
+            return Ok(());
         }
-        let _guard = self.lock(LockMode::Exclusive)?;
-        if !self.oci.join("oci-layout").is_file() {
-            write_atomic(&self.oci.join("oci-layout"), OCI_LAYOUT)?;
+        if self.groups.contains(&stat.st_gid) && mode & 0o002 == 0 {
+            return Ok(());
         }
-        if !self.index.is_file() {
-            self.write_index(&IndexFile::default())?;
+        refuse(format!(
+            "a directory owned by uid {} that is not shared with this user's groups",
+            stat.st_uid
+        ))
+    }
+}
+
+impl Layout {
+    /// Opens (and with `create`, makes) the layout under `path`.
+    fn open(
+        path: &Path,
+        lock_timeout: Duration,
+        create: bool,
+    ) -> MicrosandboxResult<Option<Layout>> {
+        let me = Me::now();
+        let Some(home) = open_home(path, create, &me)? else {
+            return Ok(None);
+        };
+        let home_stat = home.stat_self()?;
+        // Directories below take the home's mode: a group-shared home
+        // stays group-shared all the way down.
+        let sub_mode = create.then_some(home_stat.st_mode & 0o7777);
+        let checked = |dir: Option<Dir>| -> MicrosandboxResult<Option<Dir>> {
+            match dir {
+                Some(d) => {
+                    me.check(&d.stat_self()?, d.path())?;
+                    Ok(Some(d))
+                }
+                None => Ok(None),
+            }
+        };
+        // The cache exists when `cache/oci/` does; a reader makes nothing
+        // before that.
+        let Some(cache) = checked(home.open_dir("cache", sub_mode)?)? else {
+            return Ok(None);
+        };
+        let Some(oci) = checked(cache.open_dir("oci", sub_mode)?)? else {
+            return Ok(None);
+        };
+        // An `oci/` without its index is a creation a crash cut short:
+        // finished by whoever comes next, a reader too.
+        let initialized = oci.stat(index::INDEX)?.is_some();
+        let create = create || !initialized;
+        // A reader leaves a missing directory missing: it reads as empty.
+        let sub_mode = create.then_some(home_stat.st_mode & 0o7777);
+        let below = |dir: &Dir, name: &str| -> MicrosandboxResult<Dir> {
+            let sub = checked(dir.open_dir(name, sub_mode)?)?;
+            Ok(sub.unwrap_or_else(|| Dir::absent(dir.join(name))))
+        };
+        let blobs = below(&below(&oci, "blobs")?, "sha256")?;
+        let tmp = below(&cache, "tmp")?;
+        let leases = below(&home, "leases")?;
+        let id = |d: &Dir| -> MicrosandboxResult<Option<(u64, u64)>> {
+            Ok(match d.exists() {
+                true => Some(identity(&d.stat_self()?)),
+                false => None,
+            })
+        };
+        let ids = [
+            Some(identity(&home_stat)),
+            id(&cache)?,
+            id(&oci)?,
+            id(&blobs)?,
+            id(&tmp)?,
+            id(&leases)?,
+        ];
+        let layout = Layout {
+            home_path: path.to_owned(),
+            lock_timeout,
+            home,
+            cache,
+            oci,
+            blobs,
+            tmp,
+            leases,
+            ids,
+        };
+        if !initialized {
+            layout.initialize()?;
+        }
+        Ok(Some(layout))
+    }
+
+    fn has_index(&self) -> MicrosandboxResult<bool> {
+        Ok(self.oci.stat("index.json")?.is_some())
+    }
+
+    /// Writes `oci-layout` and an empty `index.json`, under the lock.
+    fn initialize(&self) -> MicrosandboxResult<()> {
+        let guard = self.lock::<crate::store::lock::Exclusive>()?;
+        if self.oci.stat("oci-layout")?.is_none() {
+            self.oci.write_atomic("oci-layout", OCI_LAYOUT)?;
+        }
+        if !self.has_index()? {
+            index::write(self, &guard, &Default::default())?;
         }
         Ok(())
     }
 
+    /// Whether every directory is still the one opened: a cheap look
+    /// (one stat each) made by every operation.
+    fn still_current(&self) -> bool {
+        let at = |dir: &Dir, name: &str| dir.stat(name).ok().flatten().map(|s| identity(&s));
+        let home_now = rfs::stat(&self.home_path).ok().map(|s| identity(&s));
+        let blobs_parent = self
+            .oci
+            .open_dir("blobs", None)
+            .ok()
+            .flatten()
+            .and_then(|d| at(&d, "sha256"));
+        let now = [
+            home_now,
+            at(&self.home, "cache"),
+            at(&self.cache, "oci"),
+            blobs_parent,
+            at(&self.cache, "tmp"),
+            at(&self.home, "leases"),
+        ];
+        now == self.ids
+    }
+
+    /// `$MSB_HOME`.
+    pub fn home(&self) -> &Path {
+        &self.home_path
+    }
+
+    /// `$MSB_HOME` itself, open.
+    pub fn home_dir(&self) -> &Dir {
+        &self.home
+    }
+
+    /// `$MSB_HOME/cache`: the layout, `tmp/`, the lock.
+    pub fn cache_dir(&self) -> &Dir {
+        &self.cache
+    }
+
+    /// The OCI image layout directory.
+    pub fn oci_dir(&self) -> &Dir {
+        &self.oci
+    }
+
+    /// `blobs/sha256/`.
+    pub fn blobs_dir(&self) -> &Dir {
+        &self.blobs
+    }
+
+    /// `tmp/`, for in-flight writes.
+    pub fn tmp_dir(&self) -> &Dir {
+        &self.tmp
+    }
+
+    /// `leases/`.
+    pub fn leases_dir(&self) -> &Dir {
+        &self.leases
+    }
+
+    /// The path of a blob, for messages.
+    pub fn blob_path(&self, digest: &Digest) -> PathBuf {
+        self.blobs.join(digest.hex())
+    }
+
     /// Takes the cache lock, waiting at most the backend's bound.
-    pub fn lock(&self, mode: LockMode) -> MicrosandboxResult<LockGuard> {
-        lock_file(&self.lock, mode, self.lock_timeout)
-    }
-
-    /// Reads and parses `index.json`.
-    ///
-    /// # Errors
-    ///
-    /// [`crate::ErrorKind::CorruptCache`] when it does not parse or holds a
-    /// bad digest.
-    pub fn read_index(&self) -> MicrosandboxResult<IndexFile> {
-        let bytes = read_bounded(&self.index, INDEX_LIMIT)?.ok_or_else(|| {
-            MicrosandboxError::corrupt(format!("{} is missing", self.index.display()))
-        })?;
-        serde_json::from_slice(&bytes).map_err(|e| {
-            MicrosandboxError::corrupt(format!("{} does not parse: {e}", self.index.display()))
-        })
-    }
-
-    /// Replaces `index.json` atomically. The caller holds the exclusive lock.
-    pub fn write_index(&self, index: &IndexFile) -> MicrosandboxResult<()> {
-        let bytes = serde_json::to_vec(index).expect("an index always serializes");
-        write_atomic(&self.index, &bytes)
-    }
-
-    /// Reads a JSON blob (manifest, index, config) of the cache.
-    ///
-    /// # Errors
-    ///
-    /// [`crate::ErrorKind::CorruptCache`] when it is missing or over the size
-    /// limit.
-    pub fn read_json_blob(&self, digest: &Digest) -> MicrosandboxResult<Vec<u8>> {
-        let path = self.blob_path(digest);
-        match read_bounded(&path, JSON_BLOB_LIMIT) {
-            Ok(Some(bytes)) => Ok(bytes),
-            Ok(None) => Err(MicrosandboxError::corrupt(format!(
-                "blob {digest} is missing from the cache"
-            ))),
-            Err(e) => Err(e),
-        }
+    pub fn lock<M: LockKind>(&self) -> MicrosandboxResult<LockGuard<M>> {
+        lock_in(&self.cache, "lock", self.lock_timeout)
     }
 
     /// How long a lock is waited for before `Busy`.
@@ -161,10 +337,97 @@ impl Layout {
         self.lock_timeout
     }
 
-    /// Whether the blob is present.
-    pub fn has_blob(&self, digest: &Digest) -> bool {
-        self.blob_path(digest).is_file()
+    /// Opens a blob for reading; `None` when it is absent.
+    ///
+    /// # Errors
+    ///
+    /// [`crate::ErrorKind::CorruptCache`] for a blob that is a link or not a
+    /// regular file.
+    pub fn open_blob(&self, digest: &Digest) -> MicrosandboxResult<Option<std::fs::File>> {
+        self.blobs.open_regular(digest.hex())
     }
+
+    /// The stat of a blob file (not following a link); `None` if absent.
+    pub fn blob_stat(&self, digest: &Digest) -> MicrosandboxResult<Option<Stat>> {
+        self.blobs.stat(digest.hex())
+    }
+
+    /// Whether the blob is present as a regular file.
+    pub fn has_blob(&self, digest: &Digest) -> bool {
+        matches!(self.blob_stat(digest), Ok(Some(s)) if kind(&s) == FileType::RegularFile)
+    }
+
+    /// Reads a JSON blob (manifest, index, config) of the cache.
+    ///
+    /// # Errors
+    ///
+    /// [`crate::ErrorKind::CorruptCache`] when it is missing, not a regular
+    /// file, or over the size limit.
+    pub fn read_json_blob(&self, digest: &Digest) -> MicrosandboxResult<Vec<u8>> {
+        match self.blobs.read_bounded(digest.hex(), JSON_BLOB_LIMIT)? {
+            Some(bytes) => Ok(bytes),
+            None => Err(MicrosandboxError::corrupt(format!(
+                "blob {digest} is missing from the cache"
+            ))),
+        }
+    }
+}
+
+/// Opens the home, making it (0700) if asked. The path up to the home is
+/// the caller's to choose; the home itself may be a link only if this
+/// user owns the link.
+fn open_home(path: &Path, create: bool, me: &Me) -> MicrosandboxResult<Option<Dir>> {
+    let link = match rfs::lstat(path) {
+        Ok(s) => Some(s),
+        Err(rustix::io::Errno::NOENT) => None,
+        Err(e) => return Err(MicrosandboxError::io("stat", path, e.into())),
+    };
+    let made = match link {
+        Some(_) => false,
+        None if !create => return Ok(None),
+        None => {
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent).at("create directory", parent)?;
+            }
+            match rfs::mkdir(path, Mode::from_raw_mode(HOME_MODE)) {
+                Ok(()) => true,
+                Err(rustix::io::Errno::EXIST) => false,
+                Err(e) => return Err(MicrosandboxError::io("create directory", path, e.into())),
+            }
+        }
+    };
+    let mut flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+    let lstat = rfs::lstat(path)
+        .map_err(std::io::Error::from)
+        .at("stat", path)?;
+    if kind(&lstat) == FileType::Symlink {
+        if lstat.st_uid != me.euid {
+            return Err(MicrosandboxError::corrupt(format!(
+                "{} is a symbolic link owned by uid {}, not by this user: refusing to follow it",
+                path.display(),
+                lstat.st_uid
+            )));
+        }
+    } else {
+        flags |= OFlags::NOFOLLOW;
+    }
+    let fd = match rfs::open(path, flags, Mode::empty()) {
+        Ok(fd) => fd,
+        Err(rustix::io::Errno::NOTDIR) => {
+            return Err(MicrosandboxError::corrupt(format!(
+                "{} is not a directory",
+                path.display()
+            )))
+        }
+        Err(e) => return Err(MicrosandboxError::io("open directory", path, e.into())),
+    };
+    let home = Dir::from_fd(fd, path.to_owned());
+    if made {
+        // The mode asked of mkdir went through the umask: set it exactly.
+        home.set_mode(HOME_MODE)?;
+    }
+    me.check(&home.stat_self()?, path)?;
+    Ok(Some(home))
 }
 
 #[cfg(test)]
@@ -172,41 +435,61 @@ pub(crate) mod tests {
     use super::*;
 
     /// A fresh, ready layout in a temporary home (1 s lock waits).
-    pub(crate) fn temp() -> (tempfile::TempDir, Layout) {
-        let home = tempfile::tempdir().unwrap();
-        let layout = Layout::new(home.path(), Duration::from_secs(1));
-        layout.ensure().unwrap();
-        (home, layout)
+    pub(crate) fn temp() -> (tempfile::TempDir, Arc<Layout>) {
+        let dir = tempfile::tempdir().unwrap();
+        let home = Home::new(dir.path().join("home"), Duration::from_secs(1));
+        let layout = home.layout().unwrap();
+        (dir, layout)
     }
 
     #[test]
-    fn ensure_creates_a_valid_empty_layout_once() {
-        let home = tempfile::tempdir().unwrap();
-        let layout = Layout::new(home.path(), Duration::from_secs(1));
-        layout.ensure().unwrap();
-        let oci = home.path().join("cache/oci");
+    fn a_new_home_is_a_valid_empty_layout_made_0700() {
+        use std::os::unix::fs::PermissionsExt;
+        let (dir, layout) = temp();
+        let home = dir.path().join("home");
+        let oci = home.join("cache/oci");
         assert_eq!(std::fs::read(oci.join("oci-layout")).unwrap(), OCI_LAYOUT);
-        let index = layout.read_index().unwrap();
+        let index = index::read(&layout).unwrap();
         assert!(index.manifests.is_empty());
         assert_eq!(index.schema_version, 2);
-        assert!(home.path().join("cache/tmp").is_dir());
-        assert!(home.path().join("leases").is_dir());
-        // A second ensure keeps what is there.
-        let mut index = index;
-        index.annotations.insert("k".into(), "v".into());
-        layout.write_index(&index).unwrap();
-        layout.ensure().unwrap();
-        assert_eq!(layout.read_index().unwrap(), index);
+        assert!(home.join("cache/tmp").is_dir());
+        assert!(home.join("leases").is_dir());
+        let mode = std::fs::metadata(&home).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700);
     }
 
     #[test]
-    fn a_corrupt_index_is_reported_as_such() {
-        let home = tempfile::tempdir().unwrap();
-        let layout = Layout::new(home.path(), Duration::from_secs(1));
-        layout.ensure().unwrap();
-        std::fs::write(layout.index_path(), b"{not json").unwrap();
-        let err = layout.read_index().unwrap_err();
+    fn a_missing_home_is_not_made_by_a_reader() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = Home::new(dir.path().join("absent"), Duration::from_secs(1));
+        assert!(home.existing().unwrap().is_none());
+        assert!(!dir.path().join("absent").exists());
+    }
+
+    #[test]
+    fn a_replaced_home_is_opened_afresh() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("home");
+        let home = Home::new(path.clone(), Duration::from_secs(1));
+        let first = home.layout().unwrap();
+        std::fs::remove_dir_all(&path).unwrap();
+        assert!(home.existing().unwrap().is_none());
+        let second = home.layout().unwrap();
+        assert!(!Arc::ptr_eq(&first, &second));
+        assert!(path.join("cache/oci/index.json").is_file());
+    }
+
+    #[test]
+    fn a_symlinked_directory_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let path = dir.path().join("home");
+        std::fs::create_dir_all(path.join("cache")).unwrap();
+        std::os::unix::fs::symlink(outside.path(), path.join("cache/tmp")).unwrap();
+        let home = Home::new(path, Duration::from_secs(1));
+        let err = home.layout().unwrap_err();
         assert_eq!(err.kind(), crate::ErrorKind::CorruptCache);
-        assert!(err.to_string().contains("index.json"), "{err}");
+        assert!(err.to_string().contains("symbolic link"), "{err}");
+        assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0);
     }
 }

@@ -9,16 +9,12 @@
 //! prune.
 
 use std::collections::HashSet;
-use std::fs;
-use std::io;
-use std::path::PathBuf;
 use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::{MicrosandboxError, MicrosandboxResult};
 use crate::oci::digest::Digest;
-use crate::store::fs::{read_bounded, write_atomic};
 use crate::store::layout::Layout;
 use crate::util::time;
 
@@ -112,98 +108,138 @@ pub fn check_id(id: &str) -> MicrosandboxResult<()> {
     }
 }
 
-fn path(layout: &Layout, id: &str) -> PathBuf {
-    layout.leases_dir().join(format!("{id}.json"))
+/// The file name of a lease.
+fn file_name(id: &str) -> String {
+    format!("{id}.json")
 }
 
 /// Writes a lease (atomically; replaces one of the same id).
 pub fn write(layout: &Layout, lease: &LeaseRecord) -> MicrosandboxResult<()> {
     check_id(&lease.id)?;
     let bytes = serde_json::to_vec_pretty(lease).expect("a lease always serializes");
-    write_atomic(&path(layout, &lease.id), &bytes)
+    layout
+        .leases_dir()
+        .write_atomic(&file_name(&lease.id), &bytes)
 }
 
 /// Reads one lease; `None` if there is none of that id.
+///
+/// # Errors
+///
+/// [`crate::ErrorKind::CorruptCache`] when the file is not a regular
+/// file, does not parse, or names another lease.
 pub fn read(layout: &Layout, id: &str) -> MicrosandboxResult<Option<LeaseRecord>> {
     check_id(id)?;
-    let p = path(layout, id);
-    match read_bounded(&p, LEASE_LIMIT)? {
+    let name = file_name(id);
+    match layout.leases_dir().read_bounded(&name, LEASE_LIMIT)? {
         None => Ok(None),
-        Some(bytes) => parse(&p, &bytes).map(Some),
+        Some(bytes) => parse(layout, &name, &bytes).map(Some),
     }
 }
 
-fn parse(p: &std::path::Path, bytes: &[u8]) -> MicrosandboxResult<LeaseRecord> {
-    serde_json::from_slice(bytes).map_err(|e| {
-        MicrosandboxError::corrupt(format!("lease file {} does not parse: {e}", p.display()))
-    })
+/// Parses a lease file: its record must be the lease its file name says.
+fn parse(layout: &Layout, name: &str, bytes: &[u8]) -> MicrosandboxResult<LeaseRecord> {
+    let path = layout.leases_dir().join(name);
+    let record: LeaseRecord = serde_json::from_slice(bytes).map_err(|e| {
+        MicrosandboxError::corrupt(format!("lease file {} does not parse: {e}", path.display()))
+    })?;
+    if file_name(&record.id) != name {
+        return Err(MicrosandboxError::corrupt(format!(
+            "lease file {} holds lease {:?}: a copy or a forgery, never acted on; \
+             remove the file or name it after its id",
+            path.display(),
+            record.id
+        )));
+    }
+    Ok(record)
 }
 
 /// Every lease on disk, expired ones included, oldest first.
 ///
 /// # Errors
 ///
-/// [`crate::ErrorKind::CorruptCache`] when a lease file does not parse: a
-/// lease that cannot be read might pin anything, so nothing may be deleted
-/// on its account.
+/// [`crate::ErrorKind::CorruptCache`] when a regular lease file does not
+/// parse or names another lease: a lease that cannot be read might pin
+/// anything, so nothing may be deleted on its account. Entries that are
+/// not regular files (a FIFO, a link) are skipped: no lease is ever
+/// written as one.
 pub fn list(layout: &Layout) -> MicrosandboxResult<Vec<LeaseRecord>> {
-    let (leases, mut bad) = scan(layout)?;
-    match bad.pop() {
-        Some((_, e)) => Err(e),
+    let (leases, bad) = scan(layout)?;
+    match bad.into_iter().find(|b| b.blocking) {
+        Some(b) => Err(b.error),
         None => Ok(leases),
     }
 }
 
-/// Lease files that do not parse: their names and why.
-pub type BadLeases = Vec<(String, MicrosandboxError)>;
+/// A lease file that could not be taken as a lease.
+#[derive(Debug)]
+pub struct BadLease {
+    /// Its name in `leases/`.
+    pub name: String,
+    /// Why.
+    pub error: MicrosandboxError,
+    /// Whether it stops a prune: a regular file that might be a lease
+    /// (one that is not a regular file is only reported).
+    pub blocking: bool,
+}
 
-/// Every lease that parses, oldest first, and the file name and error of
-/// each that does not (for `verify`).
-pub fn scan(layout: &Layout) -> MicrosandboxResult<(Vec<LeaseRecord>, BadLeases)> {
+/// Every lease that parses, oldest first, and each lease file that does
+/// not (for `verify`), by name.
+pub fn scan(layout: &Layout) -> MicrosandboxResult<(Vec<LeaseRecord>, Vec<BadLease>)> {
     let dir = layout.leases_dir();
-    let entries = match fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((Vec::new(), Vec::new())),
-        Err(e) => return Err(MicrosandboxError::io("read directory", dir, e)),
-    };
     let mut leases = Vec::new();
     let mut bad = Vec::new();
-    for entry in entries {
-        let entry = entry.map_err(|e| MicrosandboxError::io("read directory", dir, e))?;
-        let name = entry.file_name();
-        let name = name.to_string_lossy();
+    for entry in dir.entries()? {
+        let name = entry.name;
         if name.starts_with('.') || !name.ends_with(".json") {
             continue;
         }
-        let p = entry.path();
-        // A lease released while we list is simply gone.
-        match read_bounded(&p, LEASE_LIMIT) {
-            Ok(Some(bytes)) => match parse(&p, &bytes) {
+        let skip = |error| BadLease {
+            name: name.clone(),
+            error,
+            blocking: false,
+        };
+        // Opened without following a link and without blocking: a lease
+        // released while we list is simply gone.
+        match dir.stat(&name)? {
+            None => continue,
+            Some(s) if crate::store::fs::kind(&s) != rustix::fs::FileType::RegularFile => {
+                bad.push(skip(MicrosandboxError::corrupt(format!(
+                    "{} is not a regular file",
+                    dir.join(&name).display()
+                ))));
+                continue;
+            }
+            Some(_) => {}
+        }
+        match dir.read_bounded(&name, LEASE_LIMIT) {
+            Ok(Some(bytes)) => match parse(layout, &name, &bytes) {
                 Ok(l) => leases.push(l),
-                Err(e) => bad.push((name.into_owned(), e)),
+                Err(error) => bad.push(BadLease {
+                    name: name.clone(),
+                    error,
+                    blocking: true,
+                }),
             },
             Ok(None) => {}
-            Err(e) => bad.push((name.into_owned(), e)),
+            // Swapped for a link or a FIFO since the stat.
+            Err(error) => bad.push(skip(error)),
         }
     }
     leases.sort_by(|a, b| (a.created(), &a.id).cmp(&(b.created(), &b.id)));
-    bad.sort_by(|a, b| a.0.cmp(&b.0));
+    bad.sort_by(|a, b| a.name.cmp(&b.name));
     Ok((leases, bad))
 }
 
 /// Deletes a lease; false when there was none of that id.
 pub fn remove(layout: &Layout, id: &str) -> MicrosandboxResult<bool> {
     check_id(id)?;
-    let p = path(layout, id);
-    match fs::remove_file(&p) {
-        Ok(()) => {
-            // A released lease must not come back after a power loss.
-            crate::store::fs::sync_dir(layout.leases_dir())?;
-            Ok(true)
-        }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
-        Err(e) => Err(MicrosandboxError::io("remove lease", &p, e)),
+    let removed = layout.leases_dir().remove(&file_name(id))?;
+    if removed {
+        // A released lease must not come back after a power loss.
+        layout.leases_dir().sync()?;
     }
+    Ok(removed)
 }
 
 /// What unexpired leases pin: manifests (with what they need) and loose blobs.
@@ -245,7 +281,7 @@ impl<'a> TransferPin<'a> {
     /// Pins `blobs`, taking the shared cache lock for the write, so the pin
     /// never lands in the middle of a prune.
     pub fn take(layout: &'a Layout, blobs: Vec<Digest>) -> MicrosandboxResult<Self> {
-        let _shared = layout.lock(crate::store::lock::LockMode::Shared)?;
+        let _shared = layout.lock::<crate::store::lock::Shared>()?;
         Self::take_locked(layout, blobs)
     }
 
@@ -276,7 +312,7 @@ impl<'a> TransferPin<'a> {
         }
         // A prune holding the lock past the wait is no reason to fail a
         // transfer whose pin has most of its hour left: try again later.
-        let _shared = match self.layout.lock(crate::store::lock::LockMode::Shared) {
+        let _shared = match self.layout.lock::<crate::store::lock::Shared>() {
             Ok(guard) => guard,
             Err(e)
                 if e.kind() == crate::ErrorKind::Busy && self.renewed.elapsed() < Self::TTL / 2 =>
@@ -316,9 +352,7 @@ mod tests {
 
     #[test]
     fn leases_round_trip_and_expire() {
-        let home = tempfile::tempdir().unwrap();
-        let layout = Layout::new(home.path(), Duration::from_secs(1));
-        layout.ensure().unwrap();
+        let (_home, layout) = crate::store::layout::tests::temp();
         let live = record("live", None);
         let past = record("past", Some(time::now() - Duration::from_secs(5)));
         write(&layout, &live).unwrap();
@@ -348,13 +382,38 @@ mod tests {
 
     #[test]
     fn an_unreadable_lease_is_a_corrupt_cache() {
-        let home = tempfile::tempdir().unwrap();
-        let layout = Layout::new(home.path(), Duration::from_secs(1));
-        layout.ensure().unwrap();
-        fs::write(layout.leases_dir().join("bad.json"), b"{").unwrap();
+        let (_home, layout) = crate::store::layout::tests::temp();
+        std::fs::write(layout.leases_dir().join("bad.json"), b"{").unwrap();
         assert_eq!(
             list(&layout).unwrap_err().kind(),
             crate::ErrorKind::CorruptCache
         );
+    }
+
+    #[test]
+    fn a_lease_whose_id_is_not_its_file_name_is_bad_and_a_fifo_is_skipped() {
+        let (_home, layout) = crate::store::layout::tests::temp();
+        let live = record("sbx-live", None);
+        write(&layout, &live).unwrap();
+        let copy = serde_json::to_vec(&record("sbx-live", Some(time::now()))).unwrap();
+        std::fs::write(layout.leases_dir().join("sbx-live.bak.json"), copy).unwrap();
+        let (leases, bad) = scan(&layout).unwrap();
+        assert_eq!(leases, vec![live.clone()]);
+        assert_eq!(bad.len(), 1);
+        assert!(bad[0].blocking);
+        assert!(bad[0].error.to_string().contains("sbx-live.bak.json"));
+        assert_eq!(
+            list(&layout).unwrap_err().kind(),
+            crate::ErrorKind::CorruptCache
+        );
+        std::fs::remove_file(layout.leases_dir().join("sbx-live.bak.json")).unwrap();
+        let fifo = layout.leases_dir().join("wedge.json");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: mkfifo on a path of the test's own home.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let (leases, bad) = scan(&layout).unwrap();
+        assert_eq!(leases, vec![live]);
+        assert!(!bad[0].blocking);
+        assert_eq!(list(&layout).unwrap().len(), 1);
     }
 }

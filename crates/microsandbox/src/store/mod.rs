@@ -6,6 +6,7 @@ pub mod blob;
 pub mod catalog;
 pub mod content;
 pub mod fs;
+pub mod index;
 pub mod layout;
 pub mod lease;
 pub mod lock;

@@ -25,14 +25,14 @@ use crate::oci::model::{
 };
 use crate::oci::platform;
 use crate::oci::reference::Reference;
-pub use crate::store::blob::DEFAULT_MAX_LAYER_BYTES;
-use crate::store::blob::{check_diff_id, sync_all, uncompressed_digest, BlobWriter, VerifiedBlob};
+use crate::store::blob::{sync_all, BlobWriter, ParkedBlob, VerifiedBlob};
 use crate::store::catalog::{handle_of, name_descriptor};
-use crate::store::fs::sync_dir;
+use crate::store::index::{self, IndexTxn};
 use crate::store::layout::{Layout, JSON_BLOB_LIMIT};
 use crate::store::lease::TransferPin;
-use crate::store::lock::LockMode;
-use crate::store::partial::{ParkedBlob, VerifiedPartial};
+use crate::store::lock::Exclusive;
+pub use crate::transfer::layer::DEFAULT_MAX_LAYER_BYTES;
+use crate::transfer::layer::{check_diff_id, uncompressed_digest, LayerDigester};
 use crate::transfer::progress::{Phase, Progress, ProgressFn, ProgressReader};
 use crate::transfer::registry::{Fetched, PullOptions, RegistryOrigin};
 use crate::util::time;
@@ -42,6 +42,7 @@ use tarball::TarStage;
 
 mod dir;
 mod docker;
+pub mod layer;
 pub mod progress;
 pub mod registry;
 mod save;
@@ -250,7 +251,7 @@ impl Source {
                     waiting,
                 )? {
                     Fetched::Present => Staged::Present,
-                    Fetched::Verified(p) => Staged::Partial(p),
+                    Fetched::Verified(p, tap) => Staged::Partial(p, tap),
                 }
             }
         })
@@ -275,8 +276,9 @@ const DOWNLOADS: usize = 6;
 enum Staged {
     /// Written to a temporary of its own.
     Written(VerifiedBlob),
-    /// Downloaded to its partial file, still locked.
-    Partial(Box<VerifiedPartial>),
+    /// Downloaded to its partial file, still locked, with the layer's
+    /// uncompressed digest when it was computed on the way.
+    Partial(Box<VerifiedBlob>, Option<LayerDigester>),
     /// Committed to the cache by another pull meanwhile.
     Present,
 }
@@ -349,7 +351,6 @@ pub fn load(
     path: &Path,
     options: &LoadOptions,
 ) -> MicrosandboxResult<Vec<ImageHandle>> {
-    layout.ensure()?;
     let mut source = open(layout, path, options.progress.clone())?;
     source.max_layer_bytes = options.max_layer_bytes.unwrap_or(DEFAULT_MAX_LAYER_BYTES);
     let planned = plan(&source, options)?;
@@ -386,11 +387,10 @@ pub fn pull(
     reference: &Reference,
     options: &PullOptions,
 ) -> MicrosandboxResult<ImageHandle> {
-    layout.ensure()?;
     let mirrors = crate::transfer::registry::mirrors::for_registry(
         reference.domain(),
         options.mirrors.as_ref(),
-        layout.home(),
+        layout,
     )?;
     let registry = RegistryOrigin::new(
         reference,
@@ -538,6 +538,12 @@ fn plan_oci(source: &Source, options: &LoadOptions) -> MicrosandboxResult<Vec<Pl
     let index_bytes = source.read_small("index.json", SOURCE_INDEX_LIMIT)?;
     let index: IndexFile = serde_json::from_slice(&index_bytes)
         .map_err(|e| source.invalid(format!("index.json is invalid: {e}")))?;
+    if let Some(bad) = index.manifests.unreadable.first() {
+        return Err(source.invalid(format!(
+            "index.json is invalid: entry {}: {}",
+            bad.position, bad.why
+        )));
+    }
     let want = options.platform.clone().unwrap_or_else(platform::host);
     let mut planned: Vec<Planned> = Vec::new();
     let mut names = HashSet::new();
@@ -704,18 +710,16 @@ fn check_sizes(source: &Source, planned: &[Planned]) -> MicrosandboxResult<()> {
 /// declares. Such a blob is not read from the source again: the cache's
 /// copy was verified when it entered.
 fn present(layout: &Layout, d: &Descriptor, what: &str) -> MicrosandboxResult<bool> {
-    match std::fs::metadata(layout.blob_path(&d.digest)) {
-        Ok(m) if m.len() == d.size => Ok(true),
-        Ok(m) => Err(MicrosandboxError::new(
+    match layout.blob_stat(&d.digest)? {
+        Some(s) if s.st_size as u64 == d.size => Ok(true),
+        Some(s) => Err(MicrosandboxError::new(
             ErrorKind::DigestMismatch,
             format!(
                 "{what}: {} is declared with {} bytes; that blob has {}",
-                d.digest,
-                d.size,
-                m.len()
+                d.digest, d.size, s.st_size
             ),
         )),
-        Err(_) => Ok(false),
+        None => Ok(false),
     }
 }
 
@@ -741,9 +745,9 @@ fn ingest_and_commit(
             if present(layout, d, &what)? || !written.insert(d.digest.clone()) {
                 continue;
             }
-            let mut w = BlobWriter::create(layout)?;
-            w.write(bytes)?;
-            verified.push(w.finish(&d.digest, d.size, &what)?);
+            let mut w = BlobWriter::create(layout)?.expecting(&d.digest, d.size);
+            w.write(bytes, &what)?;
+            verified.push(w.finish(&what)?.0);
         }
         for (i, d) in p.layers.iter().enumerate() {
             if seen_layers.insert(d.digest.clone()) {
@@ -759,8 +763,9 @@ fn ingest_and_commit(
     let renew = || pin.lock().unwrap_or_else(|e| e.into_inner()).renew_if_due();
     let progress = source.progress.as_ref();
     let brought = crate::util::par::queue(&layers, source.parallelism(), |(d, what)| {
-        let digest_of = |path: &Path| {
+        let digest_of = |file: &std::fs::File, path: &Path| {
             uncompressed_digest(
+                file,
                 path,
                 &d.digest,
                 &d.media_type,
@@ -769,23 +774,36 @@ fn ingest_and_commit(
                 source.max_layer_bytes,
             )
         };
+        let cached = || -> MicrosandboxResult<Option<Digest>> {
+            let path = layout.blob_path(&d.digest);
+            let file = layout.open_blob(&d.digest)?.ok_or_else(|| {
+                MicrosandboxError::new(
+                    ErrorKind::Busy,
+                    format!(
+                        "blob {} was pruned while the load ran; load again",
+                        d.digest
+                    ),
+                )
+            })?;
+            digest_of(&file, &path)
+        };
         if present(layout, d, what)? {
-            return Ok((None, digest_of(&layout.blob_path(&d.digest))?));
+            return Ok((None, cached()?));
         }
         renew()?;
         Ok(match source.stage(layout, d, what, renew)? {
             Staged::Written(blob) => {
-                let found = digest_of(blob.path())?;
+                let found = digest_of(blob.file(), &blob.path())?;
                 (Some(Arrived::Written(blob)), found)
             }
-            Staged::Partial(mut blob) => {
-                let found = match blob.take_uncompressed() {
-                    Some(found) => found?,
-                    None => digest_of(blob.path())?,
+            Staged::Partial(blob, tap) => {
+                let found = match tap {
+                    Some(tap) => tap.finish(&d.digest, what)?,
+                    None => digest_of(blob.file(), &blob.path())?,
                 };
                 (Some(Arrived::Parked(blob.park())), found)
             }
-            Staged::Present => (None, digest_of(&layout.blob_path(&d.digest))?),
+            Staged::Present => (None, cached()?),
         })
     })?;
     let mut parked: Vec<ParkedBlob> = Vec::new();
@@ -810,16 +828,16 @@ fn ingest_and_commit(
     sync_all(&verified)?;
     let committed: u64 = verified.iter().map(VerifiedBlob::size).sum::<u64>()
         + parked.iter().map(ParkedBlob::size).sum::<u64>();
-    let _guard = layout.lock(LockMode::Exclusive)?;
+    let guard = layout.lock::<Exclusive>()?;
     // Read the index before any rename: an index that cannot be read fails
     // the load with nothing moved into blobs/.
-    let mut index = layout.read_index()?;
+    let mut txn = IndexTxn::begin(layout, &guard)?;
     // Check before any rename: a failed commit leaves nothing in blobs/.
     // Parked downloads are taken (locked, checked) first; another pull may
     // have committed some already.
     let mut to_rename: Vec<&ParkedBlob> = Vec::new();
     for blob in &parked {
-        if blob.hold(layout, layout.lock_timeout())? {
+        if blob.hold(layout, &guard, layout.lock_timeout())? {
             to_rename.push(blob);
         }
     }
@@ -839,23 +857,23 @@ fn ingest_and_commit(
     }
     let any = !verified.is_empty() || !parked.is_empty();
     for blob in verified {
-        blob.commit(layout)?;
+        blob.commit(layout, &guard)?;
     }
     for blob in to_rename {
-        blob.commit(layout)?;
+        blob.commit(layout, &guard)?;
     }
     if any {
-        sync_dir(layout.blobs_dir())?;
+        layout.blobs_dir().sync()?;
     }
     let now = time::format(time::now());
+    let index = &mut txn.index;
+    // The new entries replace every spelling of their names; the newest of
+    // them lends its times when it named the same manifest.
+    let names: HashSet<String> = planned.iter().map(|p| p.reference.canonical()).collect();
+    let mut replaced = index::take_named(index, &names);
     let mut descriptors = Vec::with_capacity(planned.len());
     for p in planned {
-        let canonical = p.reference.canonical();
-        let previous = index
-            .manifests
-            .iter()
-            .position(|d| d.ref_name() == Some(canonical.as_str()))
-            .map(|i| index.manifests.remove(i));
+        let previous = replaced.remove(&p.reference.canonical());
         let mut d = Descriptor {
             platform: Some(p.platform.clone()),
             ..p.manifest.clone()
@@ -876,7 +894,7 @@ fn ingest_and_commit(
         index.manifests.push(d.clone());
         descriptors.push((p.reference.clone(), d));
     }
-    layout.write_index(&index)?;
+    txn.commit()?;
     if let Some(p) = &source.progress {
         p.report(&Progress {
             phase: Phase::Commit,

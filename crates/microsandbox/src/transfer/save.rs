@@ -9,7 +9,7 @@
 //! pins them meanwhile, so a prune running alongside deletes none of them.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs::{self, File, OpenOptions};
+use std::fs::File;
 use std::io::{self, BufWriter};
 use std::path::Path;
 
@@ -19,12 +19,12 @@ use crate::error::{IoContext, MicrosandboxError, MicrosandboxResult};
 use crate::oci::digest::Digest;
 use crate::oci::model::{Descriptor, IndexFile, Shape, ANN_REF_NAME, MEDIA_OCI_INDEX};
 use crate::oci::reference::Reference;
-use crate::store::catalog;
 use crate::store::content;
-use crate::store::fs::{random_hex, sync_dir, ATOMIC_TMP_MARK};
+use crate::store::fs::{identity, random_hex, Dir, ATOMIC_TMP_MARK};
+use crate::store::index;
 use crate::store::layout::Layout;
 use crate::store::lease::TransferPin;
-use crate::store::lock::LockMode;
+use crate::store::lock::Shared;
 
 /// The containerd annotation for a full image name.
 const ANN_CONTAINERD_NAME: &str = "io.containerd.image.name";
@@ -89,13 +89,11 @@ pub fn save(
         .iter()
         .map(|r| Reference::parse(r))
         .collect::<MicrosandboxResult<Vec<_>>>()?;
-    layout.ensure()?;
-    let guard = layout.lock(LockMode::Shared)?;
-    let index = layout.read_index()?;
+    let guard = layout.lock::<Shared>()?;
+    let index = index::read(layout)?;
     let mut chosen = Vec::new();
     for reference in parsed {
-        let at = catalog::positions(&index, &reference);
-        let Some(&first) = at.first() else {
+        let Some(first) = index::resolve(&index, &reference) else {
             return Err(MicrosandboxError::not_found(&reference.familiar()));
         };
         let (manifest, doc) = content::resolve_image(layout, &index.manifests[first])?;
@@ -128,68 +126,100 @@ pub fn save(
         .collect();
     let mut pin = TransferPin::take_locked(layout, blobs.into_iter().collect())?;
     drop(guard);
-    refuse_inside_home(layout, path)?;
-    write_atomically(path, |out| {
+    let (dir, name) = destination(path)?;
+    refuse_inside_home(layout, &dir, path)?;
+    write_atomically(layout, &dir, &name, |out| {
         write_archive(layout, &chosen, options.format, out, &mut pin)
     })
 }
 
-/// An archive written into the home could replace `index.json`, a blob,
-/// a lease or the lock: refused.
-fn refuse_inside_home(layout: &Layout, path: &Path) -> MicrosandboxResult<()> {
+/// The directory of `path` (open) and the file name in it.
+fn destination(path: &Path) -> MicrosandboxResult<(Dir, String)> {
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .filter(|n| *n != "." && *n != "..")
+        .ok_or_else(|| {
+            MicrosandboxError::invalid_argument(format!("{} names no file", path.display()))
+        })?;
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
         _ => std::env::current_dir().at("find the current directory", path)?,
     };
-    let (Ok(dir), Ok(home)) = (dir.canonicalize(), layout.home().canonicalize()) else {
-        return Ok(()); // a missing directory fails the write itself
-    };
-    if dir.starts_with(&home) {
-        return Err(MicrosandboxError::invalid_argument(format!(
-            "{} is inside the cache home {}; save elsewhere",
-            path.display(),
-            home.display()
-        )));
+    Ok((Dir::open_path(&dir)?, name.to_owned()))
+}
+
+/// An archive written into the home could replace `index.json`, a blob,
+/// a lease or the lock: refused. The directory the archive goes to is
+/// walked up (`..` by `..`, through descriptors) and compared with the
+/// home by device and inode, so no spelling of the path and no link can
+/// hide the home.
+fn refuse_inside_home(layout: &Layout, dir: &Dir, path: &Path) -> MicrosandboxResult<()> {
+    let home = identity(&layout.home_dir().stat_self()?);
+    let mut at = dir.clone();
+    for _ in 0..4096 {
+        let here = identity(&at.stat_self()?);
+        if here == home {
+            return Err(MicrosandboxError::invalid_argument(format!(
+                "{} is inside the cache home {}; save elsewhere",
+                path.display(),
+                layout.home().display()
+            )));
+        }
+        let Some(up) = at.open_dir("..", None)? else {
+            return Ok(());
+        };
+        if identity(&up.stat_self()?) == here {
+            return Ok(()); // the root
+        }
+        at = up;
     }
     Ok(())
 }
 
-/// Runs `write` on a temporary file beside `path`, then renames it there.
+/// The mode of a new archive: an existing file keeps its own; a new one is
+/// private when the home is (0600 under a 0700 home), else the usual 0666
+/// less the umask.
+fn archive_mode(layout: &Layout, dir: &Dir, name: &str) -> MicrosandboxResult<Option<u32>> {
+    if let Some(existing) = dir.stat(name)? {
+        return Ok(Some(existing.st_mode & 0o7777));
+    }
+    let home = layout.home_dir().stat_self()?.st_mode;
+    Ok((home & 0o077 == 0).then_some(0o600))
+}
+
+/// Runs `write` on a temporary file beside the archive, then renames it
+/// into place, all through the directory's descriptor.
 fn write_atomically(
-    path: &Path,
+    layout: &Layout,
+    dir: &Dir,
+    name: &str,
     write: impl FnOnce(&mut BufWriter<File>) -> MicrosandboxResult<()>,
 ) -> MicrosandboxResult<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
-        _ => std::env::current_dir().at("find the current directory", path)?,
-    };
-    let name = path.file_name().ok_or_else(|| {
-        MicrosandboxError::invalid_argument(format!("{} names no file", path.display()))
-    })?;
-    let tmp = dir.join(format!(
-        ".{}{ATOMIC_TMP_MARK}{}",
-        name.to_string_lossy(),
-        random_hex(8)
-    ));
+    let tmp = format!(".{name}{ATOMIC_TMP_MARK}{}", random_hex(8));
+    let tmp_path = dir.join(&tmp);
+    let mode = archive_mode(layout, dir, name)?;
     let result = (|| {
-        let file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&tmp)
-            .at("create", &tmp)?;
+        let file = dir.create_new(&tmp).at("create", &tmp_path)?;
+        if let Some(mode) = mode {
+            rustix::fs::fchmod(&file, rustix::fs::Mode::from_raw_mode(mode))
+                .map_err(io::Error::from)
+                .at("set the mode of", &tmp_path)?;
+        }
         let mut out = BufWriter::with_capacity(1 << 20, file);
         write(&mut out)?;
         let file = out
             .into_inner()
-            .map_err(|e| MicrosandboxError::io("write", &tmp, e.into_error()))?;
-        file.sync_all().at("fsync", &tmp)?;
-        fs::rename(&tmp, path).at("rename into place", path)
+            .map_err(|e| MicrosandboxError::io("write", &tmp_path, e.into_error()))?;
+        file.sync_all().at("fsync", &tmp_path)?;
+        dir.rename(&tmp, dir, name)
+            .at("rename into place", &dir.join(name))
     })();
     if result.is_err() {
-        let _ = fs::remove_file(&tmp);
+        let _ = dir.remove(&tmp);
     }
     result?;
-    sync_dir(&dir)
+    dir.sync()
 }
 
 fn header(size: u64, kind: tar::EntryType, mode: u32) -> tar::Header {
@@ -252,7 +282,7 @@ fn write_archive(
 
     let mut tar = tar::Builder::new(out);
     tar.mode(tar::HeaderMode::Deterministic);
-    let io_err = |e: io::Error| MicrosandboxError::io("write archive", layout.oci_dir(), e);
+    let io_err = |e: io::Error| MicrosandboxError::io("write archive", layout.oci_dir().path(), e);
     for dir in ["blobs/", "blobs/sha256/"] {
         let mut h = header(0, tar::EntryType::Directory, 0o755);
         tar.append_data(&mut h, dir, io::empty()).map_err(io_err)?;
@@ -260,11 +290,8 @@ fn write_archive(
     for digest in blobs {
         pin.renew_if_due()?;
         let path = layout.blob_path(digest);
-        let file = File::open(&path).map_err(|e| match e.kind() {
-            io::ErrorKind::NotFound => {
-                MicrosandboxError::corrupt(format!("blob {digest} is missing from the cache"))
-            }
-            _ => MicrosandboxError::io("open", &path, e),
+        let file = layout.open_blob(digest)?.ok_or_else(|| {
+            MicrosandboxError::corrupt(format!("blob {digest} is missing from the cache"))
         })?;
         let size = file.metadata().at("stat", &path)?.len();
         let mut h = header(size, tar::EntryType::Regular, 0o644);

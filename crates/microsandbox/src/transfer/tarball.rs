@@ -340,9 +340,10 @@ impl TarStage {
             }
             Data::File(Some(blob)) => {
                 let mut bytes = Vec::new();
-                std::fs::File::open(blob.path())
-                    .and_then(|f| f.take(limit.saturating_add(1)).read_to_end(&mut bytes))
-                    .map_err(|e| MicrosandboxError::io("read", blob.path(), e))?;
+                blob.reader()
+                    .take(limit.saturating_add(1))
+                    .read_to_end(&mut bytes)
+                    .map_err(|e| MicrosandboxError::io("read", &blob.path(), e))?;
                 Ok(bytes)
             }
             Data::File(None) => Err(missing()),
@@ -372,9 +373,9 @@ impl TarStage {
         }
         match &mut staged.data {
             Data::Memory(bytes) => {
-                let mut w = BlobWriter::create(layout)?;
-                w.write(bytes)?;
-                w.finish(&d.digest, d.size, what)
+                let mut w = BlobWriter::create(layout)?.expecting(&d.digest, d.size);
+                w.write(bytes, what)?;
+                w.finish(what).map(|(blob, ())| blob)
             }
             Data::File(slot) => slot.take().ok_or_else(missing),
         }
@@ -452,27 +453,19 @@ impl<R: Read> Read for Metered<R> {
 
 fn stream_to_tmp(
     layout: &Layout,
-    mut entry: impl Read,
+    entry: impl Read,
     size: u64,
     label: &str,
     shown: &str,
 ) -> MicrosandboxResult<VerifiedBlob> {
+    let what = format!("{label}: entry {shown:?}");
     let mut w = BlobWriter::create(layout)?;
-    let mut buf = vec![0u8; 256 * 1024];
-    loop {
-        let n = match entry.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => {
-                return Err(invalid(
-                    label,
-                    format!("entry {shown:?}: truncated or unreadable: {e}"),
-                ))
-            }
-        };
-        w.write(&buf[..n])?;
-    }
+    w.write_from(entry, &what, |e| {
+        invalid(
+            label,
+            format!("entry {shown:?}: truncated or unreadable: {e}"),
+        )
+    })?;
     if w.written() != size {
         return Err(invalid(
             label,
@@ -482,5 +475,5 @@ fn stream_to_tmp(
             ),
         ));
     }
-    w.finish_unnamed(size, &format!("{label}: entry {shown:?}"))
+    w.finish_unnamed(size, &what).map(|(blob, ())| blob)
 }

@@ -13,7 +13,7 @@ use std::process::{Command, Stdio};
 use base64::Engine as _;
 use serde::Deserialize;
 
-use crate::store::fs::read_bounded;
+use crate::store::fs::read_outside_bounded;
 
 /// A user name and a secret.
 #[derive(Clone)]
@@ -103,7 +103,7 @@ fn host_of(key: &str) -> &str {
 /// The credentials for `domain`, if the docker config has any.
 pub fn lookup(domain: &str, config_dir: Option<&Path>) -> Option<Credentials> {
     let path = config_path(config_dir)?;
-    let bytes = read_bounded(&path, 4 << 20).ok()??;
+    let bytes = read_outside_bounded(&path, 4 << 20).ok()??;
     let config: DockerConfig = serde_json::from_slice(&bytes).ok()?;
     let keys = keys_for(domain);
     if let Some(helper) = keys.iter().find_map(|k| config.cred_helpers.get(k)) {
@@ -146,7 +146,12 @@ fn from_entry(entry: &AuthEntry) -> Option<Credentials> {
     })
 }
 
-/// Runs `docker-credential-<name> get` with the server on stdin.
+/// How long a credential helper may take before it is killed.
+const HELPER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Runs `docker-credential-<name> get` with the server on stdin, for at
+/// most [`HELPER_TIMEOUT`]: a helper that hangs (waiting for a keyring
+/// prompt nobody sees) is killed and gives no credentials.
 fn from_helper(name: &str, server: &str) -> Option<Credentials> {
     if !name
         .bytes()
@@ -154,7 +159,13 @@ fn from_helper(name: &str, server: &str) -> Option<Credentials> {
     {
         return None;
     }
-    let mut child = Command::new(format!("docker-credential-{name}"))
+    let program = format!("docker-credential-{name}");
+    run_helper(&program, server, HELPER_TIMEOUT)
+}
+
+fn run_helper(program: &str, server: &str, timeout: std::time::Duration) -> Option<Credentials> {
+    use std::io::Read;
+    let mut child = Command::new(program)
         .arg("get")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -162,8 +173,29 @@ fn from_helper(name: &str, server: &str) -> Option<Credentials> {
         .spawn()
         .ok()?;
     child.stdin.take()?.write_all(server.as_bytes()).ok()?;
-    let out = child.wait_with_output().ok()?;
-    if !out.status.success() {
+    // The answer is read on a thread so that a helper that never ends is
+    // waited for no longer than the bound.
+    let stdout = child.stdout.take()?;
+    let reader = std::thread::spawn(move || {
+        let mut out = Vec::new();
+        stdout.take(1 << 20).read_to_end(&mut out).map(|_| out)
+    });
+    let start = std::time::Instant::now();
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if start.elapsed() < timeout => {
+                std::thread::sleep(std::time::Duration::from_millis(20))
+            }
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
+        }
+    };
+    let out = reader.join().ok()?.ok()?;
+    if !status.success() {
         return None;
     }
     #[derive(Deserialize)]
@@ -172,7 +204,7 @@ fn from_helper(name: &str, server: &str) -> Option<Credentials> {
         username: String,
         secret: String,
     }
-    let a: HelperAnswer = serde_json::from_slice(&out.stdout).ok()?;
+    let a: HelperAnswer = serde_json::from_slice(&out).ok()?;
     Some(Credentials {
         username: a.username,
         secret: a.secret,
@@ -200,5 +232,36 @@ mod tests {
         );
         assert!(lookup("other.example.com", Some(dir.path())).is_none());
         assert!(!format!("{c:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn a_hanging_credential_helper_is_killed_at_the_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let helper = dir.path().join("docker-credential-slow");
+        std::fs::write(&helper, "#!/bin/sh\nexec sleep 30\n").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let start = std::time::Instant::now();
+        let got = run_helper(
+            helper.to_str().unwrap(),
+            "reg.example.com",
+            std::time::Duration::from_millis(300),
+        );
+        assert!(got.is_none());
+        assert!(start.elapsed() < std::time::Duration::from_secs(5));
+        let good = dir.path().join("docker-credential-good");
+        std::fs::write(
+            &good,
+            "#!/bin/sh\ncat >/dev/null\necho '{\"Username\":\"u\",\"Secret\":\"s\"}'\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&good, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let c = run_helper(
+            good.to_str().unwrap(),
+            "x",
+            std::time::Duration::from_secs(10),
+        )
+        .unwrap();
+        assert_eq!((c.username.as_str(), c.secret.as_str()), ("u", "s"));
     }
 }

@@ -16,8 +16,10 @@ use crate::oci::model::{
     MEDIA_DOCKER_MANIFEST, MEDIA_OCI_INDEX, MEDIA_OCI_MANIFEST,
 };
 use crate::oci::reference::Reference;
+use crate::store::blob::{BlobWriter, VerifiedBlob};
 use crate::store::layout::Layout;
-use crate::store::partial::{self, Claim, PartialWriter, VerifiedPartial};
+use crate::store::partial::{self, Claim};
+use crate::transfer::layer::LayerDigester;
 use crate::transfer::progress::{Phase, Progress, ProgressFn, STEP};
 use crate::transfer::registry::auth::{self, Credentials};
 use crate::transfer::registry::mirrors::Mirror;
@@ -55,9 +57,13 @@ pub struct RegistryOrigin {
 pub enum Fetched {
     /// The blob is in the cache already (another pull committed it).
     Present,
-    /// The blob, verified, in its partial file (still locked).
-    Verified(Box<VerifiedPartial>),
+    /// The blob, verified, in its partial file (still locked), with the
+    /// layer's uncompressed digest computed on the way, for a layer.
+    Verified(Box<VerifiedBlob>, Option<LayerDigester>),
 }
+
+/// A download in progress: a partial blob with a layer digester tapped in.
+type PartialWriter = BlobWriter<Option<LayerDigester>>;
 
 /// Whether a download ran to its end or must start over.
 enum Download {
@@ -69,13 +75,38 @@ fn registry_error(what: String) -> MicrosandboxError {
     MicrosandboxError::new(ErrorKind::RegistryError, what)
 }
 
-/// Whether a registry host is this machine: spoken to in plain HTTP.
+/// Whether a registry host is this machine: an IP address (parsed, never
+/// matched as text) in 127.0.0.0/8 or `::1`, with or without a port.
+/// Names never count, `localhost` included: plain HTTP and credentials in
+/// clear only ever go to a loopback address.
 pub(super) fn is_loopback(domain: &str) -> bool {
-    let host = domain
-        .rsplit_once(':')
-        .filter(|(h, port)| !h.ends_with(']') || port.bytes().all(|b| b.is_ascii_digit()))
-        .map_or(domain, |(h, _)| h);
-    host == "localhost" || host.starts_with("127.") || host == "[::1]"
+    let host = match domain.strip_prefix('[') {
+        // [v6]:port or [v6]
+        Some(rest) => rest.split_once(']').map_or(rest, |(h, _)| h),
+        None => domain
+            .rsplit_once(':')
+            .filter(|(h, port)| !h.contains(':') && port.bytes().all(|b| b.is_ascii_digit()))
+            .map_or(domain, |(h, _)| h),
+    };
+    host.parse::<std::net::IpAddr>()
+        .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// The host of a URL (`scheme://host[:port]/...`), and whether its scheme
+/// is `https`; `None` for another scheme.
+fn url_host(url: &str) -> Option<(bool, &str)> {
+    let (tls, rest) = if let Some(r) = url.strip_prefix("https://") {
+        (true, r)
+    } else if let Some(r) = url.strip_prefix("http://") {
+        (false, r)
+    } else {
+        return None;
+    };
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let authority = &rest[..end];
+    // No user info: a realm never carries credentials of its own.
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    Some((tls, host))
 }
 
 impl RegistryOrigin {
@@ -245,6 +276,11 @@ impl RegistryOrigin {
             let Some(c) = &endpoint.credentials else {
                 return Ok(false);
             };
+            let clear =
+                url_host(&endpoint.base).is_some_and(|(tls, host)| !tls && !is_loopback(host));
+            if clear {
+                return Ok(false);
+            }
             set(c.basic_header());
             return Ok(true);
         }
@@ -280,12 +316,31 @@ impl RegistryOrigin {
                 self.shown
             ))
         })?;
+        let (realm_tls, realm_host) = url_host(&realm).ok_or_else(|| {
+            registry_error(format!(
+                "{}: the token realm {realm:?} is not an http(s) URL",
+                self.shown
+            ))
+        })?;
+        // An https registry never sends its client to a plain-http token
+        // service: that would hand the credentials (and the token) to
+        // whoever sits on the path.
+        if endpoint.base.starts_with("https://") && !realm_tls {
+            return Err(registry_error(format!(
+                "{}: refusing the token realm {realm:?}: plain http for an https registry",
+                self.shown
+            )));
+        }
         let mut request = self.agent.get(&realm);
         for (k, v) in &query {
             request = request.query(k, v);
         }
+        // The docker config's password goes only over TLS or to a
+        // loopback address.
         if let Some(c) = &endpoint.credentials {
-            request = request.header("Authorization", &c.basic_header());
+            if realm_tls || is_loopback(realm_host) {
+                request = request.header("Authorization", &c.basic_header());
+            }
         }
         let mut response = request
             .call()
@@ -441,20 +496,23 @@ impl RegistryOrigin {
         mut waiting: impl FnMut() -> MicrosandboxResult<()>,
     ) -> MicrosandboxResult<Fetched> {
         let what = format!("{}: {what}", self.shown);
+        let layer = is_layer(d);
+        let tap = || layer.then(|| LayerDigester::new(&d.media_type, max_layer_bytes));
         loop {
-            let layer = is_layer(d).then_some((d.media_type.as_str(), max_layer_bytes));
-            let mut writer = match partial::claim(layout, &d.digest, d.size, layer, &mut waiting)? {
+            let mut writer = match partial::claim(layout, &d.digest, d.size, tap, &mut waiting)? {
                 Claim::Present => return Ok(Fetched::Present),
                 Claim::Mine(w) => w,
             };
             if !writer.is_whole() {
                 let download = self.download(&mut writer, d, &what, progress, &mut waiting)?;
                 if let Download::RangeIgnored = download {
-                    writer.abandon();
+                    writer.discard();
                     continue;
                 }
             }
-            return writer.finish(&what).map(|v| Fetched::Verified(Box::new(v)));
+            return writer
+                .finish(&what)
+                .map(|(v, tap)| Fetched::Verified(Box::new(v), tap));
         }
     }
 
@@ -564,11 +622,32 @@ mod tests {
     }
 
     #[test]
-    fn loopback_registries_speak_http() {
+    fn loopback_is_an_address_never_a_name() {
         assert!(is_loopback("127.0.0.1:5000"));
-        assert!(is_loopback("localhost:5000"));
-        assert!(is_loopback("localhost"));
+        assert!(is_loopback("127.3.4.5"));
+        assert!(is_loopback("[::1]:5000"));
+        assert!(is_loopback("[::1]"));
+        assert!(is_loopback("::1"));
+        assert!(!is_loopback("localhost:5000"));
+        assert!(!is_loopback("127.corp-registry.example"));
+        assert!(!is_loopback("127.corp-registry.example:5000"));
+        assert!(!is_loopback("127.0.0.1.example.com"));
         assert!(!is_loopback("ghcr.io"));
         assert!(!is_loopback("registry.example.com:443"));
+        assert!(!is_loopback("10.0.0.1:5000"));
+    }
+
+    #[test]
+    fn realm_urls_tell_their_scheme_and_host() {
+        assert_eq!(
+            url_host("https://auth.example/token?x"),
+            Some((true, "auth.example"))
+        );
+        assert_eq!(
+            url_host("http://127.0.0.1:5001/t"),
+            Some((false, "127.0.0.1:5001"))
+        );
+        assert_eq!(url_host("http://u:p@h:1/t"), Some((false, "h:1")));
+        assert_eq!(url_host("ftp://x"), None);
     }
 }

@@ -17,12 +17,11 @@
 //! origin answers what none of them could.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
 use crate::error::{ErrorKind, MicrosandboxError, MicrosandboxResult};
-use crate::store::fs::read_bounded;
+use crate::store::layout::Layout;
 
 /// The name of the settings file under `$MSB_HOME`.
 pub const SETTINGS_FILE: &str = "registries.json";
@@ -129,18 +128,13 @@ fn registry_key(host: &str) -> String {
     }
 }
 
-/// The settings file of a home.
-pub fn settings_path(home: &Path) -> PathBuf {
-    home.join(SETTINGS_FILE)
-}
-
-fn from_file(home: &Path) -> MicrosandboxResult<MirrorMap> {
-    let path = settings_path(home);
-    let Some(bytes) = read_bounded(&path, SETTINGS_LIMIT)? else {
+fn from_file(layout: &Layout) -> MicrosandboxResult<MirrorMap> {
+    let home = layout.home_dir();
+    let Some(bytes) = home.read_bounded(SETTINGS_FILE, SETTINGS_LIMIT)? else {
         return Ok(MirrorMap::new());
     };
-    let settings: Settings =
-        serde_json::from_slice(&bytes).map_err(|e| invalid(format!("{}: {e}", path.display())))?;
+    let settings: Settings = serde_json::from_slice(&bytes)
+        .map_err(|e| invalid(format!("{}: {e}", home.join(SETTINGS_FILE).display())))?;
     Ok(settings.mirrors)
 }
 
@@ -153,7 +147,7 @@ fn from_file(home: &Path) -> MicrosandboxResult<MirrorMap> {
 pub fn for_registry(
     domain: &str,
     option: Option<&MirrorMap>,
-    home: &Path,
+    layout: &Layout,
 ) -> MicrosandboxResult<Vec<Mirror>> {
     let key = registry_key(domain);
     let pick = |map: &MirrorMap| -> Option<Vec<String>> {
@@ -163,7 +157,7 @@ pub fn for_registry(
     };
     let listed = match option.and_then(pick) {
         Some(list) => list,
-        None => pick(&from_file(home)?).unwrap_or_default(),
+        None => pick(&from_file(layout)?).unwrap_or_default(),
     };
     listed.iter().map(|m| Mirror::parse(m)).collect()
 }
@@ -201,27 +195,26 @@ mod tests {
 
     #[test]
     fn the_option_wins_over_the_file_per_registry() {
-        let home = tempfile::tempdir().unwrap();
+        let (_dir, home) = crate::store::layout::tests::temp();
+        let settings = home.home().join(SETTINGS_FILE);
         std::fs::write(
-            settings_path(home.path()),
+            &settings,
             r#"{"mirrors":{"index.docker.io":["https://a.example"],"ghcr.io":["https://g.example"]}}"#,
         )
         .unwrap();
-        let hub = for_registry("docker.io", None, home.path()).unwrap();
+        let hub = for_registry("docker.io", None, &home).unwrap();
         assert_eq!(hub, vec![Mirror::parse("https://a.example").unwrap()]);
         let option: MirrorMap = [("docker.io".to_owned(), vec![])].into();
-        assert!(for_registry("docker.io", Some(&option), home.path())
+        assert!(for_registry("docker.io", Some(&option), &home)
             .unwrap()
             .is_empty());
         assert_eq!(
-            for_registry("ghcr.io", Some(&option), home.path()).unwrap(),
+            for_registry("ghcr.io", Some(&option), &home).unwrap(),
             vec![Mirror::parse("https://g.example").unwrap()]
         );
-        assert!(for_registry("quay.io", None, home.path())
-            .unwrap()
-            .is_empty());
-        std::fs::write(settings_path(home.path()), r#"{"mirror":{}}"#).unwrap();
-        let err = for_registry("quay.io", None, home.path()).unwrap_err();
+        assert!(for_registry("quay.io", None, &home).unwrap().is_empty());
+        std::fs::write(&settings, r#"{"mirror":{}}"#).unwrap();
+        let err = for_registry("quay.io", None, &home).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::InvalidArgument);
         assert!(err.to_string().contains(SETTINGS_FILE), "{err}");
     }

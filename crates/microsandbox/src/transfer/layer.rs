@@ -1,0 +1,331 @@
+//! Layers: decompression and the diff_id check. A layer's uncompressed
+//! digest is told by its content, not its label (gzip by its magic, a tar
+//! by its `ustar` header), computed as the blob streams in (a
+//! [`LayerDigester`] is the blob writer's tap) or from a file, and bounded:
+//! a gzip layer that inflates past the limit is a decompression bomb.
+
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::path::Path;
+
+use sha2::{Digest as _, Sha256};
+
+use crate::error::{ErrorKind, IoContext, MicrosandboxError, MicrosandboxResult};
+use crate::oci::digest::Digest;
+use crate::store::blob::{ReadAt, Tap};
+use crate::store::fs::read_full;
+use crate::transfer::progress::{Phase, ProgressFn, ProgressReader};
+
+const CHUNK: usize = 256 * 1024;
+
+/// Whether a media type names an uncompressed tar layer.
+fn is_plain_tar(media_type: &str) -> bool {
+    matches!(
+        media_type,
+        "application/vnd.oci.image.layer.v1.tar"
+            | "application/vnd.oci.image.layer.nondistributable.v1.tar"
+            | "application/vnd.docker.image.rootfs.diff.tar"
+    )
+}
+
+/// The digest of a layer's uncompressed content, told by the content, not
+/// by the label: gzip (by its magic) is decompressed and hashed; a tar
+/// (`ustar` magic, or labelled a plain tar) is its own digest. `None` for
+/// what cannot be checked here (zstd, unknown). `file` is read with
+/// positioned reads (a cache blob, or a verified temporary); `path` names
+/// it in messages.
+///
+/// # Errors
+///
+/// [`ErrorKind::InvalidArchive`] naming `what` for a corrupt gzip stream.
+pub fn uncompressed_digest(
+    file: &File,
+    path: &Path,
+    stored: &Digest,
+    media_type: &str,
+    what: &str,
+    progress: Option<&ProgressFn>,
+    limit: u64,
+) -> MicrosandboxResult<Option<Digest>> {
+    let feed = |reader: &mut dyn Read, digester: &mut LayerDigester, upto: Option<u64>| {
+        let mut buf = vec![0u8; CHUNK];
+        let mut reader = reader.take(upto.unwrap_or(u64::MAX));
+        loop {
+            let n = read_full(&mut reader, &mut buf).at("read", path)?;
+            if n == 0 {
+                return Ok::<(), MicrosandboxError>(());
+            }
+            digester.update(&buf[..n]);
+        }
+    };
+    // The first bytes tell the kind; only gzip needs the rest, read again
+    // from the start with progress.
+    let mut digester = LayerDigester::new(media_type, limit);
+    feed(&mut ReadAt::new(file), &mut digester, Some(512))?;
+    if !digester.is_gzip() {
+        return digester.finish(stored, what);
+    }
+    let size = file.metadata().at("stat", path)?.len();
+    let mut reader = ProgressReader::new(
+        ReadAt::new(file),
+        progress.cloned(),
+        Phase::Verify,
+        Some(stored.to_string()),
+        Some(size),
+    );
+    let mut digester = LayerDigester::new(media_type, limit);
+    feed(&mut reader, &mut digester, None)?;
+    digester.finish(stored, what)
+}
+
+/// The most bytes a layer may decompress to before it is refused as a
+/// decompression bomb, unless the caller sets its own limit (64 GiB).
+pub const DEFAULT_MAX_LAYER_BYTES: u64 = 64 << 30;
+
+fn bomb(what: &str, stored: &Digest, limit: u64) -> MicrosandboxError {
+    MicrosandboxError::new(
+        ErrorKind::InvalidArchive,
+        format!("{what}: layer {stored} decompresses to more than {limit} bytes (the limit)"),
+    )
+}
+
+/// A layer's uncompressed digest, computed as its bytes stream by (a
+/// download), with the same rules as [`uncompressed_digest`]: gzip (by its
+/// magic) is decompressed and hashed, a tar is its own digest, anything
+/// else cannot be checked here.
+pub struct LayerDigester {
+    media_type: String,
+    limit: u64,
+    head: Vec<u8>,
+    state: DigesterState,
+}
+
+enum DigesterState {
+    /// Fewer bytes than it takes to tell the kind.
+    Sniffing,
+    Gzip(Box<flate2::write::MultiGzDecoder<HashSink>>),
+    Tar,
+    Unknown,
+    Corrupt(String),
+}
+
+/// A `Write` that hashes what it is given, up to a limit.
+struct HashSink {
+    hasher: Sha256,
+    left: u64,
+}
+
+/// The message a [`HashSink`] over its limit fails with.
+const OVER_LIMIT: &str = "over the decompression limit";
+
+impl Write for HashSink {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = buf.len() as u64;
+        if n > self.left {
+            return Err(io::Error::other(OVER_LIMIT));
+        }
+        self.left -= n;
+        self.hasher.update(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Bytes it takes to see a tar header's `ustar` magic.
+const SNIFF: usize = 262;
+
+impl LayerDigester {
+    /// A digester for a layer of `media_type` that refuses to decompress
+    /// more than `limit` bytes.
+    pub fn new(media_type: &str, limit: u64) -> LayerDigester {
+        LayerDigester {
+            media_type: media_type.to_owned(),
+            limit,
+            head: Vec::new(),
+            state: DigesterState::Sniffing,
+        }
+    }
+
+    /// Takes the next bytes of the layer.
+    pub fn update(&mut self, bytes: &[u8]) {
+        Tap::update(self, bytes)
+    }
+}
+
+impl std::fmt::Debug for LayerDigester {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LayerDigester")
+    }
+}
+
+impl Tap for LayerDigester {
+    fn update(&mut self, bytes: &[u8]) {
+        if let DigesterState::Sniffing = self.state {
+            let want = (SNIFF - self.head.len()).min(bytes.len());
+            self.head.extend_from_slice(&bytes[..want]);
+            if self.head.len() >= 2 && self.head.starts_with(&[0x1f, 0x8b]) {
+                let head = std::mem::take(&mut self.head);
+                self.state =
+                    DigesterState::Gzip(Box::new(flate2::write::MultiGzDecoder::new(HashSink {
+                        hasher: Sha256::new(),
+                        left: self.limit,
+                    })));
+                self.feed(&head);
+                self.feed(&bytes[want..]);
+                return;
+            }
+            if self.head.len() < SNIFF {
+                return;
+            }
+            self.decide();
+            return;
+        }
+        self.feed(bytes);
+    }
+}
+
+impl LayerDigester {
+    /// Whether the bytes so far are a gzip stream.
+    pub fn is_gzip(&self) -> bool {
+        matches!(
+            self.state,
+            DigesterState::Gzip(_) | DigesterState::Corrupt(_)
+        )
+    }
+
+    fn decide(&mut self) {
+        let ustar = self.head.get(257..262) == Some(b"ustar".as_slice());
+        self.state = if ustar || is_plain_tar(&self.media_type) {
+            DigesterState::Tar
+        } else {
+            DigesterState::Unknown
+        };
+    }
+
+    fn feed(&mut self, bytes: &[u8]) {
+        if let DigesterState::Gzip(gz) = &mut self.state {
+            if let Err(e) = gz.write_all(bytes) {
+                self.state = DigesterState::Corrupt(e.to_string());
+            }
+        }
+    }
+
+    /// The uncompressed digest; `stored` is the layer's own digest (a tar's
+    /// uncompressed digest). `None` when it cannot be told.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::InvalidArchive`] naming `what` for a corrupt gzip stream.
+    pub fn finish(mut self, stored: &Digest, what: &str) -> MicrosandboxResult<Option<Digest>> {
+        if let DigesterState::Sniffing = self.state {
+            self.decide();
+        }
+        let corrupt = |e: String| {
+            MicrosandboxError::new(
+                ErrorKind::InvalidArchive,
+                format!("{what}: corrupt gzip layer {stored}: {e}"),
+            )
+        };
+        let limit = self.limit;
+        let fail = |e: String| {
+            if e.contains(OVER_LIMIT) {
+                bomb(what, stored, limit)
+            } else {
+                corrupt(e)
+            }
+        };
+        match self.state {
+            DigesterState::Gzip(mut gz) => {
+                gz.try_finish().map_err(|e| fail(e.to_string()))?;
+                let sink = gz.finish().map_err(|e| fail(e.to_string()))?;
+                Ok(Some(Digest::from_hasher(sink.hasher)))
+            }
+            DigesterState::Tar => Ok(Some(stored.clone())),
+            DigesterState::Unknown | DigesterState::Sniffing => Ok(None),
+            DigesterState::Corrupt(e) => Err(fail(e)),
+        }
+    }
+}
+
+/// Checks a layer's uncompressed digest against its config's `diff_id`.
+///
+/// # Errors
+///
+/// [`ErrorKind::DigestMismatch`] naming `what` when they differ.
+pub fn check_diff_id(
+    uncompressed: Option<&Digest>,
+    diff_id: &Digest,
+    what: &str,
+) -> MicrosandboxResult<()> {
+    match uncompressed {
+        Some(actual) if actual != diff_id => Err(MicrosandboxError::new(
+            ErrorKind::DigestMismatch,
+            format!(
+                "{what}: uncompressed content hashes to {actual}, the config's diff_id is {diff_id}"
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_streaming_digester_agrees_with_the_file_one() {
+        use std::io::Write as _;
+        let dir = tempfile::tempdir().unwrap();
+        let mut tar = vec![0u8; 1024];
+        tar[257..262].copy_from_slice(b"ustar");
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(&tar).unwrap();
+        let gzip = gz.finish().unwrap();
+        let mut truncated = gzip.clone();
+        truncated.truncate(gzip.len() - 6);
+        let cases: [(&[u8], &str); 5] = [
+            (&gzip, "application/vnd.oci.image.layer.v1.tar+gzip"),
+            (&tar, "application/vnd.oci.image.layer.v1.tar"),
+            (b"zstd?", "application/vnd.oci.image.layer.v1.tar+zstd"),
+            (b"x", "application/vnd.oci.image.layer.v1.tar"),
+            (&truncated, "application/vnd.oci.image.layer.v1.tar+gzip"),
+        ];
+        for (bytes, media_type) in cases {
+            let stored = Digest::of(bytes);
+            let path = dir.path().join("layer");
+            std::fs::write(&path, bytes).unwrap();
+            let file = File::open(&path).unwrap();
+            let from_file = uncompressed_digest(
+                &file,
+                &path,
+                &stored,
+                media_type,
+                "t",
+                None,
+                DEFAULT_MAX_LAYER_BYTES,
+            );
+            // Fed in small, uneven pieces, as a download comes.
+            let mut d = LayerDigester::new(media_type, DEFAULT_MAX_LAYER_BYTES);
+            for piece in bytes.chunks(7) {
+                d.update(piece);
+            }
+            let streamed = d.finish(&stored, "t");
+            match (from_file, streamed) {
+                (Ok(a), Ok(b)) => assert_eq!(a, b, "{media_type}"),
+                (Err(a), Err(b)) => assert_eq!(a.kind(), b.kind()),
+                (a, b) => panic!("{media_type}: {a:?} vs {b:?}"),
+            }
+        }
+        let mut d = LayerDigester::new(
+            "application/vnd.oci.image.layer.v1.tar+gzip",
+            DEFAULT_MAX_LAYER_BYTES,
+        );
+        d.update(&truncated);
+        let err = d.finish(&Digest::of(&truncated), "layer 2").unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidArchive);
+        assert!(err.to_string().contains("layer 2"), "{err}");
+    }
+}
