@@ -70,7 +70,8 @@ pub fn strings(v: Option<Unknown>, name: &str) -> ArgResult<Vec<String>> {
         return Err(wrong());
     }
     // SAFETY: checked to be an array.
-    let items = unsafe { v.cast::<Vec<Unknown>>() }.map_err(|_| wrong())?;
+    let items =
+        clear_pending(v.value().env, unsafe { v.cast::<Vec<Unknown>>() }).map_err(|_| wrong())?;
     items
         .into_iter()
         .map(|item| string(Some(item), name))
@@ -95,9 +96,29 @@ pub fn options<'a>(v: Option<Unknown<'a>>, name: &str) -> ArgResult<Option<Objec
         .map_err(|e| invalid(format!("{name}: {e}")))
 }
 
+/// Takes back the exception a JS getter, a Proxy trap or a conversion
+/// left pending, so that the failure becomes the promise's rejection (with
+/// a `code`) instead of a synchronous throw when the call returns.
+fn clear_pending<T>(env: napi::sys::napi_env, r: napi::Result<T>) -> napi::Result<T> {
+    if r.is_err() {
+        let mut pending = false;
+        // SAFETY: `env` is the live environment of the call being made.
+        unsafe {
+            if napi::sys::napi_is_exception_pending(env, &mut pending) == napi::sys::Status::napi_ok
+                && pending
+            {
+                let mut exception = std::ptr::null_mut();
+                napi::sys::napi_get_and_clear_last_exception(env, &mut exception);
+            }
+        }
+    }
+    r
+}
+
 fn field<'a>(obj: &Option<Object<'a>>, key: &str) -> ArgResult<Option<Unknown<'a>>> {
     let Some(obj) = obj else { return Ok(None) };
-    let v: Option<Unknown> = obj.get(key).map_err(|e| invalid(format!("{key}: {e}")))?;
+    let v: Option<Unknown> = clear_pending(obj.value().env, obj.get(key))
+        .map_err(|e| invalid(format!("{key}: {}", e.reason)))?;
     Ok(if absent(&v) { None } else { v })
 }
 
@@ -204,10 +225,11 @@ pub fn opt_string_lists(
     }
     // SAFETY: checked to be an object.
     let map = unsafe { v.cast::<Object>() }.map_err(|_| wrong())?;
-    let names = Object::keys(&map).map_err(|_| wrong())?;
+    let env = map.value().env;
+    let names = clear_pending(env, Object::keys(&map)).map_err(|_| wrong())?;
     let mut out = std::collections::HashMap::new();
     for name in names {
-        let list: Option<Unknown> = map.get(&name).map_err(|_| wrong())?;
+        let list: Option<Unknown> = clear_pending(env, map.get(&name)).map_err(|_| wrong())?;
         let list = list.ok_or_else(wrong)?;
         if type_of(&list) != ValueType::Object || !list.is_array().unwrap_or(false) {
             return Err(invalid(format!("{key}.{name} must be an array of strings")));

@@ -14,13 +14,11 @@ use sha2::{Digest as _, Sha256};
 pub struct Digest(String);
 
 impl std::hash::Hash for Digest {
-    /// Hashes 16 of the 64 hex characters: a digest's hex is uniformly
-    /// spread, so 64 bits tell digests apart in a table as well as 256 do
-    /// (equality still compares all), and maps of tens of thousands of
-    /// blobs hash four times less.
+    /// Hashes the whole digest: digests come from manifests a registry or
+    /// an archive wrote, and 40,000 that share a prefix must not share a
+    /// bucket.
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        let hex = self.hex().as_bytes();
-        state.write(&hex[..16]);
+        state.write(self.hex().as_bytes());
     }
 }
 
@@ -124,6 +122,19 @@ mod tests {
         ] {
             assert!(bad.parse::<Digest>().is_err(), "{bad:?} was accepted");
         }
+    }
+
+    #[test]
+    fn digests_sharing_a_long_prefix_hash_apart() {
+        use std::hash::{BuildHasher, RandomState};
+        let s = RandomState::new();
+        let a: Digest = format!("sha256:{}{}", "a".repeat(32), "0".repeat(32))
+            .parse()
+            .unwrap();
+        let b: Digest = format!("sha256:{}{}", "a".repeat(32), "1".repeat(32))
+            .parse()
+            .unwrap();
+        assert_ne!(s.hash_one(&a), s.hash_one(&b));
     }
 
     #[test]

@@ -277,6 +277,12 @@ pub enum Shape<'a> {
     Index(&'a [Descriptor]),
 }
 
+/// The most layers a manifest may list: Docker stops at 127 and overlayfs
+/// at 500; no real image comes near this.
+pub const MAX_LAYERS: usize = 4096;
+/// The most manifests an index may list.
+pub const MAX_INDEX_MANIFESTS: usize = 4096;
+
 impl ManifestDoc {
     /// Parses and checks a manifest or index; `Err` says what is wrong.
     pub fn parse(bytes: &[u8]) -> Result<ManifestDoc, String> {
@@ -285,6 +291,21 @@ impl ManifestDoc {
             return Err(format!("unsupported schemaVersion {}", doc.schema_version));
         }
         let shape = doc.shape()?;
+        match shape {
+            Shape::Image { layers, .. } if layers.len() > MAX_LAYERS => {
+                return Err(format!(
+                    "lists {} layers, more than the {MAX_LAYERS} this cache takes",
+                    layers.len()
+                ))
+            }
+            Shape::Index(m) if m.len() > MAX_INDEX_MANIFESTS => {
+                return Err(format!(
+                    "lists {} manifests, more than the {MAX_INDEX_MANIFESTS} this cache takes",
+                    m.len()
+                ))
+            }
+            _ => {}
+        }
         // A declared media type must agree with the fields: an "index"
         // with layers, or a "manifest" listing manifests, is refused.
         if let Some(declared) = doc.media_type.as_deref() {

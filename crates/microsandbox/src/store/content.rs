@@ -76,7 +76,16 @@ pub fn summarize(layout: &Layout, entry: &Descriptor) -> MicrosandboxResult<Summ
         )));
     };
     let cfg = read_config(layout, &config.digest)?;
-    let size = manifest.size + config.size + layers.iter().map(|l| l.size).sum::<u64>();
+    let size = [manifest.size, config.size]
+        .into_iter()
+        .chain(layers.iter().map(|l| l.size))
+        .try_fold(0u64, u64::checked_add)
+        .ok_or_else(|| {
+            MicrosandboxError::corrupt(format!(
+                "manifest {} declares sizes that add up past 2^64 bytes",
+                manifest.digest
+            ))
+        })?;
     Ok(Summary {
         size,
         layers: layers.len() as u32,

@@ -40,8 +40,8 @@ pub struct PullOptions {
     /// When to ask the registry.
     pub policy: PullPolicy,
     /// Speak plain HTTP (and accept any certificate) to the registry.
-    /// Registries on `localhost` and `127.0.0.0/8` are spoken to in plain
-    /// HTTP without it.
+    /// Registries on a loopback address (`127.0.0.0/8`, `::1`; a name such
+    /// as `localhost` never counts) are spoken to in plain HTTP without it.
     pub insecure: bool,
     /// Where progress events go.
     pub progress: Option<ProgressFn>,
