@@ -92,6 +92,22 @@ pub(super) fn is_loopback(domain: &str) -> bool {
         .is_ok_and(|ip| ip.is_loopback())
 }
 
+/// Whether a token realm may be asked, and whether the docker config's
+/// password may go with the request: an https registry never sends its
+/// client to a plain-http token service (the token, and the password,
+/// would cross the network in clear), and the password goes only over TLS
+/// or to a loopback address.
+fn realm_policy(registry_base: &str, realm: &str) -> Result<bool, String> {
+    let (tls, host) = url_host(realm)
+        .ok_or_else(|| format!("the token realm {realm:?} is not an http(s) URL"))?;
+    if registry_base.starts_with("https://") && !tls {
+        return Err(format!(
+            "refusing the token realm {realm:?}: plain http for an https registry"
+        ));
+    }
+    Ok(tls || is_loopback(host))
+}
+
 /// The host of a URL (`scheme://host[:port]/...`), and whether its scheme
 /// is `https`; `None` for another scheme.
 fn url_host(url: &str) -> Option<(bool, &str)> {
@@ -316,31 +332,14 @@ impl RegistryOrigin {
                 self.shown
             ))
         })?;
-        let (realm_tls, realm_host) = url_host(&realm).ok_or_else(|| {
-            registry_error(format!(
-                "{}: the token realm {realm:?} is not an http(s) URL",
-                self.shown
-            ))
-        })?;
-        // An https registry never sends its client to a plain-http token
-        // service: that would hand the credentials (and the token) to
-        // whoever sits on the path.
-        if endpoint.base.starts_with("https://") && !realm_tls {
-            return Err(registry_error(format!(
-                "{}: refusing the token realm {realm:?}: plain http for an https registry",
-                self.shown
-            )));
-        }
+        let send_credentials = realm_policy(&endpoint.base, &realm)
+            .map_err(|why| registry_error(format!("{}: {why}", self.shown)))?;
         let mut request = self.agent.get(&realm);
         for (k, v) in &query {
             request = request.query(k, v);
         }
-        // The docker config's password goes only over TLS or to a
-        // loopback address.
-        if let Some(c) = &endpoint.credentials {
-            if realm_tls || is_loopback(realm_host) {
-                request = request.header("Authorization", &c.basic_header());
-            }
+        if let (Some(c), true) = (&endpoint.credentials, send_credentials) {
+            request = request.header("Authorization", &c.basic_header());
         }
         let mut response = request
             .call()
@@ -635,6 +634,28 @@ mod tests {
         assert!(!is_loopback("ghcr.io"));
         assert!(!is_loopback("registry.example.com:443"));
         assert!(!is_loopback("10.0.0.1:5000"));
+    }
+
+    #[test]
+    fn a_realm_never_downgrades_tls_and_gets_passwords_only_safely() {
+        assert!(realm_policy("https://reg.example", "http://auth.example/t").is_err());
+        assert!(realm_policy("https://reg.example", "ftp://auth.example/t").is_err());
+        assert_eq!(
+            realm_policy("https://reg.example", "https://auth.example/t"),
+            Ok(true)
+        );
+        assert_eq!(
+            realm_policy("http://127.0.0.1:5000", "http://127.0.0.1:5001/t"),
+            Ok(true)
+        );
+        assert_eq!(
+            realm_policy("http://127.0.0.1:5000", "http://localhost:5001/t"),
+            Ok(false)
+        );
+        assert_eq!(
+            realm_policy("http://10.0.0.5:5000", "http://10.0.0.5:5001/t"),
+            Ok(false)
+        );
     }
 
     #[test]
