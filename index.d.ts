@@ -159,6 +159,8 @@ export declare class ImageHandle {
   get lastUsedAt(): Date | null
   /** When the reference entered the cache. */
   get createdAt(): Date | null
+  /** When the image was built (its config's `created`), if it says. */
+  get imageCreatedAt(): Date | null
   /** A plain object with the same fields. */
   toJSON(): ImageHandleJson
 }
@@ -273,6 +275,7 @@ export interface ImageHandleJson {
   layerCount: number
   lastUsedAt: Date | null
   createdAt: Date | null
+  imageCreatedAt: Date | null
 }
 
 /** One layer; `position` 0 is the bottom. */
@@ -374,6 +377,11 @@ export interface RemovedImage {
   manifestDigest: string
   /** Its blobs' allocated bytes, shared ones in full. */
   bytes: number
+  /**
+   * What its removal alone freed: the deleted blobs no other image
+   * needed (these add up to at most `bytesReclaimed`).
+   */
+  uniqueBytes: number
 }
 
 /** What `verify` found (and, with `repair`, did). */
@@ -392,8 +400,13 @@ export interface VerifyReport {
   danglingReferences: Array<string>
   /** Files of dead writers and interrupted atomic writes. */
   strayTmpFiles: Array<string>
-  /** Lease files that do not parse. */
+  /**
+   * Lease files that do not parse, name another lease, or are not
+   * regular files.
+   */
   badLeases: Array<string>
+  /** Entries of `index.json` this cache cannot read (`entry N: why`). */
+  badIndexEntries: Array<string>
   /** With `repair`: corrupt blobs moved to `cache/quarantine/`. */
   quarantined: Array<string>
   /** With `repair`: references taken out of the index. */

@@ -43,6 +43,7 @@ const AMD64 = MANIFEST['multiarch/amd64'];
 const ARM64 = MANIFEST['multiarch/arm64'];
 const HANDLE_FIELDS = [
   'reference', 'sizeBytes', 'manifestDigest', 'architecture', 'os', 'layerCount', 'lastUsedAt', 'createdAt',
+  'imageCreatedAt',
 ];
 const LEASE_FIELDS = ['id', 'kind', 'reference', 'manifestDigest', 'createdAt', 'expiresAt'];
 
@@ -240,6 +241,9 @@ describe('list and handles', () => {
       assert.equal(s.sizeBytes, h.sizeBytes);
       assert.equal(s.createdAt, h.createdAt.toISOString());
     }
+    // The image's own build time, from its config.
+    const rich = list.find((h) => h.reference === 'rich:latest');
+    assert.equal(rich.imageCreatedAt.getTime(), Date.parse(RICH_CONFIG.created));
 
     // Getters live on the prototype, without setters; assigning throws and changes nothing.
     const h = list[3];

@@ -74,6 +74,7 @@ pub struct ImageHandleJson {
     pub layer_count: u32,
     pub last_used_at: Option<DateTime<Utc>>,
     pub created_at: Option<DateTime<Utc>>,
+    pub image_created_at: Option<DateTime<Utc>>,
 }
 
 #[napi]
@@ -126,6 +127,12 @@ impl ImageHandle {
         self.inner.created_at().map(date)
     }
 
+    /// When the image was built (its config's `created`), if it says.
+    #[napi(getter)]
+    pub fn image_created_at(&self) -> Option<DateTime<Utc>> {
+        self.inner.image_created_at().map(date)
+    }
+
     /// A plain object with the same fields.
     #[napi(js_name = "toJSON")]
     pub fn to_json(&self) -> ImageHandleJson {
@@ -139,6 +146,7 @@ impl ImageHandle {
             layer_count: h.layer_count(),
             last_used_at: h.last_used_at().map(date),
             created_at: h.created_at().map(date),
+            image_created_at: h.image_created_at().map(date),
         }
     }
 }
@@ -250,6 +258,9 @@ pub struct RemovedImage {
     pub manifest_digest: String,
     /// Its blobs' allocated bytes, shared ones in full.
     pub bytes: f64,
+    /// What its removal alone freed: the deleted blobs no other image
+    /// needed (these add up to at most `bytesReclaimed`).
+    pub unique_bytes: f64,
 }
 
 /// What the cache takes on disk; every size is allocated bytes.
@@ -329,6 +340,7 @@ impl From<core::ImagePruneReport> for ImagePruneReport {
                     reference: i.reference,
                     manifest_digest: i.manifest_digest,
                     bytes: num(i.bytes),
+                    unique_bytes: num(i.unique_bytes),
                 })
                 .collect(),
             over_budget_bytes: num(r.over_budget_bytes),
@@ -485,8 +497,11 @@ pub struct VerifyReport {
     pub dangling_references: Vec<String>,
     /// Files of dead writers and interrupted atomic writes.
     pub stray_tmp_files: Vec<String>,
-    /// Lease files that do not parse.
+    /// Lease files that do not parse, name another lease, or are not
+    /// regular files.
     pub bad_leases: Vec<String>,
+    /// Entries of `index.json` this cache cannot read (`entry N: why`).
+    pub bad_index_entries: Vec<String>,
     /// With `repair`: corrupt blobs moved to `cache/quarantine/`.
     pub quarantined: Vec<String>,
     /// With `repair`: references taken out of the index.
@@ -504,6 +519,7 @@ impl From<core::VerifyReport> for VerifyReport {
             dangling_references: r.dangling_references,
             stray_tmp_files: r.stray_tmp_files,
             bad_leases: r.bad_leases,
+            bad_index_entries: r.bad_index_entries,
             quarantined: r.quarantined,
             removed_references: r.removed_references,
         }

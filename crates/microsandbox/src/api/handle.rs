@@ -18,6 +18,7 @@ pub struct ImageHandle {
     pub(crate) layer_count: u32,
     pub(crate) created_at: Option<SystemTime>,
     pub(crate) last_used_at: Option<SystemTime>,
+    pub(crate) image_created_at: Option<SystemTime>,
 }
 
 impl ImageHandle {
@@ -62,9 +63,15 @@ impl ImageHandle {
         self.last_used_at
     }
 
-    /// When the reference entered this cache (pointing at this manifest).
+    /// When the reference entered this cache (pointing at this manifest);
+    /// `None` for an entry another tool wrote.
     pub fn created_at(&self) -> Option<SystemTime> {
         self.created_at
+    }
+
+    /// When the image was built: its config's `created`, if it says.
+    pub fn image_created_at(&self) -> Option<SystemTime> {
+        self.image_created_at
     }
 }
 
@@ -161,6 +168,11 @@ pub struct RemovedImage {
     /// The bytes its blobs take on disk (shared blobs counted in full):
     /// what it weighed, not what its removal alone freed.
     pub bytes: u64,
+    /// The bytes of the blobs this prune deleted that no other image, kept
+    /// or removed, needed: what its removal alone freed. These add up to at
+    /// most `bytes_reclaimed` (blobs several removed images shared count in
+    /// none of them).
+    pub unique_bytes: u64,
 }
 
 /// A pin on an image's manifest.

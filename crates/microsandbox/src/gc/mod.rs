@@ -211,6 +211,7 @@ pub fn plan(
     let mut gone_kinds: HashMap<&Digest, Kind> = HashMap::new();
     let mut weights: HashMap<&Digest, u64> = HashMap::new();
     let mut kept_entries = Vec::with_capacity(entries.len());
+    let mut removed_graphs: Vec<&[(Digest, Kind)]> = Vec::new();
     for (i, d) in entries.iter().enumerate() {
         if goes[i] {
             // A removed root that does not parse still goes; its children
@@ -232,7 +233,9 @@ pub fn plan(
                 reference: shown_name(d),
                 manifest_digest: d.digest.to_string(),
                 bytes,
+                unique_bytes: 0,
             });
+            removed_graphs.push(g);
         } else {
             if let Some((root, _)) = graph_ref(&d.digest)?.first() {
                 if kept_roots.insert(root) {
@@ -245,6 +248,7 @@ pub fn plan(
     for digest in &pins.manifests {
         keep.extend(graph_ref(digest)?.iter().map(|(x, _)| x));
     }
+    unique_to_each(&mut report.removed, &removed_graphs, &keep, sizes);
     let index_changes = goes.iter().any(|g| *g);
     let index = IndexFile {
         schema_version: index.schema_version,
@@ -299,6 +303,40 @@ pub fn plan(
         leftovers,
         report,
     })
+}
+
+/// Sets each removed image's `unique_bytes`: the blobs that go (none of
+/// `keep`) which no other removed manifest needs. References sharing one
+/// manifest share its blobs: the first of them is given them.
+fn unique_to_each(
+    removed: &mut [RemovedImage],
+    graphs: &[&[(Digest, Kind)]],
+    keep: &HashSet<&Digest>,
+    sizes: &HashMap<Digest, u64>,
+) {
+    let mut seen: HashSet<&Digest> = HashSet::new();
+    let mut users: HashMap<&Digest, u32> = HashMap::new();
+    let firsts: Vec<bool> = graphs
+        .iter()
+        .map(|g| match g.first() {
+            Some((root, _)) if seen.insert(root) => {
+                for (b, _) in g.iter().filter(|(b, _)| !keep.contains(b)) {
+                    *users.entry(b).or_default() += 1;
+                }
+                true
+            }
+            _ => false,
+        })
+        .collect();
+    for ((image, g), first) in removed.iter_mut().zip(graphs).zip(firsts) {
+        if first {
+            image.unique_bytes = g
+                .iter()
+                .filter(|(b, _)| users.get(b) == Some(&1))
+                .filter_map(|(b, _)| sizes.get(b))
+                .sum();
+        }
+    }
 }
 
 /// Carries a plan out under the exclusive lock. The report counts what

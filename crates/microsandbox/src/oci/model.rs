@@ -18,6 +18,8 @@ pub const ANN_REF_NAME: &str = "org.opencontainers.image.ref.name";
 pub const ANN_CREATED: &str = "dev.microsandbox.created";
 /// When a lease last took the image (RFC 3339).
 pub const ANN_LAST_USED: &str = "dev.microsandbox.last-used";
+/// When the image was built: its config's `created` (RFC 3339).
+pub const ANN_IMAGE_CREATED: &str = "dev.microsandbox.image-created";
 /// Manifest + config + layer bytes as stored.
 pub const ANN_SIZE: &str = "dev.microsandbox.size";
 /// How many layers the manifest lists.

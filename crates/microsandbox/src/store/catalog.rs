@@ -12,7 +12,8 @@ use std::sync::{Arc, Mutex};
 use crate::api::handle::ImageHandle;
 use crate::error::{IoContext, MicrosandboxError, MicrosandboxResult};
 use crate::oci::model::{
-    Descriptor, IndexFile, ANN_CREATED, ANN_LAST_USED, ANN_LAYERS, ANN_REF_NAME, ANN_SIZE,
+    Descriptor, IndexFile, ANN_CREATED, ANN_IMAGE_CREATED, ANN_LAST_USED, ANN_LAYERS, ANN_REF_NAME,
+    ANN_SIZE,
 };
 use crate::oci::reference::Reference;
 use crate::store::content;
@@ -122,6 +123,7 @@ pub fn handle_of(
         layer_count: layers.unwrap_or(0),
         created_at,
         last_used_at,
+        image_created_at: ann(ANN_IMAGE_CREATED).and_then(|t| time::parse(t)),
     };
     if size.is_none() || layers.is_none() || d.platform.is_none() {
         // Another tool wrote this entry. What its blobs cannot tell (an
@@ -133,6 +135,7 @@ pub fn handle_of(
             handle.layer_count = s.layers;
             handle.architecture = handle.architecture.or(s.architecture);
             handle.os = handle.os.or(s.os);
+            handle.image_created_at = handle.image_created_at.or(s.created);
         } else {
             handle.size_bytes = size.unwrap_or(d.size);
         }

@@ -64,6 +64,8 @@ pub struct Summary {
     pub architecture: Option<String>,
     /// From the config.
     pub os: Option<String>,
+    /// The config's `created`.
+    pub created: Option<std::time::SystemTime>,
 }
 
 /// Computes a [`Summary`] from the blobs.
@@ -91,6 +93,7 @@ pub fn summarize(layout: &Layout, entry: &Descriptor) -> MicrosandboxResult<Summ
         layers: layers.len() as u32,
         architecture: Some(cfg.architecture().to_string()),
         os: Some(cfg.os().to_string()),
+        created: cfg.created().as_deref().and_then(crate::util::time::parse),
         manifest,
     })
 }

@@ -156,6 +156,7 @@ fn plan_item(source: &Source, stage: &TarStage, item: &Item) -> MicrosandboxResu
                 variant: cfg.variant().clone(),
                 ..Platform::default()
             },
+            created: cfg.created().clone(),
         }),
     })
 }

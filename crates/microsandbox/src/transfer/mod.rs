@@ -21,7 +21,7 @@ use crate::error::{ErrorKind, MicrosandboxError, MicrosandboxResult};
 use crate::oci::digest::Digest;
 use crate::oci::model::{
     is_index_media_type, Descriptor, IndexFile, ManifestDoc, Platform, Shape, ANN_CREATED,
-    ANN_LAST_USED, ANN_LAYERS, ANN_SIZE, MEDIA_OCI_MANIFEST,
+    ANN_IMAGE_CREATED, ANN_LAST_USED, ANN_LAYERS, ANN_SIZE, MEDIA_OCI_MANIFEST,
 };
 use crate::oci::platform;
 use crate::oci::reference::Reference;
@@ -102,6 +102,8 @@ struct PlannedImage {
     /// The digest the source named: the manifest's, or its index's.
     top: Digest,
     platform: Platform,
+    /// The config's `created`, as it says it.
+    created: Option<String>,
 }
 
 impl PlannedImage {
@@ -666,6 +668,7 @@ fn plan_image(
             diff_ids: parse_diff_ids(source, diff_ids, &what)?,
             top: d.digest.clone(),
             platform,
+            created: cfg.created().clone(),
         }),
     })
 }
@@ -887,6 +890,10 @@ fn ingest_and_commit(
         );
         if let Some(used) = keep(ANN_LAST_USED) {
             d.annotations.insert(ANN_LAST_USED.into(), used);
+        }
+        if let Some(created) = p.created.as_deref().and_then(time::parse) {
+            d.annotations
+                .insert(ANN_IMAGE_CREATED.into(), time::format(created));
         }
         d.annotations.insert(ANN_SIZE.into(), p.size().to_string());
         d.annotations
