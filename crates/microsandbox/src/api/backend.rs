@@ -18,7 +18,8 @@ use crate::gc;
 use crate::gc::census::CensusCache;
 use crate::gc::policy::PruneOptions;
 use crate::oci::digest::Digest;
-use crate::oci::model::{Shape, ANN_LAST_USED};
+use crate::oci::model::{Platform, Shape, ANN_LAST_USED};
+use crate::oci::platform;
 use crate::oci::reference::Reference;
 use crate::store::catalog::{CatalogCache, Entry};
 use crate::store::content;
@@ -359,12 +360,34 @@ impl LocalBackend {
         options: &PullOptions,
     ) -> MicrosandboxResult<ImageHandle> {
         let r = Reference::parse(reference)?;
+        let want = options.platform.clone().unwrap_or_else(platform::host);
+        // A cached entry answers a pull only if it is for the platform asked.
+        let cached = match self.with_entry(reference, |_, e| Ok(entry_platform(e))) {
+            Ok(found) => Some(found),
+            Err(e) if e.kind() == ErrorKind::ImageNotFound => None,
+            Err(e) => return Err(e),
+        };
+        let fits = matches!(&cached, Some(Some(have)) if platform::matches(&want, have));
         match options.policy {
-            PullPolicy::Never => return self.get_image(reference),
-            PullPolicy::Missing => match self.get_image(reference) {
-                Err(e) if e.kind() == ErrorKind::ImageNotFound => {}
-                found => return found,
-            },
+            PullPolicy::Missing if fits => return self.get_image(reference),
+            PullPolicy::Missing => {}
+            PullPolicy::Never => {
+                return match cached {
+                    None => Err(MicrosandboxError::not_found(&r.familiar())),
+                    Some(_) if fits => self.get_image(reference),
+                    Some(have) => Err(MicrosandboxError::new(
+                        ErrorKind::PlatformNotFound,
+                        format!(
+                            "{} is cached for {}, not {} (and the policy is never)",
+                            r.familiar(),
+                            have.as_ref().map_or("an unknown platform".to_owned(), |p| {
+                                platform::Display(p).to_string()
+                            }),
+                            platform::Display(&want)
+                        ),
+                    )),
+                };
+            }
             PullPolicy::Always => {}
         }
         transfer::pull(&*self.layout()?, &r, options)
@@ -503,6 +526,18 @@ impl LocalBackend {
     }
 }
 
+/// The platform a cached entry is for: its descriptor's, else what its
+/// config says.
+fn entry_platform(e: &Entry) -> Option<Platform> {
+    e.descriptor.platform.clone().or_else(|| {
+        Some(Platform {
+            os: e.handle.os()?.to_owned(),
+            architecture: e.handle.architecture()?.to_owned(),
+            ..Platform::default()
+        })
+    })
+}
+
 fn lease_view(l: &LeaseRecord) -> ImageLease {
     ImageLease {
         id: l.id.clone(),
@@ -527,7 +562,7 @@ fn inspect_entry(layout: &Layout, entry: &Entry) -> MicrosandboxResult<ImageDeta
             manifest.digest
         )));
     };
-    let cfg = content::read_config(layout, &config.digest)?;
+    let cfg = content::read_config(layout, config)?;
     let diff_ids = cfg.rootfs().diff_ids();
     if diff_ids.len() != layers.len() {
         return Err(MicrosandboxError::corrupt(format!(

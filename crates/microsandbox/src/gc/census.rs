@@ -183,17 +183,18 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 ///
 /// # Errors
 ///
-/// [`crate::ErrorKind::CorruptCache`] when a manifest present does not parse.
+/// [`crate::ErrorKind::CorruptCache`] when a manifest present does not
+/// parse or is not what its name (and its index's descriptor) says.
 pub fn walk(layout: &Layout, root: &Digest) -> MicrosandboxResult<(Graph, bool)> {
     let mut out: Vec<(Digest, Kind)> = Vec::new();
     let mut seen: HashSet<Digest> = HashSet::new();
-    let mut stack = vec![root.clone()];
+    let mut stack = vec![(root.clone(), None)];
     let mut lasting = true;
-    while let Some(digest) = stack.pop() {
+    while let Some((digest, size)) = stack.pop() {
         if !seen.insert(digest.clone()) {
             continue;
         }
-        let doc = match content::read_doc(layout, &digest) {
+        let doc = match content::read_doc(layout, &digest, size) {
             Ok(doc) => doc,
             Err(_) if !layout.has_blob(&digest) => {
                 lasting = false;
@@ -205,7 +206,12 @@ pub fn walk(layout: &Layout, root: &Digest) -> MicrosandboxResult<(Graph, bool)>
         match doc.shape() {
             Ok(Shape::Index(children)) => {
                 lasting = false;
-                stack.extend(children.iter().rev().map(|c| c.digest.clone()));
+                stack.extend(
+                    children
+                        .iter()
+                        .rev()
+                        .map(|c| (c.digest.clone(), Some(c.size))),
+                );
             }
             Ok(Shape::Image { config, layers }) => {
                 if seen.insert(config.digest.clone()) {

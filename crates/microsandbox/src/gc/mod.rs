@@ -26,11 +26,10 @@ use crate::gc::census::{graph_of, CensusCache, Graph, Kind, Snapshot};
 use crate::gc::policy::{evict_to_budget, PruneOptions};
 use crate::oci::digest::Digest;
 use crate::oci::model::{Descriptor, IndexFile, ManifestDoc, ANN_CREATED, ANN_LAST_USED};
-use crate::oci::reference::familiar_hub_path;
 use crate::store::blob::stale_tmp_file;
 use crate::store::catalog::CatalogCache;
 use crate::store::fs::{allocated, kind, Dir, Entry, ATOMIC_TMP_MARK};
-use crate::store::index::IndexTxn;
+use crate::store::index::{shown_name, IndexTxn};
 use crate::store::layout::Layout;
 use crate::store::lease::{self, LeaseRecord};
 use crate::store::lock::{Exclusive, ExclusiveGuard, Shared};
@@ -94,32 +93,6 @@ pub fn last_use(layout: &Layout, d: &Descriptor) -> SystemTime {
             Some(SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(secs))
         })
         .unwrap_or(SystemTime::UNIX_EPOCH)
-}
-
-/// How a removed entry is named in reports.
-pub fn shown_name(d: &Descriptor) -> String {
-    match d.ref_name() {
-        Some(name) => familiar_of_canonical(name),
-        None => d.digest.to_string(),
-    }
-}
-
-/// The familiar form of a canonical name as this cache writes them,
-/// without a full parse (reports name thousands): what
-/// [`Reference::familiar`](crate::Reference::familiar) gives.
-pub fn familiar_of_canonical(name: &str) -> String {
-    let Some(rest) = name.strip_prefix("docker.io/") else {
-        return name.to_owned();
-    };
-    // The path ends where the tag or digest starts.
-    let end = rest
-        .find('@')
-        .or_else(|| rest.rfind(':').filter(|&i| !rest[i..].contains('/')))
-        .unwrap_or(rest.len());
-    match familiar_hub_path(&rest[..end]) {
-        Some(short) => format!("{short}{}", &rest[end..]),
-        None => name.to_owned(),
-    }
 }
 
 /// Plans a prune from one census of the cache. The caller holds a cache
@@ -375,6 +348,7 @@ fn execute(
     if !plan.blobs.is_empty() {
         blobs.sync()?;
     }
+
     for name in &plan.tmp {
         // Still dead? A writer may have taken the name since the plan.
         let Some(held) = stale_tmp_file(layout, name)? else {

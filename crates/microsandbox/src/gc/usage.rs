@@ -9,13 +9,14 @@ use rustix::fs::FileType;
 
 use crate::api::handle::{DiskUsage, ImageUsage};
 use crate::error::MicrosandboxResult;
+use crate::gc;
 use crate::gc::census::{graph_of, CensusCache, Snapshot};
 use crate::gc::policy::PruneOptions;
-use crate::gc::{self, shown_name};
 use crate::oci::digest::Digest;
 use crate::oci::model::{ANN_CREATED, ANN_LAST_USED};
 use crate::store::catalog::CatalogCache;
 use crate::store::fs::{allocated, kind, Dir};
+use crate::store::index::shown_name;
 use crate::store::layout::Layout;
 use crate::store::lock::Shared;
 use crate::util::time;

@@ -16,10 +16,10 @@ use sha2::{Digest as _, Sha256};
 
 use crate::error::{IoContext, MicrosandboxResult};
 use crate::gc::census::walk;
-use crate::gc::{atomic_leftovers, shown_name, stale_tmp};
+use crate::gc::{atomic_leftovers, stale_tmp};
 use crate::oci::digest::Digest;
 use crate::store::fs::{kind, read_full, Dir};
-use crate::store::index::{self, IndexTxn};
+use crate::store::index::{self, shown_name, IndexTxn};
 use crate::store::layout::Layout;
 use crate::store::lease::{self, Pins};
 use crate::store::lock::{Exclusive, Shared};

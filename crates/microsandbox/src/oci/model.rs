@@ -14,6 +14,8 @@ use crate::oci::digest::Digest;
 
 /// `org.opencontainers.image.ref.name`: the canonical reference.
 pub const ANN_REF_NAME: &str = "org.opencontainers.image.ref.name";
+/// The annotation containerd and nerdctl use for a full image name.
+pub const ANN_CONTAINERD_NAME: &str = "io.containerd.image.name";
 /// When the reference entered this cache (RFC 3339).
 pub const ANN_CREATED: &str = "dev.microsandbox.created";
 /// When a lease last took the image (RFC 3339).

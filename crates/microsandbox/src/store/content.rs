@@ -6,25 +6,32 @@ use crate::oci::model::{is_index_media_type, Descriptor, ManifestDoc, Shape};
 use crate::oci::platform;
 use crate::store::layout::Layout;
 
-/// Reads and parses a manifest or index blob of the cache.
+/// Reads, checks (digest, and `size` when known) and parses a manifest or
+/// index blob of the cache.
 ///
 /// # Errors
 ///
-/// [`crate::ErrorKind::CorruptCache`] when it is missing or does not parse.
-pub fn read_doc(layout: &Layout, digest: &Digest) -> MicrosandboxResult<ManifestDoc> {
-    let bytes = layout.read_json_blob(digest)?;
+/// [`crate::ErrorKind::CorruptCache`] when it is missing, not what its
+/// name says, or does not parse.
+pub fn read_doc(
+    layout: &Layout,
+    digest: &Digest,
+    size: Option<u64>,
+) -> MicrosandboxResult<ManifestDoc> {
+    let bytes = layout.read_json_blob(digest, size)?;
     ManifestDoc::parse(&bytes)
         .map_err(|e| MicrosandboxError::corrupt(format!("manifest {digest} is invalid: {e}")))
 }
 
-/// Reads and parses a config blob of the cache.
+/// Reads, checks and parses the config blob a descriptor names.
 pub fn read_config(
     layout: &Layout,
-    digest: &Digest,
+    config: &Descriptor,
 ) -> MicrosandboxResult<oci_spec::image::ImageConfiguration> {
-    let bytes = layout.read_json_blob(digest)?;
-    serde_json::from_slice(&bytes)
-        .map_err(|e| MicrosandboxError::corrupt(format!("config {digest} is invalid: {e}")))
+    let bytes = layout.read_json_blob(&config.digest, Some(config.size))?;
+    serde_json::from_slice(&bytes).map_err(|e| {
+        MicrosandboxError::corrupt(format!("config {} is invalid: {e}", config.digest))
+    })
 }
 
 /// The image manifest an index entry serves on the host: the entry itself,
@@ -33,14 +40,14 @@ pub fn resolve_image(
     layout: &Layout,
     entry: &Descriptor,
 ) -> MicrosandboxResult<(Descriptor, ManifestDoc)> {
-    let doc = read_doc(layout, &entry.digest)?;
+    let doc = read_doc(layout, &entry.digest, Some(entry.size))?;
     let chosen = match doc.shape() {
         Ok(Shape::Index(manifests)) => {
             platform::choose(manifests, &platform::host(), entry.digest.as_str())?.clone()
         }
         _ => return Ok((entry.clone(), doc)),
     };
-    let child = read_doc(layout, &chosen.digest)?;
+    let child = read_doc(layout, &chosen.digest, Some(chosen.size))?;
     if is_index_media_type(&chosen.media_type) || matches!(child.shape(), Ok(Shape::Index(_))) {
         return Err(MicrosandboxError::corrupt(format!(
             "index {} nests another index",
@@ -77,7 +84,7 @@ pub fn summarize(layout: &Layout, entry: &Descriptor) -> MicrosandboxResult<Summ
             manifest.digest
         )));
     };
-    let cfg = read_config(layout, &config.digest)?;
+    let cfg = read_config(layout, config)?;
     let size = [manifest.size, config.size]
         .into_iter()
         .chain(layers.iter().map(|l| l.size))

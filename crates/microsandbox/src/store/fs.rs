@@ -354,6 +354,14 @@ impl Dir {
 
     /// Replaces `name` with `bytes` atomically and durably.
     pub fn write_atomic(&self, name: &str, bytes: &[u8]) -> MicrosandboxResult<()> {
+        self.write_atomic_unsynced(name, bytes)?;
+        crate::util::fault::point("atomic-after-rename");
+        self.sync()
+    }
+
+    /// Replaces `name` with `bytes` atomically (the file is fsynced before
+    /// its rename); the caller fsyncs the directory, once for a batch.
+    pub fn write_atomic_unsynced(&self, name: &str, bytes: &[u8]) -> MicrosandboxResult<()> {
         let tmp = format!(".{name}{ATOMIC_TMP_MARK}{}", random_hex(8));
         let tmp_path = self.join(&tmp);
         let result = (|| {
@@ -367,9 +375,7 @@ impl Dir {
         if result.is_err() {
             let _ = self.remove(&tmp);
         }
-        result?;
-        crate::util::fault::point("atomic-after-rename");
-        self.sync()
+        result
     }
 }
 

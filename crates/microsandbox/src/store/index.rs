@@ -176,6 +176,15 @@ pub fn resolve(index: &IndexFile, reference: &Reference) -> Option<usize> {
     spellings(index, reference).last().copied()
 }
 
+/// How an entry is named to people, in every report and listing: the
+/// familiar form of its reference (`python:3.12`, as `list` shows it),
+/// else its manifest digest for an entry with no usable name.
+pub fn shown_name(d: &crate::oci::model::Descriptor) -> String {
+    d.ref_name()
+        .and_then(|n| Reference::parse(n).ok())
+        .map_or_else(|| d.digest.to_string(), |r| r.familiar())
+}
+
 /// Whether an entry named `have` on `have_digest` is the image a bare
 /// `want@digest` names.
 pub fn same_image(

@@ -357,19 +357,42 @@ impl Layout {
         matches!(self.blob_stat(digest), Ok(Some(s)) if kind(&s) == FileType::RegularFile)
     }
 
-    /// Reads a JSON blob (manifest, index, config) of the cache.
+    /// Reads a JSON blob (manifest, index, config) of the cache and checks
+    /// it is what its name says: it hashes to its digest, and has `size`
+    /// bytes when a descriptor declares one. The disk is not trusted: a
+    /// blob swapped behind the cache's back is an error, never an answer.
     ///
     /// # Errors
     ///
-    /// [`crate::ErrorKind::CorruptCache`] when it is missing, not a regular
-    /// file, or over the size limit.
-    pub fn read_json_blob(&self, digest: &Digest) -> MicrosandboxResult<Vec<u8>> {
-        match self.blobs.read_bounded(digest.hex(), JSON_BLOB_LIMIT)? {
-            Some(bytes) => Ok(bytes),
-            None => Err(MicrosandboxError::corrupt(format!(
-                "blob {digest} is missing from the cache"
-            ))),
+    /// [`crate::ErrorKind::CorruptCache`] naming the blob when it is
+    /// missing, not a regular file, over the size limit, of another size
+    /// or another digest.
+    pub fn read_json_blob(
+        &self,
+        digest: &Digest,
+        size: Option<u64>,
+    ) -> MicrosandboxResult<Vec<u8>> {
+        let bytes = self
+            .blobs
+            .read_bounded(digest.hex(), JSON_BLOB_LIMIT)?
+            .ok_or_else(|| {
+                MicrosandboxError::corrupt(format!("blob {digest} is missing from the cache"))
+            })?;
+        if let Some(size) = size.filter(|s| *s != bytes.len() as u64) {
+            return Err(MicrosandboxError::corrupt(format!(
+                "blob {digest} has {} bytes where its descriptor says {size}: \
+                 the cache was changed behind its back (verify --repair)",
+                bytes.len()
+            )));
         }
+        let actual = Digest::of(&bytes);
+        if &actual != digest {
+            return Err(MicrosandboxError::corrupt(format!(
+                "blob {digest} hashes to {actual}: the cache was changed behind its back \
+                 (verify --repair)"
+            )));
+        }
+        Ok(bytes)
     }
 }
 

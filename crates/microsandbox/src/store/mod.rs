@@ -5,6 +5,7 @@
 pub mod blob;
 pub mod catalog;
 pub mod content;
+pub mod diffid;
 pub mod fs;
 pub mod index;
 pub mod layout;

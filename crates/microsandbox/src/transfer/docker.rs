@@ -8,8 +8,10 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use super::plan::{parse_diff_ids, Planned, PlannedImage, MAX_REFERENCES};
+use super::source::Source;
 use super::tarball::TarStage;
-use super::{LoadOptions, Planned, Source, MAX_REFERENCES};
+use super::LoadOptions;
 use crate::error::{ErrorKind, MicrosandboxError, MicrosandboxResult};
 use crate::oci::digest::Digest;
 use crate::oci::model::{Descriptor, Platform, MEDIA_OCI_MANIFEST};
@@ -142,13 +144,13 @@ fn plan_item(source: &Source, stage: &TarStage, item: &Item) -> MicrosandboxResu
     let top_digest = manifest.digest.clone();
     Ok(Planned {
         reference: Reference::parse("placeholder").expect("a valid reference"),
-        image: std::sync::Arc::new(super::PlannedImage {
+        image: std::sync::Arc::new(PlannedImage {
             manifest,
             manifest_bytes: Arc::from(manifest_bytes),
             config,
             config_bytes,
             layers,
-            diff_ids: super::parse_diff_ids(source, diff_ids, &what)?,
+            diff_ids: parse_diff_ids(source, diff_ids, &what)?,
             top: top_digest,
             platform: Platform {
                 architecture: cfg.architecture().to_string(),

@@ -17,7 +17,9 @@ use serde::Serialize;
 
 use crate::error::{IoContext, MicrosandboxError, MicrosandboxResult};
 use crate::oci::digest::Digest;
-use crate::oci::model::{Descriptor, IndexFile, Shape, ANN_REF_NAME, MEDIA_OCI_INDEX};
+use crate::oci::model::{
+    Descriptor, IndexFile, Shape, ANN_CONTAINERD_NAME, ANN_REF_NAME, MEDIA_OCI_INDEX,
+};
 use crate::oci::reference::Reference;
 use crate::store::content;
 use crate::store::fs::{identity, random_hex, Dir, ATOMIC_TMP_MARK};
@@ -25,9 +27,6 @@ use crate::store::index;
 use crate::store::layout::Layout;
 use crate::store::lease::TransferPin;
 use crate::store::lock::Shared;
-
-/// The containerd annotation for a full image name.
-const ANN_CONTAINERD_NAME: &str = "io.containerd.image.name";
 
 /// The kind of archive to write.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -53,6 +52,8 @@ struct Chosen {
     manifest: Descriptor,
     config: Digest,
     layers: Vec<Digest>,
+    /// The declared size of each blob above.
+    sizes: Vec<(Digest, u64)>,
 }
 
 #[derive(Serialize)]
@@ -107,6 +108,11 @@ pub fn save(
             reference,
             config: config.digest.clone(),
             layers: layers.iter().map(|l| l.digest.clone()).collect(),
+            sizes: [&manifest, config]
+                .into_iter()
+                .chain(layers)
+                .map(|d| (d.digest.clone(), d.size))
+                .collect(),
             manifest: Descriptor {
                 platform: index.manifests[first].platform.clone(),
                 annotations: Default::default(),
@@ -250,12 +256,10 @@ fn write_archive(
     pin: &mut TransferPin,
 ) -> MicrosandboxResult<()> {
     let mut files: BTreeMap<String, Vec<u8>> = BTreeMap::new();
-    let mut blobs: BTreeSet<&Digest> = BTreeSet::new();
-    for c in chosen {
-        blobs.insert(&c.manifest.digest);
-        blobs.insert(&c.config);
-        blobs.extend(c.layers.iter());
-    }
+    let blobs: BTreeMap<&Digest, u64> = chosen
+        .iter()
+        .flat_map(|c| c.sizes.iter().map(|(d, s)| (d, *s)))
+        .collect();
     // The OCI index: one descriptor per reference, named in full.
     let mut index = IndexFile::default();
     for c in chosen {
@@ -287,21 +291,65 @@ fn write_archive(
         let mut h = header(0, tar::EntryType::Directory, 0o755);
         tar.append_data(&mut h, dir, io::empty()).map_err(io_err)?;
     }
-    for digest in blobs {
+    for (digest, declared) in blobs {
         pin.renew_if_due()?;
         let path = layout.blob_path(digest);
         let file = layout.open_blob(digest)?.ok_or_else(|| {
             MicrosandboxError::corrupt(format!("blob {digest} is missing from the cache"))
         })?;
+        // The disk is not trusted: a blob of the wrong length is refused
+        // before a byte is copied, one of the wrong content after its
+        // last byte, and the archive (a temporary) never appears.
         let size = file.metadata().at("stat", &path)?.len();
+        if size != declared {
+            return Err(MicrosandboxError::corrupt(format!(
+                "blob {digest} has {size} bytes where its descriptor says {declared}: \
+                 the cache was changed behind its back (verify --repair)"
+            )));
+        }
+        let mut hashing = Hashing::new(file);
         let mut h = header(size, tar::EntryType::Regular, 0o644);
-        tar.append_data(&mut h, blob_name(digest), file)
+        tar.append_data(&mut h, blob_name(digest), &mut hashing)
             .map_err(|e| MicrosandboxError::io("copy into the archive", &path, e))?;
+        let actual = hashing.digest();
+        if &actual != digest {
+            return Err(MicrosandboxError::corrupt(format!(
+                "blob {digest} hashes to {actual}: the cache was changed behind its back \
+                 (verify --repair)"
+            )));
+        }
     }
     for (name, bytes) in &files {
         add_bytes(&mut tar, name, bytes).map_err(io_err)?;
     }
     tar.finish().map_err(io_err)
+}
+
+/// A reader that hashes what passes through it.
+struct Hashing<R> {
+    inner: R,
+    hasher: sha2::Sha256,
+}
+
+impl<R: io::Read> Hashing<R> {
+    fn new(inner: R) -> Self {
+        Hashing {
+            inner,
+            hasher: sha2::Digest::new(),
+        }
+    }
+
+    fn digest(self) -> Digest {
+        Digest::from_hasher(self.hasher)
+    }
+}
+
+impl<R: io::Read> io::Read for Hashing<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        sha2::Digest::update(&mut self.hasher, &buf[..n]);
+        Ok(n)
+    }
 }
 
 /// `manifest.json` and `repositories` of a docker-archive.

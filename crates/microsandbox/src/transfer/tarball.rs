@@ -37,6 +37,8 @@ enum Data {
     Memory(Arc<[u8]>),
     /// `None` once the commit took it.
     File(Option<VerifiedBlob>),
+    /// In the cache already (hashed on the way, never written to `tmp/`).
+    Cached,
 }
 
 struct Staged {
@@ -47,6 +49,8 @@ struct Staged {
 
 /// The regular files and links of an archive, staged.
 pub struct TarStage {
+    /// The cache's blobs, for entries it holds already.
+    cache: crate::store::fs::Dir,
     label: String,
     files: std::sync::Mutex<HashMap<String, Staged>>,
     links: HashMap<String, String>,
@@ -103,6 +107,7 @@ impl TarStage {
             budget: budget.clone(),
         });
         let mut stage = TarStage {
+            cache: layout.blobs_dir().clone(),
             label: label.to_owned(),
             files: std::sync::Mutex::default(),
             links: HashMap::new(),
@@ -204,6 +209,15 @@ impl TarStage {
                     // A small layer: to tmp/ like a large one.
                     let blob = stage_file(layout, &mut on_disk, &bytes[..], size, label, &shown)?;
                     stage.staged_file(blob, size)
+                }
+            } else if let Some(digest) = cached_blob(layout, &name, size) {
+                // A blob the cache holds: hashed to prove the entry is what
+                // its name says, never written again.
+                skip_verified(entry, &digest, size, label, &shown)?;
+                Staged {
+                    digest,
+                    size,
+                    data: Data::Cached,
                 }
             } else {
                 let blob = stage_file(layout, &mut on_disk, entry, size, label, &shown)?;
@@ -347,6 +361,18 @@ impl TarStage {
                 Ok(bytes)
             }
             Data::File(None) => Err(missing()),
+            Data::Cached => {
+                let mut bytes = Vec::new();
+                self.cache
+                    .open_regular(digest.hex())?
+                    .ok_or_else(missing)?
+                    .take(limit.saturating_add(1))
+                    .read_to_end(&mut bytes)
+                    .map_err(|e| {
+                        MicrosandboxError::io("read", &self.cache.join(digest.hex()), e)
+                    })?;
+                Ok(bytes)
+            }
         }
     }
 
@@ -378,6 +404,15 @@ impl TarStage {
                 w.finish(what).map(|(blob, ())| blob)
             }
             Data::File(slot) => slot.take().ok_or_else(missing),
+            // Asked for only when the cache lost it since the archive was
+            // read: a prune ran meanwhile.
+            Data::Cached => Err(MicrosandboxError::new(
+                ErrorKind::Busy,
+                format!(
+                    "{}: {what}: blob {} was pruned while the load ran; load again",
+                    self.label, d.digest
+                ),
+            )),
         }
     }
 
@@ -395,6 +430,55 @@ fn looks_like_json(bytes: &[u8]) -> bool {
         bytes.iter().find(|b| !b.is_ascii_whitespace()),
         Some(b'{') | Some(b'[')
     )
+}
+
+/// The digest an entry named `blobs/sha256/<hex>` stands for, when the
+/// cache holds that blob at that size.
+fn cached_blob(layout: &Layout, name: &str, size: u64) -> Option<Digest> {
+    let digest = Digest::from_hex(name.strip_prefix("blobs/sha256/")?).ok()?;
+    let stat = layout.blob_stat(&digest).ok()??;
+    (stat.st_size as u64 == size && layout.has_blob(&digest)).then_some(digest)
+}
+
+/// Reads an entry to its end, hashing it, and checks it hashes to `digest`.
+fn skip_verified(
+    mut entry: impl Read,
+    digest: &Digest,
+    size: u64,
+    label: &str,
+    shown: &str,
+) -> MicrosandboxResult<()> {
+    use sha2::Digest as _;
+    let mut hasher = sha2::Sha256::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut total = 0u64;
+    loop {
+        let n = crate::store::fs::read_full(&mut entry, &mut buf).map_err(|e| {
+            invalid(
+                label,
+                format!("entry {shown:?}: truncated or unreadable: {e}"),
+            )
+        })?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        total += n as u64;
+    }
+    if total != size {
+        return Err(invalid(
+            label,
+            format!("entry {shown:?}: truncated: {total} of {size} bytes"),
+        ));
+    }
+    let actual = Digest::from_hasher(hasher);
+    if &actual != digest {
+        return Err(MicrosandboxError::new(
+            ErrorKind::DigestMismatch,
+            format!("{label}: entry {shown:?} hashes to {actual}"),
+        ));
+    }
+    Ok(())
 }
 
 fn stage_file(

@@ -1,0 +1,376 @@
+//! Planning a load or a pull: what the source names (an OCI index, a
+//! docker-archive's `manifest.json`, a MiniBox `meta.json`), each image
+//! read and checked (manifest, config, diff_ids, platform) before a byte of
+//! a layer is brought in.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use super::source::{Origin, Source};
+use super::{docker, LoadOptions};
+use crate::error::{ErrorKind, MicrosandboxError, MicrosandboxResult};
+use crate::oci::digest::Digest;
+use crate::oci::model::{
+    is_index_media_type, Descriptor, IndexFile, ManifestDoc, Platform, Shape, ANN_CONTAINERD_NAME,
+    MEDIA_OCI_MANIFEST,
+};
+use crate::oci::platform;
+use crate::oci::reference::Reference;
+use crate::store::layout::JSON_BLOB_LIMIT;
+
+const SOURCE_INDEX_LIMIT: u64 = 64 << 20;
+/// The most references one source may name.
+pub(super) const MAX_REFERENCES: usize = 100_000;
+/// The most layers one source's distinct images may list in all.
+const MAX_LAYER_NAMES: usize = 100_000;
+
+/// One reference of the source and the image it names.
+#[derive(Clone)]
+pub(super) struct Planned {
+    pub(super) reference: Reference,
+    pub(super) image: Arc<PlannedImage>,
+}
+
+impl std::ops::Deref for Planned {
+    type Target = PlannedImage;
+
+    fn deref(&self) -> &PlannedImage {
+        &self.image
+    }
+}
+
+/// One image of the source, read and checked, waiting for its layers;
+/// shared by every reference that names it.
+pub(super) struct PlannedImage {
+    pub(super) manifest: Descriptor,
+    pub(super) manifest_bytes: Arc<[u8]>,
+    pub(super) config: Descriptor,
+    pub(super) config_bytes: Arc<[u8]>,
+    pub(super) layers: Vec<Descriptor>,
+    /// The config's `rootfs.diff_ids`, one per layer.
+    pub(super) diff_ids: Vec<Digest>,
+    /// The digest the source named: the manifest's, or its index's.
+    pub(super) top: Digest,
+    pub(super) platform: Platform,
+    /// The config's `created`, as it says it.
+    pub(super) created: Option<String>,
+}
+
+impl PlannedImage {
+    pub(super) fn size(&self) -> u64 {
+        self.layers.iter().fold(
+            self.manifest.size.saturating_add(self.config.size),
+            |a, l| a.saturating_add(l.size),
+        )
+    }
+
+    pub(super) fn blobs(&self) -> impl Iterator<Item = &Digest> {
+        [&self.manifest.digest, &self.config.digest]
+            .into_iter()
+            .chain(self.layers.iter().map(|l| &l.digest))
+    }
+}
+
+/// Each distinct image of a plan once, whatever the number of its names.
+pub(super) fn distinct(planned: &[Planned]) -> impl Iterator<Item = &Planned> {
+    let mut seen: HashSet<&Digest> = HashSet::new();
+    planned
+        .iter()
+        .filter(move |p| seen.insert(&p.manifest.digest))
+}
+
+/// Plans from the OCI index when the source has named images there, else
+/// from a docker-archive's `manifest.json` (Docker 25+ archives hold both).
+pub(super) fn plan(source: &Source, options: &LoadOptions) -> MicrosandboxResult<Vec<Planned>> {
+    let has = |name: &str| -> MicrosandboxResult<bool> {
+        Ok(match &source.origin {
+            Origin::Tar(stage) => stage.entry(name).is_some(),
+            Origin::Dir(_) | Origin::Registry(_) => source.top(name, JSON_BLOB_LIMIT)?.is_some(),
+        })
+    };
+    let is_layout = has("oci-layout")?;
+    let mut planned = if is_layout {
+        plan_oci(source, options)?
+    } else {
+        Vec::new()
+    };
+    if planned.is_empty() {
+        planned = match &source.origin {
+            _ if has("meta.json")? => plan_minibox(source, options)?,
+            Origin::Tar(stage) if stage.entry("manifest.json").is_some() => {
+                docker::plan(source, stage, options)?
+            }
+            _ if is_layout => Vec::new(),
+            Origin::Dir(_) => {
+                return Err(source.invalid("not an OCI image layout: no oci-layout file"))
+            }
+            Origin::Tar(_) | Origin::Registry(_) => {
+                return Err(source.invalid(
+                    "not an OCI archive, a docker-archive nor a MiniBox archive: \
+                     no oci-layout, manifest.json or meta.json",
+                ))
+            }
+        };
+    }
+    if planned.is_empty() {
+        return Err(
+            source.invalid("names no image (no org.opencontainers.image.ref.name, no RepoTags)")
+        );
+    }
+    if let Some(reference) = &options.reference {
+        let images: HashSet<&Digest> = planned.iter().map(|p| &p.manifest.digest).collect();
+        if images.len() != 1 {
+            return Err(MicrosandboxError::invalid_argument(format!(
+                "{}: holds {} images; a reference can rename only a single-image archive",
+                source.label,
+                images.len()
+            )));
+        }
+        planned.truncate(1);
+        planned[0].reference = reference.clone();
+    }
+    // A name that pins a digest must name this very manifest.
+    for p in &planned {
+        if let Some(pinned) = p.reference.digest() {
+            if pinned != &p.manifest.digest && pinned != &p.top {
+                return Err(source.invalid(format!(
+                    "{} pins digest {pinned} but names manifest {}",
+                    p.reference.familiar(),
+                    p.manifest.digest
+                )));
+            }
+        }
+    }
+    check_sizes(source, &planned)?;
+    Ok(planned)
+}
+
+/// A MiniBox archive: `meta.json` (`{"image", "manifest_digest"}`) and the
+/// blobs under `blobs/sha256/`.
+pub(super) fn plan_minibox(
+    source: &Source,
+    options: &LoadOptions,
+) -> MicrosandboxResult<Vec<Planned>> {
+    #[derive(serde::Deserialize)]
+    struct Meta {
+        image: String,
+        manifest_digest: String,
+    }
+    let bytes = source.read_small("meta.json", 1 << 20)?;
+    let meta: Meta = serde_json::from_slice(&bytes)
+        .map_err(|e| source.invalid(format!("meta.json is invalid: {e}")))?;
+    let reference = match &options.reference {
+        Some(r) => r.clone(),
+        None => Reference::parse(&meta.image)
+            .map_err(|e| source.invalid(format!("meta.json names an invalid reference: {e}")))?,
+    };
+    let digest: Digest = meta
+        .manifest_digest
+        .parse()
+        .map_err(|e| source.invalid(format!("meta.json: manifest_digest: {e}")))?;
+    let size = source.blob_size(&digest)?.ok_or_else(|| {
+        source.invalid(format!(
+            "meta.json names manifest {digest}, which is missing"
+        ))
+    })?;
+    let descriptor = Descriptor::new(MEDIA_OCI_MANIFEST, digest, size);
+    let want = options.platform.clone().unwrap_or_else(platform::host);
+    let bytes = source.read_json(&descriptor, "manifest")?;
+    let media_type = ManifestDoc::parse(&bytes)
+        .ok()
+        .and_then(|d| d.media_type)
+        .unwrap_or_else(|| MEDIA_OCI_MANIFEST.to_owned());
+    let descriptor = Descriptor {
+        media_type,
+        ..descriptor
+    };
+    Ok(vec![plan_image(source, reference, &descriptor, &want)?])
+}
+
+pub(super) fn plan_oci(source: &Source, options: &LoadOptions) -> MicrosandboxResult<Vec<Planned>> {
+    let marker = source
+        .read_small("oci-layout", 1 << 20)
+        .map_err(|e| match e.kind() {
+            ErrorKind::InvalidArchive => {
+                source.invalid(format!("not an OCI image layout: {}", e.message()))
+            }
+            _ => e,
+        })?;
+    let version = serde_json::from_slice::<serde_json::Value>(&marker)
+        .ok()
+        .and_then(|v| v.get("imageLayoutVersion")?.as_str().map(str::to_owned))
+        .ok_or_else(|| source.invalid("oci-layout is not {\"imageLayoutVersion\": ...}"))?;
+    if !version.starts_with("1.") {
+        return Err(source.invalid(format!("unsupported imageLayoutVersion {version:?}")));
+    }
+    let index_bytes = source.read_small("index.json", SOURCE_INDEX_LIMIT)?;
+    let index: IndexFile = serde_json::from_slice(&index_bytes)
+        .map_err(|e| source.invalid(format!("index.json is invalid: {e}")))?;
+    if let Some(bad) = index.manifests.unreadable.first() {
+        return Err(source.invalid(format!(
+            "index.json is invalid: entry {}: {}",
+            bad.position, bad.why
+        )));
+    }
+    let want = options.platform.clone().unwrap_or_else(platform::host);
+    let mut planned: Vec<Planned> = Vec::new();
+    let mut names = HashSet::new();
+    // An image named many times is read and checked once.
+    let mut memo: HashMap<Digest, Arc<PlannedImage>> = HashMap::new();
+    let mut layers_named = 0usize;
+    for d in &index.manifests {
+        let name = d
+            .annotations
+            .get(ANN_CONTAINERD_NAME)
+            .map(String::as_str)
+            .or(d.ref_name());
+        let reference = match (name, &options.reference) {
+            (Some(name), _) => Reference::parse(name).map_err(|e| {
+                source.invalid(format!("index.json names an invalid reference: {e}"))
+            })?,
+            // An unnamed single image takes the name the caller gives.
+            (None, Some(r)) if index.manifests.len() == 1 => r.clone(),
+            (None, _) => continue,
+        };
+        if !names.insert(reference.canonical()) {
+            return Err(source.invalid(format!("index.json names {} twice", reference.familiar())));
+        }
+        if names.len() > MAX_REFERENCES {
+            return Err(source.invalid(format!(
+                "index.json names more than {MAX_REFERENCES} images"
+            )));
+        }
+        if layers_named > MAX_LAYER_NAMES {
+            return Err(source.invalid("names too many layers in all"));
+        }
+        let planned_one = match memo.get(&d.digest) {
+            Some(image) => Planned {
+                reference,
+                image: image.clone(),
+            },
+            None => {
+                let p = plan_image(source, reference, d, &want)?;
+                layers_named += p.layers.len();
+                memo.insert(d.digest.clone(), p.image.clone());
+                p
+            }
+        };
+        planned.push(planned_one);
+    }
+    Ok(planned)
+}
+
+pub(super) fn plan_image(
+    source: &Source,
+    reference: Reference,
+    d: &Descriptor,
+    want: &Platform,
+) -> MicrosandboxResult<Planned> {
+    let shown = reference.familiar();
+    let what = format!("manifest of {shown}");
+    let bytes = source.read_json(d, &what)?;
+    let doc = ManifestDoc::parse(&bytes).map_err(|e| source.invalid(format!("{what}: {e}")))?;
+    let (manifest, manifest_bytes, doc) = match doc.shape() {
+        Ok(Shape::Index(children)) => {
+            let chosen = platform::choose(children, want, &format!("the index of {shown}"))?;
+            let what = format!("{} manifest of {shown}", platform::Display(want));
+            let bytes = source.read_json(chosen, &what)?;
+            let child =
+                ManifestDoc::parse(&bytes).map_err(|e| source.invalid(format!("{what}: {e}")))?;
+            if is_index_media_type(&chosen.media_type)
+                || matches!(child.shape(), Ok(Shape::Index(_)))
+            {
+                return Err(source.invalid(format!("{what}: nested indexes are not supported")));
+            }
+            (chosen.clone(), bytes, child)
+        }
+        _ => (d.clone(), bytes, doc),
+    };
+    if let Some(pinned) = reference.digest() {
+        if pinned != &d.digest && pinned != &manifest.digest {
+            return Err(source.invalid(format!(
+                "{shown} names digest {pinned} but its descriptor points at {}",
+                d.digest
+            )));
+        }
+    }
+    let Ok(Shape::Image { config, layers }) = doc.shape() else {
+        unreachable!("index shapes were resolved above")
+    };
+    let what = format!("config of {shown}");
+    let config_bytes = source.read_json(config, &what)?;
+    let cfg: oci_spec::image::ImageConfiguration = serde_json::from_slice(&config_bytes)
+        .map_err(|e| source.invalid(format!("{what}: {e}")))?;
+    let diff_ids = cfg.rootfs().diff_ids();
+    if diff_ids.len() != layers.len() {
+        return Err(source.invalid(format!(
+            "{what}: {} diff_ids for {} layers",
+            diff_ids.len(),
+            layers.len()
+        )));
+    }
+    let platform = Platform {
+        architecture: cfg.architecture().to_string(),
+        os: cfg.os().to_string(),
+        variant: cfg.variant().clone(),
+        ..Platform::default()
+    };
+    Ok(Planned {
+        reference,
+        image: Arc::new(PlannedImage {
+            manifest: Descriptor {
+                media_type: doc
+                    .media_type
+                    .clone()
+                    .unwrap_or_else(|| manifest.media_type.clone()),
+                annotations: Default::default(),
+                platform: None,
+                ..manifest
+            },
+            manifest_bytes,
+            config: config.clone(),
+            config_bytes,
+            layers: layers.to_vec(),
+            diff_ids: parse_diff_ids(source, diff_ids, &what)?,
+            top: d.digest.clone(),
+            platform,
+            created: cfg.created().clone(),
+        }),
+    })
+}
+
+/// A config's `diff_ids`, each a valid digest.
+pub(super) fn parse_diff_ids(
+    source: &Source,
+    diff_ids: &[String],
+    what: &str,
+) -> MicrosandboxResult<Vec<Digest>> {
+    diff_ids
+        .iter()
+        .map(|d| {
+            d.parse()
+                .map_err(|e| source.invalid(format!("{what}: diff_id: {e}")))
+        })
+        .collect()
+}
+
+/// One digest, one size: a source that declares a blob with two sizes is
+/// refused, so no descriptor stored in the cache lies about its blob.
+pub(super) fn check_sizes(source: &Source, planned: &[Planned]) -> MicrosandboxResult<()> {
+    let mut sizes: HashMap<&Digest, u64> = HashMap::new();
+    for p in distinct(planned) {
+        let all = [&p.manifest, &p.config].into_iter().chain(&p.layers);
+        for d in all {
+            match sizes.insert(&d.digest, d.size) {
+                Some(other) if other != d.size => {
+                    return Err(source.invalid(format!(
+                        "{} is declared with {} bytes and with {other}",
+                        d.digest, d.size
+                    )))
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(())
+}
