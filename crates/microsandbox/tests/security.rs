@@ -707,3 +707,306 @@ fn save_keeps_a_private_file_private_and_zero_expiry_is_refused() {
     assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{err}");
     assert!(h.backend.list_leases().unwrap().is_empty());
 }
+
+// The second, independent read of the core found these.
+
+/// A docker-archive: `manifest.json` naming `layers` copies of one
+/// uncompressed layer, and its config.
+fn docker_archive_with_layers(path: &Path, layers: usize) {
+    let layer = vec![0u8; 1024]; // an empty tar: its own diff_id
+    let diff_id = Digest::of(&layer).to_string();
+    let config = serde_json::json!({
+        "architecture": "amd64", "os": "linux",
+        "rootfs": { "type": "layers", "diff_ids": vec![diff_id; layers] },
+    });
+    let manifest = serde_json::json!([{
+        "Config": "config.json",
+        "RepoTags": ["big:1"],
+        "Layers": vec!["layer.tar"; layers],
+    }]);
+    let mut tar = tar::Builder::new(fs::File::create(path).unwrap());
+    for (name, bytes) in [
+        ("layer.tar", layer),
+        ("config.json", serde_json::to_vec(&config).unwrap()),
+        ("manifest.json", serde_json::to_vec(&manifest).unwrap()),
+    ] {
+        let mut h = tar::Header::new_ustar();
+        h.set_size(bytes.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        tar.append_data(&mut h, name, &bytes[..]).unwrap();
+    }
+    tar.finish().unwrap();
+}
+
+#[test]
+fn a_docker_archive_of_too_many_layers_is_refused_not_committed_broken() {
+    let work = tempfile::tempdir().unwrap();
+    let big = work.path().join("big.tar");
+    docker_archive_with_layers(&big, 5000);
+    assert_load_refused(
+        &big,
+        &Default::default(),
+        ErrorKind::InvalidArchive,
+        "lists 5000 layers",
+        "docker-archive of 5000 layers",
+    );
+    // At the cap it loads, and the cache can read what it stored.
+    let fine = work.path().join("fine.tar");
+    docker_archive_with_layers(&fine, 3);
+    let h = home();
+    h.backend.load_images(&fine, &Default::default()).unwrap();
+    assert_eq!(h.backend.inspect_image("big:1").unwrap().layers.len(), 3);
+    h.backend.disk_usage().unwrap();
+}
+
+#[test]
+fn a_gzip_archive_that_inflates_past_the_limit_is_a_bomb() {
+    use std::io::Write as _;
+    let work = tempfile::tempdir().unwrap();
+    let path = work.path().join("bomb.tar.gz");
+    let mut gz = flate2::write::GzEncoder::new(
+        fs::File::create(&path).unwrap(),
+        flate2::Compression::best(),
+    );
+    {
+        let mut tar = tar::Builder::new(&mut gz);
+        let mut h = tar::Header::new_ustar();
+        h.set_size(64 << 20);
+        h.set_mode(0o644);
+        h.set_cksum();
+        tar.append_data(
+            &mut h,
+            "blobs/sha256/zeros",
+            std::io::repeat(0).take(64 << 20),
+        )
+        .unwrap();
+        tar.finish().unwrap();
+    }
+    gz.flush().unwrap();
+    gz.finish().unwrap();
+    assert!(fs::metadata(&path).unwrap().len() < 1 << 20);
+    assert_load_refused(
+        &path,
+        &microsandbox::LoadOptions {
+            max_layer_bytes: Some(8 << 20),
+            ..Default::default()
+        },
+        ErrorKind::InvalidArchive,
+        "decompression bomb",
+        "an archive bomb",
+    );
+}
+
+use std::io::Read as _;
+
+#[test]
+fn prune_keeps_what_an_entry_it_cannot_parse_still_names() {
+    let h = home();
+    h.load("rich");
+    let path = h.oci().join("index.json");
+    let mut index: serde_json::Value = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
+    // Another tool's entry: a number where a string belongs.
+    index["manifests"][0]["annotations"]["org.example.count"] = 7.into();
+    fs::write(&path, serde_json::to_vec(&index).unwrap()).unwrap();
+    assert!(h.refs().is_empty(), "the entry is set apart, not listed");
+    h.backend
+        .prune_images_with(&PruneOptions {
+            dangling: true,
+            ..Default::default()
+        })
+        .unwrap();
+    h.backend.prune_images().unwrap();
+    for blob in blobs_of("rich") {
+        assert!(
+            h.blob_names().contains(blob.trim_start_matches("sha256:")),
+            "prune took {blob}, still named by an entry it kept"
+        );
+    }
+}
+
+#[test]
+fn a_hard_link_planted_in_tmp_is_never_written_or_locked() {
+    use common::registry::{push, registry};
+    let reg = registry();
+    push(&reg, "rich:rich", "team/rich:1", false);
+    let h = home();
+    // The first layer's partial download, hard-linked to a file elsewhere.
+    let exp = expected();
+    let layer = exp["rich"]["layers"][0].as_str().unwrap();
+    let size = fs::metadata(fixtures().join("rich/blobs/sha256").join(&layer[7..]))
+        .unwrap()
+        .len();
+    h.backend.layout().unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    let precious = outside.path().join("precious");
+    fs::write(&precious, b"precious").unwrap();
+    fs::hard_link(
+        &precious,
+        h.dir
+            .path()
+            .join(format!("cache/tmp/partial-{}-{size}", &layer[7..])),
+    )
+    .unwrap();
+    let err = h
+        .backend
+        .pull_image(&format!("{}/team/rich:1", reg.addr), &Default::default())
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::CorruptCache, "{err}");
+    assert!(err.to_string().contains("hard link"), "{err}");
+    assert_eq!(fs::read(&precious).unwrap(), b"precious");
+}
+
+#[test]
+fn a_lease_expiring_at_a_time_with_an_offset_still_pins() {
+    let h = home();
+    h.load("rich");
+    let lease = h
+        .backend
+        .acquire_lease(
+            "rich",
+            &LeaseOptions {
+                id: Some("sbx-offset".into()),
+                expires_in: Some(Duration::from_secs(3600)),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let file = h.dir.path().join("leases/sbx-offset.json");
+    let mut record: serde_json::Value = serde_json::from_slice(&fs::read(&file).unwrap()).unwrap();
+    record["expiresAt"] = "2999-01-01T00:00:00+01:00".into();
+    fs::write(&file, serde_json::to_vec(&record).unwrap()).unwrap();
+    let report = h.backend.prune_images().unwrap();
+    assert_eq!(report.expired_leases_removed, 0);
+    assert!(file.is_file());
+    for blob in blobs_of("rich") {
+        assert!(h.blob_names().contains(blob.trim_start_matches("sha256:")));
+    }
+    // A time that does not read at all stops prune instead.
+    record["expiresAt"] = "2999-01-01".into();
+    fs::write(&file, serde_json::to_vec(&record).unwrap()).unwrap();
+    let err = h.backend.prune_images().unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::CorruptCache, "{err}");
+    fs::remove_file(&file).unwrap();
+    assert!(!h.backend.release_lease(&lease.id).unwrap());
+}
+
+#[test]
+fn save_never_replaces_a_link_and_never_the_home() {
+    let h = home();
+    h.load("rich");
+    let out = tempfile::tempdir().unwrap();
+    let target = out.path().join("target");
+    fs::write(&target, b"kept").unwrap();
+    let link = out.path().join("link.tar");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    let err = h
+        .backend
+        .save_images(&["rich".to_owned()], &link, &Default::default())
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{err}");
+    assert_eq!(fs::read(&target).unwrap(), b"kept");
+    assert!(fs::symlink_metadata(&link)
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    // The home's own name, when the home is a link the caller made.
+    let via = out.path().join("home-link");
+    std::os::unix::fs::symlink(h.dir.path(), &via).unwrap();
+    let b = LocalBackend::builder().home(&via).build_blocking().unwrap();
+    let err = b
+        .save_images(&["rich".to_owned()], &via, &Default::default())
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{err}");
+    assert_eq!(b.list_images().unwrap().len(), 1);
+}
+
+#[test]
+fn a_link_planted_at_a_blob_name_is_a_corrupt_cache_not_busy() {
+    let h = home();
+    h.load("rich");
+    let config = expected()["rich"]["configDigest"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let blob = h.oci().join("blobs/sha256").join(&config[7..]);
+    let len = fs::metadata(&blob).unwrap().len() as usize;
+    h.backend.remove_image("rich", false).unwrap();
+    fs::remove_file(&blob).unwrap();
+    // A link whose target text has the blob's length.
+    std::os::unix::fs::symlink("x".repeat(len), &blob).unwrap();
+    let err = h
+        .backend
+        .load_images(&fixtures().join("rich"), &Default::default())
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::CorruptCache, "{err}");
+    assert!(err.to_string().contains("not a regular file"), "{err}");
+}
+
+#[test]
+fn a_fifo_given_as_a_source_is_refused_at_once() {
+    let work = tempfile::tempdir().unwrap();
+    let fifo = work.path().join("in.tar");
+    mkfifo(&fifo);
+    let h = home();
+    let b = h.backend.clone();
+    let err = within(Duration::from_secs(10), move || {
+        b.load_images(&fifo, &Default::default()).unwrap_err()
+    });
+    assert_eq!(err.kind(), ErrorKind::InvalidArchive, "{err}");
+}
+
+#[test]
+fn a_challenge_from_where_a_redirect_led_gets_no_credentials() {
+    // The registry redirects every request to a second host, which asks
+    // for Basic credentials: the registry's must not go there.
+    let other = TcpListener::bind("127.0.0.2:0")
+        .or_else(|_| TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let other_addr = other.local_addr().unwrap().to_string();
+    let (tx, heads) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for client in other.incoming() {
+            let Ok(mut client) = client else { return };
+            let Some(head) = read_request_head(&mut client) else {
+                continue;
+            };
+            let _ = tx.send(head);
+            let _ = write!(
+                client,
+                "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"x\"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            );
+        }
+    });
+    let registry = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = registry.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for client in registry.incoming() {
+            let Ok(mut client) = client else { return };
+            let Some(head) = read_request_head(&mut client) else {
+                continue;
+            };
+            let path = head.split(' ').nth(1).unwrap_or("/").to_owned();
+            let _ = write!(
+                client,
+                "HTTP/1.1 307 Temporary Redirect\r\nLocation: http://{other_addr}{path}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            );
+        }
+    });
+    let config = docker_config_for(&addr);
+    let h = home();
+    let options = PullOptions {
+        docker_config: Some(config.path().to_owned()),
+        ..Default::default()
+    };
+    let _ = h.backend.pull_image(&format!("{addr}/team/a:1"), &options);
+    let mut seen = 0;
+    while let Ok(head) = heads.recv_timeout(Duration::from_secs(2)) {
+        seen += 1;
+        assert!(
+            !head.to_ascii_lowercase().contains("authorization:"),
+            "credentials went to the redirect's host: {head}"
+        );
+    }
+    assert!(seen > 0, "the redirect was never followed");
+}

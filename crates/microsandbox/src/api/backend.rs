@@ -246,7 +246,8 @@ impl LocalBackend {
         let guard = layout.lock::<Exclusive>()?;
         let mut txn = IndexTxn::begin(&layout, &guard)?;
         let index = &mut txn.index;
-        let positions = index::spellings(index, &r);
+        let positions: std::collections::HashSet<usize> =
+            index::spellings(index, &r).into_iter().collect();
         if positions.is_empty() {
             return Err(MicrosandboxError::not_found(&r.familiar()));
         }
@@ -504,13 +505,15 @@ impl LocalBackend {
         }
     }
 
-    /// The unexpired leases, oldest first. Blocking.
+    /// The unexpired leases, oldest first. Blocking. Lease files that cannot
+    /// be read are left out (`verify` reports them).
     pub fn list_leases(&self) -> MicrosandboxResult<Vec<ImageLease>> {
         let Some(layout) = self.existing()? else {
             return Ok(Vec::new());
         };
         let now = time::now();
-        Ok(lease::list(&layout)?
+        Ok(lease::scan(&layout)?
+            .0
             .iter()
             .filter(|l| !l.is_expired(now))
             .map(lease_view)

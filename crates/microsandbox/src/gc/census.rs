@@ -153,13 +153,15 @@ impl CensusCache {
         let leases = lease::list(layout)?;
         let pins = Pins::of(&leases, now);
         let sizes = self.blob_sizes(layout)?;
+        let foreign = foreign_roots(&index);
         let graphs = self.walk_all(
             layout,
             index
                 .manifests
                 .iter()
                 .map(|d| &d.digest)
-                .chain(pins.manifests.iter()),
+                .chain(pins.manifests.iter())
+                .chain(foreign.iter()),
         );
         Ok(Snapshot {
             leases,
@@ -169,6 +171,18 @@ impl CensusCache {
             graphs,
         })
     }
+}
+
+/// The blobs entries of `index.json` that this crate cannot parse still
+/// name: they stay roots (kept, with what they need) as long as the entries
+/// stay.
+pub fn foreign_roots(index: &IndexFile) -> Vec<Digest> {
+    index
+        .manifests
+        .unreadable
+        .iter()
+        .filter_map(|u| u.digest())
+        .collect()
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

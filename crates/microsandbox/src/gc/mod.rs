@@ -22,7 +22,7 @@ use rustix::fs::FileType;
 
 use crate::api::handle::{ImagePruneReport, RemovedImage};
 use crate::error::{MicrosandboxError, MicrosandboxResult};
-use crate::gc::census::{graph_of, CensusCache, Graph, Kind, Snapshot};
+use crate::gc::census::{foreign_roots, graph_of, CensusCache, Graph, Kind, Snapshot};
 use crate::gc::policy::{evict_to_budget, PruneOptions};
 use crate::oci::digest::Digest;
 use crate::oci::model::{Descriptor, IndexFile, ManifestDoc, ANN_CREATED, ANN_LAST_USED};
@@ -148,7 +148,7 @@ pub fn plan(
                 ));
             }
         }
-        for digest in &pins.manifests {
+        for digest in pins.manifests.iter().chain(&foreign_roots(index)) {
             fixed.push(graph_of(graphs, digest)?);
         }
         lru.sort();
@@ -218,7 +218,8 @@ pub fn plan(
             kept_entries.push(d.clone());
         }
     }
-    for digest in &pins.manifests {
+    let foreign = foreign_roots(index);
+    for digest in pins.manifests.iter().chain(&foreign) {
         keep.extend(graph_ref(digest)?.iter().map(|(x, _)| x));
     }
     unique_to_each(&mut report.removed, &removed_graphs, &keep, sizes);

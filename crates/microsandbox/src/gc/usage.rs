@@ -10,7 +10,7 @@ use rustix::fs::FileType;
 use crate::api::handle::{DiskUsage, ImageUsage};
 use crate::error::MicrosandboxResult;
 use crate::gc;
-use crate::gc::census::{graph_of, CensusCache, Snapshot};
+use crate::gc::census::{graph_of, CensusCache, Graph, Snapshot};
 use crate::gc::policy::PruneOptions;
 use crate::oci::digest::Digest;
 use crate::oci::model::{ANN_CREATED, ANN_LAST_USED};
@@ -42,11 +42,13 @@ pub fn disk_usage(
         graphs,
         ..
     } = &snapshot;
-    let per_ref = index
+    // An image whose manifest cannot be read is shown with what can be
+    // known (nothing); the others are measured as usual.
+    let per_ref: Vec<Graph> = index
         .manifests
         .iter()
-        .map(|d| graph_of(graphs, &d.digest))
-        .collect::<MicrosandboxResult<Vec<_>>>()?;
+        .map(|d| graph_of(graphs, &d.digest).unwrap_or_else(|_| Graph::from(Vec::new())))
+        .collect();
     // How many references and pins need each blob.
     let mut users: HashMap<&Digest, u32> = HashMap::new();
     for d in pins.blobs.iter() {
@@ -113,9 +115,10 @@ pub fn disk_usage(
         dry_run: true,
         ..Default::default()
     };
-    let reclaimable_bytes = gc::plan(layout, &snapshot, &dry, now)?
-        .report
-        .bytes_reclaimed;
+    // A prune refuses to run while a root it keeps cannot be read; until
+    // that is repaired, nothing is reclaimable.
+    let reclaimable_bytes =
+        gc::plan(layout, &snapshot, &dry, now).map_or(0, |p| p.report.bytes_reclaimed);
     Ok(DiskUsage {
         total_bytes: blobs_bytes + tmp_bytes + other,
         blobs_bytes,

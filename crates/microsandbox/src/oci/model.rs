@@ -162,6 +162,15 @@ pub struct Unreadable {
     pub position: usize,
 }
 
+impl Unreadable {
+    /// The blob the entry names, if its `digest` is a sha256 digest at all:
+    /// what it keeps alive, whatever else is wrong with it.
+    pub fn digest(&self) -> Option<Digest> {
+        let v: serde_json::Value = serde_json::from_str(self.raw.get()).ok()?;
+        v.get("digest")?.as_str()?.parse().ok()
+    }
+}
+
 impl PartialEq for Unreadable {
     fn eq(&self, other: &Self) -> bool {
         self.raw.get() == other.raw.get() && self.why == other.why

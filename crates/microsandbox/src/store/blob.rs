@@ -429,22 +429,26 @@ impl VerifiedBlob {
         Ok(moved)
     }
 
-    /// Unlocks a verified partial, leaving it (open) for a commit, ours or
-    /// another pull's.
-    pub fn park(mut self) -> ParkedBlob {
+    /// Fsyncs a verified partial and unlocks it, leaving it (open) for a
+    /// commit, ours or another pull's: a parked file is always on disk.
+    pub fn park(mut self) -> MicrosandboxResult<ParkedBlob> {
         debug_assert!(self.partial, "only partial downloads are parked");
+        self.sync()?;
         self.tmp.unlink_on_drop = false;
         unlock(&self.tmp.file);
-        ParkedBlob {
+        Ok(ParkedBlob {
             tmp: self.tmp,
             digest: self.digest,
             size: self.size,
             ino: self.ino,
-        }
+        })
     }
 }
 
-/// The commit's rename: no clobbering, crash points around it.
+/// The commit's move into `blobs/`: the verified file itself is linked
+/// there by its descriptor (no clobbering), then its temporary name goes;
+/// a name swapped in `tmp/` after the checks can never be committed. Crash
+/// points around it.
 fn rename_in(
     layout: &Layout,
     tmp: &TmpFile,
@@ -452,10 +456,36 @@ fn rename_in(
     point: &str,
 ) -> MicrosandboxResult<bool> {
     crate::util::fault::point(point);
-    let moved = tmp
-        .dir
-        .rename_noreplace(&tmp.name, layout.blobs_dir(), digest.hex())
-        .at("commit blob to", &layout.blob_path(digest))?;
+    let target = layout.blob_path(digest);
+    let moved = match layout.blobs_dir().link_open_file(&tmp.file, digest.hex()) {
+        Ok(linked) => {
+            if linked && names_file(&tmp.dir, &tmp.name, &tmp.file)? {
+                tmp.dir.remove(&tmp.name)?;
+            }
+            linked
+        }
+        // The file lost its last name (someone unlinked it in tmp/): it
+        // cannot be linked, and nothing else may take its place.
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Err(MicrosandboxError::corrupt(format!(
+                "{} was removed or replaced before its commit",
+                tmp.path().display()
+            )))
+        }
+        // No way to link a descriptor: the name, checked just before.
+        Err(e) if e.kind() == io::ErrorKind::Unsupported => {
+            if !names_file(&tmp.dir, &tmp.name, &tmp.file)? {
+                return Err(MicrosandboxError::corrupt(format!(
+                    "{} was replaced before its commit",
+                    tmp.path().display()
+                )));
+            }
+            tmp.dir
+                .rename_noreplace(&tmp.name, layout.blobs_dir(), digest.hex())
+                .at("commit blob to", &target)?
+        }
+        Err(e) => return Err(MicrosandboxError::io("commit blob to", &target, e)),
+    };
     if moved {
         crate::util::fault::point("blob-after-rename");
     }
@@ -590,6 +620,7 @@ pub fn stale_tmp_file(layout: &Layout, name: &str) -> MicrosandboxResult<Option<
         return Ok(None);
     };
     let path = layout.tmp_dir().join(name);
+    crate::store::fs::refuse_links(&file, &path)?;
     Ok(
         if try_flock(&file, LockMode::Exclusive).at("lock", &path)? {
             Some(file)
@@ -669,6 +700,57 @@ mod tests {
         assert_eq!(tmp_count(&layout), 0);
         assert!(!layout.has_blob(&right));
         assert!(!layout.has_blob(&wrong));
+    }
+
+    #[test]
+    fn a_name_swapped_in_tmp_after_the_checks_is_never_committed() {
+        let (_home, layout) = layout();
+        let data = b"verified bytes".repeat(100);
+        let digest = Digest::of(&data);
+        let blob = copy_verified(
+            &layout,
+            &data[..],
+            &digest,
+            data.len() as u64,
+            "t",
+            src_error,
+        )
+        .unwrap();
+        // An attacker in the home swaps the temporary's name for a file of
+        // their own, after verification, before the commit: the commit
+        // fails and the swapped file is not committed.
+        let name = blob.tmp.name.clone();
+        let path = layout.tmp_dir().join(&name);
+        std::fs::remove_file(&path).unwrap();
+        std::fs::write(&path, b"EVIL").unwrap();
+        let guard = layout.lock::<Exclusive>().unwrap();
+        let err = blob.commit(&layout, &guard).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::CorruptCache, "{err}");
+        assert!(!layout.has_blob(&digest));
+        // Renamed away instead (its name swapped, the file alive): the
+        // verified file itself is what lands in blobs/.
+        let blob = copy_verified(
+            &layout,
+            &data[..],
+            &digest,
+            data.len() as u64,
+            "t",
+            src_error,
+        )
+        .unwrap();
+        let name = blob.tmp.name.clone();
+        let path = layout.tmp_dir().join(&name);
+        std::fs::rename(&path, layout.tmp_dir().join("moved-away")).unwrap();
+        std::fs::write(&path, b"EVIL").unwrap();
+        assert!(blob.commit(&layout, &guard).unwrap());
+        let mut stored = Vec::new();
+        layout
+            .open_blob(&digest)
+            .unwrap()
+            .unwrap()
+            .read_to_end(&mut stored)
+            .unwrap();
+        assert_eq!(stored, data);
     }
 
     #[test]

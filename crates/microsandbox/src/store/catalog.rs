@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::api::handle::ImageHandle;
 use crate::error::{IoContext, MicrosandboxError, MicrosandboxResult};
+use crate::oci::digest::Digest;
 use crate::oci::model::{
     Descriptor, IndexFile, ANN_CREATED, ANN_IMAGE_CREATED, ANN_LAST_USED, ANN_LAYERS, ANN_REF_NAME,
     ANN_SIZE,
@@ -58,11 +59,19 @@ impl Catalog {
             parsed.push((reference, descriptor));
         }
         let mut entries = Vec::with_capacity(newest.len());
+        // Entries another tool wrote are summarized from their blobs, once
+        // per manifest however many names it has.
+        let mut summaries: HashMap<Digest, Option<content::Summary>> = HashMap::new();
         for (i, (reference, descriptor)) in parsed.into_iter().enumerate() {
             if newest.get(&reference.canonical()) != Some(&i) {
                 continue;
             }
-            let handle = handle_of(layout, &reference, &descriptor)?;
+            let handle = handle_with(&reference, &descriptor, |d| {
+                summaries
+                    .entry(d.digest.clone())
+                    .or_insert_with(|| content::summarize(layout, d).ok())
+                    .clone()
+            });
             entries.push(Entry {
                 reference,
                 descriptor,
@@ -108,6 +117,18 @@ pub fn handle_of(
     reference: &Reference,
     d: &Descriptor,
 ) -> MicrosandboxResult<ImageHandle> {
+    Ok(handle_with(reference, d, |d| {
+        content::summarize(layout, d).ok()
+    }))
+}
+
+/// [`handle_of`] with the summary of an entry another tool wrote coming
+/// from `summary`.
+fn handle_with(
+    reference: &Reference,
+    d: &Descriptor,
+    summary: impl FnOnce(&Descriptor) -> Option<content::Summary>,
+) -> ImageHandle {
     let ann = |k: &str| d.annotations.get(k);
     let created_at = ann(ANN_CREATED).and_then(|t| time::parse(t));
     let last_used_at = ann(ANN_LAST_USED).and_then(|t| time::parse(t));
@@ -129,7 +150,7 @@ pub fn handle_of(
         // Another tool wrote this entry. What its blobs cannot tell (an
         // artifact, an index without this host's platform) stays as the
         // descriptor says, so one odd entry never hides the others.
-        if let Ok(s) = content::summarize(layout, d) {
+        if let Some(s) = summary(d) {
             handle.manifest_digest = s.manifest.digest.to_string();
             handle.size_bytes = s.size;
             handle.layer_count = s.layers;
@@ -140,7 +161,7 @@ pub fn handle_of(
             handle.size_bytes = size.unwrap_or(d.size);
         }
     }
-    Ok(handle)
+    handle
 }
 
 type Stamp = (u64, u64, i64, i64, u64, i64, u64);

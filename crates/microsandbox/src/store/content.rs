@@ -59,7 +59,7 @@ pub fn resolve_image(
 
 /// What `list` shows of an image, computed from its blobs: used for entries
 /// that another tool wrote without this cache's annotations.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Summary {
     /// The resolved manifest.
     pub manifest: Descriptor,

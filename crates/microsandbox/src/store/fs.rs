@@ -219,17 +219,21 @@ impl Dir {
     }
 
     /// Opens a regular file for reading and writing, creating it if
-    /// missing: lock files and partial downloads.
+    /// missing: lock files and partial downloads. A file with another name
+    /// too (a hard link planted from outside the home) is refused: writing
+    /// or locking it would act on a file that is not the cache's.
     pub fn open_or_create(&self, name: &str) -> MicrosandboxResult<File> {
         let flags =
             OFlags::RDWR | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
-        self.open_with(name, flags, 0o666)?.ok_or_else(|| {
+        let file = self.open_with(name, flags, 0o666)?.ok_or_else(|| {
             MicrosandboxError::io(
                 "create",
                 &self.join(name),
                 io::Error::from(io::ErrorKind::NotFound),
             )
-        })
+        })?;
+        refuse_links(&file, &self.join(name))?;
+        Ok(file)
     }
 
     /// Creates a new file (refusing an existing name), for writing (and
@@ -311,6 +315,33 @@ impl Dir {
                     .and_then(|fd| rfs::unlinkat(fd, name, AtFlags::empty()))
                     .map_err(io_err)?;
                 Ok(true)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Links the open `file` as `to_name` in this directory unless that
+    /// name exists (`Ok(false)` then): the file itself, by its descriptor,
+    /// whatever name it had, so a name swapped after the file was checked
+    /// can never be what lands here. `Err(Unsupported)` where the system
+    /// offers no way to name a descriptor (`/proc` absent).
+    pub fn link_open_file(&self, file: &File, to_name: &str) -> io::Result<bool> {
+        use std::os::fd::AsRawFd;
+        let by_fd = format!("/proc/self/fd/{}", file.as_raw_fd());
+        let linked = self.fd().and_then(|fd| {
+            rfs::linkat(
+                rfs::CWD,
+                by_fd.as_str(),
+                fd,
+                to_name,
+                AtFlags::SYMLINK_FOLLOW,
+            )
+        });
+        match linked {
+            Ok(()) => Ok(true),
+            Err(rustix::io::Errno::EXIST) => Ok(false),
+            Err(rustix::io::Errno::NOENT) if !Path::new("/proc/self/fd").exists() => {
+                Err(io::Error::from(io::ErrorKind::Unsupported))
             }
             Err(e) => Err(e.into()),
         }
@@ -407,6 +438,21 @@ impl Dir {
     }
 }
 
+/// Refuses an open file that has more than one name: a hard link into the
+/// home from a file elsewhere.
+pub fn refuse_links(file: &File, path: &Path) -> MicrosandboxResult<()> {
+    let stat = rfs::fstat(file).map_err(io_err).at("stat", path)?;
+    if stat.st_nlink != 1 {
+        return Err(MicrosandboxError::corrupt(format!(
+            "{} has {} names (a hard link): the cache never writes or locks a file shared \
+             with another name",
+            path.display(),
+            stat.st_nlink
+        )));
+    }
+    Ok(())
+}
+
 /// Reads what is left of an open file, refusing more than `limit` bytes.
 pub fn read_file_bounded(file: File, limit: u64, path: &Path) -> MicrosandboxResult<Vec<u8>> {
     // Sized from the file, so a small file takes one read (and one more
@@ -430,6 +476,20 @@ pub fn read_file_bounded(file: File, limit: u64, path: &Path) -> MicrosandboxRes
 /// the caller names) without blocking on a FIFO: `None` when absent.
 pub fn read_outside_bounded(path: &Path, limit: u64) -> MicrosandboxResult<Option<Vec<u8>>> {
     use std::os::unix::fs::OpenOptionsExt;
+    // A device is not even opened (opening some has effects); what is
+    // opened is checked again through its descriptor.
+    match std::fs::metadata(path) {
+        Ok(m) if !m.is_file() => {
+            return Err(MicrosandboxError::io(
+                "read (not a regular file)",
+                path,
+                io::Error::from(io::ErrorKind::InvalidInput),
+            ))
+        }
+        Ok(_) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(MicrosandboxError::io("stat", path, e)),
+    }
     let file = match std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK)

@@ -143,6 +143,21 @@ fn parse(layout: &Layout, name: &str, bytes: &[u8]) -> MicrosandboxResult<LeaseR
     let record: LeaseRecord = serde_json::from_slice(bytes).map_err(|e| {
         MicrosandboxError::corrupt(format!("lease file {} does not parse: {e}", path.display()))
     })?;
+    // A time that does not read could be a lease that lasts: never taken
+    // as one that has ended.
+    let unreadable_time = time::parse(&record.created_at).is_none()
+        || record
+            .expires_at
+            .as_deref()
+            .is_some_and(|t| time::parse(t).is_none());
+    if unreadable_time {
+        return Err(MicrosandboxError::corrupt(format!(
+            "lease file {} holds a time that is not RFC 3339 (createdAt {:?}, expiresAt {:?})",
+            path.display(),
+            record.created_at,
+            record.expires_at
+        )));
+    }
     if file_name(&record.id) != name {
         return Err(MicrosandboxError::corrupt(format!(
             "lease file {} holds lease {:?}: a copy or a forgery, never acted on; \

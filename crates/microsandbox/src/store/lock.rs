@@ -93,8 +93,10 @@ pub fn lock_in<M: Mode>(
     })
 }
 
-/// Takes `mode` on the file at `path` (created if missing): for tests and
-/// tools that hold a cache's lock from outside.
+/// Takes `mode` on the file at `path` (created if missing), following
+/// links: for tests and tools that hold a cache's lock from outside, never
+/// used by the cache itself.
+#[doc(hidden)]
 pub fn lock_file(path: &Path, mode: LockMode, timeout: Duration) -> MicrosandboxResult<File> {
     let file = std::fs::OpenOptions::new()
         .read(true)

@@ -154,7 +154,7 @@ mod tests {
         let mut w = mine(claim(&layout, &digest, size, || (), || Ok(())).unwrap());
         assert_eq!(w.written(), 4000);
         w.write(&data[4000..], "t").unwrap();
-        let parked = w.finish("t").unwrap().0.park();
+        let parked = w.finish("t").unwrap().0.park().unwrap();
         // Another claim finds the parked file whole and verified.
         let again = mine(claim(&layout, &digest, size, || (), || Ok(())).unwrap());
         assert!(again.is_whole());
@@ -224,7 +224,7 @@ mod tests {
         let size = data.len() as u64;
         let mut w = mine(claim(&layout, &digest, size, || (), || Ok(())).unwrap());
         w.write(&data, "t").unwrap();
-        let parked = w.finish("t").unwrap().0.park();
+        let parked = w.finish("t").unwrap().0.park().unwrap();
         // Another manifest lies about the size: it gets a file of its own.
         let mut liar = mine(claim(&layout, &digest, size - 1, || (), || Ok(())).unwrap());
         assert_eq!(liar.written(), 0);
@@ -246,7 +246,7 @@ mod tests {
         let od = Digest::of(&other);
         let mut w = mine(claim(&layout, &od, other.len() as u64, || (), || Ok(())).unwrap());
         w.write(&other, "t").unwrap();
-        let parked = w.finish("t").unwrap().0.park();
+        let parked = w.finish("t").unwrap().0.park().unwrap();
         let path = layout.tmp_dir().join(&name_of(&od, other.len() as u64));
         fs::remove_file(&path).unwrap();
         fs::write(&path, &other).unwrap();

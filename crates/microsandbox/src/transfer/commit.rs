@@ -49,6 +49,12 @@ pub(super) fn ingest(
 /// copy was verified when it entered.
 pub(super) fn present(layout: &Layout, d: &Descriptor, what: &str) -> MicrosandboxResult<bool> {
     match layout.blob_stat(&d.digest)? {
+        Some(s) if crate::store::fs::kind(&s) != rustix::fs::FileType::RegularFile => {
+            Err(MicrosandboxError::corrupt(format!(
+                "{what}: {} is not a regular file (verify --repair)",
+                layout.blob_path(&d.digest).display()
+            )))
+        }
         Some(s) if s.st_size as u64 == d.size => Ok(true),
         Some(s) => Err(MicrosandboxError::new(
             ErrorKind::DigestMismatch,
@@ -144,7 +150,7 @@ pub(super) fn ingest_and_commit(
                     Some(tap) => tap.finish(&d.digest, what)?,
                     None => digest_of(blob.file(), &blob.path())?,
                 };
-                (Some(Arrived::Parked(blob.park())), found)
+                (Some(Arrived::Parked(blob.park()?)), found)
             }
             Staged::Present => (None, cached()?),
         })

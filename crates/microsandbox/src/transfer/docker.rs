@@ -3,18 +3,18 @@
 //! cache, deterministic) whose config and layers keep their digests. An
 //! uncompressed layer must hash to its config's `diff_id`.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::plan::{parse_diff_ids, Planned, PlannedImage, MAX_REFERENCES};
+use super::plan::{parse_diff_ids, Planned, PlannedImage, MAX_LAYER_NAMES, MAX_REFERENCES};
 use super::source::Source;
 use super::tarball::TarStage;
 use super::LoadOptions;
 use crate::error::{ErrorKind, MicrosandboxError, MicrosandboxResult};
 use crate::oci::digest::Digest;
-use crate::oci::model::{Descriptor, Platform, MEDIA_OCI_MANIFEST};
+use crate::oci::model::{Descriptor, ManifestDoc, Platform, MAX_LAYERS, MEDIA_OCI_MANIFEST};
 use crate::oci::reference::Reference;
 use crate::store::layout::JSON_BLOB_LIMIT;
 
@@ -51,6 +51,10 @@ pub(super) fn plan(
         .map_err(|e| source.invalid(format!("manifest.json is invalid: {e}")))?;
     let mut planned = Vec::new();
     let mut names = HashSet::new();
+    // Items that describe the same image (one config, the same layers)
+    // are planned once.
+    let mut memo: HashMap<(&str, &[String]), Planned> = HashMap::new();
+    let mut layers_named = 0usize;
     for item in &items {
         let mut tags: Vec<Reference> = Vec::new();
         for tag in item.repo_tags.as_deref().unwrap_or_default() {
@@ -65,7 +69,18 @@ pub(super) fn plan(
         if tags.is_empty() {
             continue;
         }
-        let image = plan_item(source, stage, item)?;
+        let image = match memo.get(&(item.config.as_str(), &item.layers[..])) {
+            Some(p) => p.clone(),
+            None => {
+                layers_named += item.layers.len();
+                if layers_named > MAX_LAYER_NAMES {
+                    return Err(source.invalid("manifest.json names too many layers in all"));
+                }
+                let p = plan_item(source, stage, item)?;
+                memo.insert((item.config.as_str(), &item.layers[..]), p.clone());
+                p
+            }
+        };
         for reference in tags {
             if !names.insert(reference.canonical()) {
                 return Err(source.invalid(format!(
@@ -88,6 +103,13 @@ pub(super) fn plan(
 }
 
 fn plan_item(source: &Source, stage: &TarStage, item: &Item) -> MicrosandboxResult<Planned> {
+    if item.layers.len() > MAX_LAYERS {
+        return Err(source.invalid(format!(
+            "manifest.json lists {} layers for {:?}, more than the {MAX_LAYERS} this cache takes",
+            item.layers.len(),
+            item.config
+        )));
+    }
     let lacking = |path: &str| {
         source.invalid(format!(
             "manifest.json names {path:?}, which the archive lacks"
@@ -136,6 +158,15 @@ fn plan_item(source: &Source, stage: &TarStage, item: &Item) -> MicrosandboxResu
         layers: &layers,
     })
     .expect("a manifest always serializes");
+    // What the cache stores must read back as a manifest later.
+    if manifest_bytes.len() as u64 > JSON_BLOB_LIMIT {
+        return Err(source.invalid(format!(
+            "the manifest made for {:?} would exceed {JSON_BLOB_LIMIT} bytes",
+            item.config
+        )));
+    }
+    ManifestDoc::parse(&manifest_bytes)
+        .map_err(|e| source.invalid(format!("the manifest made for {:?}: {e}", item.config)))?;
     let manifest = Descriptor::new(
         MEDIA_OCI_MANIFEST,
         Digest::of(&manifest_bytes),

@@ -72,8 +72,8 @@ pub fn load(
     path: &Path,
     options: &LoadOptions,
 ) -> MicrosandboxResult<Vec<ImageHandle>> {
-    let mut source = open(layout, path, options.progress.clone())?;
-    source.max_layer_bytes = options.max_layer_bytes.unwrap_or(DEFAULT_MAX_LAYER_BYTES);
+    let limit = options.max_layer_bytes.unwrap_or(DEFAULT_MAX_LAYER_BYTES);
+    let source = open(layout, path, options.progress.clone(), limit)?;
     let planned = plan(&source, options)?;
     ingest(layout, &source, &planned)
 }

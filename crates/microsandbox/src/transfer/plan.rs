@@ -22,7 +22,7 @@ const SOURCE_INDEX_LIMIT: u64 = 64 << 20;
 /// The most references one source may name.
 pub(super) const MAX_REFERENCES: usize = 100_000;
 /// The most layers one source's distinct images may list in all.
-const MAX_LAYER_NAMES: usize = 100_000;
+pub(super) const MAX_LAYER_NAMES: usize = 100_000;
 
 /// One reference of the source and the image it names.
 #[derive(Clone)]

@@ -180,7 +180,10 @@ fn refuse_inside_home(layout: &Layout, dir: &Dir, path: &Path) -> MicrosandboxRe
         }
         at = up;
     }
-    Ok(())
+    Err(MicrosandboxError::invalid_argument(format!(
+        "{}: the directory is nested too deep to tell whether it is inside the cache home",
+        path.display()
+    )))
 }
 
 /// The mode of a new archive: an existing file keeps its own; a new one is
@@ -188,6 +191,15 @@ fn refuse_inside_home(layout: &Layout, dir: &Dir, path: &Path) -> MicrosandboxRe
 /// less the umask.
 fn archive_mode(layout: &Layout, dir: &Dir, name: &str) -> MicrosandboxResult<Option<u32>> {
     if let Some(existing) = dir.stat(name)? {
+        // Only a regular file is replaced: a link (to the home, say) or a
+        // directory in the way is the caller's mistake, never overwritten.
+        if crate::store::fs::kind(&existing) != rustix::fs::FileType::RegularFile {
+            return Err(MicrosandboxError::invalid_argument(format!(
+                "{} exists and is not a regular file ({:?}); name a file",
+                dir.join(name).display(),
+                crate::store::fs::kind(&existing)
+            )));
+        }
         return Ok(Some(existing.st_mode & 0o7777));
     }
     let home = layout.home_dir().stat_self()?.st_mode;
@@ -307,10 +319,17 @@ fn write_archive(
                  the cache was changed behind its back (verify --repair)"
             )));
         }
-        let mut hashing = Hashing::new(file);
+        let mut hashing = Hashing::new(io::Read::take(file, size));
         let mut h = header(size, tar::EntryType::Regular, 0o644);
         tar.append_data(&mut h, blob_name(digest), &mut hashing)
             .map_err(|e| MicrosandboxError::io("copy into the archive", &path, e))?;
+        // A blob that shrank midway gave fewer bytes than its header says.
+        if hashing.count != size {
+            return Err(MicrosandboxError::corrupt(format!(
+                "blob {digest} changed while it was saved ({} of {size} bytes)",
+                hashing.count
+            )));
+        }
         let actual = hashing.digest();
         if &actual != digest {
             return Err(MicrosandboxError::corrupt(format!(
@@ -329,6 +348,7 @@ fn write_archive(
 struct Hashing<R> {
     inner: R,
     hasher: sha2::Sha256,
+    count: u64,
 }
 
 impl<R: io::Read> Hashing<R> {
@@ -336,6 +356,7 @@ impl<R: io::Read> Hashing<R> {
         Hashing {
             inner,
             hasher: sha2::Digest::new(),
+            count: 0,
         }
     }
 
@@ -348,6 +369,7 @@ impl<R: io::Read> io::Read for Hashing<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
         sha2::Digest::update(&mut self.hasher, &buf[..n]);
+        self.count += n as u64;
         Ok(n)
     }
 }

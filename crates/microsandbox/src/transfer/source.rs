@@ -15,7 +15,7 @@ use crate::oci::digest::Digest;
 use crate::oci::model::Descriptor;
 use crate::store::blob::{ParkedBlob, VerifiedBlob};
 use crate::store::layout::{Layout, JSON_BLOB_LIMIT};
-use crate::transfer::layer::{LayerDigester, DEFAULT_MAX_LAYER_BYTES};
+use crate::transfer::layer::LayerDigester;
 use crate::transfer::progress::{Phase, Progress, ProgressFn, ProgressReader};
 use crate::transfer::registry::{Fetched, RegistryOrigin};
 
@@ -93,9 +93,7 @@ impl Source<'_> {
         // hashes to the same digest) and costs no request.
         if self.cache.has_blob(&d.digest) {
             if let Ok(bytes) = self.cache.read_json_blob(&d.digest, Some(d.size)) {
-                let bytes: Arc<[u8]> = bytes.into();
-                self.json_cache().insert(d.digest.clone(), bytes.clone());
-                return Ok(bytes);
+                return self.remember(d, bytes);
             }
         }
         let bytes = match &self.origin {
@@ -116,8 +114,22 @@ impl Source<'_> {
                 ),
             ));
         }
+        self.remember(d, bytes)
+    }
+
+    /// Keeps a JSON blob for the rest of the load, within the budget all
+    /// of a source's manifests and configs share.
+    fn remember(&self, d: &Descriptor, bytes: Vec<u8>) -> MicrosandboxResult<Arc<[u8]>> {
+        let mut cache = self.json_cache();
+        let held: u64 = cache.values().map(|b| b.len() as u64).sum();
+        if held + bytes.len() as u64 > JSON_TOTAL_LIMIT {
+            return Err(self.invalid(format!(
+                "its manifests and configs take more than {JSON_TOTAL_LIMIT} bytes (at {})",
+                d.digest
+            )));
+        }
         let bytes: Arc<[u8]> = bytes.into();
-        self.json_cache().insert(d.digest.clone(), bytes.clone());
+        cache.insert(d.digest.clone(), bytes.clone());
         Ok(bytes)
     }
 
@@ -172,6 +184,10 @@ impl Source<'_> {
     }
 }
 
+/// The most bytes all the JSON blobs (manifests, configs, indexes) of one
+/// source may take in memory together.
+const JSON_TOTAL_LIMIT: u64 = 256 << 20;
+
 /// How many layers a pull downloads at once (skopeo takes six too).
 pub(super) const DOWNLOADS: usize = 6;
 
@@ -198,36 +214,52 @@ pub(super) fn open<'a>(
     layout: &'a Layout,
     path: &Path,
     progress: Option<ProgressFn>,
+    max_bytes: u64,
 ) -> MicrosandboxResult<Source<'a>> {
+    use rustix::fs::{self as rfs, Mode, OFlags};
     let label = path.display().to_string();
     let invalid =
         |what: &str| MicrosandboxError::new(ErrorKind::InvalidArchive, format!("{label}: {what}"));
-    let meta = std::fs::metadata(path).map_err(|e| match e.kind() {
-        io::ErrorKind::NotFound => invalid("no such file or directory"),
-        _ => MicrosandboxError::io("stat", path, e),
+    // Opened without blocking (a FIFO swapped in after a look would hang
+    // the load), then looked at through the descriptor.
+    let fd = rfs::open(
+        path,
+        OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| match e {
+        rustix::io::Errno::NOENT => invalid("no such file or directory"),
+        e => MicrosandboxError::io("open", path, e.into()),
     })?;
-    let origin = if meta.is_dir() {
+    let stat = rfs::fstat(&fd).map_err(|e| MicrosandboxError::io("stat", path, e.into()))?;
+    let kind = crate::store::fs::kind(&stat);
+    let origin = if kind == rfs::FileType::Directory {
         Origin::Dir(DirOrigin::new(path))
-    } else if meta.is_file() {
-        let file = std::fs::File::open(path).map_err(|e| MicrosandboxError::io("open", path, e))?;
-        let counted =
-            ProgressReader::new(file, progress.clone(), Phase::Read, None, Some(meta.len()));
+    } else if kind == rfs::FileType::RegularFile {
+        let flags =
+            rfs::fcntl_getfl(&fd).map_err(|e| MicrosandboxError::io("open", path, e.into()))?;
+        rfs::fcntl_setfl(&fd, flags - OFlags::NONBLOCK)
+            .map_err(|e| MicrosandboxError::io("open", path, e.into()))?;
+        let file = std::fs::File::from(fd);
+        let len = stat.st_size as u64;
+        let counted = ProgressReader::new(file, progress.clone(), Phase::Read, None, Some(len));
         let mut reader = io::BufReader::with_capacity(1 << 20, counted);
         let gzip = io::BufRead::fill_buf(&mut reader)
             .map_err(|e| MicrosandboxError::io("read", path, e))?
             .starts_with(&[0x1f, 0x8b]);
         let stage = if gzip {
-            TarStage::from_reader(layout, flate2::bufread::MultiGzDecoder::new(reader), &label)?
+            let inflated = flate2::bufread::MultiGzDecoder::new(reader);
+            TarStage::from_reader(layout, inflated, &label, max_bytes)?
         } else {
-            TarStage::from_reader(layout, reader, &label)?
+            TarStage::from_reader(layout, reader, &label, max_bytes)?
         };
         // tar stops at its end marker, before the reader sees EOF.
         if let Some(p) = &progress {
             p.report(&Progress {
                 phase: Phase::Read,
                 digest: None,
-                bytes: meta.len(),
-                total_bytes: Some(meta.len()),
+                bytes: len,
+                total_bytes: Some(len),
             });
         }
         Origin::Tar(stage)
@@ -240,6 +272,6 @@ pub(super) fn open<'a>(
         origin,
         progress,
         json: Mutex::default(),
-        max_layer_bytes: DEFAULT_MAX_LAYER_BYTES,
+        max_layer_bytes: max_bytes,
     })
 }

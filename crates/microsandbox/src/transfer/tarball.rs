@@ -100,11 +100,13 @@ impl TarStage {
         layout: &Layout,
         reader: impl Read,
         label: &str,
+        max_total: u64,
     ) -> MicrosandboxResult<TarStage> {
         let budget = Budget::default();
         let mut archive = tar::Archive::new(Metered {
             inner: reader,
             budget: budget.clone(),
+            max_total,
         });
         let mut stage = TarStage {
             cache: layout.blobs_dir().clone(),
@@ -516,6 +518,9 @@ impl Budget {
 struct Metered<R> {
     inner: R,
     budget: Budget,
+    /// The most bytes the whole (decompressed) archive may hold: a gzip
+    /// archive that inflates past it is a bomb.
+    max_total: u64,
 }
 
 impl<R: Read> Read for Metered<R> {
@@ -530,6 +535,15 @@ impl<R: Read> Read for Metered<R> {
         }
         let take = buf.len().min(room.min(usize::MAX as u64) as usize);
         let n = self.inner.read(&mut buf[..take])?;
+        if read + n as u64 > self.max_total {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "the archive holds more than {} bytes (maxLayerBytes), a decompression bomb",
+                    self.max_total
+                ),
+            ));
+        }
         self.budget.0.set((read + n as u64, limit));
         Ok(n)
     }

@@ -26,11 +26,13 @@ pub fn add(start: SystemTime, d: Duration) -> Option<SystemTime> {
     start.checked_add(d).filter(|t| *t <= latest())
 }
 
-/// Parses what [`format`] wrote (or any RFC 3339 time); `None` if it is not one.
+/// Parses what [`format`] wrote, or any RFC 3339 time (an offset such as
+/// `+01:00` included); `None` if it is not one.
 pub fn parse(text: &str) -> Option<SystemTime> {
-    humantime::parse_rfc3339_weak(text.trim_end_matches('Z'))
-        .ok()
-        .or_else(|| humantime::parse_rfc3339(text).ok())
+    let t = chrono::DateTime::parse_from_rfc3339(text.trim()).ok()?;
+    let utc = t.with_timezone(&chrono::Utc);
+    let secs = u64::try_from(utc.timestamp()).ok()?;
+    Some(UNIX_EPOCH + Duration::new(secs, utc.timestamp_subsec_nanos()))
 }
 
 #[cfg(test)]
@@ -42,6 +44,18 @@ mod tests {
         let t = now();
         assert_eq!(parse(&format(t)), Some(t));
         assert!(parse("yesterday").is_none());
+        assert!(parse("2999-01-01").is_none());
+    }
+
+    #[test]
+    fn offsets_are_times_not_errors() {
+        assert_eq!(
+            parse("2999-01-01T00:00:00+01:00"),
+            parse("2998-12-31T23:00:00Z")
+        );
+        assert!(parse("2999-01-01T00:00:00+01:00").unwrap() > now());
+        // Docker and skopeo write nanoseconds.
+        assert!(parse("2020-01-01T00:00:00.123456789Z").is_some());
     }
 
     #[test]

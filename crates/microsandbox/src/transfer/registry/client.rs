@@ -34,6 +34,9 @@ const TOKEN_LIMIT: u64 = 1 << 20;
 struct Endpoint {
     /// `scheme://host[:port][/prefix]`, without the `/v2`.
     base: String,
+    /// `host[:port]` of `base`, lowercase: where its answers must come from
+    /// to be answered with credentials.
+    authority: String,
     /// The host, for messages and for picking credentials.
     host: String,
     /// The `Authorization` header to send, once a challenge asked for one.
@@ -158,6 +161,7 @@ impl RegistryOrigin {
             .build()
             .into();
         let endpoint = |base: String, host: &str, credentials_for: &str| Endpoint {
+            authority: url_host(&base).map_or_else(String::new, |(_, h)| h.to_ascii_lowercase()),
             base,
             host: host.to_owned(),
             authorization: Mutex::default(),
@@ -262,7 +266,21 @@ impl RegistryOrigin {
             let response = request
                 .call()
                 .map_err(|e| registry_error(format!("{} ({}): {e}", self.shown, endpoint.host)))?;
-            if response.status() == 401 && attempt == 0 {
+            use ureq::ResponseExt;
+            let landed = response.get_uri();
+            // A registry spoken to over TLS is never left for plain http by
+            // a redirect (a manifest fetched by tag is not hash-checked).
+            if endpoint.base.starts_with("https://") && landed.scheme_str() != Some("https") {
+                return Err(registry_error(format!(
+                    "{} ({}): refusing a redirect to plain http ({landed})",
+                    self.shown, endpoint.host
+                )));
+            }
+            // Only the registry itself may ask for its credentials: a 401
+            // from where a redirect led (a storage host) is not answered.
+            let home = landed.authority().map(|a| a.as_str().to_ascii_lowercase());
+            let ours = home.as_deref() == Some(endpoint.authority.as_str());
+            if response.status() == 401 && attempt == 0 && ours {
                 let challenge = response
                     .headers()
                     .get("www-authenticate")
@@ -288,7 +306,10 @@ impl RegistryOrigin {
                 *a = Some(value);
             }
         };
-        if challenge.len() >= 5 && challenge[..5].eq_ignore_ascii_case("basic") {
+        if challenge
+            .get(..5)
+            .is_some_and(|p| p.eq_ignore_ascii_case("basic"))
+        {
             let Some(c) = &endpoint.credentials else {
                 return Ok(false);
             };
