@@ -165,6 +165,23 @@ pub struct ImageConfigDetail {
     pub labels: HashMap<String, String>,
     /// The signal that stops the container (`SIGTERM`).
     pub stop_signal: Option<String>,
+    /// Ports the image says it listens on (`80/tcp`).
+    pub exposed_ports: Vec<String>,
+    /// Paths the image declares as volumes.
+    pub volumes: Vec<String>,
+}
+
+/// One step of an image's history, oldest first.
+#[napi(object, use_nullable = true)]
+pub struct ImageHistory {
+    /// When the step ran.
+    pub created: Option<DateTime<Utc>>,
+    /// The command that made it.
+    pub created_by: Option<String>,
+    pub author: Option<String>,
+    pub comment: Option<String>,
+    /// Whether the step made no layer (an `ENV`, a `CMD`).
+    pub empty_layer: bool,
 }
 
 /// One layer; `position` 0 is the bottom.
@@ -187,6 +204,12 @@ pub struct ImageDetail {
     pub handle: ImageHandleJson,
     pub config: ImageConfigDetail,
     pub layers: Vec<ImageLayerDetail>,
+    /// When the image was built (its config's `created`).
+    pub created: Option<DateTime<Utc>>,
+    /// Who built it.
+    pub author: Option<String>,
+    /// How it was built, oldest step first.
+    pub history: Vec<ImageHistory>,
 }
 
 impl From<core::ImageDetail> for ImageDetail {
@@ -203,6 +226,8 @@ impl From<core::ImageDetail> for ImageDetail {
                 user: c.user,
                 labels: c.labels.into_iter().collect(),
                 stop_signal: c.stop_signal,
+                exposed_ports: c.exposed_ports,
+                volumes: c.volumes,
             },
             layers: d
                 .layers
@@ -214,6 +239,19 @@ impl From<core::ImageDetail> for ImageDetail {
                     compressed_size_bytes: num(l.compressed_size_bytes),
                     erofs_size_bytes: l.erofs_size_bytes.map(num),
                     position: l.position,
+                })
+                .collect(),
+            created: d.created.map(date),
+            author: d.author,
+            history: d
+                .history
+                .into_iter()
+                .map(|h| ImageHistory {
+                    created: h.created.map(date),
+                    created_by: h.created_by,
+                    author: h.author,
+                    comment: h.comment,
+                    empty_layer: h.empty_layer,
                 })
                 .collect(),
         }

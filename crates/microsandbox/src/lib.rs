@@ -47,8 +47,8 @@ pub mod util;
 
 pub use api::backend::{LeaseOptions, LocalBackend, LocalBackendBuilder};
 pub use api::handle::{
-    DiskUsage, ImageConfigDetail, ImageDetail, ImageHandle, ImageLayerDetail, ImageLease,
-    ImagePruneReport, ImageUsage, RemovedImage,
+    DiskUsage, ImageConfigDetail, ImageDetail, ImageHandle, ImageHistory, ImageLayerDetail,
+    ImageLease, ImagePruneReport, ImageUsage, RemovedImage,
 };
 pub use api::image::Image;
 pub use error::{ErrorKind, MicrosandboxError, MicrosandboxResult};

@@ -243,3 +243,196 @@ fn one_function_names_references_in_every_report() {
         "{removed:?}"
     );
 }
+
+#[test]
+fn another_tools_gc_keeps_what_a_lease_pins() {
+    let h = home();
+    h.load("rich");
+    let lease = h
+        .backend
+        .acquire_lease("rich", &Default::default())
+        .unwrap();
+    h.backend.remove_image("rich", true).unwrap();
+    let umoci_gc = || {
+        let out = std::process::Command::new("umoci")
+            .args(["gc", "--layout"])
+            .arg(h.oci())
+            .output()
+            .expect("umoci is required (apt-get install umoci)");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    umoci_gc();
+    for blob in blobs_of("rich") {
+        assert!(
+            h.blob_names().contains(blob.trim_start_matches("sha256:")),
+            "umoci gc took {blob} of a leased image"
+        );
+    }
+    // The record is no image: list, df and the index's names ignore it.
+    assert!(h.backend.list_images().unwrap().is_empty());
+    assert!(h.backend.disk_usage().unwrap().images.is_empty());
+    // Released, the record goes, and so does the content under umoci gc.
+    h.backend.release_lease(&lease.id).unwrap();
+    let index = fs::read_to_string(h.oci().join("index.json")).unwrap();
+    assert!(!index.contains("dev.microsandbox.pinned"), "{index}");
+    umoci_gc();
+    assert!(h.blob_names().is_empty(), "{:?}", h.blob_names());
+}
+
+#[test]
+fn registries_hear_who_is_asking() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::Write as _;
+        if let Some(Ok(mut client)) = listener.incoming().next() {
+            if let Some(head) = read_request_head(&mut client) {
+                let _ = tx.send(head);
+            }
+            let _ = client.write_all(
+                b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            );
+        }
+    });
+    let h = home();
+    let _ = h
+        .backend
+        .pull_image(&format!("{addr}/a/b:1"), &Default::default());
+    let head = rx.recv_timeout(std::time::Duration::from_secs(10)).unwrap();
+    let want = format!("user-agent: microsandbox/{}", env!("CARGO_PKG_VERSION"));
+    assert!(head.to_ascii_lowercase().contains(&want), "{head}");
+}
+
+#[test]
+fn a_docker_format_save_names_its_tags_in_full() {
+    let h = home();
+    h.load("rich");
+    let work = tempfile::tempdir().unwrap();
+    let tar = work.path().join("d.tar");
+    h.backend
+        .save_images(
+            &["rich".to_owned()],
+            &tar,
+            &microsandbox::SaveOptions {
+                format: microsandbox::SaveFormat::Docker,
+            },
+        )
+        .unwrap();
+    let out = std::process::Command::new("tar")
+        .args(["-xOf"])
+        .arg(&tar)
+        .arg("manifest.json")
+        .output()
+        .unwrap();
+    let manifest: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        manifest[0]["RepoTags"],
+        serde_json::json!(["docker.io/library/rich:latest"])
+    );
+}
+
+#[test]
+fn short_digests_name_images_as_docker_image_ids_do() {
+    let h = home();
+    h.load("rich");
+    h.load("pair");
+    let rich = digest_of("rich");
+    let short = &rich[7..19];
+    assert_eq!(
+        h.backend.get_image(short).unwrap().reference(),
+        "rich:latest"
+    );
+    assert_eq!(
+        h.backend
+            .inspect_image(&rich[..16])
+            .unwrap()
+            .handle
+            .manifest_digest(),
+        rich
+    );
+    let lease = h.backend.acquire_lease(short, &Default::default()).unwrap();
+    assert_eq!(lease.manifest_digest.as_deref(), Some(rich.as_str()));
+    h.backend.release_lease(&lease.id).unwrap();
+    let work = tempfile::tempdir().unwrap();
+    h.backend
+        .save_images(
+            &[short.to_owned()],
+            &work.path().join("r.tar"),
+            &Default::default(),
+        )
+        .unwrap();
+    // A prefix of several manifests is ambiguous, naming them.
+    let app = digest_of("pair/app");
+    let base = digest_of("pair/base");
+    let common = rich[7..]
+        .chars()
+        .zip(app[7..].chars())
+        .take_while(|(a, b)| a == b)
+        .count();
+    if common == 0 {
+        let err = h.backend.get_image("sha256:").unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidReference, "{err}");
+    }
+    let all = [rich.as_str(), app.as_str(), base.as_str()];
+    for one in all {
+        for other in all.iter().filter(|o| **o != one) {
+            let shared = one[7..]
+                .chars()
+                .zip(other[7..].chars())
+                .take_while(|(a, b)| a == b)
+                .count();
+            if shared >= 1 {
+                let prefix = format!("sha256:{}", &one[7..7 + shared]);
+                let err = h.backend.get_image(&prefix).unwrap_err();
+                assert_eq!(err.kind(), ErrorKind::InvalidReference, "{err}");
+                assert!(
+                    err.to_string().contains(one) && err.to_string().contains(other),
+                    "{err}"
+                );
+            }
+        }
+    }
+    // Short hex that names no manifest is a name that is not there.
+    assert_eq!(
+        h.backend.get_image("ffffffffffff").unwrap_err().kind(),
+        ErrorKind::ImageNotFound
+    );
+    h.backend.remove_image(short, false).unwrap();
+    assert!(h.backend.get_image("rich").is_err());
+}
+
+#[test]
+fn inspect_shows_what_skopeo_and_podman_show_users() {
+    let h = home();
+    h.load("rich");
+    let d = h.backend.inspect_image("rich").unwrap();
+    let config: serde_json::Value =
+        serde_json::from_slice(&fs::read(fixtures().join("rich.config.json")).unwrap()).unwrap();
+    assert_eq!(
+        d.created,
+        microsandbox::util::time::parse(config["created"].as_str().unwrap())
+    );
+    assert_eq!(d.author.as_deref(), config["author"].as_str());
+    assert_eq!(d.history.len(), config["history"].as_array().unwrap().len());
+    assert_eq!(
+        d.history[0].created_by.as_deref(),
+        config["history"][0]["created_by"].as_str()
+    );
+    let ports: Vec<String> = config["config"]["ExposedPorts"]
+        .as_object()
+        .map(|m| m.keys().cloned().collect())
+        .unwrap_or_default();
+    assert_eq!(ports, ["8080/tcp"], "the fixture declares a port");
+    assert_eq!(d.config.exposed_ports, ports);
+    let volumes: Vec<String> = config["config"]["Volumes"]
+        .as_object()
+        .map(|m| m.keys().cloned().collect())
+        .unwrap_or_default();
+    assert_eq!(volumes, ["/app/data"], "the fixture declares a volume");
+    assert_eq!(d.config.volumes, volumes);
+}

@@ -10,8 +10,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use crate::api::handle::{
-    DiskUsage, ImageConfigDetail, ImageDetail, ImageHandle, ImageLayerDetail, ImageLease,
-    ImagePruneReport,
+    DiskUsage, ImageConfigDetail, ImageDetail, ImageHandle, ImageHistory, ImageLayerDetail,
+    ImageLease, ImagePruneReport,
 };
 use crate::error::{ErrorKind, MicrosandboxError, MicrosandboxResult};
 use crate::gc;
@@ -21,7 +21,7 @@ use crate::oci::digest::Digest;
 use crate::oci::model::{Platform, Shape, ANN_LAST_USED};
 use crate::oci::platform;
 use crate::oci::reference::Reference;
-use crate::store::catalog::{CatalogCache, Entry};
+use crate::store::catalog::{CatalogCache, Entry, Target};
 use crate::store::content;
 use crate::store::index::{self, IndexTxn};
 use crate::store::layout::{Home, Layout};
@@ -202,21 +202,21 @@ impl LocalBackend {
     }
 
     /// Runs `f` on the entry a reference names, under the shared lock.
+    /// A reference (or a digest prefix, as docker takes image IDs) runs
+    /// `f` on the entry it names, under the shared lock.
     fn with_entry<T>(
         &self,
         reference: &str,
         f: impl FnOnce(&Layout, &Entry) -> MicrosandboxResult<T>,
     ) -> MicrosandboxResult<T> {
-        let r = Reference::parse(reference)?;
         let Some(layout) = self.existing()? else {
-            return Err(MicrosandboxError::not_found(&r.familiar()));
+            return Err(not_found(reference));
         };
         let _guard = layout.lock::<Shared>()?;
         let catalog = self.inner.catalog.current(&layout)?;
-        let found = catalog.find(&r);
-        let entry = found
-            .first()
-            .ok_or_else(|| MicrosandboxError::not_found(&r.familiar()))?;
+        let target = catalog.target(reference)?;
+        let found = catalog.entries_of(&target);
+        let entry = found.first().ok_or_else(|| not_found(reference))?;
         f(&layout, entry)
     }
 
@@ -239,17 +239,28 @@ impl LocalBackend {
     /// holders, when `force` is false, an unexpired lease pins the manifest
     /// and no other reference keeps it.
     pub fn remove_image(&self, reference: &str, force: bool) -> MicrosandboxResult<()> {
-        let r = Reference::parse(reference)?;
         let Some(layout) = self.existing()? else {
-            return Err(MicrosandboxError::not_found(&r.familiar()));
+            return Err(not_found(reference));
         };
         let guard = layout.lock::<Exclusive>()?;
+        let target = self.inner.catalog.current(&layout)?.target(reference)?;
+        let shown = match &target {
+            Target::Name(r) => r.familiar(),
+            Target::Manifest(d) => d.to_string(),
+        };
         let mut txn = IndexTxn::begin(&layout, &guard)?;
         let index = &mut txn.index;
-        let positions: std::collections::HashSet<usize> =
-            index::spellings(index, &r).into_iter().collect();
+        let positions: std::collections::HashSet<usize> = match &target {
+            Target::Name(r) => index::spellings(index, r).into_iter().collect(),
+            // A digest names the manifest: every name on it goes.
+            Target::Manifest(d) => (0..index.manifests.len())
+                .filter(|&i| {
+                    &index.manifests[i].digest == d && index.manifests[i].ref_name().is_some()
+                })
+                .collect(),
+        };
         if positions.is_empty() {
-            return Err(MicrosandboxError::not_found(&r.familiar()));
+            return Err(not_found(reference));
         }
         if !force {
             let leases = lease::list(&layout)?;
@@ -276,11 +287,7 @@ impl LocalBackend {
             if !holders.is_empty() {
                 return Err(MicrosandboxError::new(
                     ErrorKind::ImageInUse,
-                    format!(
-                        "image in use: {} is pinned by {}",
-                        r.familiar(),
-                        holders.join(", ")
-                    ),
+                    format!("image in use: {shown} is pinned by {}", holders.join(", ")),
                 ));
             }
         }
@@ -410,7 +417,25 @@ impl LocalBackend {
                 &Reference::parse(first)?.familiar(),
             ));
         };
-        transfer::save(&layout, references, path, options)
+        // Digest prefixes become the names they stand for.
+        let named = {
+            let _shared = layout.lock::<Shared>()?;
+            let catalog = self.inner.catalog.current(&layout)?;
+            let mut named = Vec::with_capacity(references.len());
+            for input in references {
+                let target = catalog.target(input)?;
+                named.push(match &target {
+                    Target::Name(r) => r.canonical(),
+                    Target::Manifest(_) => catalog
+                        .entries_of(&target)
+                        .first()
+                        .map(|e| e.reference.canonical())
+                        .ok_or_else(|| not_found(input))?,
+                });
+            }
+            named
+        };
+        transfer::save(&layout, &named, path, options)
     }
 
     /// Pins the manifest a reference names and marks the image used. Blocking.
@@ -425,7 +450,6 @@ impl LocalBackend {
         reference: &str,
         options: &LeaseOptions,
     ) -> MicrosandboxResult<ImageLease> {
-        let r = Reference::parse(reference)?;
         let id = match &options.id {
             Some(id) => id.clone(),
             None => format!("lease-{}", crate::store::fs::random_hex(8)),
@@ -447,13 +471,24 @@ impl LocalBackend {
             })?),
         };
         let Some(layout) = self.existing()? else {
-            return Err(MicrosandboxError::not_found(&r.familiar()));
+            return Err(not_found(reference));
         };
         let guard = layout.lock::<Exclusive>()?;
+        // The lease pins what `get` answers with: the newest spelling (or
+        // the manifest a digest prefix names).
+        let entry = self.inner.catalog.current(&layout)?;
+        let target = entry.target(reference)?;
+        let r = match &target {
+            Target::Name(r) => r.clone(),
+            Target::Manifest(_) => entry
+                .entries_of(&target)
+                .first()
+                .map(|e| e.reference.clone())
+                .ok_or_else(|| not_found(reference))?,
+        };
         let mut txn = IndexTxn::begin(&layout, &guard)?;
-        // The lease pins what `get` answers with: the newest spelling.
         let Some(chosen) = index::resolve(&txn.index, &r) else {
-            return Err(MicrosandboxError::not_found(&r.familiar()));
+            return Err(not_found(reference));
         };
         let positions = index::spellings(&txn.index, &r);
         let digest = txn.index.manifests[chosen].digest.clone();
@@ -484,6 +519,8 @@ impl LocalBackend {
                     .insert(ANN_LAST_USED.into(), stamp.clone());
             }
         }
+        let pinned = txn.index.manifests[chosen].clone();
+        index::ensure_pin_record(&mut txn.index, &pinned);
         if let Err(e) = txn.commit() {
             // Without its lastUsedAt stamp the call failed: put the lease
             // files back as they were.
@@ -497,12 +534,25 @@ impl LocalBackend {
     }
 
     /// Ends a lease; false when there was none of that id. Blocking.
+    ///
+    /// The lease file goes first, then, when no other live lease pins the
+    /// manifest, its pin record in `index.json` (a crash in between leaves
+    /// a record that the next prune drops).
     pub fn release_lease(&self, id: &str) -> MicrosandboxResult<bool> {
         lease::check_id(id)?;
-        match self.existing()? {
-            Some(layout) => lease::remove(&layout, id),
-            None => Ok(false),
+        let Some(layout) = self.existing()? else {
+            return Ok(false);
+        };
+        let guard = layout.lock::<Exclusive>()?;
+        if !lease::remove(&layout, id)? {
+            return Ok(false);
         }
+        let mut txn = IndexTxn::begin(&layout, &guard)?;
+        let pins = Pins::of(&lease::scan(&layout)?.0, time::now());
+        if index::drop_pin_records(&mut txn.index, &pins.manifests) {
+            txn.commit()?;
+        }
+        Ok(true)
     }
 
     /// The unexpired leases, oldest first. Blocking. Lease files that cannot
@@ -526,6 +576,15 @@ impl LocalBackend {
             Some(layout) => Ok(Pins::of(&lease::list(&layout)?, time::now())),
             None => Ok(Pins::default()),
         }
+    }
+}
+
+/// `ImageNotFound` for what the caller typed, in its familiar form when it
+/// is a reference.
+fn not_found(input: &str) -> MicrosandboxError {
+    match Reference::parse(input) {
+        Ok(r) => MicrosandboxError::not_found(&r.familiar()),
+        Err(_) => MicrosandboxError::not_found(input),
     }
 }
 
@@ -598,10 +657,27 @@ fn inspect_entry(layout: &Layout, entry: &Entry) -> MicrosandboxResult<ImageDeta
         user: c.user().clone().filter(|u| !u.is_empty()),
         labels: c.labels().clone().unwrap_or_default().into_iter().collect(),
         stop_signal: c.stop_signal().clone().filter(|s| !s.is_empty()),
+        exposed_ports: c.exposed_ports().clone().unwrap_or_default(),
+        volumes: c.volumes().clone().unwrap_or_default(),
     };
+    let history = cfg
+        .history()
+        .iter()
+        .flatten()
+        .map(|h| ImageHistory {
+            created: h.created().as_deref().and_then(time::parse),
+            created_by: h.created_by().clone(),
+            author: h.author().clone(),
+            comment: h.comment().clone(),
+            empty_layer: h.empty_layer().unwrap_or(false),
+        })
+        .collect();
     Ok(ImageDetail {
         handle: entry.handle.clone(),
         config,
         layers,
+        created: cfg.created().as_deref().and_then(time::parse),
+        author: cfg.author().clone(),
+        history,
     })
 }

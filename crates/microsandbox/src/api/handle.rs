@@ -84,6 +84,27 @@ pub struct ImageDetail {
     pub config: ImageConfigDetail,
     /// Layers, `position` 0 at the bottom.
     pub layers: Vec<ImageLayerDetail>,
+    /// When the image was built (its config's `created`).
+    pub created: Option<SystemTime>,
+    /// Who built it (its config's `author`).
+    pub author: Option<String>,
+    /// How it was built, oldest step first (its config's `history`).
+    pub history: Vec<ImageHistory>,
+}
+
+/// One step of an image's history.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ImageHistory {
+    /// When the step ran.
+    pub created: Option<SystemTime>,
+    /// The command that made it (`/bin/sh -c apt-get install ...`).
+    pub created_by: Option<String>,
+    /// Who made it.
+    pub author: Option<String>,
+    /// A comment.
+    pub comment: Option<String>,
+    /// Whether the step made no layer (an `ENV`, a `CMD`).
+    pub empty_layer: bool,
 }
 
 /// The runtime part of an image config.
@@ -105,6 +126,10 @@ pub struct ImageConfigDetail {
     pub labels: BTreeMap<String, String>,
     /// The signal that stops the container (`SIGTERM`).
     pub stop_signal: Option<String>,
+    /// Ports the image says it listens on (`80/tcp`).
+    pub exposed_ports: Vec<String>,
+    /// Paths the image declares as volumes.
+    pub volumes: Vec<String>,
 }
 
 /// One layer of an image.

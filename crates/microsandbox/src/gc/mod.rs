@@ -29,7 +29,7 @@ use crate::oci::model::{Descriptor, IndexFile, ManifestDoc, ANN_CREATED, ANN_LAS
 use crate::store::blob::stale_tmp_file;
 use crate::store::catalog::CatalogCache;
 use crate::store::fs::{allocated, kind, Dir, Entry, ATOMIC_TMP_MARK};
-use crate::store::index::{shown_name, IndexTxn};
+use crate::store::index::{is_pin_record, shown_name, IndexTxn};
 use crate::store::layout::Layout;
 use crate::store::lease::{self, LeaseRecord};
 use crate::store::lock::{Exclusive, ExclusiveGuard, Shared};
@@ -117,7 +117,8 @@ pub fn plan(
     let entries = &index.manifests;
     let pinned = |d: &Descriptor| pins.manifests.contains(&d.digest);
 
-    // Which references go.
+    // Which references go. A pin record stays exactly while a live lease
+    // pins its manifest, whatever the policy.
     let mut goes = vec![false; entries.len()];
     let mut over_budget = 0;
     if options.takes_every_unpinned() {
@@ -129,6 +130,11 @@ pub fn plan(
         let cutoff = now.checked_sub(age).unwrap_or(SystemTime::UNIX_EPOCH);
         for (i, d) in entries.iter().enumerate() {
             goes[i] = !pinned(d) && last_use(layout, d) < cutoff;
+        }
+    }
+    for (i, d) in entries.iter().enumerate() {
+        if is_pin_record(d) {
+            goes[i] = !pinned(d);
         }
     }
     if let Some(budget) = options.max_bytes {
@@ -202,13 +208,16 @@ pub fn plan(
             if d.ref_name().is_some() {
                 report.image_refs_removed += 1;
             }
-            report.removed.push(RemovedImage {
-                reference: shown_name(d),
-                manifest_digest: d.digest.to_string(),
-                bytes,
-                unique_bytes: 0,
-            });
-            removed_graphs.push(g);
+            // A pin record is no image: it goes silently with its lease.
+            if !is_pin_record(d) {
+                report.removed.push(RemovedImage {
+                    reference: shown_name(d),
+                    manifest_digest: d.digest.to_string(),
+                    bytes,
+                    unique_bytes: 0,
+                });
+                removed_graphs.push(g);
+            }
         } else {
             if let Some((root, _)) = graph_ref(&d.digest)?.first() {
                 if kept_roots.insert(root) {

@@ -13,10 +13,11 @@ use crate::gc;
 use crate::gc::census::{graph_of, CensusCache, Graph, Snapshot};
 use crate::gc::policy::PruneOptions;
 use crate::oci::digest::Digest;
+use crate::oci::model::Descriptor;
 use crate::oci::model::{ANN_CREATED, ANN_LAST_USED};
 use crate::store::catalog::CatalogCache;
 use crate::store::fs::{allocated, kind, Dir};
-use crate::store::index::shown_name;
+use crate::store::index::{is_pin_record, shown_name};
 use crate::store::layout::Layout;
 use crate::store::lock::Shared;
 use crate::util::time;
@@ -44,8 +45,13 @@ pub fn disk_usage(
     } = &snapshot;
     // An image whose manifest cannot be read is shown with what can be
     // known (nothing); the others are measured as usual.
-    let per_ref: Vec<Graph> = index
+    // Pin records are leases' doing, counted with the leases below.
+    let entries: Vec<&Descriptor> = index
         .manifests
+        .iter()
+        .filter(|d| !is_pin_record(d))
+        .collect();
+    let per_ref: Vec<Graph> = entries
         .iter()
         .map(|d| graph_of(graphs, &d.digest).unwrap_or_else(|_| Graph::from(Vec::new())))
         .collect();
@@ -67,8 +73,7 @@ pub fn disk_usage(
         }
     }
     let mut measured: HashMap<&Digest, (u64, u64)> = HashMap::new();
-    let mut images: Vec<(Option<std::time::SystemTime>, ImageUsage)> = index
-        .manifests
+    let mut images: Vec<(Option<std::time::SystemTime>, ImageUsage)> = entries
         .iter()
         .zip(&per_ref)
         .map(|(d, g)| {

@@ -20,6 +20,10 @@ pub const ANN_CONTAINERD_NAME: &str = "io.containerd.image.name";
 pub const ANN_CREATED: &str = "dev.microsandbox.created";
 /// When a lease last took the image (RFC 3339).
 pub const ANN_LAST_USED: &str = "dev.microsandbox.last-used";
+/// Marks an unnamed descriptor that keeps a leased manifest in
+/// `index.json`, so that another tool's garbage collection (`umoci gc`,
+/// which cannot see `leases/`) keeps it too.
+pub const ANN_PINNED: &str = "dev.microsandbox.pinned";
 /// When the image was built: its config's `created` (RFC 3339).
 pub const ANN_IMAGE_CREATED: &str = "dev.microsandbox.image-created";
 /// Manifest + config + layer bytes as stored.

@@ -110,6 +110,79 @@ impl Catalog {
     }
 }
 
+/// What a caller's text names: a reference, or (a digest prefix, as docker
+/// takes image IDs) one manifest.
+#[derive(Clone, Debug)]
+pub enum Target {
+    /// A reference; it may name nothing in the cache.
+    Name(Reference),
+    /// The manifest a digest or a unique digest prefix names.
+    Manifest(Digest),
+}
+
+/// The hex digits of a digest prefix: `b9c75f5e7307` (at least 4), or
+/// `sha256:b9c7...` (at least 1); `None` for anything else.
+fn digest_prefix(input: &str) -> Option<&str> {
+    let (hex, min) = match input.strip_prefix("sha256:") {
+        Some(h) => (h, 1),
+        None => (input, 4),
+    };
+    let ok = (min..=64).contains(&hex.len())
+        && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    ok.then_some(hex)
+}
+
+impl Catalog {
+    /// What `input` names: a reference the cache holds by name first, else
+    /// the one manifest whose digest starts with it, else the reference
+    /// (which may name nothing).
+    ///
+    /// # Errors
+    ///
+    /// [`crate::ErrorKind::InvalidReference`] for text that is neither, or
+    /// a prefix of several manifests' digests (naming them).
+    pub fn target(&self, input: &str) -> MicrosandboxResult<Target> {
+        let parsed = Reference::parse(input);
+        if let Ok(r) = &parsed {
+            if !self.find(r).is_empty() {
+                return Ok(Target::Name(r.clone()));
+            }
+        }
+        if let Some(prefix) = digest_prefix(input) {
+            let hits: std::collections::BTreeSet<&Digest> = self
+                .entries
+                .iter()
+                .map(|e| &e.descriptor.digest)
+                .filter(|d| d.hex().starts_with(prefix))
+                .collect();
+            match hits.len() {
+                0 => {}
+                1 => return Ok(Target::Manifest(hits.into_iter().next().unwrap().clone())),
+                _ => {
+                    let names: Vec<String> = hits.iter().map(|d| d.to_string()).collect();
+                    return Err(crate::error::MicrosandboxError::new(
+                        crate::ErrorKind::InvalidReference,
+                        format!("{input} is ambiguous: it begins {}", names.join(", ")),
+                    ));
+                }
+            }
+        }
+        parsed.map(Target::Name)
+    }
+
+    /// The entries `target` names, newest first.
+    pub fn entries_of(&self, target: &Target) -> Vec<&Entry> {
+        match target {
+            Target::Name(r) => self.find(r),
+            Target::Manifest(d) => self
+                .entries
+                .iter()
+                .filter(|e| &e.descriptor.digest == d)
+                .collect(),
+        }
+    }
+}
+
 /// The handle of one index descriptor; summarizes from the blobs only
 /// when the descriptor lacks this cache's annotations.
 pub fn handle_of(

@@ -18,7 +18,7 @@
 
 use crate::error::{MicrosandboxError, MicrosandboxResult};
 use crate::oci::digest::Digest;
-use crate::oci::model::IndexFile;
+use crate::oci::model::{Descriptor, IndexFile, ANN_PINNED};
 use crate::oci::reference::Reference;
 use crate::store::layout::Layout;
 use crate::store::lock::ExclusiveGuard;
@@ -130,7 +130,7 @@ pub fn named(index: &IndexFile, reference: &Reference) -> Vec<usize> {
 pub fn take_named(
     index: &mut IndexFile,
     names: &std::collections::HashSet<String>,
-) -> std::collections::HashMap<String, crate::oci::model::Descriptor> {
+) -> std::collections::HashMap<String, Descriptor> {
     let mut taken = std::collections::HashMap::new();
     index.manifests.retain(|d| {
         let Some(name) = d.ref_name() else {
@@ -176,10 +176,42 @@ pub fn resolve(index: &IndexFile, reference: &Reference) -> Option<usize> {
     spellings(index, reference).last().copied()
 }
 
+/// Whether an entry is a pin record: an unnamed descriptor that keeps a
+/// leased manifest visible to other tools (see [`ANN_PINNED`]).
+pub fn is_pin_record(d: &Descriptor) -> bool {
+    d.ref_name().is_none() && d.annotations.contains_key(ANN_PINNED)
+}
+
+/// Makes sure a pin record for `manifest` is in the index (one per manifest).
+pub fn ensure_pin_record(index: &mut IndexFile, manifest: &Descriptor) {
+    if index
+        .manifests
+        .iter()
+        .any(|d| is_pin_record(d) && d.digest == manifest.digest)
+    {
+        return;
+    }
+    let mut d = Descriptor::new(&manifest.media_type, manifest.digest.clone(), manifest.size);
+    d.platform = manifest.platform.clone();
+    d.annotations
+        .insert(ANN_PINNED.to_owned(), "true".to_owned());
+    index.manifests.push(d);
+}
+
+/// Takes out the pin records of manifests no live lease pins; true if any
+/// went.
+pub fn drop_pin_records(index: &mut IndexFile, pinned: &std::collections::HashSet<Digest>) -> bool {
+    let before = index.manifests.len();
+    index
+        .manifests
+        .retain(|d| !is_pin_record(d) || pinned.contains(&d.digest));
+    index.manifests.len() != before
+}
+
 /// How an entry is named to people, in every report and listing: the
 /// familiar form of its reference (`python:3.12`, as `list` shows it),
 /// else its manifest digest for an entry with no usable name.
-pub fn shown_name(d: &crate::oci::model::Descriptor) -> String {
+pub fn shown_name(d: &Descriptor) -> String {
     d.ref_name()
         .and_then(|n| Reference::parse(n).ok())
         .map_or_else(|| d.digest.to_string(), |r| r.familiar())
@@ -199,7 +231,7 @@ pub fn same_image(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::oci::model::{Descriptor, ANN_REF_NAME, MEDIA_OCI_MANIFEST};
+    use crate::oci::model::{ANN_REF_NAME, MEDIA_OCI_MANIFEST};
 
     fn entry(name: &str, digest: &Digest) -> Descriptor {
         let mut d = Descriptor::new(MEDIA_OCI_MANIFEST, digest.clone(), 1);

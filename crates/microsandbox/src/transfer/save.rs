@@ -398,7 +398,9 @@ fn docker_files(chosen: &[Chosen]) -> (Vec<u8>, Vec<u8>) {
         let Some(tag) = c.reference.tag() else {
             continue;
         };
-        let repo = c.reference.familiar_name();
+        // Fully qualified, as skopeo writes them: podman reads a bare
+        // `deb:1` as `localhost/deb:1`.
+        let repo = c.reference.repository();
         let repo_tag = format!("{repo}:{tag}");
         if !items[at].1.repo_tags.contains(&repo_tag) {
             items[at].1.repo_tags.push(repo_tag);

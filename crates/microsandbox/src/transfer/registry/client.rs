@@ -29,6 +29,8 @@ const ACCEPT: &str = "application/vnd.oci.image.index.v1+json, \
      application/vnd.docker.distribution.manifest.list.v2+json, \
      application/vnd.docker.distribution.manifest.v2+json";
 const TOKEN_LIMIT: u64 = 1 << 20;
+/// What the cache says it is to registries: `microsandbox/<version>`.
+pub const USER_AGENT: &str = concat!("microsandbox/", env!("CARGO_PKG_VERSION"));
 
 /// One place that serves the repository: a mirror or the origin.
 struct Endpoint {
@@ -158,6 +160,7 @@ impl RegistryOrigin {
             // slow links).
             .timeout_recv_body(Some(Duration::from_secs(3600)))
             .max_redirects(10)
+            .user_agent(USER_AGENT)
             .build()
             .into();
         let endpoint = |base: String, host: &str, credentials_for: &str| Endpoint {
