@@ -46,6 +46,39 @@ function loaded(t, ...fixtures) {
   return home;
 }
 
+/**
+ * A copy of the `pair` layout whose index names `n` references, `many-0`
+ * to `many-<n-1>`, taking turns on its two images: output long enough to
+ * fill a pipe.
+ */
+function manyRefs(t, n) {
+  const dir = path.join(tempDir(t), 'many');
+  fs.cpSync(fixture('pair'), dir, { recursive: true });
+  const file = path.join(dir, 'index.json');
+  const index = JSON.parse(fs.readFileSync(file, 'utf8'));
+  const images = index.manifests;
+  index.manifests = Array.from({ length: n }, (_, i) => ({
+    ...images[i % images.length],
+    annotations: { 'org.opencontainers.image.ref.name': `many-${i}` },
+  }));
+  fs.writeFileSync(file, JSON.stringify(index));
+  return dir;
+}
+
+/**
+ * Runs `CLI args | reader` in bash with pipefail; returns the CLI's own exit
+ * status (PIPESTATUS[0]), the status of the pipeline, and the CLI's stderr.
+ */
+function throughPipe(t, args, reader, { home, env = {} }) {
+  const err = path.join(tempDir(t), 'stderr');
+  const r = spawnSync(
+    'bash',
+    ['-o', 'pipefail', '-c', `"$@" 2>"$MSB_ERR" | ${reader} >/dev/null; s=("\${PIPESTATUS[@]}"); echo "\${s[0]}"; exit "\${s[0]}"`, 'bash', process.execPath, CLI, ...args],
+    { env: { ...process.env, MSB_HOME: home, MSB_ERR: err, ...env }, encoding: 'utf8' },
+  );
+  return { status: Number(r.stdout.trim()), pipeline: r.status, stderr: fs.readFileSync(err, 'utf8') };
+}
+
 describe('cli: help and usage', () => {
   test('help exits 0; usage errors exit 2 with the help', () => {
     const top = cli(['--help']);
@@ -72,6 +105,46 @@ describe('cli: help and usage', () => {
       assert.match(r.stderr, /^error: /, args.join(' '));
       assert.match(r.stderr, /Usage: microsandbox/, args.join(' '));
     }
+  });
+});
+
+describe('cli: a closed stdout', () => {
+  test('ls, prune, inspect and save into `head` end quietly with exit 0, output longer than a pipe holds', (t) => {
+    const home = tempHome(t);
+    const refs = Array.from({ length: 4000 }, (_, i) => `many-${i}`);
+    ok(cli(['image', 'load', '-q', manyRefs(t, refs.length)], { home }));
+    const cases = [
+      [['image', 'ls'], 'head -1'],
+      [['image', 'prune', '-a', '--dry-run'], 'head -1'],
+      [['image', 'inspect', ...refs.slice(0, 200)], 'head -c 10'],
+      [['image', 'save', ...refs], 'head -c 100'],
+    ];
+    const tmp = tempDir(t);
+    for (const [args, reader] of cases) {
+      const what = `${args.slice(0, 3).join(' ')} | ${reader}`;
+      const full = cli(args, { home, raw: true });
+      assert.equal(full.status, 0, `${what}: ${full.stderr}`);
+      assert.ok(full.stdout.length > 128 << 10, `${what}: ${full.stdout.length} bytes do not overfill a pipe`);
+      const r = throughPipe(t, args, reader, { home, env: { TMPDIR: tmp } });
+      assert.equal(r.stderr, '', what);
+      assert.equal(r.status, 0, what);
+      assert.equal(r.pipeline, 0, what);
+    }
+    // The cache is as it was: the dry run removed nothing, save left no temporary behind.
+    assert.deepEqual(fs.readdirSync(tmp), []);
+    assert.equal(ok(cli(['image', 'ls', '-q'], { home })).stdout.trim().split('\n').length, refs.length);
+  });
+
+  test('an unexpected exception prints `error: message`, never a stack trace, and exits 1', (t) => {
+    const home = tempHome(t);
+    // A stdout that cannot be written (a read-only descriptor) is such an exception.
+    const r = spawnSync('bash', ['-c', 'exec 1</dev/null; exec "$@"', 'bash', process.execPath, CLI, 'image', 'ls'], {
+      env: { ...process.env, MSB_HOME: home },
+      encoding: 'utf8',
+    });
+    assert.equal(r.status, 1, r.stderr);
+    assert.match(r.stderr, /^error: \S.*\n$/m);
+    assert.doesNotMatch(r.stderr, /^\s+at |node:internal|Node\.js v/m);
   });
 });
 

@@ -3,12 +3,51 @@
 // The `microsandbox` command: `npx microsandbox image ls|inspect|rm|prune|
 // df|pull|load|save|leases`, on the addon. Exit codes: 0 success, 1 a
 // failed operation (`error: Code: message` on stderr), 2 a usage error
-// (printed with the command's help).
+// (printed with the command's help). A reader that goes away (`... | head
+// -1`) ends the command quietly, as git and docker do; no stack trace ever
+// reaches a user.
 
 const { parseArgs } = require('node:util');
 const { COMMANDS, COMMON, UsageError, reportError } = require('./cli/commands');
 
 const NAME = 'microsandbox';
+
+// --- streams and the unexpected ------------------------------------------
+// Once stdout's reader has gone, what is left to print goes nowhere: the
+// command runs to its end (its temporaries are removed) and exits with its
+// own code, not with an EPIPE.
+let stdoutClosed = false;
+
+/** Whether `e` is stdout (or stderr) having lost its reader. */
+function isClosedPipe(e) {
+  if (!e) return false;
+  if (e.code === 'EPIPE') return true;
+  return stdoutClosed && (e.code === 'ERR_STREAM_DESTROYED' || e.code === 'ERR_STREAM_PREMATURE_CLOSE');
+}
+
+/** The last word on an exception nothing caught: `error: message`, exit 1. */
+function fatal(e) {
+  if (isClosedPipe(e)) {
+    stdoutClosed = true;
+    return;
+  }
+  try {
+    reportError(e);
+  } catch {
+    // stderr is gone too: nothing left to tell.
+  }
+  process.exit(1);
+}
+
+process.stdout.on('error', (e) => {
+  if (e.code === 'EPIPE') stdoutClosed = true;
+  else fatal(e);
+});
+process.stderr.on('error', () => {
+  // Nowhere to report a failing stderr; the exit code still tells.
+});
+process.on('uncaughtException', fatal);
+process.on('unhandledRejection', fatal);
 
 function topHelp() {
   const lines = [
@@ -73,17 +112,12 @@ async function main(argv) {
       process.stderr.write(`error: ${e.message}\n\n${commandHelp(command)}\n`);
       return 2;
     }
+    if (isClosedPipe(e)) return 0;
     reportError(e);
     return 1;
   }
 }
 
-main(process.argv.slice(2)).then(
-  (code) => {
-    process.exitCode = code;
-  },
-  (e) => {
-    reportError(e);
-    process.exitCode = 1;
-  },
-);
+main(process.argv.slice(2)).then((code) => {
+  process.exitCode = code;
+}, fatal);

@@ -9,7 +9,7 @@ const os = require('node:os');
 const path = require('node:path');
 const readline = require('node:readline');
 const { pipeline } = require('node:stream/promises');
-const { Image } = require('../../index.js');
+const { Image, ErrorCode } = require('../../index.js');
 const { humanSize, ago, table, shortDigest } = require('./format');
 const { reporter } = require('./progress');
 
@@ -299,10 +299,16 @@ async function verify({ backend, values, positionals }) {
   return r.clean ? 0 : 1;
 }
 
-/** Prints a coded error as `error: Code: message`. */
+const CODES = new Set(Object.values(ErrorCode));
+
+/**
+ * Prints an error of the cache as `error: Code: message` (its code is one
+ * of the API's ErrorCode names), any other as `error: message`.
+ */
 function reportError(e) {
-  const code = e && typeof e.code === 'string' ? e.code : 'Error';
-  process.stderr.write(`error: ${code}: ${e && e.message ? e.message : String(e)}\n`);
+  const message = e && e.message ? e.message : String(e);
+  const code = e && CODES.has(e.code) ? `${e.code}: ` : '';
+  process.stderr.write(`error: ${code}${message}\n`);
 }
 
 const COMMANDS = {
