@@ -148,6 +148,26 @@ describe('cli: a closed stdout', () => {
   });
 });
 
+describe('cli: help', () => {
+  test('the top help gives each command its one-line summary, a whole sentence', () => {
+    const top = ok(cli(['image', '--help'])).stdout.split('\n');
+    const from = top.indexOf('Commands:');
+    assert.ok(from > 0, top.join('\n'));
+    const rows = top.slice(from + 1, top.indexOf('', from));
+    assert.deepEqual(rows.map((l) => l.trim().split(/\s+/)[0]), ['ls', 'inspect', 'rm', 'prune', 'df', 'pull', 'load', 'save', 'verify', 'leases']);
+    for (const row of rows) {
+      const [, name, summary] = /^ {2}(\S+) +(\S.*)$/.exec(row) ?? [];
+      assert.ok(summary, `not a command line: ${row}`);
+      assert.ok(row.length <= 80, `${name}: longer than a terminal line`);
+      assert.match(summary, /[^,;:\s]\.$/, `${name}: "${summary}" does not end a sentence`);
+      assert.doesNotMatch(summary, /\b(and|or|the|a|to|of|with|moves?)\.$/i, `${name}: "${summary}" is cut`);
+      // The same summary heads the command's own help.
+      const own = ok(cli(['image', name, '--help'])).stdout.split('\n');
+      assert.equal(own[2], summary, `${name} --help`);
+    }
+  });
+});
+
 describe('cli: npx', () => {
   test('npx microsandbox runs this package\'s bin', (t) => {
     const home = loaded(t, 'rich');

@@ -59,14 +59,15 @@ function topHelp() {
   ];
   for (const [name, c] of Object.entries(COMMANDS)) {
     if (name === 'list' || name === 'remove') continue;
-    lines.push(`  ${name.padEnd(8)} ${c.about.split('\n')[0]}`);
+    lines.push(`  ${name.padEnd(8)} ${c.summary}`);
   }
   lines.push('', 'Every command takes --home DIR, --json and --help.', `Run '${NAME} image COMMAND --help' for more.`);
   return lines.join('\n');
 }
 
 function commandHelp(c) {
-  return `Usage: ${NAME} ${c.usage}\n\n${c.about}\n\nCommon options:\n  --home DIR   the cache home (else $MSB_HOME, else ~/.microsandbox)\n  --json       machine-readable output\n  -h, --help   this help`;
+  const about = c.about ? `\n\n${c.about}` : '';
+  return `Usage: ${NAME} ${c.usage}\n\n${c.summary}${about}\n\nCommon options:\n  --home DIR   the cache home (else $MSB_HOME, else ~/.microsandbox)\n  --json       machine-readable output\n  -h, --help   this help`;
 }
 
 function backendFor(home) {

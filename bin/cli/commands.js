@@ -311,32 +311,42 @@ function reportError(e) {
   process.stderr.write(`error: ${code}${message}\n`);
 }
 
+// Each command: `summary`, one line (a whole sentence) for the top help;
+// `about`, the details its own help adds.
 const COMMANDS = {
   ls: {
     run: ls,
     usage: 'image ls [-q] [--digests] [--json]',
-    about: 'List images: REFERENCE DIGEST PLATFORM SIZE CREATED LAST USED, newest first.',
+    summary: 'List images, newest first.',
+    about:
+      'Columns: CREATED is when the image was built (its config says; - if not), ADDED when it\n' +
+      'entered this cache (- for an entry another tool wrote), LAST USED when a lease last took it.\n' +
+      '-q prints references only; --digests full digests.',
     options: { quiet: { type: 'boolean', short: 'q' }, digests: { type: 'boolean' } },
   },
   inspect: {
     run: inspect,
     usage: 'image inspect REF...',
-    about: 'Print the details of images as a JSON array (like docker image inspect).',
+    summary: 'Print details of images as a JSON array, like docker image inspect.',
+    about: 'A reference not in the cache is an error on stderr (exit 1); the others are still printed.',
     options: {},
   },
   rm: {
     run: rm,
     usage: 'image rm [-f] REF...',
-    about: 'Remove references; content goes at the next prune. -f removes one a lease pins.',
+    summary: 'Remove references; their content goes at the next prune.',
+    about: '-f removes one a lease pins.',
     options: { force: { type: 'boolean', short: 'f' } },
   },
   prune: {
     run: prune,
     usage: 'image prune [-a] [--unused-for AGE] [--max-size SIZE] [--dry-run] [-f] [--json]',
+    summary: 'Remove what nothing uses; with -a or a policy, images too.',
     about:
-      'Remove what nothing uses (content no image or lease needs); -a also every image no lease pins;\n' +
+      'By default only content no image or lease needs; -a also every image no lease pins;\n' +
       '--unused-for 7d the images unused that long; --max-size 20GB the least recently used until the\n' +
-      'cache fits. --dry-run only reports. Asks before deleting on a terminal unless -f.',
+      'cache fits. Each removed image is shown with the space only it held. --dry-run only reports.\n' +
+      'Asks before deleting on a terminal unless -f.',
     options: {
       all: { type: 'boolean', short: 'a' },
       'unused-for': { type: 'string' },
@@ -348,13 +358,17 @@ const COMMANDS = {
   df: {
     run: df,
     usage: 'image df [-v] [--json]',
-    about: 'Show disk usage, each blob counted once; -v per image: size, shared, unique.',
+    summary: 'Show disk usage, each blob counted once.',
+    about: '-v adds a line per image: its size, the part shared with others, and the part unique to it.',
     options: { verbose: { type: 'boolean', short: 'v' } },
   },
   pull: {
     run: pull,
     usage: 'image pull [--platform OS/ARCH] [--policy always|missing|never] [--insecure] [-q] REF',
-    about: 'Pull an image from its registry (Docker Hub by default), with progress.',
+    summary: 'Pull an image from its registry (Docker Hub by default).',
+    about:
+      'Progress on stderr: a bar per blob on a terminal, else a line per finished layer; none with -q\n' +
+      'or --json. --policy missing answers from the cache when it can.',
     options: {
       platform: { type: 'string' },
       policy: { type: 'string' },
@@ -365,27 +379,33 @@ const COMMANDS = {
   load: {
     run: load,
     usage: 'image load [--reference NAME] [--platform OS/ARCH] [-q] FILE|-',
-    about: 'Load an OCI layout, OCI archive or docker-archive (- reads the archive from stdin).',
+    summary: 'Load an OCI layout, OCI archive or docker-archive.',
+    about: '- reads the archive from stdin. Progress on stderr as for pull; none with -q or --json.',
     options: { reference: { type: 'string' }, platform: { type: 'string' }, quiet: { type: 'boolean', short: 'q' } },
   },
   save: {
     run: save,
     usage: 'image save [--format oci|docker] -o FILE|- REF...',
-    about: 'Write images to one archive (- or no -o with a pipe: stdout).',
+    summary: 'Write images to one archive.',
+    about:
+      '-o - (or no -o, stdout being a pipe) writes the archive to stdout. --format docker for docker\n' +
+      'load.',
     options: { output: { type: 'string', short: 'o' }, format: { type: 'string' } },
   },
   verify: {
     run: verify,
     usage: 'image verify [--repair] [--json]',
+    summary: 'Re-hash every blob and check the cache.',
     about:
-      'Re-hash every blob and check the cache; exit 1 if anything is wrong. --repair moves corrupt\n' +
-      'blobs to cache/quarantine/ and removes references that can no longer be served.',
+      'Exits 1 if anything is wrong. --repair moves corrupt blobs to cache/quarantine/ and removes\n' +
+      'references that can no longer be served.',
     options: { repair: { type: 'boolean' } },
   },
   leases: {
     run: leases,
     usage: 'image leases [ls] | image leases rm ID...',
-    about: 'List leases (what pins images), or release some.',
+    summary: 'List leases (what pins images), or release some.',
+    about: '',
     options: {},
   },
 };
