@@ -6,11 +6,20 @@ import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
+import { createRequire } from 'node:module';
 import path from 'node:path';
 import { MANIFEST, ROOT, blobFiles, fixture, tempDir, tempHome } from './helpers.mjs';
 import { Image, LocalBackend } from '../index.js';
 
 const CLI = path.join(ROOT, 'bin', 'microsandbox.js');
+const { humanSize } = createRequire(import.meta.url)('../bin/cli/format.js');
+
+/** `12.3kB` -> 12300: a size as the CLI prints it, back to bytes. */
+function parseSize(text) {
+  const m = /^(\d+(?:\.\d+)?)(B|kB|MB|GB|TB)$/.exec(text);
+  assert.ok(m, `not a size: ${text}`);
+  return Number(m[1]) * 1000 ** ['B', 'kB', 'MB', 'GB', 'TB'].indexOf(m[2]);
+}
 
 /** Runs the CLI; returns { status, stdout, stderr } (stdout as a Buffer with `raw`). */
 function cli(args, { home, input, env = {}, raw = false } = {}) {
@@ -284,6 +293,37 @@ describe('cli: prune and df', () => {
     assert.equal(yes.status, 0, yes.out);
     assert.match(yes.out, /Removed: rich:latest/);
     assert.equal(ok(cli(['image', 'ls', '-q'], { home })).stdout, '');
+  });
+
+  test('counts agree with their nouns: 1 layer, 2 layers, 0 temporary files', (t) => {
+    const home = loaded(t, 'multiarch');
+    const one = ok(cli(['image', 'prune', '-a', '-f'], { home })).stdout;
+    assert.match(one, /^Removed 1 reference, 1 manifest, 1 config, 1 layer, 0 temporary files, 0 expired leases$/m);
+    const two = ok(cli(['image', 'prune', '-a', '--dry-run'], { home: loaded(t, 'pair') })).stdout;
+    assert.match(two, /^Would remove 2 references, 2 manifests, 2 configs, 2 layers, 0 temporary files, 0 expired leases$/m);
+    const checked = ok(cli(['image', 'verify'], { home: loaded(t, 'pair') })).stdout;
+    assert.match(checked, /^checked \d+ blobs \(/m);
+    for (const out of [one, two, checked]) assert.doesNotMatch(out, /(^|[^\d.])1 [a-z]+s\b/m);
+  });
+
+  test('prune shows each image with what only it held (uniqueBytes): they add up to at most the total', async (t) => {
+    // app and base share their bottom layer: each one's own share leaves it out.
+    const home = loaded(t, 'pair');
+    const api = await Image.pruneLocal(new LocalBackend({ home }), { dryRun: true });
+    assert.equal(api.removed.length, 2);
+    assert.ok(api.removed.every((x) => x.uniqueBytes < x.bytes), JSON.stringify(api.removed));
+    for (const dryRun of [true, false]) {
+      const out = ok(cli(['image', 'prune', '-a', ...(dryRun ? ['--dry-run'] : ['-f'])], { home })).stdout;
+      const lines = [...out.matchAll(/^(?:Would remove|Removed): (\S+) \((\w{12}), (\S+) unique to it\)$/gm)];
+      assert.deepEqual(lines.map((m) => m[1]).sort(), ['app:latest', 'base:latest'], out);
+      for (const [, ref, , size] of lines) {
+        const x = api.removed.find((r) => r.reference === ref);
+        assert.equal(size, humanSize(x.uniqueBytes), `${ref}: ${out}`);
+      }
+      const total = parseSize(/^Total \w+ space: (\S+)$/m.exec(out)[1]);
+      assert.ok(lines.reduce((a, m) => a + parseSize(m[3]), 0) <= total, out);
+    }
+    assert.deepEqual(blobFiles(home), []);
   });
 
   test('df shows totals, -v per image, --json the API object', async (t) => {

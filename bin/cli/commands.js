@@ -10,7 +10,7 @@ const path = require('node:path');
 const readline = require('node:readline');
 const { pipeline } = require('node:stream/promises');
 const { Image, ErrorCode } = require('../../index.js');
-const { humanSize, ago, table, shortDigest } = require('./format');
+const { humanSize, ago, agoOrDash, count, table, shortDigest } = require('./format');
 const { reporter } = require('./progress');
 
 /** A usage error: main() prints it with the command's help and exits 2. */
@@ -127,11 +127,20 @@ async function prune({ backend, values, positionals }) {
     return 0;
   }
   const verb = r.dryRun ? 'Would remove' : 'Removed';
-  for (const x of r.removed) process.stdout.write(`${verb}: ${x.reference} (${shortDigest(x.manifestDigest)}, ${humanSize(x.bytes)})\n`);
-  process.stdout.write(
-    `${verb} ${r.imageRefsRemoved} references, ${r.manifestsRemoved} manifests, ${r.configsRemoved} configs, ` +
-      `${r.layersRemoved} layers, ${r.tmpFilesRemoved} temporary files, ${r.expiredLeasesRemoved} expired leases\n`,
-  );
+  // Each image with what its removal alone frees (uniqueBytes): these add
+  // up to at most the total, where shared blobs are counted once.
+  for (const x of r.removed) {
+    process.stdout.write(`${verb}: ${x.reference} (${shortDigest(x.manifestDigest)}, ${humanSize(x.uniqueBytes)} unique to it)\n`);
+  }
+  const counts = [
+    count(r.imageRefsRemoved, 'reference'),
+    count(r.manifestsRemoved, 'manifest'),
+    count(r.configsRemoved, 'config'),
+    count(r.layersRemoved, 'layer'),
+    count(r.tmpFilesRemoved, 'temporary file'),
+    count(r.expiredLeasesRemoved, 'expired lease'),
+  ];
+  process.stdout.write(`${verb} ${counts.join(', ')}\n`);
   if (r.overBudgetBytes > 0) process.stdout.write(`Leases keep the cache ${humanSize(r.overBudgetBytes)} over the budget\n`);
   process.stdout.write(`Total ${r.dryRun ? 'reclaimable' : 'reclaimed'} space: ${humanSize(r.bytesReclaimed)}\n`);
   return 0;
@@ -291,11 +300,12 @@ async function verify({ backend, values, positionals }) {
     ['dangling reference', r.danglingReferences],
     ['stray temporary file', r.strayTmpFiles],
     ['bad lease file', r.badLeases],
+    ['bad index entry', r.badIndexEntries ?? []],
     ['quarantined', r.quarantined],
     ['removed reference', r.removedReferences],
   ];
   for (const [what, items] of sections) for (const item of items) process.stdout.write(`${what}: ${item}\n`);
-  process.stdout.write(`checked ${r.blobsChecked} blobs (${humanSize(r.bytesChecked)}): ${r.clean ? 'clean' : 'PROBLEMS FOUND'}\n`);
+  process.stdout.write(`checked ${count(r.blobsChecked, 'blob')} (${humanSize(r.bytesChecked)}): ${r.clean ? 'clean' : 'PROBLEMS FOUND'}\n`);
   return r.clean ? 0 : 1;
 }
 
