@@ -8,11 +8,11 @@ import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
-import { MANIFEST, ROOT, blobFiles, fixture, tempDir, tempHome } from './helpers.mjs';
+import { MANIFEST, RICH_CONFIG, ROOT, blobFiles, fixture, tempDir, tempHome } from './helpers.mjs';
 import { Image, LocalBackend } from '../index.js';
 
 const CLI = path.join(ROOT, 'bin', 'microsandbox.js');
-const { humanSize } = createRequire(import.meta.url)('../bin/cli/format.js');
+const { ago, humanSize } = createRequire(import.meta.url)('../bin/cli/format.js');
 
 /** `12.3kB` -> 12300: a size as the CLI prints it, back to bytes. */
 function parseSize(text) {
@@ -190,10 +190,13 @@ describe('cli: ls, inspect, rm, leases', () => {
   test('ls prints a table, -q references, --digests full digests, --json the handles', (t) => {
     const home = loaded(t, 'pair', 'rich');
     const table = ok(cli(['image', 'ls'], { home })).stdout.trim().split('\n');
-    assert.match(table[0], /^REFERENCE\s+DIGEST\s+PLATFORM\s+SIZE\s+CREATED\s+LAST USED$/);
+    assert.match(table[0], /^REFERENCE\s+DIGEST\s+PLATFORM\s+SIZE\s+CREATED\s+ADDED\s+LAST USED$/);
     assert.equal(table.length, 4);
     const rich = table.find((l) => l.startsWith('rich:latest'));
-    assert.match(rich, new RegExp(`${MANIFEST.rich.manifestDigest.slice(7, 19)}\\s+linux/amd64\\s+\\S+B\\s+(just now|\\d+ seconds? ago)\\s+never$`));
+    // CREATED: the image's build time (its config's, years ago); ADDED: the load, just now.
+    const built = ago(new Date(RICH_CONFIG.created));
+    assert.match(built, /^\d+ years ago$/);
+    assert.match(rich, new RegExp(`${MANIFEST.rich.manifestDigest.slice(7, 19)}\\s+linux/amd64\\s+\\S+B\\s+${built}\\s+(just now|\\d+ seconds? ago)\\s+never$`));
     assert.deepEqual(ok(cli(['image', 'list', '-q'], { home })).stdout.trim().split('\n').sort(), ['app:latest', 'base:latest', 'rich:latest']);
     assert.match(ok(cli(['image', 'ls', '--digests'], { home })).stdout, new RegExp(MANIFEST.rich.manifestDigest));
     const json = JSON.parse(ok(cli(['image', 'ls', '--json'], { home })).stdout);
@@ -205,6 +208,25 @@ describe('cli: ls, inspect, rm, leases', () => {
     // --home wins over MSB_HOME.
     const other = tempHome(t);
     assert.equal(ok(cli(['image', 'ls', '-q', '--home', other], { home })).stdout, '');
+  });
+
+  test('ls of an entry skopeo wrote into the cache: CREATED from its config, ADDED unknown', (t) => {
+    const home = loaded(t, 'pair');
+    const r = spawnSync('skopeo', ['copy', '--insecure-policy', `oci:${fixture('rich')}:rich`, `oci:${path.join(home, 'cache', 'oci')}:umoci-tag`], { encoding: 'utf8' });
+    assert.equal(r.status, 0, `skopeo is required: ${r.stderr}`);
+    const [head, ...rows] = ok(cli(['image', 'ls'], { home })).stdout.trim().split('\n');
+    const column = (name) => head.indexOf(name);
+    const cell = (row, name, next) => row.slice(column(name), column(next)).trim();
+    const foreign = rows.find((l) => l.startsWith('umoci-tag:latest'));
+    assert.ok(foreign, rows.join('\n'));
+    assert.equal(cell(foreign, 'CREATED', 'ADDED'), ago(new Date(RICH_CONFIG.created)));
+    assert.equal(cell(foreign, 'ADDED', 'LAST USED'), '-');
+    assert.equal(foreign.slice(column('LAST USED')).trim(), 'never');
+    const ours = rows.find((l) => l.startsWith('app:latest'));
+    assert.match(cell(ours, 'ADDED', 'LAST USED'), /^(just now|\d+ seconds? ago)$/);
+    const json = JSON.parse(ok(cli(['image', 'ls', '--json'], { home })).stdout).find((h) => h.reference === 'umoci-tag:latest');
+    assert.equal(json.createdAt, null);
+    assert.equal(json.imageCreatedAt, new Date(RICH_CONFIG.created).toISOString());
   });
 
   test('inspect prints a JSON array; a missing image is an error and exit 1', (t) => {

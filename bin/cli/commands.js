@@ -52,10 +52,13 @@ async function ls({ backend, values, positionals }) {
       values.digests ? h.manifestDigest : shortDigest(h.manifestDigest),
       h.os && h.architecture ? `${h.os}/${h.architecture}` : '-',
       humanSize(h.sizeBytes),
-      ago(h.createdAt),
+      agoOrDash(h.imageCreatedAt),
+      agoOrDash(h.createdAt),
       ago(h.lastUsedAt),
     ]);
-    process.stdout.write(`${table(['REFERENCE', 'DIGEST', 'PLATFORM', 'SIZE', 'CREATED', 'LAST USED'], rows)}\n`);
+    // CREATED as docker images: when the image was built; ADDED: when it
+    // entered this cache (unknown for an entry another tool wrote).
+    process.stdout.write(`${table(['REFERENCE', 'DIGEST', 'PLATFORM', 'SIZE', 'CREATED', 'ADDED', 'LAST USED'], rows)}\n`);
   }
   return 0;
 }
