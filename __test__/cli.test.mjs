@@ -157,6 +157,30 @@ describe('cli: a closed stdout', () => {
   });
 });
 
+describe('cli: usage errors', () => {
+  test('option errors are told in our words, with the command\'s help, exit 2', () => {
+    for (const [args, said] of [
+      [['image', 'ls', '--x'], 'unknown option --x'],
+      [['image', 'ls', '-qz'], 'unknown option -z'],
+      [['image', 'ls', '--home'], '--home needs a value'],
+      [['image', 'save', 'app', '-o'], '--output needs a value'],
+      [['image', 'prune', '--max-size'], '--max-size needs a value'],
+      [['image', 'df', '--json=yes'], '--json takes no value'],
+      [['image', 'ls', '--home', '--json'], '--home needs a value (write --home=VALUE for one that starts with -)'],
+    ]) {
+      const what = args.join(' ');
+      const r = cli(args, { home: tempHome() });
+      assert.equal(r.status, 2, `${what}: ${r.stderr}`);
+      const [first, blank, usage] = r.stderr.split('\n');
+      assert.equal(first, `error: ${said}`, what);
+      assert.equal(blank, '', what);
+      assert.match(usage, new RegExp(`^Usage: microsandbox image ${args[1]} `), what);
+      assert.doesNotMatch(r.stderr, /positional|'/, what);
+      assert.equal(r.stdout, '', what);
+    }
+  });
+});
+
 describe('cli: help', () => {
   test('the top help gives each command its one-line summary, a whole sentence', () => {
     const top = ok(cli(['image', '--help'])).stdout.split('\n');

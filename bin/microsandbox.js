@@ -70,6 +70,38 @@ function commandHelp(c) {
   return `Usage: ${NAME} ${c.usage}\n\n${c.summary}${about}\n\nCommon options:\n  --home DIR   the cache home (else $MSB_HOME, else ~/.microsandbox)\n  --json       machine-readable output\n  -h, --help   this help`;
 }
 
+/** `-o` -> `--output`: an option as its long name, which the help lists. */
+function longName(token, options) {
+  if (token.startsWith('--')) return token;
+  const short = token.slice(1);
+  const name = Object.keys(options).find((k) => options[k].short === short);
+  return name ? `--${name}` : token;
+}
+
+/**
+ * A parseArgs error in our own words (`unknown option --x`, `--home needs
+ * a value`): its messages, with their advice and unbalanced quotes, are
+ * not for users.
+ */
+function usageMessage(e, options) {
+  const quoted = /'([^']*)'/.exec(e.message)?.[1] ?? '';
+  switch (e.code) {
+    case 'ERR_PARSE_ARGS_UNKNOWN_OPTION':
+      return `unknown option ${quoted}`;
+    case 'ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL':
+      return `unexpected argument ${quoted}`;
+    case 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE': {
+      // `-o, --output <value>`, `--json`, `-o`: the long name if given.
+      const name = longName(/--[\w-]+/.exec(quoted)?.[0] ?? quoted.split(/[ ,]/)[0], options);
+      if (/does not take an argument/.test(e.message)) return `${name} takes no value`;
+      if (/ambiguous/.test(e.message)) return `${name} needs a value (write ${name}=VALUE for one that starts with -)`;
+      return `${name} needs a value`;
+    }
+    default:
+      return 'invalid arguments';
+  }
+}
+
 function backendFor(home) {
   const { LocalBackend } = require('../index.js');
   return new LocalBackend(home ? { home } : {});
@@ -94,11 +126,13 @@ async function main(argv) {
     process.stderr.write(`error: ${name ? `unknown image command ${name}` : 'missing image command'}\n\n${topHelp()}\n`);
     return 2;
   }
+  const options = { ...COMMON, ...command.options };
   let parsed;
   try {
-    parsed = parseArgs({ args: argv.slice(2), options: { ...COMMON, ...command.options }, allowPositionals: true, strict: true });
+    parsed = parseArgs({ args: argv.slice(2), options, allowPositionals: true, strict: true });
   } catch (e) {
-    process.stderr.write(`error: ${e.message}\n\n${commandHelp(command)}\n`);
+    if (typeof e.code !== 'string' || !e.code.startsWith('ERR_PARSE_ARGS_')) throw e;
+    process.stderr.write(`error: ${usageMessage(e, options)}\n\n${commandHelp(command)}\n`);
     return 2;
   }
   if (parsed.values.help) {
