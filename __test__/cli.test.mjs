@@ -389,6 +389,27 @@ describe('cli: prune and df', () => {
 });
 
 describe('cli: load and save', () => {
+  test('save -q tells nothing: stdout carries the archive alone, stderr stays empty', (t) => {
+    const home = loaded(t, 'pair');
+    const dir = tempDir(t);
+    const file = path.join(dir, 'pair.tar');
+    const told = ok(cli(['image', 'save', '-o', file, 'app', 'base'], { home }));
+    assert.match(told.stdout, new RegExp(`^Saved 2 images to ${file.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')} \\(\\S+B\\)\n$`));
+    const archive = fs.readFileSync(file);
+    const quiet = cli(['image', 'save', '-q', 'app', 'base'], { home, raw: true });
+    assert.equal(quiet.status, 0, quiet.stderr);
+    assert.equal(quiet.stderr, '');
+    assert.ok(Buffer.compare(quiet.stdout, archive) === 0, 'stdout is not the archive alone');
+    const chatty = cli(['image', 'save', 'app', 'base'], { home, raw: true });
+    assert.ok(Buffer.compare(chatty.stdout, archive) === 0, 'stdout is not the archive alone');
+    assert.match(chatty.stderr, /^Saved 2 images to stdout \(\S+B\)\n$/);
+    const again = path.join(dir, 'again.tar');
+    const toFile = ok(cli(['image', 'save', '-q', '-o', again, 'app', 'base'], { home }));
+    assert.equal(toFile.stdout, '');
+    assert.equal(toFile.stderr, '');
+    assert.ok(Buffer.compare(fs.readFileSync(again), archive) === 0);
+  });
+
   test('save -o FILE and to stdout give the same archive; load reads it from stdin', (t) => {
     const home = loaded(t, 'pair');
     const dir = tempDir(t);

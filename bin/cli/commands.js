@@ -239,6 +239,12 @@ async function load({ backend, values, positionals }) {
   return 0;
 }
 
+/** save's word on what it wrote, where the archive is not: none with -q or --json. */
+function saved(values, stream, n, where, file) {
+  if (values.quiet || values.json) return;
+  stream.write(`Saved ${count(n, 'image')} to ${where} (${humanSize(fs.statSync(file).size)})\n`);
+}
+
 async function save({ backend, values, positionals }) {
   needArgs(positionals, 1, 'REF');
   let out = values.output;
@@ -250,13 +256,16 @@ async function save({ backend, values, positionals }) {
   if (out !== '-') {
     await Image.saveLocal(backend, positionals, out, options);
     if (values.json) printJson({ path: path.resolve(out), references: positionals });
+    saved(values, process.stdout, positionals.length, out, out);
     return 0;
   }
+  // The archive goes to stdout: stdout carries it alone, the rest goes to stderr.
   const tmp = scratch();
   try {
     const file = path.join(tmp.dir, 'out.tar');
     await Image.saveLocal(backend, positionals, file, options);
     await pipeline(fs.createReadStream(file), process.stdout);
+    saved(values, process.stderr, positionals.length, 'stdout', file);
   } finally {
     tmp.cleanup();
   }
@@ -398,12 +407,12 @@ const COMMANDS = {
   },
   save: {
     run: save,
-    usage: 'image save [--format oci|docker] -o FILE|- REF...',
+    usage: 'image save [--format oci|docker] [-q] -o FILE|- REF...',
     summary: 'Write images to one archive.',
     about:
-      '-o - (or no -o, stdout being a pipe) writes the archive to stdout. --format docker for docker\n' +
-      'load.',
-    options: { output: { type: 'string', short: 'o' }, format: { type: 'string' } },
+      '-o - (or no -o, stdout being a pipe) writes the archive to stdout; what was saved is then told\n' +
+      'on stderr. --format docker for docker load. -q tells nothing.',
+    options: { output: { type: 'string', short: 'o' }, format: { type: 'string' }, quiet: { type: 'boolean', short: 'q' } },
   },
   verify: {
     run: verify,
