@@ -2,10 +2,12 @@
 // against temporary homes with real images: every command and flag, JSON
 // output, exit codes, archives through stdin and stdout, and the prompt and
 // progress bar through a pseudo-terminal (`script`).
-import { describe, test } from 'node:test';
+import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
+import crypto from 'node:crypto';
 import fs from 'node:fs';
+import net from 'node:net';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import { MANIFEST, RICH_CONFIG, ROOT, blobFiles, fixture, tempDir, tempHome } from './helpers.mjs';
@@ -72,6 +74,41 @@ function manyRefs(t, n) {
   }));
   fs.writeFileSync(file, JSON.stringify(index));
   return dir;
+}
+
+/**
+ * An OCI layout of one image, `plain`, whose single layer is an
+ * uncompressed tar: a layer with no `verify` phase.
+ */
+function plainLayerLayout(t) {
+  const dir = path.join(tempDir(t), 'plain');
+  const blobs = path.join(dir, 'blobs', 'sha256');
+  fs.mkdirSync(blobs, { recursive: true });
+  const put = (bytes) => {
+    const buf = Buffer.from(bytes);
+    const hex = crypto.createHash('sha256').update(buf).digest('hex');
+    fs.writeFileSync(path.join(blobs, hex), buf);
+    return { digest: `sha256:${hex}`, size: buf.length };
+  };
+  const src = tempDir(t);
+  fs.writeFileSync(path.join(src, 'hello.txt'), 'hello\n');
+  const tar = spawnSync('tar', ['--format=ustar', '--owner=0', '--group=0', '--mtime=@0', '-cf', '-', '-C', src, 'hello.txt']);
+  assert.equal(tar.status, 0, String(tar.stderr));
+  const layer = put(tar.stdout);
+  const arch = { x64: 'amd64', arm64: 'arm64' }[process.arch] ?? process.arch;
+  const config = put(JSON.stringify({ architecture: arch, os: 'linux', config: {}, rootfs: { type: 'layers', diff_ids: [layer.digest] } }));
+  const manifest = put(JSON.stringify({
+    schemaVersion: 2,
+    mediaType: 'application/vnd.oci.image.manifest.v1+json',
+    config: { mediaType: 'application/vnd.oci.image.config.v1+json', ...config },
+    layers: [{ mediaType: 'application/vnd.oci.image.layer.v1.tar', ...layer }],
+  }));
+  fs.writeFileSync(path.join(dir, 'oci-layout'), '{"imageLayoutVersion":"1.0.0"}');
+  fs.writeFileSync(path.join(dir, 'index.json'), JSON.stringify({
+    schemaVersion: 2,
+    manifests: [{ mediaType: 'application/vnd.oci.image.manifest.v1+json', ...manifest, annotations: { 'org.opencontainers.image.ref.name': 'plain' } }],
+  }));
+  return { dir, layer };
 }
 
 /**
@@ -389,6 +426,39 @@ describe('cli: prune and df', () => {
 });
 
 describe('cli: load and save', () => {
+  test('without a terminal, load tells one line per layer: loaded, or skipped when the cache had it', (t) => {
+    const home = tempHome(t);
+    const layers = MANIFEST.rich.layers.map((d, i) => [d, humanSize(MANIFEST.rich.layerSizes[i])]);
+    const expect = (stderr, line) => {
+      assert.doesNotMatch(stderr, /\x1b\[/);
+      const lines = stderr.trim().split('\n');
+      assert.match(lines.pop(), /^committed \S+B in \d+\.\ds$/, stderr);
+      assert.deepEqual(lines.sort(), layers.map(([d, size]) => line(`sha256:${d.slice(7, 19)}…`, size)).sort(), stderr);
+    };
+    for (let i = 0; i < 3; i++) {
+      // Each time on a fresh home: every layer comes in.
+      const fresh = tempHome(t);
+      expect(ok(cli(['image', 'load', fixture('rich')], { home: fresh })).stderr, (d, size) => `loaded ${d} ${size}`);
+    }
+    ok(cli(['image', 'load', fixture('rich')], { home }));
+    expect(ok(cli(['image', 'load', fixture('rich')], { home })).stderr, (d, size) => `skipped ${d} ${size} (already in the cache)`);
+    // An archive: read whole, then every layer of it.
+    const file = path.join(tempDir(t), 'rich.tar');
+    ok(cli(['image', 'save', '-q', '-o', file, 'rich'], { home }));
+    const fromArchive = ok(cli(['image', 'load', file], { home: tempHome(t) })).stderr;
+    assert.match(fromArchive, /^read \S+B\n/);
+    expect(fromArchive.replace(/^read .*\n/, ''), (d, size) => `loaded ${d} ${size}`);
+    // An uncompressed layer has no verify phase: told at the commit; when cached, it sends no event at all.
+    const plain = plainLayerLayout(t);
+    const name = `sha256:${plain.layer.digest.slice(7, 19)}…`;
+    const once = ok(cli(['image', 'load', plain.dir], { home })).stderr;
+    assert.match(once, new RegExp(`^loaded ${name} ${humanSize(plain.layer.size)}\n(committed .*\n)$`));
+    const twice = ok(cli(['image', 'load', plain.dir], { home })).stderr;
+    assert.match(twice, new RegExp(`^skipped ${name} ${humanSize(plain.layer.size)} \\(already in the cache\\)\n(committed .*\n)$`));
+    // Nothing with -q or --json.
+    for (const flag of ['-q', '--json']) assert.equal(ok(cli(['image', 'load', flag, fixture('rich')], { home: tempHome(t) })).stderr, '', flag);
+  });
+
   test('save -q tells nothing: stdout carries the archive alone, stderr stays empty', (t) => {
     const home = loaded(t, 'pair');
     const dir = tempDir(t);
@@ -433,10 +503,59 @@ describe('cli: load and save', () => {
     const third = tempHome(t);
     const plain = ok(cli(['image', 'load', file], { home: third }));
     assert.match(plain.stderr, /^read \S+B$/m);
-    assert.match(plain.stderr, /^verify [0-9a-f]{12} \S+B$/m);
+    assert.match(plain.stderr, /^loaded sha256:[0-9a-f]{12}… \S+B$/m);
     assert.doesNotMatch(plain.stderr, /\x1b\[/);
     const bad = cli(['image', 'load', '-'], { home: third, input: Buffer.from('not an archive') });
     assert.equal(bad.status, 1);
     assert.match(bad.stderr, /^error: InvalidArchive: /m);
+  });
+});
+
+describe('cli: pull without a terminal', () => {
+  let registry;
+  let addr;
+  before(async () => {
+    const dir = tempDir(null, 'msb-registry-');
+    const port = await new Promise((resolve) => {
+      const srv = net.createServer().listen(0, '127.0.0.1', () => {
+        const { port: p } = srv.address();
+        srv.close(() => resolve(p));
+      });
+    });
+    addr = `127.0.0.1:${port}`;
+    const config = path.join(dir, 'config.yml');
+    fs.writeFileSync(config, `version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: ${dir}/data\nhttp:\n  addr: ${addr}\n`);
+    registry = spawn('docker-registry', ['serve', config], { stdio: 'ignore' });
+    registry.on('error', (e) => assert.fail(`docker-registry is required: ${e.message}`));
+    for (let i = 0; ; i++) {
+      const up = await new Promise((resolve) => {
+        const sock = net.connect(port, '127.0.0.1', () => resolve(sock.destroy() || true));
+        sock.on('error', () => resolve(false));
+      });
+      if (up) break;
+      assert.ok(i < 400, 'the registry did not start');
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    const r = spawnSync('skopeo', ['copy', '--insecure-policy', '--dest-tls-verify=false', `oci:${fixture('rich')}:rich`, `docker://${addr}/team/rich:1`], { encoding: 'utf8' });
+    assert.equal(r.status, 0, r.stderr);
+  });
+  after(() => registry?.kill());
+
+  test('pull tells one line per layer: pulled, then skipped when the cache has it', (t) => {
+    const home = tempHome(t);
+    const ref = `${addr}/team/rich:1`;
+    const layers = MANIFEST.rich.layers.map((d, i) => [`sha256:${d.slice(7, 19)}…`, humanSize(MANIFEST.rich.layerSizes[i])]);
+    const first = ok(cli(['image', 'pull', ref], { home }));
+    assert.equal(first.stdout, `${ref} ${MANIFEST.rich.manifestDigest} ${humanSize(MANIFEST.rich.totalSize)}\n`);
+    const lines = first.stderr.trim().split('\n');
+    assert.match(lines.pop(), /^committed \S+B in \d+\.\ds$/, first.stderr);
+    assert.deepEqual(lines.filter((l) => /^pulled sha256:\w{12}… /.test(l)).sort(), layers.map(([d, size]) => `pulled ${d} ${size}`).sort(), first.stderr);
+    const skipped = layers.map(([d, size]) => `skipped ${d} ${size} (already in the cache)`).sort();
+    const again = ok(cli(['image', 'pull', ref], { home })).stderr.trim().split('\n');
+    assert.match(again.pop(), /^committed 0B in /);
+    assert.deepEqual(again.sort(), skipped);
+    // Answered from the cache without asking the registry: the same lines, no commit.
+    assert.deepEqual(ok(cli(['image', 'pull', '--policy', 'missing', ref], { home })).stderr.trim().split('\n').sort(), skipped);
+    assert.equal(ok(cli(['image', 'pull', '-q', ref], { home: tempHome(t) })).stderr, '');
   });
 });

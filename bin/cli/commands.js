@@ -181,11 +181,39 @@ async function df({ backend, values, positionals }) {
   return 0;
 }
 
-/** Progress for pull and load: bars on a terminal, lines otherwise, none with --json or --quiet. */
-function progressFor(values) {
-  if (values.json || values.quiet) return { options: {}, done() {} };
-  const r = reporter(process.stderr, Boolean(process.stderr.isTTY));
-  return { options: { onProgress: r.onProgress }, done: r.done };
+/**
+ * Progress for pull and load: bars on a terminal, a line per layer
+ * otherwise, none with --json or --quiet. `done(handles)` has the last
+ * word (it may wait for the last events); `close()` silences it on failure.
+ */
+function progressFor(backend, values, verb) {
+  const silent = { options: {}, async done() {}, close() {} };
+  if (values.json || values.quiet) return silent;
+  const tty = Boolean(process.stderr.isTTY);
+  const r = reporter(process.stderr, { tty, verb });
+  return {
+    options: { onProgress: r.onProgress },
+    async done(handles, expected = true) {
+      await r.done({ layers: tty ? [] : await layersOf(backend, handles), expected });
+    },
+    close: r.close,
+  };
+}
+
+/** The distinct layer blobs of `handles` (`{ digest, size }`), as the cache has them now. */
+async function layersOf(backend, handles) {
+  const images = new Map(handles.map((h) => [h.manifestDigest, h.reference]));
+  const layers = new Map();
+  for (const reference of images.values()) {
+    let detail;
+    try {
+      detail = await Image.inspectLocal(backend, reference);
+    } catch {
+      continue; // gone already (another process removed it): nothing to tell
+    }
+    for (const l of detail.layers) layers.set(l.blobDigest, { digest: l.blobDigest, size: l.compressedSizeBytes });
+  }
+  return [...layers.values()];
 }
 
 function printHandles(values, handles) {
@@ -199,13 +227,18 @@ function printHandles(values, handles) {
 async function pull({ backend, values, positionals }) {
   needArgs(positionals, 1, 'REF');
   if (positionals.length > 1) throw new UsageError(`unexpected argument ${positionals[1]}`);
-  const p = progressFor(values);
+  const p = progressFor(backend, values, 'pulled');
   const options = { ...p.options, policy: values.policy ?? 'always' };
   if (values.platform) options.platform = values.platform;
   if (values.insecure) options.insecure = true;
-  const h = await Image.pullLocal(backend, positionals[0], options);
-  p.done();
-  printHandles(values, [h]);
+  try {
+    const h = await Image.pullLocal(backend, positionals[0], options);
+    // Only `always` is sure to transfer (and commit); the others may answer from the cache.
+    await p.done([h], options.policy === 'always');
+    printHandles(values, [h]);
+  } finally {
+    p.close();
+  }
   return 0;
 }
 
@@ -218,7 +251,7 @@ function scratch() {
 async function load({ backend, values, positionals }) {
   needArgs(positionals, 1, 'FILE (or - for stdin)');
   if (positionals.length > 1) throw new UsageError(`unexpected argument ${positionals[1]}`);
-  const p = progressFor(values);
+  const p = progressFor(backend, values, 'loaded');
   const options = { ...p.options };
   if (values.platform) options.platform = values.platform;
   if (values.reference) options.reference = values.reference;
@@ -231,9 +264,10 @@ async function load({ backend, values, positionals }) {
   }
   try {
     const handles = await Image.loadLocal(backend, file, options);
-    p.done();
+    await p.done(handles);
     printHandles(values, handles);
   } finally {
+    p.close();
     tmp?.cleanup();
   }
   return 0;
