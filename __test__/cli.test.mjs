@@ -336,6 +336,30 @@ describe('cli: ls, inspect, rm, leases', () => {
   });
 });
 
+describe('cli: a home that does not exist', () => {
+  test('ls, inspect, df, verify and leases read it as empty and do not create it', (t) => {
+    const home = path.join(tempDir(t), 'not', 'yet');
+    const table = ok(cli(['image', 'ls'], { home })).stdout;
+    assert.match(table, /^REFERENCE\s+DIGEST\s+PLATFORM\s+SIZE\s+CREATED\s+ADDED\s+LAST USED\n$/);
+    assert.deepEqual(JSON.parse(ok(cli(['image', 'ls', '--json'], { home })).stdout), []);
+    assert.equal(ok(cli(['image', 'ls', '-q'], { home })).stdout, '');
+    const missing = cli(['image', 'inspect', 'rich'], { home });
+    assert.equal(missing.status, 1);
+    assert.equal(missing.stderr, 'error: ImageNotFound: image not found: rich:latest\n');
+    const df = ok(cli(['image', 'df', '-v'], { home })).stdout;
+    assert.match(df, /^Images\s+0\s+0\s+0B\s+0B$/m);
+    assert.match(df, /^Total on disk: 0B$/m);
+    const usage = JSON.parse(ok(cli(['image', 'df', '--json'], { home })).stdout);
+    assert.equal(usage.totalBytes, 0);
+    assert.deepEqual(usage.images, []);
+    assert.equal(ok(cli(['image', 'verify'], { home })).stdout, 'checked 0 blobs (0B): clean\n');
+    assert.equal(JSON.parse(ok(cli(['image', 'verify', '--json'], { home })).stdout).clean, true);
+    assert.match(ok(cli(['image', 'leases'], { home })).stdout, /^ID\s+KIND\s+REFERENCE\s+DIGEST\s+CREATED\s+EXPIRES\n$/);
+    assert.deepEqual(JSON.parse(ok(cli(['image', 'leases', '--json'], { home })).stdout), []);
+    assert.ok(!fs.existsSync(path.dirname(home)), `${path.dirname(home)} was created`);
+  });
+});
+
 describe('cli: prune and df', () => {
   test('prune takes only dangling content by default, -a every unpinned image; --dry-run deletes nothing', (t) => {
     const home = loaded(t, 'pair', 'rich');
