@@ -1,14 +1,53 @@
 #!/usr/bin/env node
 'use strict';
 // The `microsandbox` command: `npx microsandbox image ls|inspect|rm|prune|
-// df|pull|load|save|leases`, on the addon. Exit codes: 0 success, 1 a
+// df|pull|load|save|verify|leases`, on the addon. Exit codes: 0 success, 1 a
 // failed operation (`error: Code: message` on stderr), 2 a usage error
-// (printed with the command's help).
+// (printed with the command's help). A reader that goes away (`... | head
+// -1`) ends the command quietly, as git and docker do; no stack trace ever
+// reaches a user.
 
 const { parseArgs } = require('node:util');
 const { COMMANDS, COMMON, UsageError, reportError } = require('./cli/commands');
 
 const NAME = 'microsandbox';
+
+// --- streams and the unexpected ------------------------------------------
+// Once stdout's reader has gone, what is left to print goes nowhere: the
+// command runs to its end (its temporaries are removed) and exits with its
+// own code, not with an EPIPE.
+let stdoutClosed = false;
+
+/** Whether `e` is stdout (or stderr) having lost its reader. */
+function isClosedPipe(e) {
+  if (!e) return false;
+  if (e.code === 'EPIPE') return true;
+  return stdoutClosed && (e.code === 'ERR_STREAM_DESTROYED' || e.code === 'ERR_STREAM_PREMATURE_CLOSE');
+}
+
+/** The last word on an exception nothing caught: `error: message`, exit 1. */
+function fatal(e) {
+  if (isClosedPipe(e)) {
+    stdoutClosed = true;
+    return;
+  }
+  try {
+    reportError(e);
+  } catch {
+    // stderr is gone too: nothing left to tell.
+  }
+  process.exit(1);
+}
+
+process.stdout.on('error', (e) => {
+  if (e.code === 'EPIPE') stdoutClosed = true;
+  else fatal(e);
+});
+process.stderr.on('error', () => {
+  // Nowhere to report a failing stderr; the exit code still tells.
+});
+process.on('uncaughtException', fatal);
+process.on('unhandledRejection', fatal);
 
 function topHelp() {
   const lines = [
@@ -20,14 +59,47 @@ function topHelp() {
   ];
   for (const [name, c] of Object.entries(COMMANDS)) {
     if (name === 'list' || name === 'remove') continue;
-    lines.push(`  ${name.padEnd(8)} ${c.about.split('\n')[0]}`);
+    lines.push(`  ${name.padEnd(8)} ${c.summary}`);
   }
   lines.push('', 'Every command takes --home DIR, --json and --help.', `Run '${NAME} image COMMAND --help' for more.`);
   return lines.join('\n');
 }
 
 function commandHelp(c) {
-  return `Usage: ${NAME} ${c.usage}\n\n${c.about}\n\nCommon options:\n  --home DIR   the cache home (else $MSB_HOME, else ~/.microsandbox)\n  --json       machine-readable output\n  -h, --help   this help`;
+  const about = c.about ? `\n\n${c.about}` : '';
+  return `Usage: ${NAME} ${c.usage}\n\n${c.summary}${about}\n\nCommon options:\n  --home DIR   the cache home (else $MSB_HOME, else ~/.microsandbox)\n  --json       machine-readable output\n  -h, --help   this help`;
+}
+
+/** `-o` -> `--output`: an option as its long name, which the help lists. */
+function longName(token, options) {
+  if (token.startsWith('--')) return token;
+  const short = token.slice(1);
+  const name = Object.keys(options).find((k) => options[k].short === short);
+  return name ? `--${name}` : token;
+}
+
+/**
+ * A parseArgs error in our own words (`unknown option --x`, `--home needs
+ * a value`): its messages, with their advice and unbalanced quotes, are
+ * not for users.
+ */
+function usageMessage(e, options) {
+  const quoted = /'([^']*)'/.exec(e.message)?.[1] ?? '';
+  switch (e.code) {
+    case 'ERR_PARSE_ARGS_UNKNOWN_OPTION':
+      return `unknown option ${quoted}`;
+    case 'ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL':
+      return `unexpected argument ${quoted}`;
+    case 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE': {
+      // `-o, --output <value>`, `--json`, `-o`: the long name if given.
+      const name = longName(/--[\w-]+/.exec(quoted)?.[0] ?? quoted.split(/[ ,]/)[0], options);
+      if (/does not take an argument/.test(e.message)) return `${name} takes no value`;
+      if (/ambiguous/.test(e.message)) return `${name} needs a value (write ${name}=VALUE for one that starts with -)`;
+      return `${name} needs a value`;
+    }
+    default:
+      return 'invalid arguments';
+  }
 }
 
 function backendFor(home) {
@@ -54,11 +126,13 @@ async function main(argv) {
     process.stderr.write(`error: ${name ? `unknown image command ${name}` : 'missing image command'}\n\n${topHelp()}\n`);
     return 2;
   }
+  const options = { ...COMMON, ...command.options };
   let parsed;
   try {
-    parsed = parseArgs({ args: argv.slice(2), options: { ...COMMON, ...command.options }, allowPositionals: true, strict: true });
+    parsed = parseArgs({ args: argv.slice(2), options, allowPositionals: true, strict: true });
   } catch (e) {
-    process.stderr.write(`error: ${e.message}\n\n${commandHelp(command)}\n`);
+    if (typeof e.code !== 'string' || !e.code.startsWith('ERR_PARSE_ARGS_')) throw e;
+    process.stderr.write(`error: ${usageMessage(e, options)}\n\n${commandHelp(command)}\n`);
     return 2;
   }
   if (parsed.values.help) {
@@ -73,17 +147,12 @@ async function main(argv) {
       process.stderr.write(`error: ${e.message}\n\n${commandHelp(command)}\n`);
       return 2;
     }
+    if (isClosedPipe(e)) return 0;
     reportError(e);
     return 1;
   }
 }
 
-main(process.argv.slice(2)).then(
-  (code) => {
-    process.exitCode = code;
-  },
-  (e) => {
-    reportError(e);
-    process.exitCode = 1;
-  },
-);
+main(process.argv.slice(2)).then((code) => {
+  process.exitCode = code;
+}, fatal);

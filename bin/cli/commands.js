@@ -9,8 +9,8 @@ const os = require('node:os');
 const path = require('node:path');
 const readline = require('node:readline');
 const { pipeline } = require('node:stream/promises');
-const { Image } = require('../../index.js');
-const { humanSize, ago, table, shortDigest } = require('./format');
+const { Image, ErrorCode } = require('../../index.js');
+const { humanSize, ago, agoOrDash, count, table, shortDigest } = require('./format');
 const { reporter } = require('./progress');
 
 /** A usage error: main() prints it with the command's help and exits 2. */
@@ -52,10 +52,13 @@ async function ls({ backend, values, positionals }) {
       values.digests ? h.manifestDigest : shortDigest(h.manifestDigest),
       h.os && h.architecture ? `${h.os}/${h.architecture}` : '-',
       humanSize(h.sizeBytes),
-      ago(h.createdAt),
+      agoOrDash(h.imageCreatedAt),
+      agoOrDash(h.createdAt),
       ago(h.lastUsedAt),
     ]);
-    process.stdout.write(`${table(['REFERENCE', 'DIGEST', 'PLATFORM', 'SIZE', 'CREATED', 'LAST USED'], rows)}\n`);
+    // CREATED as docker images: when the image was built; ADDED: when it
+    // entered this cache (unknown for an entry another tool wrote).
+    process.stdout.write(`${table(['REFERENCE', 'DIGEST', 'PLATFORM', 'SIZE', 'CREATED', 'ADDED', 'LAST USED'], rows)}\n`);
   }
   return 0;
 }
@@ -127,11 +130,20 @@ async function prune({ backend, values, positionals }) {
     return 0;
   }
   const verb = r.dryRun ? 'Would remove' : 'Removed';
-  for (const x of r.removed) process.stdout.write(`${verb}: ${x.reference} (${shortDigest(x.manifestDigest)}, ${humanSize(x.bytes)})\n`);
-  process.stdout.write(
-    `${verb} ${r.imageRefsRemoved} references, ${r.manifestsRemoved} manifests, ${r.configsRemoved} configs, ` +
-      `${r.layersRemoved} layers, ${r.tmpFilesRemoved} temporary files, ${r.expiredLeasesRemoved} expired leases\n`,
-  );
+  // Each image with what its removal alone frees (uniqueBytes): these add
+  // up to at most the total, where shared blobs are counted once.
+  for (const x of r.removed) {
+    process.stdout.write(`${verb}: ${x.reference} (${shortDigest(x.manifestDigest)}, ${humanSize(x.uniqueBytes)} unique to it)\n`);
+  }
+  const counts = [
+    count(r.imageRefsRemoved, 'reference'),
+    count(r.manifestsRemoved, 'manifest'),
+    count(r.configsRemoved, 'config'),
+    count(r.layersRemoved, 'layer'),
+    count(r.tmpFilesRemoved, 'temporary file'),
+    count(r.expiredLeasesRemoved, 'expired lease'),
+  ];
+  process.stdout.write(`${verb} ${counts.join(', ')}\n`);
   if (r.overBudgetBytes > 0) process.stdout.write(`Leases keep the cache ${humanSize(r.overBudgetBytes)} over the budget\n`);
   process.stdout.write(`Total ${r.dryRun ? 'reclaimable' : 'reclaimed'} space: ${humanSize(r.bytesReclaimed)}\n`);
   return 0;
@@ -169,11 +181,39 @@ async function df({ backend, values, positionals }) {
   return 0;
 }
 
-/** Progress for pull and load: bars on a terminal, lines otherwise, none with --json or --quiet. */
-function progressFor(values) {
-  if (values.json || values.quiet) return { options: {}, done() {} };
-  const r = reporter(process.stderr, Boolean(process.stderr.isTTY));
-  return { options: { onProgress: r.onProgress }, done: r.done };
+/**
+ * Progress for pull and load: bars on a terminal, a line per layer
+ * otherwise, none with --json or --quiet. `done(handles)` has the last
+ * word (it may wait for the last events); `close()` silences it on failure.
+ */
+function progressFor(backend, values, verb) {
+  const silent = { options: {}, async done() {}, close() {} };
+  if (values.json || values.quiet) return silent;
+  const tty = Boolean(process.stderr.isTTY);
+  const r = reporter(process.stderr, { tty, verb });
+  return {
+    options: { onProgress: r.onProgress },
+    async done(handles, expected = true) {
+      await r.done({ layers: tty ? [] : await layersOf(backend, handles), expected });
+    },
+    close: r.close,
+  };
+}
+
+/** The distinct layer blobs of `handles` (`{ digest, size }`), as the cache has them now. */
+async function layersOf(backend, handles) {
+  const images = new Map(handles.map((h) => [h.manifestDigest, h.reference]));
+  const layers = new Map();
+  for (const reference of images.values()) {
+    let detail;
+    try {
+      detail = await Image.inspectLocal(backend, reference);
+    } catch {
+      continue; // gone already (another process removed it): nothing to tell
+    }
+    for (const l of detail.layers) layers.set(l.blobDigest, { digest: l.blobDigest, size: l.compressedSizeBytes });
+  }
+  return [...layers.values()];
 }
 
 function printHandles(values, handles) {
@@ -187,13 +227,18 @@ function printHandles(values, handles) {
 async function pull({ backend, values, positionals }) {
   needArgs(positionals, 1, 'REF');
   if (positionals.length > 1) throw new UsageError(`unexpected argument ${positionals[1]}`);
-  const p = progressFor(values);
+  const p = progressFor(backend, values, 'pulled');
   const options = { ...p.options, policy: values.policy ?? 'always' };
   if (values.platform) options.platform = values.platform;
   if (values.insecure) options.insecure = true;
-  const h = await Image.pullLocal(backend, positionals[0], options);
-  p.done();
-  printHandles(values, [h]);
+  try {
+    const h = await Image.pullLocal(backend, positionals[0], options);
+    // Only `always` is sure to transfer (and commit); the others may answer from the cache.
+    await p.done([h], options.policy === 'always');
+    printHandles(values, [h]);
+  } finally {
+    p.close();
+  }
   return 0;
 }
 
@@ -206,7 +251,7 @@ function scratch() {
 async function load({ backend, values, positionals }) {
   needArgs(positionals, 1, 'FILE (or - for stdin)');
   if (positionals.length > 1) throw new UsageError(`unexpected argument ${positionals[1]}`);
-  const p = progressFor(values);
+  const p = progressFor(backend, values, 'loaded');
   const options = { ...p.options };
   if (values.platform) options.platform = values.platform;
   if (values.reference) options.reference = values.reference;
@@ -219,12 +264,19 @@ async function load({ backend, values, positionals }) {
   }
   try {
     const handles = await Image.loadLocal(backend, file, options);
-    p.done();
+    await p.done(handles);
     printHandles(values, handles);
   } finally {
+    p.close();
     tmp?.cleanup();
   }
   return 0;
+}
+
+/** save's word on what it wrote, where the archive is not: none with -q or --json. */
+function saved(values, stream, n, where, file) {
+  if (values.quiet || values.json) return;
+  stream.write(`Saved ${count(n, 'image')} to ${where} (${humanSize(fs.statSync(file).size)})\n`);
 }
 
 async function save({ backend, values, positionals }) {
@@ -238,13 +290,16 @@ async function save({ backend, values, positionals }) {
   if (out !== '-') {
     await Image.saveLocal(backend, positionals, out, options);
     if (values.json) printJson({ path: path.resolve(out), references: positionals });
+    saved(values, process.stdout, positionals.length, out, out);
     return 0;
   }
+  // The archive goes to stdout: stdout carries it alone, the rest goes to stderr.
   const tmp = scratch();
   try {
     const file = path.join(tmp.dir, 'out.tar');
     await Image.saveLocal(backend, positionals, file, options);
     await pipeline(fs.createReadStream(file), process.stdout);
+    saved(values, process.stderr, positionals.length, 'stdout', file);
   } finally {
     tmp.cleanup();
   }
@@ -291,46 +346,63 @@ async function verify({ backend, values, positionals }) {
     ['dangling reference', r.danglingReferences],
     ['stray temporary file', r.strayTmpFiles],
     ['bad lease file', r.badLeases],
+    ['bad index entry', r.badIndexEntries ?? []],
     ['quarantined', r.quarantined],
     ['removed reference', r.removedReferences],
   ];
   for (const [what, items] of sections) for (const item of items) process.stdout.write(`${what}: ${item}\n`);
-  process.stdout.write(`checked ${r.blobsChecked} blobs (${humanSize(r.bytesChecked)}): ${r.clean ? 'clean' : 'PROBLEMS FOUND'}\n`);
+  process.stdout.write(`checked ${count(r.blobsChecked, 'blob')} (${humanSize(r.bytesChecked)}): ${r.clean ? 'clean' : 'PROBLEMS FOUND'}\n`);
   return r.clean ? 0 : 1;
 }
 
-/** Prints a coded error as `error: Code: message`. */
+const CODES = new Set(Object.values(ErrorCode));
+
+/**
+ * Prints an error of the cache as `error: Code: message` (its code is one
+ * of the API's ErrorCode names), any other as `error: message`.
+ */
 function reportError(e) {
-  const code = e && typeof e.code === 'string' ? e.code : 'Error';
-  process.stderr.write(`error: ${code}: ${e && e.message ? e.message : String(e)}\n`);
+  const message = e && e.message ? e.message : String(e);
+  const code = e && CODES.has(e.code) ? `${e.code}: ` : '';
+  process.stderr.write(`error: ${code}${message}\n`);
 }
 
+// Each command: `summary`, one line (a whole sentence) for the top help;
+// `about`, the details its own help adds.
 const COMMANDS = {
   ls: {
     run: ls,
     usage: 'image ls [-q] [--digests] [--json]',
-    about: 'List images: REFERENCE DIGEST PLATFORM SIZE CREATED LAST USED, newest first.',
+    summary: 'List images, newest first.',
+    about:
+      'Columns: CREATED is when the image was built (its config says; - if not), ADDED when it\n' +
+      'entered this cache (- for an entry another tool wrote), LAST USED when a lease last took it.\n' +
+      '-q prints references only; --digests full digests.',
     options: { quiet: { type: 'boolean', short: 'q' }, digests: { type: 'boolean' } },
   },
   inspect: {
     run: inspect,
     usage: 'image inspect REF...',
-    about: 'Print the details of images as a JSON array (like docker image inspect).',
+    summary: 'Print details of images as a JSON array, like docker image inspect.',
+    about: 'A reference not in the cache is an error on stderr (exit 1); the others are still printed.',
     options: {},
   },
   rm: {
     run: rm,
     usage: 'image rm [-f] REF...',
-    about: 'Remove references; content goes at the next prune. -f removes one a lease pins.',
+    summary: 'Remove references; their content goes at the next prune.',
+    about: '-f removes one a lease pins.',
     options: { force: { type: 'boolean', short: 'f' } },
   },
   prune: {
     run: prune,
     usage: 'image prune [-a] [--unused-for AGE] [--max-size SIZE] [--dry-run] [-f] [--json]',
+    summary: 'Remove what nothing uses; with -a or a policy, images too.',
     about:
-      'Remove what nothing uses (content no image or lease needs); -a also every image no lease pins;\n' +
+      'By default only content no image or lease needs; -a also every image no lease pins;\n' +
       '--unused-for 7d the images unused that long; --max-size 20GB the least recently used until the\n' +
-      'cache fits. --dry-run only reports. Asks before deleting on a terminal unless -f.',
+      'cache fits. Each removed image is shown with the space only it held. --dry-run only reports.\n' +
+      'Asks before deleting on a terminal unless -f.',
     options: {
       all: { type: 'boolean', short: 'a' },
       'unused-for': { type: 'string' },
@@ -342,13 +414,17 @@ const COMMANDS = {
   df: {
     run: df,
     usage: 'image df [-v] [--json]',
-    about: 'Show disk usage, each blob counted once; -v per image: size, shared, unique.',
+    summary: 'Show disk usage, each blob counted once.',
+    about: '-v adds a line per image: its size, the part shared with others, and the part unique to it.',
     options: { verbose: { type: 'boolean', short: 'v' } },
   },
   pull: {
     run: pull,
     usage: 'image pull [--platform OS/ARCH] [--policy always|missing|never] [--insecure] [-q] REF',
-    about: 'Pull an image from its registry (Docker Hub by default), with progress.',
+    summary: 'Pull an image from its registry (Docker Hub by default).',
+    about:
+      'Progress on stderr: a bar per blob on a terminal, else a line per finished layer; none with -q\n' +
+      'or --json. --policy missing answers from the cache when it can.',
     options: {
       platform: { type: 'string' },
       policy: { type: 'string' },
@@ -359,27 +435,33 @@ const COMMANDS = {
   load: {
     run: load,
     usage: 'image load [--reference NAME] [--platform OS/ARCH] [-q] FILE|-',
-    about: 'Load an OCI layout, OCI archive or docker-archive (- reads the archive from stdin).',
+    summary: 'Load an OCI layout, OCI archive or docker-archive.',
+    about: '- reads the archive from stdin. Progress on stderr as for pull; none with -q or --json.',
     options: { reference: { type: 'string' }, platform: { type: 'string' }, quiet: { type: 'boolean', short: 'q' } },
   },
   save: {
     run: save,
-    usage: 'image save [--format oci|docker] -o FILE|- REF...',
-    about: 'Write images to one archive (- or no -o with a pipe: stdout).',
-    options: { output: { type: 'string', short: 'o' }, format: { type: 'string' } },
+    usage: 'image save [--format oci|docker] [-q] -o FILE|- REF...',
+    summary: 'Write images to one archive.',
+    about:
+      '-o - (or no -o, stdout being a pipe) writes the archive to stdout; what was saved is then told\n' +
+      'on stderr. --format docker for docker load. -q tells nothing.',
+    options: { output: { type: 'string', short: 'o' }, format: { type: 'string' }, quiet: { type: 'boolean', short: 'q' } },
   },
   verify: {
     run: verify,
     usage: 'image verify [--repair] [--json]',
+    summary: 'Re-hash every blob and check the cache.',
     about:
-      'Re-hash every blob and check the cache; exit 1 if anything is wrong. --repair moves corrupt\n' +
-      'blobs to cache/quarantine/ and removes references that can no longer be served.',
+      'Exits 1 if anything is wrong. --repair moves corrupt blobs to cache/quarantine/ and removes\n' +
+      'references that can no longer be served.',
     options: { repair: { type: 'boolean' } },
   },
   leases: {
     run: leases,
     usage: 'image leases [ls] | image leases rm ID...',
-    about: 'List leases (what pins images), or release some.',
+    summary: 'List leases (what pins images), or release some.',
+    about: '',
     options: {},
   },
 };

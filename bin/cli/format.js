@@ -1,6 +1,7 @@
 'use strict';
 // Human output for the CLI: sizes as docker prints them (powers of 1000,
-// three significant digits), relative times, aligned tables.
+// three significant digits), relative times, counts with their nouns,
+// aligned tables.
 
 const UNITS = ['B', 'kB', 'MB', 'GB', 'TB', 'PB'];
 
@@ -39,6 +40,16 @@ function ago(date, now = Date.now()) {
   return 'long ago';
 }
 
+/** A past instant as `ago` writes it, `-` when it is not known. */
+function agoOrDash(date, now = Date.now()) {
+  return date ? ago(date, now) : '-';
+}
+
+/** `1 layer`, `2 layers`, `0 temporary files`: a count and its noun, plural unless one. */
+function count(n, one, many = `${one}s`) {
+  return `${n} ${n === 1 ? one : many}`;
+}
+
 /** Rows of cells as columns separated by three spaces, headed by `head`. */
 function table(head, rows) {
   const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => String(r[i]).length)));
@@ -51,4 +62,4 @@ function shortDigest(digest) {
   return digest.replace(/^sha256:/, '').slice(0, 12);
 }
 
-module.exports = { humanSize, ago, table, shortDigest };
+module.exports = { humanSize, ago, agoOrDash, count, table, shortDigest };
