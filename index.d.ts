@@ -256,6 +256,10 @@ export interface ImageConfigDetail {
   labels: Record<string, string>
   /** The signal that stops the container (`SIGTERM`). */
   stopSignal: string | null
+  /** Ports the image says it listens on (`80/tcp`). */
+  exposedPorts: Array<string>
+  /** Paths the image declares as volumes. */
+  volumes: Array<string>
 }
 
 /** An image with its config and layers. */
@@ -263,6 +267,12 @@ export interface ImageDetail {
   handle: ImageHandleJson
   config: ImageConfigDetail
   layers: Array<ImageLayerDetail>
+  /** When the image was built (its config's `created`). */
+  created: Date | null
+  /** Who built it. */
+  author: string | null
+  /** How it was built, oldest step first. */
+  history: Array<ImageHistory>
 }
 
 /** The plain-object form of an `ImageHandle` (what `JSON.stringify` writes). */
@@ -276,6 +286,18 @@ export interface ImageHandleJson {
   lastUsedAt: Date | null
   createdAt: Date | null
   imageCreatedAt: Date | null
+}
+
+/** One step of an image's history, oldest first. */
+export interface ImageHistory {
+  /** When the step ran. */
+  created: Date | null
+  /** The command that made it. */
+  createdBy: string | null
+  author: string | null
+  comment: string | null
+  /** Whether the step made no layer (an `ENV`, a `CMD`). */
+  emptyLayer: boolean
 }
 
 /** One layer; `position` 0 is the bottom. */

@@ -7,13 +7,13 @@ import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
-import net from 'node:net';
 import { createRequire } from 'node:module';
 import path from 'node:path';
-import { MANIFEST, RICH_CONFIG, ROOT, blobFiles, fixture, tempDir, tempHome } from './helpers.mjs';
+import {
+  CLI, MANIFEST, RICH_CONFIG, ROOT, blobFiles, fixture, pushFixture, runCli, startRegistry, tempDir, tempHome,
+} from './helpers.mjs';
 import { Image, LocalBackend } from '../index.js';
 
-const CLI = path.join(ROOT, 'bin', 'microsandbox.js');
 const { ago, humanSize } = createRequire(import.meta.url)('../bin/cli/format.js');
 
 /** `12.3kB` -> 12300: a size as the CLI prints it, back to bytes. */
@@ -23,16 +23,7 @@ function parseSize(text) {
   return Number(m[1]) * 1000 ** ['B', 'kB', 'MB', 'GB', 'TB'].indexOf(m[2]);
 }
 
-/** Runs the CLI; returns { status, stdout, stderr } (stdout as a Buffer with `raw`). */
-function cli(args, { home, input, env = {}, raw = false } = {}) {
-  const r = spawnSync(process.execPath, [CLI, ...args], {
-    input,
-    env: { ...process.env, ...(home ? { MSB_HOME: home } : {}), ...env },
-    encoding: raw ? 'buffer' : 'utf8',
-    maxBuffer: 64 << 20,
-  });
-  return { status: r.status, stdout: r.stdout, stderr: raw ? r.stderr.toString() : r.stderr };
-}
+const cli = runCli;
 
 /** Runs the CLI under a pseudo-terminal, `keys` typed on its stdin. */
 function onTerminal(args, { home, keys = '' }) {
@@ -539,31 +530,11 @@ describe('cli: pull without a terminal', () => {
   let registry;
   let addr;
   before(async () => {
-    const dir = tempDir(null, 'msb-registry-');
-    const port = await new Promise((resolve) => {
-      const srv = net.createServer().listen(0, '127.0.0.1', () => {
-        const { port: p } = srv.address();
-        srv.close(() => resolve(p));
-      });
-    });
-    addr = `127.0.0.1:${port}`;
-    const config = path.join(dir, 'config.yml');
-    fs.writeFileSync(config, `version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: ${dir}/data\nhttp:\n  addr: ${addr}\n`);
-    registry = spawn('docker-registry', ['serve', config], { stdio: 'ignore' });
-    registry.on('error', (e) => assert.fail(`docker-registry is required: ${e.message}`));
-    for (let i = 0; ; i++) {
-      const up = await new Promise((resolve) => {
-        const sock = net.connect(port, '127.0.0.1', () => resolve(sock.destroy() || true));
-        sock.on('error', () => resolve(false));
-      });
-      if (up) break;
-      assert.ok(i < 400, 'the registry did not start');
-      await new Promise((r) => setTimeout(r, 50));
-    }
-    const r = spawnSync('skopeo', ['copy', '--insecure-policy', '--dest-tls-verify=false', `oci:${fixture('rich')}:rich`, `docker://${addr}/team/rich:1`], { encoding: 'utf8' });
-    assert.equal(r.status, 0, r.stderr);
+    registry = await startRegistry();
+    addr = registry.addr;
+    pushFixture(addr, 'rich:rich', 'team/rich:1');
   });
-  after(() => registry?.kill());
+  after(() => registry?.stop());
 
   test('pull tells one line per layer: pulled, then skipped when the cache has it', (t) => {
     const home = tempHome(t);

@@ -3,6 +3,7 @@
 import { after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
+import net from 'node:net';
 import { createRequire } from 'node:module';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
@@ -229,4 +230,63 @@ export function nodeAsync(script, env = {}) {
       resolve({ status, signal, stdout, stderr });
     });
   });
+}
+
+// --- a real registry -----------------------------------------------------------
+/** A free TCP port on 127.0.0.1. */
+export async function freePort() {
+  return new Promise((resolve) => {
+    const srv = net.createServer().listen(0, '127.0.0.1', () => {
+      const { port } = srv.address();
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+/**
+ * Starts Debian's `docker-registry` on 127.0.0.1 (fails, never skips,
+ * without it); returns `{ addr, stop }`.
+ */
+export async function startRegistry() {
+  const dir = tempDir(null, 'msb-registry-');
+  const port = await freePort();
+  const addr = `127.0.0.1:${port}`;
+  const config = path.join(dir, 'config.yml');
+  fs.writeFileSync(config, `version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: ${dir}/data\nhttp:\n  addr: ${addr}\n`);
+  const child = spawn('docker-registry', ['serve', config], { stdio: 'ignore' });
+  child.on('error', (e) => assert.fail(`docker-registry is required: ${e.message}`));
+  for (let i = 0; ; i++) {
+    const up = await new Promise((resolve) => {
+      const sock = net.connect(port, '127.0.0.1', () => resolve(sock.destroy() || true));
+      sock.on('error', () => resolve(false));
+    });
+    if (up) break;
+    assert.ok(i < 400, 'the registry did not start');
+    await sleep(50);
+  }
+  return { addr, stop: () => child.kill() };
+}
+
+/** `skopeo copy oci:<fixture>:<tag> docker://<addr>/<name>` (`--all` with `all`). */
+export function pushFixture(addr, from, name, all = false) {
+  const [dir, tag] = from.split(':');
+  const args = ['copy', '--insecure-policy', '--dest-tls-verify=false'];
+  if (all) args.push('--all');
+  args.push(`oci:${fixture(dir)}:${tag}`, `docker://${addr}/${name}`);
+  const r = spawnSync('skopeo', args, { encoding: 'utf8' });
+  assert.equal(r.status, 0, r.stderr);
+}
+
+// --- the CLI -----------------------------------------------------------------------
+export const CLI = path.join(ROOT, 'bin', 'microsandbox.js');
+
+/** Runs the CLI; returns { status, stdout, stderr } (stdout as a Buffer with `raw`). */
+export function runCli(args, { home, input, env = {}, raw = false } = {}) {
+  const r = spawnSync(process.execPath, [CLI, ...args], {
+    input,
+    env: { ...process.env, ...(home ? { MSB_HOME: home } : {}), ...env },
+    encoding: raw ? 'buffer' : 'utf8',
+    maxBuffer: 64 << 20,
+  });
+  return { status: r.status, stdout: r.stdout, stderr: raw ? r.stderr.toString() : r.stderr };
 }

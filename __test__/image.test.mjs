@@ -316,7 +316,13 @@ describe('inspect', () => {
     const { backend } = freshBackend(t);
     await Image.loadLocal(backend, fixture('rich'));
     const d = await Image.inspectLocal(backend, 'docker.io/library/rich:latest');
-    assert.deepEqual(Object.keys(d).sort(), ['config', 'handle', 'layers']);
+    // The seed's fields, and what skopeo and podman show beside them.
+    assert.deepEqual(Object.keys(d).sort(), ['author', 'config', 'created', 'handle', 'history', 'layers']);
+    assert.equal(d.created.getTime(), Date.parse(RICH_CONFIG.created));
+    assert.equal(d.author, RICH_CONFIG.author);
+    assert.deepEqual(d.history.map((h) => h.createdBy), RICH_CONFIG.history.map((h) => h.created_by));
+    assert.deepEqual(d.config.exposedPorts, Object.keys(RICH_CONFIG.config.ExposedPorts));
+    assert.deepEqual(d.config.volumes, Object.keys(RICH_CONFIG.config.Volumes));
     assert.deepEqual(d.handle, (await Image.getLocal(backend, 'rich')).toJSON());
 
     const c = RICH_CONFIG.config;

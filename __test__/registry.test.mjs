@@ -5,50 +5,22 @@ import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import http from 'node:http';
-import net from 'node:net';
 import path from 'node:path';
 import {
-  FIXTURES, MANIFEST, assertBlobsVerified, freshBackend, nodeAsync, rejectsWith, tempDir, tempHome, tmpEntries,
+  FIXTURES, MANIFEST, assertBlobsVerified, freePort, freshBackend, nodeAsync, pushFixture, rejectsWith, startRegistry,
+  tempDir, tempHome, tmpEntries,
 } from './helpers.mjs';
 import { Image, LocalBackend } from '../index.js';
 
-async function freePort() {
-  return new Promise((resolve) => {
-    const srv = net.createServer().listen(0, '127.0.0.1', () => {
-      const { port } = srv.address();
-      srv.close(() => resolve(port));
-    });
-  });
-}
-
-async function waitForPort(port) {
-  for (let i = 0; i < 400; i++) {
-    const ok = await new Promise((resolve) => {
-      const s = net.connect(port, '127.0.0.1', () => { s.destroy(); resolve(true); });
-      s.on('error', () => resolve(false));
-    });
-    if (ok) return;
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  throw new Error('the registry did not start');
-}
-
 describe('pull from a registry', () => {
-  let child;
+  let registry;
   let addr;
   before(async () => {
-    const dir = tempDir(null, 'msb-registry-');
-    const port = await freePort();
-    addr = `127.0.0.1:${port}`;
-    const config = path.join(dir, 'config.yml');
-    fs.writeFileSync(config, `version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: ${dir}/data\nhttp:\n  addr: ${addr}\n`);
-    child = spawn('docker-registry', ['serve', config], { stdio: 'ignore' });
-    child.on('error', (e) => { throw new Error(`docker-registry is required: ${e.message}`); });
-    await waitForPort(port);
-    const r = spawnSync('skopeo', ['copy', '--insecure-policy', '--dest-tls-verify=false', `oci:${path.join(FIXTURES, 'rich')}:rich`, `docker://${addr}/team/rich:1`], { encoding: 'utf8' });
-    assert.equal(r.status, 0, r.stderr);
+    registry = await startRegistry();
+    addr = registry.addr;
+    pushFixture(addr, 'rich:rich', 'team/rich:1');
   });
-  after(() => child?.kill());
+  after(() => registry?.stop());
 
   test('pull brings the image with the registry digests, and reports progress', async (t) => {
     const { backend } = freshBackend(t);

@@ -42,15 +42,13 @@ function within(promise, ms) {
  *
  * Without a terminal each layer gets one line when it is finished: after
  * its `verify` (gzip layers), else at the commit. A layer whose bytes came
- * in is `verb`; one the cache already had (a layout or a registry sends no
- * `write` for it) is `skipped`. An archive is read whole first, and its
- * events cannot tell which layers the cache had: all its layers are `verb`.
+ * in is `verb`; one the cache already had (no source sends a `write` for
+ * it) is `skipped`.
  */
 function reporter(stream, { tty, verb }) {
   const bars = new Map(); // digest or phase -> { bytes, total, phase, started }
   const layers = new Map(); // digest -> { size, wrote, written }
   const told = new Set();
-  let archive = false;
   let readTold = false;
   let seen = false;
   let commit = null; // the commit's line, written last by done()
@@ -99,14 +97,13 @@ function reporter(stream, { tty, verb }) {
   function tell(digest, size) {
     if (told.has(digest)) return;
     told.add(digest);
-    const came = archive || Boolean(layers.get(digest)?.wrote);
+    const came = Boolean(layers.get(digest)?.wrote);
     stream.write(came ? `${verb} ${blobName(digest)} ${humanSize(size)}\n` : `skipped ${blobName(digest)} ${humanSize(size)} (already in the cache)\n`);
   }
 
   function line(e) {
     const finished = e.totalBytes != null && e.bytes >= e.totalBytes;
     if (e.phase === 'read') {
-      archive = true;
       if (finished && !readTold) {
         readTold = true;
         stream.write(`read ${humanSize(e.bytes)}\n`);

@@ -21,7 +21,7 @@ use crate::oci::digest::Digest;
 use crate::oci::model::{Platform, Shape, ANN_LAST_USED};
 use crate::oci::platform;
 use crate::oci::reference::Reference;
-use crate::store::catalog::{CatalogCache, Entry, Target};
+use crate::store::catalog::{check_target_text, CatalogCache, Entry, Target};
 use crate::store::content;
 use crate::store::index::{self, IndexTxn};
 use crate::store::layout::{Home, Layout};
@@ -209,6 +209,7 @@ impl LocalBackend {
         reference: &str,
         f: impl FnOnce(&Layout, &Entry) -> MicrosandboxResult<T>,
     ) -> MicrosandboxResult<T> {
+        check_target_text(reference)?;
         let Some(layout) = self.existing()? else {
             return Err(not_found(reference));
         };
@@ -239,6 +240,7 @@ impl LocalBackend {
     /// holders, when `force` is false, an unexpired lease pins the manifest
     /// and no other reference keeps it.
     pub fn remove_image(&self, reference: &str, force: bool) -> MicrosandboxResult<()> {
+        check_target_text(reference)?;
         let Some(layout) = self.existing()? else {
             return Err(not_found(reference));
         };
@@ -409,13 +411,14 @@ impl LocalBackend {
         path: &Path,
         options: &SaveOptions,
     ) -> MicrosandboxResult<()> {
+        for r in references {
+            check_target_text(r)?;
+        }
         let Some(layout) = self.existing()? else {
             let first = references.first().ok_or_else(|| {
                 MicrosandboxError::invalid_argument("save needs at least one reference")
             })?;
-            return Err(MicrosandboxError::not_found(
-                &Reference::parse(first)?.familiar(),
-            ));
+            return Err(not_found(first));
         };
         // Digest prefixes become the names they stand for.
         let named = {
@@ -455,6 +458,7 @@ impl LocalBackend {
             None => format!("lease-{}", crate::store::fs::random_hex(8)),
         };
         lease::check_id(&id)?;
+        check_target_text(reference)?;
         let expires_at = match options.expires_in {
             None => None,
             Some(d) if d.is_zero() => {

@@ -120,6 +120,20 @@ pub enum Target {
     Manifest(Digest),
 }
 
+/// Refuses text that can name nothing: neither a reference nor a digest
+/// prefix.
+///
+/// # Errors
+///
+/// [`crate::ErrorKind::InvalidReference`], the reference parser's.
+pub fn check_target_text(input: &str) -> MicrosandboxResult<()> {
+    match Reference::parse(input) {
+        Ok(_) => Ok(()),
+        Err(_) if digest_prefix(input).is_some() => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
 /// The hex digits of a digest prefix: `b9c75f5e7307` (at least 4), or
 /// `sha256:b9c7...` (at least 1); `None` for anything else.
 fn digest_prefix(input: &str) -> Option<&str> {

@@ -155,7 +155,21 @@ impl Source<'_> {
     ) -> MicrosandboxResult<Staged> {
         Ok(match &self.origin {
             Origin::Dir(o) => Staged::Written(o.stage(layout, d, what, self.progress.clone())?),
-            Origin::Tar(t) => Staged::Written(t.stage(layout, d, what)?),
+            Origin::Tar(t) => {
+                let blob = t.stage(layout, d, what)?;
+                // The archive's bytes were written while it was read: say
+                // so for this blob now that it is known to be one the
+                // cache did not have.
+                if let Some(p) = &self.progress {
+                    p.report(&Progress {
+                        phase: Phase::Write,
+                        digest: Some(d.digest.to_string()),
+                        bytes: blob.size(),
+                        total_bytes: Some(blob.size()),
+                    });
+                }
+                Staged::Written(blob)
+            }
             Origin::Registry(r) => {
                 match r.stage(
                     layout,
