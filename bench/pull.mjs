@@ -13,7 +13,11 @@
 //   floor   the same blobs (layers, config, manifest) fetched by one `curl`
 //           per blob, all at once, to files
 //
-// Targets: skopeo / ours >= 1.5x, ours / floor <= 1.3x, peak RSS < 100 MiB.
+// Then a fully cached re-pull: ours `pull --policy always` into a home that
+// holds the image, against skopeo copying into a layout that holds it.
+//
+// Targets: skopeo / ours >= 1.5x, ours / floor <= 1.3x, peak RSS < 100 MiB;
+// a fully cached re-pull within 2x of skopeo's.
 // Every timed command is followed by a `sync` (timed apart, recorded, not
 // in the ratios). Prints a table and writes bench/pull-results.json
 // (git-ignored). BENCH_QUICK=1: one repetition (a smoke test).
@@ -36,11 +40,11 @@ const ROOT = path.resolve(HERE, '..')
 const SELF = fileURLToPath(import.meta.url)
 
 if (process.argv[2] === '--child') {
-  const [home, ref] = process.argv.slice(3)
+  const [home, ref, policy = 'missing'] = process.argv.slice(3)
   const require = createRequire(import.meta.url)
   const { Image, LocalBackend } = require(path.join(ROOT, 'index.js'))
   const t0 = performance.now()
-  const h = await Image.pullLocal(new LocalBackend({ home }), ref)
+  const h = await Image.pullLocal(new LocalBackend({ home }), ref, { policy })
   console.log(JSON.stringify({ ms: performance.now() - t0, handle: h.toJSON(), maxRssKiB: process.resourceUsage().maxRSS }))
   process.exit(0)
 }
@@ -210,6 +214,29 @@ async function main() {
     )
   }
 
+  // A fully cached re-pull: everything is in place, only the manifest is
+  // asked for (and, for skopeo, each blob's presence checked).
+  const cachedHome = path.join(work, 'home-cached')
+  run(process.execPath, [SELF, '--child', cachedHome, ref])
+  const cachedDir = path.join(work, 'skopeo-cached')
+  run(SKOPEO, ['copy', '-q', '--insecure-policy', '--src-tls-verify=false', `docker://${ref}`, `oci:${cachedDir}:big`])
+  syncAll()
+  m.cached = { ours: [], oursProcess: [], skopeo: [] }
+  for (let i = 0; i < 5; i++) {
+    const cachedOurs = () => {
+      const r = run(process.execPath, [SELF, '--child', cachedHome, ref, 'always'])
+      const out = JSON.parse(r.stdout.trim().split('\n').pop())
+      assert.equal(out.handle.manifestDigest, image.manifest.digest)
+      m.cached.ours.push(out.ms)
+      m.cached.oursProcess.push(r.ms)
+    }
+    const cachedSkopeo = () => {
+      const r = run(SKOPEO, ['copy', '-q', '--insecure-policy', '--src-tls-verify=false', `docker://${ref}`, `oci:${cachedDir}:big`])
+      m.cached.skopeo.push(r.ms)
+    }
+    for (const fn of rotate([cachedOurs, cachedSkopeo], i)) fn()
+  }
+
   const med = (xs) => median(xs)
   const vsSkopeo = med(m.skopeo) / med(m.ours)
   const vsFloor = med(m.ours) / med(m.floor)
@@ -218,6 +245,14 @@ async function main() {
   // that writes its files to disk (ours and skopeo fsync every blob).
   const durable = m.floor.map((f, k) => f + m.sync.floor[k])
   const vsDurable = med(m.ours) / med(durable)
+  const cachedRatio = med(m.cached.ours) / med(m.cached.skopeo)
+  results.cached = {
+    ours: stats(m.cached.ours),
+    oursProcess: stats(m.cached.oursProcess),
+    skopeo: stats(m.cached.skopeo),
+    oursOverSkopeo: cachedRatio,
+    oursProcessOverSkopeo: med(m.cached.oursProcess) / med(m.cached.skopeo),
+  }
   results.image = { bytes: image.bytes, layers: image.layers.map((l) => l.size) }
   results.pull = {
     ours: stats(m.ours),
@@ -242,6 +277,11 @@ async function main() {
     console.log(`${name.padEnd(30)} ${fmtS(med(xs)).padStart(9)} ${('(' + fmtS(Math.min(...xs)) + ')').padStart(10)} ${mem.padStart(8)}  ${note}`)
   }
   console.log(`ours peak RSS ${rss.toFixed(0)} MiB  < 100 MiB ${met(rss < 100)}`)
+  console.log(
+    `fully cached re-pull (median of 5): ours ${med(m.cached.ours).toFixed(0)} ms the call, ` +
+      `${med(m.cached.oursProcess).toFixed(0)} ms a node process with it; skopeo ${med(m.cached.skopeo).toFixed(0)} ms its process: ` +
+      `ours/skopeo ${fmtX(cachedRatio)} (call), ${fmtX(med(m.cached.oursProcess) / med(m.cached.skopeo))} (process)  <= 2x ${met(cachedRatio <= 2)}`,
+  )
   console.log(`cpu (user + sys, median): ours ${fmtS(med(m.cpu.ours))}, skopeo ${fmtS(med(m.cpu.skopeo))}, floor ${fmtS(med(m.cpu.floor))} (the registry's own not counted)`)
   console.log(`sync after (median): ours ${fmtS(med(m.sync.ours))}, skopeo ${fmtS(med(m.sync.skopeo))}, floor ${fmtS(med(m.sync.floor))}`)
   fs.writeFileSync(path.join(HERE, 'pull-results.json'), JSON.stringify(results, null, 2))
