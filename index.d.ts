@@ -145,10 +145,13 @@ export declare class Image {
 export declare class ImageHandle {
   /** The familiar reference: `python:3.12`, `ghcr.io/org/app:1`. */
   get reference(): string
-  /** Manifest, config and layer bytes as stored (shared layers count in each image). */
-  get sizeBytes(): number
+  /**
+   * Manifest, config and layer bytes as stored (shared layers count in
+   * each image), when known.
+   */
+  get sizeBytes(): number | null
   /** `sha256:...` of the platform manifest. */
-  get manifestDigest(): string
+  get manifestDigest(): string | null
   /** CPU architecture (`amd64`). */
   get architecture(): string | null
   /** Operating system (`linux`). */
@@ -253,7 +256,8 @@ export interface ImageConfigDetail {
   entrypoint: Array<string> | null
   workingDir: string | null
   user: string | null
-  labels: Record<string, string>
+  /** The labels; `null` when the image has none. */
+  labels: Record<string, unknown> | null
   /** The signal that stops the container (`SIGTERM`). */
   stopSignal: string | null
   /** Ports the image says it listens on (`80/tcp`). */
@@ -264,8 +268,10 @@ export interface ImageConfigDetail {
 
 /** An image with its config and layers. */
 export interface ImageDetail {
-  handle: ImageHandleJson
-  config: ImageConfigDetail
+  /** The handle `get` answers with: an `ImageHandle` instance. */
+  handle: ImageHandle
+  /** The runtime config; `null` when the image has no `config` block. */
+  config: ImageConfigDetail | null
   layers: Array<ImageLayerDetail>
   /** When the image was built (its config's `created`). */
   created: Date | null
@@ -278,8 +284,8 @@ export interface ImageDetail {
 /** The plain-object form of an `ImageHandle` (what `JSON.stringify` writes). */
 export interface ImageHandleJson {
   reference: string
-  sizeBytes: number
-  manifestDigest: string
+  sizeBytes: number | null
+  manifestDigest: string | null
   architecture: string | null
   os: string | null
   layerCount: number
@@ -306,9 +312,9 @@ export interface ImageLayerDetail {
   diffId: string
   /** Digest of the blob as stored. */
   blobDigest: string
-  mediaType: string
-  compressedSizeBytes: number
-  /** Size of the materialized EROFS image; `null` in an OCI-only cache. */
+  mediaType: string | null
+  compressedSizeBytes: number | null
+  /** Size of the layer's EROFS image; `null` until one is made. */
   erofsSizeBytes: number | null
   position: number
 }
@@ -335,8 +341,11 @@ export interface ImagePruneReport {
   fsmetaRemoved: number
   /** VMDK descriptors deleted (none in an OCI-only cache). */
   vmdkRemoved: number
-  /** Allocated bytes of the files deleted (for a dry run: that would be). */
-  bytesReclaimed: number
+  /**
+   * Allocated bytes of the files deleted (for a dry run: that would be);
+   * `null` only when nothing could be measured.
+   */
+  bytesReclaimed: number | null
   /** Config blobs deleted. */
   configsRemoved: number
   /** Stale temporaries of dead writers deleted. */

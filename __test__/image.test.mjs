@@ -323,7 +323,9 @@ describe('inspect', () => {
     assert.deepEqual(d.history.map((h) => h.createdBy), RICH_CONFIG.history.map((h) => h.created_by));
     assert.deepEqual(d.config.exposedPorts, Object.keys(RICH_CONFIG.config.ExposedPorts));
     assert.deepEqual(d.config.volumes, Object.keys(RICH_CONFIG.config.Volumes));
-    assert.deepEqual(d.handle, (await Image.getLocal(backend, 'rich')).toJSON());
+    // The handle is the class get() returns, not a plain object.
+    assert.ok(d.handle instanceof ImageHandle);
+    assert.deepEqual(d.handle.toJSON(), (await Image.getLocal(backend, 'rich')).toJSON());
 
     const c = RICH_CONFIG.config;
     assert.equal(d.config.digest, RICH.configDigest);

@@ -27,8 +27,8 @@ declare function log(...args: unknown[]): void;
 
 function describeHandle(h: ImageHandle): string {
   const reference: string = h.reference;
-  const size: number = h.sizeBytes;
-  const digest: string = h.manifestDigest;
+  const size: number | null = h.sizeBytes;
+  const digest: string | null = h.manifestDigest;
   const arch: string | null = h.architecture;
   const os: string | null = h.os;
   const layers: number = h.layerCount;
@@ -39,23 +39,24 @@ function describeHandle(h: ImageHandle): string {
 }
 
 function describeDetail(d: ImageDetail): void {
-  const handle: ImageHandleJson = d.handle;
-  const config: ImageConfigDetail = d.config;
+  const handle: ImageHandle = d.handle;
+  const config: ImageConfigDetail | null = d.config;
+  if (config === null) return;
   const configDigest: string = config.digest;
   const env: string[] = config.env;
   const cmd: string[] | null = config.cmd;
   const entrypoint: string[] | null = config.entrypoint;
   const workingDir: string | null = config.workingDir;
   const user: string | null = config.user;
-  const labels: Record<string, string> = config.labels;
+  const labels: Record<string, unknown> | null = config.labels;
   const stopSignal: string | null = config.stopSignal;
   log(handle.sizeBytes, handle.lastUsedAt, configDigest, env, cmd, entrypoint, workingDir, user, labels, stopSignal);
   for (const layer of d.layers) {
     const l: ImageLayerDetail = layer;
     const diffId: string = l.diffId;
     const blobDigest: string = l.blobDigest;
-    const mediaType: string = l.mediaType;
-    const compressed: number = l.compressedSizeBytes;
+    const mediaType: string | null = l.mediaType;
+    const compressed: number | null = l.compressedSizeBytes;
     const erofs: number | null = l.erofsSizeBytes;
     const position: number = l.position;
     log(diffId, blobDigest, mediaType, compressed, erofs, position);
@@ -72,7 +73,7 @@ function describeReport(r: ImagePruneReport): number {
     r.configsRemoved +
     r.tmpFilesRemoved +
     r.expiredLeasesRemoved +
-    r.bytesReclaimed
+    (r.bytesReclaimed ?? 0)
   );
 }
 
@@ -141,7 +142,7 @@ async function local(): Promise<void> {
   await Image.loadLocal(backend, './target/fixtures/multiarch', {});
   const handle = await Image.getLocal(backend, loaded[0].reference);
   const list = await Image.listLocal(backend);
-  const detail = await Image.inspectLocal(backend, handle.manifestDigest);
+  const detail = await Image.inspectLocal(backend, handle.manifestDigest ?? handle.reference);
   describeDetail(detail);
   const lease = await Image.acquireLocal(backend, 'base', { id: 'sandbox-1', kind: 'sandbox' });
   const leases = await Image.leasesLocal(backend);

@@ -3,7 +3,6 @@
 //! times are `Date`, sizes are `number`.
 
 use std::collections::HashMap;
-use std::time::SystemTime;
 
 use chrono::{DateTime, Utc};
 use microsandbox as core;
@@ -12,11 +11,11 @@ use napi_derive::napi;
 
 use crate::task::CoreTask;
 
-fn date(t: SystemTime) -> DateTime<Utc> {
-    DateTime::<Utc>::from(t)
+fn num(n: u64) -> f64 {
+    n as f64
 }
 
-fn num(n: u64) -> f64 {
+fn inum(n: i64) -> f64 {
     n as f64
 }
 
@@ -67,8 +66,8 @@ impl From<core::ImageHandle> for ImageHandle {
 #[napi(object, use_nullable = true)]
 pub struct ImageHandleJson {
     pub reference: String,
-    pub size_bytes: f64,
-    pub manifest_digest: String,
+    pub size_bytes: Option<f64>,
+    pub manifest_digest: Option<String>,
     pub architecture: Option<String>,
     pub os: Option<String>,
     pub layer_count: u32,
@@ -85,16 +84,17 @@ impl ImageHandle {
         self.inner.reference().to_owned()
     }
 
-    /// Manifest, config and layer bytes as stored (shared layers count in each image).
+    /// Manifest, config and layer bytes as stored (shared layers count in
+    /// each image), when known.
     #[napi(getter)]
-    pub fn size_bytes(&self) -> f64 {
-        num(self.inner.size_bytes())
+    pub fn size_bytes(&self) -> Option<f64> {
+        self.inner.size_bytes().map(inum)
     }
 
     /// `sha256:...` of the platform manifest.
     #[napi(getter)]
-    pub fn manifest_digest(&self) -> String {
-        self.inner.manifest_digest().to_owned()
+    pub fn manifest_digest(&self) -> Option<String> {
+        self.inner.manifest_digest().map(str::to_owned)
     }
 
     /// CPU architecture (`amd64`).
@@ -112,25 +112,25 @@ impl ImageHandle {
     /// How many layers.
     #[napi(getter)]
     pub fn layer_count(&self) -> u32 {
-        self.inner.layer_count()
+        layer_count(&self.inner)
     }
 
     /// When a lease last took the image; `null` if never.
     #[napi(getter)]
     pub fn last_used_at(&self) -> Option<DateTime<Utc>> {
-        self.inner.last_used_at().map(date)
+        self.inner.last_used_at()
     }
 
     /// When the reference entered the cache.
     #[napi(getter)]
     pub fn created_at(&self) -> Option<DateTime<Utc>> {
-        self.inner.created_at().map(date)
+        self.inner.created_at()
     }
 
     /// When the image was built (its config's `created`), if it says.
     #[napi(getter)]
     pub fn image_created_at(&self) -> Option<DateTime<Utc>> {
-        self.inner.image_created_at().map(date)
+        self.inner.image_created_at()
     }
 
     /// A plain object with the same fields.
@@ -139,16 +139,20 @@ impl ImageHandle {
         let h = &self.inner;
         ImageHandleJson {
             reference: h.reference().to_owned(),
-            size_bytes: num(h.size_bytes()),
-            manifest_digest: h.manifest_digest().to_owned(),
+            size_bytes: h.size_bytes().map(inum),
+            manifest_digest: h.manifest_digest().map(str::to_owned),
             architecture: h.architecture().map(str::to_owned),
             os: h.os().map(str::to_owned),
-            layer_count: h.layer_count(),
-            last_used_at: h.last_used_at().map(date),
-            created_at: h.created_at().map(date),
-            image_created_at: h.image_created_at().map(date),
+            layer_count: layer_count(h),
+            last_used_at: h.last_used_at(),
+            created_at: h.created_at(),
+            image_created_at: h.image_created_at(),
         }
     }
+}
+
+fn layer_count(h: &core::ImageHandle) -> u32 {
+    u32::try_from(h.layer_count()).unwrap_or(u32::MAX)
 }
 
 /// The runtime part of an image config.
@@ -162,7 +166,9 @@ pub struct ImageConfigDetail {
     pub entrypoint: Option<Vec<String>>,
     pub working_dir: Option<String>,
     pub user: Option<String>,
-    pub labels: HashMap<String, String>,
+    /// The labels; `null` when the image has none.
+    #[napi(ts_type = "Record<string, unknown>")]
+    pub labels: Option<HashMap<String, String>>,
     /// The signal that stops the container (`SIGTERM`).
     pub stop_signal: Option<String>,
     /// Ports the image says it listens on (`80/tcp`).
@@ -191,18 +197,20 @@ pub struct ImageLayerDetail {
     pub diff_id: String,
     /// Digest of the blob as stored.
     pub blob_digest: String,
-    pub media_type: String,
-    pub compressed_size_bytes: f64,
-    /// Size of the materialized EROFS image; `null` in an OCI-only cache.
+    pub media_type: Option<String>,
+    pub compressed_size_bytes: Option<f64>,
+    /// Size of the layer's EROFS image; `null` until one is made.
     pub erofs_size_bytes: Option<f64>,
-    pub position: u32,
+    pub position: i32,
 }
 
 /// An image with its config and layers.
-#[napi(object, use_nullable = true)]
+#[napi(object, use_nullable = true, object_from_js = false)]
 pub struct ImageDetail {
-    pub handle: ImageHandleJson,
-    pub config: ImageConfigDetail,
+    /// The handle `get` answers with: an `ImageHandle` instance.
+    pub handle: ImageHandle,
+    /// The runtime config; `null` when the image has no `config` block.
+    pub config: Option<ImageConfigDetail>,
     pub layers: Vec<ImageLayerDetail>,
     /// When the image was built (its config's `created`).
     pub created: Option<DateTime<Utc>>,
@@ -216,19 +224,23 @@ impl From<core::ImageDetail> for ImageDetail {
     fn from(d: core::ImageDetail) -> Self {
         let c = d.config;
         ImageDetail {
-            handle: ImageHandle::from(d.handle).to_json(),
-            config: ImageConfigDetail {
+            handle: ImageHandle::from(d.handle),
+            config: c.map(|c| ImageConfigDetail {
                 digest: c.digest,
                 env: c.env,
                 cmd: c.cmd,
                 entrypoint: c.entrypoint,
                 working_dir: c.working_dir,
                 user: c.user,
-                labels: c.labels.into_iter().collect(),
+                labels: c.labels.as_ref().and_then(|v| v.as_object()).map(|m| {
+                    m.iter()
+                        .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned())))
+                        .collect()
+                }),
                 stop_signal: c.stop_signal,
                 exposed_ports: c.exposed_ports,
                 volumes: c.volumes,
-            },
+            }),
             layers: d
                 .layers
                 .into_iter()
@@ -236,18 +248,18 @@ impl From<core::ImageDetail> for ImageDetail {
                     diff_id: l.diff_id,
                     blob_digest: l.blob_digest,
                     media_type: l.media_type,
-                    compressed_size_bytes: num(l.compressed_size_bytes),
-                    erofs_size_bytes: l.erofs_size_bytes.map(num),
+                    compressed_size_bytes: l.compressed_size_bytes.map(inum),
+                    erofs_size_bytes: l.erofs_size_bytes.map(inum),
                     position: l.position,
                 })
                 .collect(),
-            created: d.created.map(date),
+            created: d.created,
             author: d.author,
             history: d
                 .history
                 .into_iter()
                 .map(|h| ImageHistory {
-                    created: h.created.map(date),
+                    created: h.created,
                     created_by: h.created_by,
                     author: h.author,
                     comment: h.comment,
@@ -259,7 +271,7 @@ impl From<core::ImageDetail> for ImageDetail {
 }
 
 /// What prune removed.
-#[napi(object)]
+#[napi(object, use_nullable = true)]
 pub struct ImagePruneReport {
     /// References taken out of the index.
     pub image_refs_removed: f64,
@@ -271,8 +283,9 @@ pub struct ImagePruneReport {
     pub fsmeta_removed: f64,
     /// VMDK descriptors deleted (none in an OCI-only cache).
     pub vmdk_removed: f64,
-    /// Allocated bytes of the files deleted (for a dry run: that would be).
-    pub bytes_reclaimed: f64,
+    /// Allocated bytes of the files deleted (for a dry run: that would be);
+    /// `null` only when nothing could be measured.
+    pub bytes_reclaimed: Option<f64>,
     /// Config blobs deleted.
     pub configs_removed: f64,
     /// Stale temporaries of dead writers deleted.
@@ -352,7 +365,7 @@ impl From<core::DiskUsage> for DiskUsage {
                     shared_bytes: num(i.shared_bytes),
                     unique_bytes: num(i.unique_bytes),
                     in_use: i.in_use,
-                    last_used_at: i.last_used_at.map(date),
+                    last_used_at: i.last_used_at,
                 })
                 .collect(),
         }
@@ -362,15 +375,15 @@ impl From<core::DiskUsage> for DiskUsage {
 impl From<core::ImagePruneReport> for ImagePruneReport {
     fn from(r: core::ImagePruneReport) -> Self {
         ImagePruneReport {
-            image_refs_removed: num(r.image_refs_removed),
-            manifests_removed: num(r.manifests_removed),
-            layers_removed: num(r.layers_removed),
-            fsmeta_removed: num(r.fsmeta_removed),
-            vmdk_removed: num(r.vmdk_removed),
-            bytes_reclaimed: num(r.bytes_reclaimed),
-            configs_removed: num(r.configs_removed),
-            tmp_files_removed: num(r.tmp_files_removed),
-            expired_leases_removed: num(r.expired_leases_removed),
+            image_refs_removed: r.image_refs_removed.into(),
+            manifests_removed: r.manifests_removed.into(),
+            layers_removed: r.layers_removed.into(),
+            fsmeta_removed: r.fsmeta_removed.into(),
+            vmdk_removed: r.vmdk_removed.into(),
+            bytes_reclaimed: r.bytes_reclaimed.map(num),
+            configs_removed: r.configs_removed.into(),
+            tmp_files_removed: r.tmp_files_removed.into(),
+            expired_leases_removed: r.expired_leases_removed.into(),
             removed: r
                 .removed
                 .into_iter()
@@ -458,13 +471,13 @@ impl ImageLease {
     /// When it was taken.
     #[napi(getter)]
     pub fn created_at(&self) -> DateTime<Utc> {
-        date(self.inner.created_at)
+        self.inner.created_at
     }
 
     /// When it ends; `null` until released.
     #[napi(getter)]
     pub fn expires_at(&self) -> Option<DateTime<Utc>> {
-        self.inner.expires_at.map(date)
+        self.inner.expires_at
     }
 
     /// Ends the lease; resolves false if it had already ended.
@@ -488,8 +501,8 @@ pub fn lease_json(l: &core::ImageLease) -> ImageLeaseJson {
         kind: l.kind.into(),
         reference: l.reference.clone(),
         manifest_digest: l.manifest_digest.clone(),
-        created_at: date(l.created_at),
-        expires_at: l.expires_at.map(date),
+        created_at: l.created_at,
+        expires_at: l.expires_at,
     }
 }
 

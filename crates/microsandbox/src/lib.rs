@@ -15,15 +15,15 @@
 //! let backend = LocalBackend::builder().home("/tmp/msb").build().await?;
 //! Image::load_local(&backend, "./my-oci-layout", Default::default()).await?;
 //! for image in Image::list_local(&backend).await? {
-//!     println!("{} {} bytes", image.reference(), image.size_bytes());
+//!     println!("{} {:?} bytes", image.reference(), image.size_bytes());
 //! }
 //! let detail = Image::inspect_local(&backend, "alpine").await?;
-//! println!("{:?}", detail.config.cmd);
+//! println!("{:?}", detail.config.as_ref().and_then(|c| c.cmd.clone()));
 //! let lease = Image::acquire_local(&backend, "alpine", LeaseOptions::default()).await?;
 //! // ... the sandbox runs; prune keeps the image ...
 //! Image::release_local(&backend, &lease.id).await?;
 //! let report = Image::prune_local(&backend).await?;
-//! println!("reclaimed {} bytes", report.bytes_reclaimed);
+//! println!("reclaimed {:?} bytes", report.bytes_reclaimed);
 //! # Ok(()) }
 //! ```
 //!

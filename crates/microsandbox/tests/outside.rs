@@ -32,7 +32,7 @@ fn a_cached_tag_answers_a_pull_only_for_its_own_platform() {
         .backend
         .pull_image(&name, &pull("linux/arm64", PullPolicy::Missing))
         .unwrap();
-    assert_eq!(arm.manifest_digest(), digest_of("multiarch/arm64"));
+    assert_eq!(arm.manifest_digest().unwrap(), digest_of("multiarch/arm64"));
     // Cached as arm64: an amd64 pull (the default policy, or never) must
     // not hand back the arm64 manifest.
     let err = h
@@ -45,7 +45,7 @@ fn a_cached_tag_answers_a_pull_only_for_its_own_platform() {
         .backend
         .pull_image(&name, &pull("linux/amd64", PullPolicy::Missing))
         .unwrap();
-    assert_eq!(amd.manifest_digest(), digest_of("multiarch/amd64"));
+    assert_eq!(amd.manifest_digest().unwrap(), digest_of("multiarch/amd64"));
     // A platform the index lacks is PlatformNotFound, not the cached one.
     let err = h
         .backend
@@ -57,7 +57,10 @@ fn a_cached_tag_answers_a_pull_only_for_its_own_platform() {
         .backend
         .pull_image(&name, &pull("linux/amd64", PullPolicy::Never))
         .unwrap();
-    assert_eq!(again.manifest_digest(), digest_of("multiarch/amd64"));
+    assert_eq!(
+        again.manifest_digest().unwrap(),
+        digest_of("multiarch/amd64")
+    );
 }
 
 #[test]
@@ -186,7 +189,7 @@ fn a_fully_cached_pull_asks_the_registry_for_its_manifest_alone() {
         ..Default::default()
     };
     let again = h.backend.pull_image(&name, &always).unwrap();
-    assert_eq!(again.manifest_digest(), digest_of("rich"));
+    assert_eq!(again.manifest_digest().unwrap(), digest_of("rich"));
     let requests = log.lock().unwrap().clone();
     assert!(
         requests.iter().all(|r| r.contains("/manifests/")),
@@ -352,7 +355,8 @@ fn short_digests_name_images_as_docker_image_ids_do() {
             .inspect_image(&rich[..16])
             .unwrap()
             .handle
-            .manifest_digest(),
+            .manifest_digest()
+            .unwrap(),
         rich
     );
     let lease = h.backend.acquire_lease(short, &Default::default()).unwrap();
@@ -415,7 +419,7 @@ fn inspect_shows_what_skopeo_and_podman_show_users() {
         serde_json::from_slice(&fs::read(fixtures().join("rich.config.json")).unwrap()).unwrap();
     assert_eq!(
         d.created,
-        microsandbox::util::time::parse(config["created"].as_str().unwrap())
+        microsandbox::util::time::parse_utc(config["created"].as_str().unwrap())
     );
     assert_eq!(d.author.as_deref(), config["author"].as_str());
     assert_eq!(d.history.len(), config["history"].as_array().unwrap().len());
@@ -428,11 +432,11 @@ fn inspect_shows_what_skopeo_and_podman_show_users() {
         .map(|m| m.keys().cloned().collect())
         .unwrap_or_default();
     assert_eq!(ports, ["8080/tcp"], "the fixture declares a port");
-    assert_eq!(d.config.exposed_ports, ports);
+    assert_eq!(d.config.as_ref().unwrap().exposed_ports, ports);
     let volumes: Vec<String> = config["config"]["Volumes"]
         .as_object()
         .map(|m| m.keys().cloned().collect())
         .unwrap_or_default();
     assert_eq!(volumes, ["/app/data"], "the fixture declares a volume");
-    assert_eq!(d.config.volumes, volumes);
+    assert_eq!(d.config.as_ref().unwrap().volumes, volumes);
 }

@@ -315,10 +315,7 @@ impl LocalBackend {
     ) -> MicrosandboxResult<ImagePruneReport> {
         options.check()?;
         let Some(layout) = self.existing()? else {
-            return Ok(ImagePruneReport {
-                dry_run: options.dry_run,
-                ..Default::default()
-            });
+            return Ok(ImagePruneReport::measured(options.dry_run));
         };
         gc::prune(&layout, &self.inner.census, &self.inner.catalog, options)
     }
@@ -583,6 +580,13 @@ impl LocalBackend {
     }
 }
 
+/// A declared size as the API gives sizes; past `i64` it is an error.
+fn size_i64(size: u64, digest: &crate::oci::digest::Digest) -> MicrosandboxResult<i64> {
+    i64::try_from(size).map_err(|_| {
+        MicrosandboxError::corrupt(format!("blob {digest} declares {size} bytes, past 2^63"))
+    })
+}
+
 /// `ImageNotFound` for what the caller typed, in its familiar form when it
 /// is a reference.
 fn not_found(input: &str) -> MicrosandboxError {
@@ -614,8 +618,8 @@ fn lease_view(l: &LeaseRecord) -> ImageLease {
             .and_then(|r| Reference::parse(r).ok())
             .map(|r| r.familiar()),
         manifest_digest: l.manifest_digest.as_ref().map(|d| d.to_string()),
-        created_at: l.created(),
-        expires_at: l.expires(),
+        created_at: time::utc(l.created()),
+        expires_at: l.expires().map(time::utc),
     }
 }
 
@@ -642,34 +646,39 @@ fn inspect_entry(layout: &Layout, entry: &Entry) -> MicrosandboxResult<ImageDeta
         .iter()
         .zip(diff_ids)
         .enumerate()
-        .map(|(i, (l, diff_id))| ImageLayerDetail {
-            diff_id: diff_id.clone(),
-            blob_digest: l.digest.to_string(),
-            media_type: l.media_type.clone(),
-            compressed_size_bytes: l.size,
-            erofs_size_bytes: None,
-            position: i as u32,
+        .map(|(i, (l, diff_id))| {
+            Ok(ImageLayerDetail {
+                diff_id: diff_id.clone(),
+                blob_digest: l.digest.to_string(),
+                media_type: Some(l.media_type.clone()),
+                compressed_size_bytes: Some(size_i64(l.size, &l.digest)?),
+                erofs_size_bytes: None,
+                position: i32::try_from(i).unwrap_or(i32::MAX),
+            })
         })
-        .collect();
-    let c = cfg.config().clone().unwrap_or_default();
-    let config = ImageConfigDetail {
+        .collect::<MicrosandboxResult<Vec<_>>>()?;
+    let config = cfg.config().as_ref().map(|c| ImageConfigDetail {
         digest: config.digest.to_string(),
         env: c.env().clone().unwrap_or_default(),
         cmd: c.cmd().clone(),
         entrypoint: c.entrypoint().clone(),
         working_dir: c.working_dir().clone().filter(|w| !w.is_empty()),
         user: c.user().clone().filter(|u| !u.is_empty()),
-        labels: c.labels().clone().unwrap_or_default().into_iter().collect(),
+        labels: c
+            .labels()
+            .as_ref()
+            .filter(|l| !l.is_empty())
+            .map(|l| serde_json::json!(l)),
         stop_signal: c.stop_signal().clone().filter(|s| !s.is_empty()),
         exposed_ports: c.exposed_ports().clone().unwrap_or_default(),
         volumes: c.volumes().clone().unwrap_or_default(),
-    };
+    });
     let history = cfg
         .history()
         .iter()
         .flatten()
         .map(|h| ImageHistory {
-            created: h.created().as_deref().and_then(time::parse),
+            created: h.created().as_deref().and_then(time::parse_utc),
             created_by: h.created_by().clone(),
             author: h.author().clone(),
             comment: h.comment().clone(),
@@ -680,7 +689,7 @@ fn inspect_entry(layout: &Layout, entry: &Entry) -> MicrosandboxResult<ImageDeta
         handle: entry.handle.clone(),
         config,
         layers,
-        created: cfg.created().as_deref().and_then(time::parse),
+        created: cfg.created().as_deref().and_then(time::parse_utc),
         author: cfg.author().clone(),
         history,
     })

@@ -1,7 +1,6 @@
 //! The values the API hands out: image handles, details, leases, reports.
 
-use std::collections::BTreeMap;
-use std::time::SystemTime;
+use chrono::{DateTime, Utc};
 
 use crate::store::lease::LeaseKind;
 
@@ -12,13 +11,13 @@ pub struct ImageHandle {
     pub(crate) reference: String,
     pub(crate) canonical: String,
     pub(crate) manifest_digest: String,
-    pub(crate) size_bytes: u64,
+    pub(crate) size_bytes: Option<u64>,
     pub(crate) architecture: Option<String>,
     pub(crate) os: Option<String>,
-    pub(crate) layer_count: u32,
-    pub(crate) created_at: Option<SystemTime>,
-    pub(crate) last_used_at: Option<SystemTime>,
-    pub(crate) image_created_at: Option<SystemTime>,
+    pub(crate) layer_count: usize,
+    pub(crate) created_at: Option<DateTime<Utc>>,
+    pub(crate) last_used_at: Option<DateTime<Utc>>,
+    pub(crate) image_created_at: Option<DateTime<Utc>>,
 }
 
 impl ImageHandle {
@@ -32,15 +31,16 @@ impl ImageHandle {
         &self.canonical
     }
 
-    /// Manifest, config and layer bytes as stored; shared layers count in
-    /// every image that has them.
-    pub fn size_bytes(&self) -> u64 {
-        self.size_bytes
+    /// Manifest, config and layer bytes as stored, when known; shared
+    /// layers count in every image that has them. A size past `i64` is
+    /// unknown (`None`), never a wrapped number.
+    pub fn size_bytes(&self) -> Option<i64> {
+        self.size_bytes.and_then(|s| i64::try_from(s).ok())
     }
 
     /// `sha256:...` of the (platform) manifest.
-    pub fn manifest_digest(&self) -> &str {
-        &self.manifest_digest
+    pub fn manifest_digest(&self) -> Option<&str> {
+        Some(&self.manifest_digest)
     }
 
     /// CPU architecture (`amd64`).
@@ -54,23 +54,23 @@ impl ImageHandle {
     }
 
     /// How many layers the manifest lists.
-    pub fn layer_count(&self) -> u32 {
+    pub fn layer_count(&self) -> usize {
         self.layer_count
     }
 
     /// When a lease last took this image; `None` if never.
-    pub fn last_used_at(&self) -> Option<SystemTime> {
+    pub fn last_used_at(&self) -> Option<DateTime<Utc>> {
         self.last_used_at
     }
 
-    /// When the reference entered this cache (pointing at this manifest);
-    /// `None` for an entry another tool wrote.
-    pub fn created_at(&self) -> Option<SystemTime> {
+    /// When the reference first entered this cache (pointing at this
+    /// manifest); `None` for an entry another tool wrote.
+    pub fn created_at(&self) -> Option<DateTime<Utc>> {
         self.created_at
     }
 
     /// When the image was built: its config's `created`, if it says.
-    pub fn image_created_at(&self) -> Option<SystemTime> {
+    pub fn image_created_at(&self) -> Option<DateTime<Utc>> {
         self.image_created_at
     }
 }
@@ -80,12 +80,13 @@ impl ImageHandle {
 pub struct ImageDetail {
     /// The handle `get` returns.
     pub handle: ImageHandle,
-    /// The runtime config.
-    pub config: ImageConfigDetail,
+    /// The runtime config; `None` for an image whose config has no
+    /// `config` block.
+    pub config: Option<ImageConfigDetail>,
     /// Layers, `position` 0 at the bottom.
     pub layers: Vec<ImageLayerDetail>,
     /// When the image was built (its config's `created`).
-    pub created: Option<SystemTime>,
+    pub created: Option<DateTime<Utc>>,
     /// Who built it (its config's `author`).
     pub author: Option<String>,
     /// How it was built, oldest step first (its config's `history`).
@@ -96,7 +97,7 @@ pub struct ImageDetail {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ImageHistory {
     /// When the step ran.
-    pub created: Option<SystemTime>,
+    pub created: Option<DateTime<Utc>>,
     /// The command that made it (`/bin/sh -c apt-get install ...`).
     pub created_by: Option<String>,
     /// Who made it.
@@ -122,8 +123,8 @@ pub struct ImageConfigDetail {
     pub working_dir: Option<String>,
     /// `user[:group]`.
     pub user: Option<String>,
-    /// Labels, ordered by key.
-    pub labels: BTreeMap<String, String>,
+    /// The labels, an object of strings; `None` when the image has none.
+    pub labels: Option<serde_json::Value>,
     /// The signal that stops the container (`SIGTERM`).
     pub stop_signal: Option<String>,
     /// Ports the image says it listens on (`80/tcp`).
@@ -140,39 +141,40 @@ pub struct ImageLayerDetail {
     /// The digest of the blob as stored.
     pub blob_digest: String,
     /// The blob's media type.
-    pub media_type: String,
+    pub media_type: Option<String>,
     /// The blob's size as stored.
-    pub compressed_size_bytes: u64,
-    /// The size of the layer's EROFS image, once one is materialized; this
-    /// cache keeps OCI blobs only, so `None`.
-    pub erofs_size_bytes: Option<u64>,
+    pub compressed_size_bytes: Option<i64>,
+    /// The size of the layer's EROFS image, once one is made; `None` until
+    /// then.
+    pub erofs_size_bytes: Option<i64>,
     /// 0 for the bottom layer.
-    pub position: u32,
+    pub position: i32,
 }
 
 /// What prune removed (or, for a dry run, would remove).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ImagePruneReport {
     /// References taken out of `index.json`.
-    pub image_refs_removed: u64,
+    pub image_refs_removed: u32,
     /// Manifest and index blobs deleted.
-    pub manifests_removed: u64,
-    /// Layer blobs deleted.
-    pub layers_removed: u64,
-    /// EROFS metadata files deleted (none in an OCI-only cache).
-    pub fsmeta_removed: u64,
-    /// VMDK descriptors deleted (none in an OCI-only cache).
-    pub vmdk_removed: u64,
+    pub manifests_removed: u32,
+    /// Layer blobs deleted (and layer disk images, where the cache made them).
+    pub layers_removed: u32,
+    /// Merged fsmeta EROFS artifacts deleted.
+    pub fsmeta_removed: u32,
+    /// VMDK descriptor artifacts deleted.
+    pub vmdk_removed: u32,
     /// Bytes the deleted files occupied on disk (allocated blocks, as `du`
-    /// counts); for a dry run, what they occupy now.
-    pub bytes_reclaimed: u64,
+    /// counts); for a dry run, what they occupy now. `None` only when
+    /// nothing could be measured.
+    pub bytes_reclaimed: Option<u64>,
     /// Config blobs deleted.
-    pub configs_removed: u64,
+    pub configs_removed: u32,
     /// Stale files of dead writers deleted from `tmp/` and leftovers of
     /// interrupted atomic writes.
-    pub tmp_files_removed: u64,
+    pub tmp_files_removed: u32,
     /// Expired lease files deleted.
-    pub expired_leases_removed: u64,
+    pub expired_leases_removed: u32,
     /// The references taken (or, for a dry run, that would be).
     pub removed: Vec<RemovedImage>,
     /// With `max_bytes`: how far above the budget the blobs stay because
@@ -180,6 +182,22 @@ pub struct ImagePruneReport {
     pub over_budget_bytes: u64,
     /// Whether this is a dry run's report: nothing was deleted.
     pub dry_run: bool,
+}
+
+impl ImagePruneReport {
+    /// An empty report, measured: nothing reclaimed yet.
+    pub(crate) fn measured(dry_run: bool) -> Self {
+        ImagePruneReport {
+            bytes_reclaimed: Some(0),
+            dry_run,
+            ..Default::default()
+        }
+    }
+
+    /// Counts the bytes of a deleted file.
+    pub(crate) fn reclaim(&mut self, bytes: u64) {
+        self.bytes_reclaimed = Some(self.bytes_reclaimed.unwrap_or(0).saturating_add(bytes));
+    }
 }
 
 /// One reference a prune took.
@@ -212,9 +230,9 @@ pub struct ImageLease {
     /// The pinned manifest.
     pub manifest_digest: Option<String>,
     /// When it was taken.
-    pub created_at: SystemTime,
+    pub created_at: DateTime<Utc>,
     /// When it ends; `None` until released.
-    pub expires_at: Option<SystemTime>,
+    pub expires_at: Option<DateTime<Utc>>,
 }
 
 /// What the cache takes on disk, each blob counted once. Every size is
@@ -250,5 +268,5 @@ pub struct ImageUsage {
     /// Whether an unexpired lease pins its manifest.
     pub in_use: bool,
     /// When a lease last took it; `None` if never.
-    pub last_used_at: Option<std::time::SystemTime>,
+    pub last_used_at: Option<DateTime<Utc>>,
 }

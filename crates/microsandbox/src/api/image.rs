@@ -47,7 +47,7 @@ impl Image {
     /// ```no_run
     /// # async fn f() -> microsandbox::MicrosandboxResult<()> {
     /// let image = microsandbox::Image::get("python:3.12").await?;
-    /// println!("{} {}", image.reference(), image.size_bytes());
+    /// println!("{} {:?}", image.reference(), image.size_bytes());
     /// # Ok(()) }
     /// ```
     pub async fn get(reference: &str) -> MicrosandboxResult<ImageHandle> {

@@ -184,8 +184,7 @@ pub fn plan(
     let mut kept_roots: HashSet<&Digest> = HashSet::new();
     let mut report = ImagePruneReport {
         over_budget_bytes: over_budget,
-        dry_run: options.dry_run,
-        ..Default::default()
+        ..ImagePruneReport::measured(options.dry_run)
     };
     let mut gone_kinds: HashMap<&Digest, Kind> = HashMap::new();
     let mut weights: HashMap<&Digest, u64> = HashMap::new();
@@ -249,7 +248,7 @@ pub fn plan(
             .get(digest)
             .copied()
             .unwrap_or_else(|| sniff(layout, digest));
-        report.bytes_reclaimed += size;
+        report.reclaim(*size);
         match kind {
             Kind::Manifest => report.manifests_removed += 1,
             Kind::Config => report.configs_removed += 1,
@@ -268,7 +267,7 @@ pub fn plan(
     for stat in measured {
         if let Some(s) = stat? {
             report.tmp_files_removed += 1;
-            report.bytes_reclaimed += allocated(&s);
+            report.reclaim(allocated(&s));
         }
     }
     let expired: Vec<LeaseRecord> = leases
@@ -276,7 +275,7 @@ pub fn plan(
         .filter(|l| l.is_expired(now))
         .cloned()
         .collect();
-    report.expired_leases_removed = expired.len() as u64;
+    report.expired_leases_removed = u32::try_from(expired.len()).unwrap_or(u32::MAX);
     Ok(Plan {
         index,
         index_changes,
@@ -333,7 +332,7 @@ fn execute(
         image_refs_removed: plan.report.image_refs_removed,
         removed: plan.report.removed,
         over_budget_bytes: plan.report.over_budget_bytes,
-        ..Default::default()
+        ..ImagePruneReport::measured(false)
     };
     if plan.index_changes {
         IndexTxn::of(layout, exclusive, plan.index).commit()?;
@@ -348,7 +347,7 @@ fn execute(
         Ok(delete(blobs, digest.hex())?.map(|size| (*kind, size)))
     })?;
     for (kind, size) in outcomes.into_iter().flatten() {
-        report.bytes_reclaimed += size;
+        report.reclaim(size);
         match kind {
             Kind::Manifest => report.manifests_removed += 1,
             Kind::Config => report.configs_removed += 1,
@@ -366,7 +365,7 @@ fn execute(
         };
         if let Some(size) = delete(layout.tmp_dir(), name)? {
             report.tmp_files_removed += 1;
-            report.bytes_reclaimed += size;
+            report.reclaim(size);
         }
         drop(held);
     }
@@ -378,7 +377,7 @@ fn execute(
     for (dir, name) in &plan.leftovers {
         if let Some(size) = delete(dir.of(layout), name)? {
             report.tmp_files_removed += 1;
-            report.bytes_reclaimed += size;
+            report.reclaim(size);
         }
     }
     Ok(report)

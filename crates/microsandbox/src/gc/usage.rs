@@ -101,7 +101,7 @@ pub fn disk_usage(
                     shared_bytes: size - unique,
                     unique_bytes: unique,
                     in_use: pins.manifests.contains(&d.digest),
-                    last_used_at: ann(ANN_LAST_USED),
+                    last_used_at: ann(ANN_LAST_USED).map(time::utc),
                 },
             )
         })
@@ -123,7 +123,7 @@ pub fn disk_usage(
     // A prune refuses to run while a root it keeps cannot be read; until
     // that is repaired, nothing is reclaimable.
     let reclaimable_bytes =
-        gc::plan(layout, &snapshot, &dry, now).map_or(0, |p| p.report.bytes_reclaimed);
+        gc::plan(layout, &snapshot, &dry, now).map_or(0, |p| p.report.bytes_reclaimed.unwrap_or(0));
     Ok(DiskUsage {
         total_bytes: blobs_bytes + tmp_bytes + other,
         blobs_bytes,

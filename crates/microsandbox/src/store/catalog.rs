@@ -217,21 +217,21 @@ fn handle_with(
     summary: impl FnOnce(&Descriptor) -> Option<content::Summary>,
 ) -> ImageHandle {
     let ann = |k: &str| d.annotations.get(k);
-    let created_at = ann(ANN_CREATED).and_then(|t| time::parse(t));
-    let last_used_at = ann(ANN_LAST_USED).and_then(|t| time::parse(t));
+    let created_at = ann(ANN_CREATED).and_then(|t| time::parse_utc(t));
+    let last_used_at = ann(ANN_LAST_USED).and_then(|t| time::parse_utc(t));
     let size = ann(ANN_SIZE).and_then(|s| s.parse::<u64>().ok());
-    let layers = ann(ANN_LAYERS).and_then(|s| s.parse::<u32>().ok());
+    let layers = ann(ANN_LAYERS).and_then(|s| s.parse::<usize>().ok());
     let mut handle = ImageHandle {
         reference: reference.familiar(),
         canonical: reference.canonical(),
         manifest_digest: d.digest.to_string(),
-        size_bytes: size.unwrap_or(0),
+        size_bytes: size,
         architecture: d.platform.as_ref().map(|p| p.architecture.clone()),
         os: d.platform.as_ref().map(|p| p.os.clone()),
         layer_count: layers.unwrap_or(0),
         created_at,
         last_used_at,
-        image_created_at: ann(ANN_IMAGE_CREATED).and_then(|t| time::parse(t)),
+        image_created_at: ann(ANN_IMAGE_CREATED).and_then(|t| time::parse_utc(t)),
     };
     if size.is_none() || layers.is_none() || d.platform.is_none() {
         // Another tool wrote this entry. What its blobs cannot tell (an
@@ -239,13 +239,11 @@ fn handle_with(
         // descriptor says, so one odd entry never hides the others.
         if let Some(s) = summary(d) {
             handle.manifest_digest = s.manifest.digest.to_string();
-            handle.size_bytes = s.size;
+            handle.size_bytes = Some(s.size);
             handle.layer_count = s.layers;
             handle.architecture = handle.architecture.or(s.architecture);
             handle.os = handle.os.or(s.os);
-            handle.image_created_at = handle.image_created_at.or(s.created);
-        } else {
-            handle.size_bytes = size.unwrap_or(d.size);
+            handle.image_created_at = handle.image_created_at.or(s.created.map(time::utc));
         }
     }
     handle

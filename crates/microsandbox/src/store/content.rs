@@ -66,7 +66,7 @@ pub struct Summary {
     /// Manifest, config and layer bytes.
     pub size: u64,
     /// How many layers.
-    pub layers: u32,
+    pub layers: usize,
     /// From the config.
     pub architecture: Option<String>,
     /// From the config.
@@ -97,7 +97,7 @@ pub fn summarize(layout: &Layout, entry: &Descriptor) -> MicrosandboxResult<Summ
         })?;
     Ok(Summary {
         size,
-        layers: layers.len() as u32,
+        layers: layers.len(),
         architecture: Some(cfg.architecture().to_string()),
         os: Some(cfg.os().to_string()),
         created: cfg.created().as_deref().and_then(crate::util::time::parse),

@@ -11,6 +11,16 @@ pub fn now() -> SystemTime {
     UNIX_EPOCH + Duration::from_millis(ms)
 }
 
+/// A system time as the API hands it out.
+pub fn utc(t: SystemTime) -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::<chrono::Utc>::from(t)
+}
+
+/// Parses what [`format`] wrote as the API hands it out.
+pub fn parse_utc(text: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+    parse(text).map(utc)
+}
+
 /// The latest time RFC 3339 can write: 9999-12-31T23:59:59.999Z.
 pub fn latest() -> SystemTime {
     UNIX_EPOCH + Duration::from_millis(253_402_300_799_999)
