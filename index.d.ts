@@ -88,9 +88,9 @@ export declare class Image {
    * Rejects `InvalidArchive`, `DigestMismatch`, `PlatformNotFound`; the
    * cache is unchanged on any error.
    */
-  static load(path: string, options?: { platform?: string; reference?: string; maxLayerBytes?: number; onProgress?: (event: ProgressEvent) => void }): Promise<Array<ImageHandle>>
+  static load(path: string, options?: { platform?: string; reference?: string; tag?: string; maxLayerBytes?: number; onProgress?: (event: ProgressEvent) => void }): Promise<Array<ImageHandle>>
   /** `Image.load` on a given backend. */
-  static loadLocal(backend: LocalBackend, path: string, options?: { platform?: string; reference?: string; maxLayerBytes?: number; onProgress?: (event: ProgressEvent) => void }): Promise<Array<ImageHandle>>
+  static loadLocal(backend: LocalBackend, path: string, options?: { platform?: string; reference?: string; tag?: string; maxLayerBytes?: number; onProgress?: (event: ProgressEvent) => void }): Promise<Array<ImageHandle>>
   /**
    * Writes the images `references` name into one archive at `path`:
    * an OCI archive (`format: 'oci'`, the default) whose index names each
@@ -99,9 +99,9 @@ export declare class Image {
    * is written beside `path` and renamed into place, so a failed save
    * leaves nothing half-written there.
    */
-  static save(references: string | Array<string>, path: string, options?: { format?: 'oci' | 'docker' }): Promise<void>
+  static save(references: string | Array<string>, path: string | { outputPath: string; format?: 'docker' | 'oci' }, options?: { format?: 'docker' | 'oci' }): Promise<void>
   /** `Image.save` on a given backend. */
-  static saveLocal(backend: LocalBackend, references: string | Array<string>, path: string, options?: { format?: 'oci' | 'docker' }): Promise<void>
+  static saveLocal(backend: LocalBackend, references: string | Array<string>, path: string | { outputPath: string; format?: 'docker' | 'oci' }, options?: { format?: 'docker' | 'oci' }): Promise<void>
   /**
    * Pulls an image from its registry (Docker Hub for `docker.io`).
    * `policy`: `'missing'` (default: a cached reference is returned with
@@ -120,9 +120,9 @@ export declare class Image {
    * `DigestMismatch`, `PlatformNotFound`, `InvalidArgument` (a bad
    * mirror or settings file).
    */
-  static pull(reference: string, options?: { platform?: string; policy?: 'missing' | 'always' | 'never'; insecure?: boolean; dockerConfig?: string; mirrors?: Record<string, string[]>; maxLayerBytes?: number; onProgress?: (event: ProgressEvent) => void }): Promise<ImageHandle>
+  static pull(reference: string, options?: { platform?: string; policy?: 'missing' | 'if-missing' | 'always' | 'never'; insecure?: boolean; dockerConfig?: string; mirrors?: Record<string, string[]>; maxLayerBytes?: number; onProgress?: (event: ProgressEvent) => void; onPullProgress?: (event: PullProgress) => void }): Promise<ImageHandle>
   /** `Image.pull` on a given backend. */
-  static pullLocal(backend: LocalBackend, reference: string, options?: { platform?: string; policy?: 'missing' | 'always' | 'never'; insecure?: boolean; dockerConfig?: string; mirrors?: Record<string, string[]>; maxLayerBytes?: number; onProgress?: (event: ProgressEvent) => void }): Promise<ImageHandle>
+  static pullLocal(backend: LocalBackend, reference: string, options?: { platform?: string; policy?: 'missing' | 'if-missing' | 'always' | 'never'; insecure?: boolean; dockerConfig?: string; mirrors?: Record<string, string[]>; maxLayerBytes?: number; onProgress?: (event: ProgressEvent) => void; onPullProgress?: (event: PullProgress) => void }): Promise<ImageHandle>
   /**
    * Pins the image a reference names (its manifest digest, not the
    * name) and marks it used. `id` defaults to a random one; `kind` to
@@ -399,6 +399,15 @@ export interface ProgressEvent {
   /** Bytes in all, when known. */
   totalBytes: number | null
 }
+
+/** A pull's progress in microsandbox's own kinds (`onPullProgress`). */
+export type PullProgress =
+  | { kind: 'resolving'; reference: string }
+  | { kind: 'resolved'; reference: string; manifestDigest: string; layerCount: number; totalDownloadBytes: number | null }
+  | { kind: 'layerDownloadProgress'; layerIndex: number; digest: string; downloadedBytes: number; totalBytes: number | null }
+  | { kind: 'layerDownloadComplete'; layerIndex: number; digest: string; downloadedBytes: number }
+  | { kind: 'layerDownloadVerifying'; layerIndex: number; digest: string }
+  | { kind: 'complete'; reference: string; layerCount: number }
 
 /** One reference a prune took. */
 export interface RemovedImage {

@@ -253,3 +253,23 @@ pub fn instance<'a, T: 'static + MaybeTypeTag>(
     // SAFETY: `from_napi_value` checks that the object wraps a `T`.
     unsafe { ClassInstance::<T>::from_napi_value(v.value().env, v.raw()) }.map_err(|_| wrong())
 }
+
+/// A value that is either a string or an options object.
+pub enum OptionsOrString<'a> {
+    /// A string.
+    String(String),
+    /// An object.
+    Options(Object<'a>),
+}
+
+/// A required string or options object (`save(refs, path)` or
+/// `save(refs, { outputPath })`).
+pub fn options_or_string<'a>(v: Option<Unknown<'a>>, name: &str) -> ArgResult<OptionsOrString<'a>> {
+    match &v {
+        Some(u) if type_of(u) == ValueType::String => string(v, name).map(OptionsOrString::String),
+        Some(u) if type_of(u) == ValueType::Object => options(v, name)?
+            .map(OptionsOrString::Options)
+            .ok_or_else(|| invalid(format!("{name} must be a string or an object"))),
+        _ => Err(invalid(format!("{name} must be a string or an object"))),
+    }
+}

@@ -15,7 +15,8 @@ use crate::args::NumberOrString;
 use crate::backend::LocalBackend;
 use crate::task::CoreTask;
 use crate::types::{
-    DiskUsage, ImageDetail, ImageHandle, ImageLease, ImagePruneReport, ProgressEvent, VerifyReport,
+    DiskUsage, ImageDetail, ImageHandle, ImageLease, ImagePruneReport, ProgressEvent, PullProgress,
+    VerifyReport,
 };
 
 type Backend = MicrosandboxResult<core::LocalBackend>;
@@ -126,9 +127,13 @@ fn load_with(b: Backend, path: Unknown, options: Unknown) -> AsyncTask<CoreTask<
         let platform = args::opt_string(&opts, "platform")?
             .map(|p| core::oci::platform::parse(&p))
             .transpose()?;
-        let reference = args::opt_string(&opts, "reference")?
-            .map(|r| core::Reference::parse(&r))
-            .transpose()?;
+        // microsandbox's own SDK calls it `tag`.
+        let reference = match args::opt_string(&opts, "reference")? {
+            Some(r) => Some(r),
+            None => args::opt_string(&opts, "tag")?,
+        }
+        .map(|r| core::Reference::parse(&r))
+        .transpose()?;
         let progress = args::opt_function::<ProgressEvent, ()>(&opts, "onProgress")?
             .map(progress_fn)
             .transpose()?;
@@ -150,17 +155,22 @@ fn save_with(
 ) -> AsyncTask<CoreTask<()>> {
     spawn(b, |b| {
         let references = args::strings(Some(references), "references")?;
-        let path = args::string(Some(path), "path")?;
-        let opts = args::options(Some(options), "options")?;
-        let format = match args::opt_string(&opts, "format")?.as_deref() {
-            None | Some("oci") => core::SaveFormat::Oci,
-            Some("docker") => core::SaveFormat::Docker,
-            Some(other) => {
-                return Err(MicrosandboxError::new(
-                    core::ErrorKind::InvalidArgument,
-                    format!("format must be 'oci' or 'docker', got {other:?}"),
-                ))
+        // save(refs, path, options), or microsandbox's save(refs, { outputPath, format }).
+        let (path, opts) = match args::options_or_string(Some(path), "path")? {
+            args::OptionsOrString::String(path) => (path, args::options(Some(options), "options")?),
+            args::OptionsOrString::Options(opts) => {
+                let path = args::opt_string(&Some(opts), "outputPath")?.ok_or_else(|| {
+                    MicrosandboxError::new(
+                        core::ErrorKind::InvalidArgument,
+                        "save needs a path: save(refs, path) or save(refs, { outputPath })",
+                    )
+                })?;
+                (path, Some(opts))
             }
+        };
+        let format = match args::opt_string(&opts, "format")?.as_deref() {
+            None => core::SaveFormat::default(),
+            Some(f) => core::SaveFormat::parse(f)?,
         };
         let options = core::SaveOptions { format };
         Ok(move || b.save_images(&references, path.as_ref(), &options))
@@ -185,6 +195,26 @@ fn progress_fn(f: Function<ProgressEvent, ()>) -> MicrosandboxResult<core::Progr
     }))
 }
 
+/// As [`progress_fn`], for `PullProgress` events.
+fn pull_progress_fn(f: Function<PullProgress, ()>) -> MicrosandboxResult<core::PullProgressFn> {
+    let tsfn = f
+        .build_threadsafe_function::<PullProgress>()
+        .callee_handled::<false>()
+        .build()
+        .map_err(|e| {
+            MicrosandboxError::new(
+                core::ErrorKind::InvalidArgument,
+                format!("onPullProgress: {e}"),
+            )
+        })?;
+    Ok(core::PullProgressFn::new(move |event| {
+        tsfn.call(
+            PullProgress::from(event),
+            ThreadsafeFunctionCallMode::NonBlocking,
+        );
+    }))
+}
+
 fn pull_with(b: Backend, reference: Unknown, options: Unknown) -> AsyncTask<CoreTask<ImageHandle>> {
     spawn(b, |b| {
         let reference = args::string(Some(reference), "reference")?;
@@ -193,19 +223,15 @@ fn pull_with(b: Backend, reference: Unknown, options: Unknown) -> AsyncTask<Core
             .map(|p| core::oci::platform::parse(&p))
             .transpose()?;
         let policy = match args::opt_string(&opts, "policy")?.as_deref() {
-            None | Some("missing") => core::PullPolicy::Missing,
-            Some("always") => core::PullPolicy::Always,
-            Some("never") => core::PullPolicy::Never,
-            Some(other) => {
-                return Err(MicrosandboxError::new(
-                    core::ErrorKind::InvalidArgument,
-                    format!("policy must be 'missing', 'always' or 'never', got {other:?}"),
-                ))
-            }
+            None => core::PullPolicy::default(),
+            Some(p) => core::PullPolicy::parse(p)?,
         };
         let insecure = args::opt_bool(&opts, "insecure")?.unwrap_or(false);
         let progress = args::opt_function::<ProgressEvent, ()>(&opts, "onProgress")?
             .map(progress_fn)
+            .transpose()?;
+        let pull_progress = args::opt_function::<PullProgress, ()>(&opts, "onPullProgress")?
+            .map(pull_progress_fn)
             .transpose()?;
         let docker_config = args::opt_string(&opts, "dockerConfig")?.map(Into::into);
         let mirrors = args::opt_string_lists(&opts, "mirrors")?;
@@ -214,6 +240,7 @@ fn pull_with(b: Backend, reference: Unknown, options: Unknown) -> AsyncTask<Core
             policy,
             insecure,
             progress,
+            pull_progress,
             docker_config,
             mirrors,
             max_layer_bytes: args::opt_number(&opts, "maxLayerBytes")?.map(|n| n as u64),
@@ -451,7 +478,7 @@ impl Image {
     /// Rejects `InvalidArchive`, `DigestMismatch`, `PlatformNotFound`; the
     /// cache is unchanged on any error.
     #[napi(
-        ts_args_type = "path: string, options?: { platform?: string; reference?: string; maxLayerBytes?: number; onProgress?: (event: ProgressEvent) => void }",
+        ts_args_type = "path: string, options?: { platform?: string; reference?: string; tag?: string; maxLayerBytes?: number; onProgress?: (event: ProgressEvent) => void }",
         ts_return_type = "Promise<Array<ImageHandle>>"
     )]
     pub fn load(path: Unknown, options: Unknown) -> AsyncTask<CoreTask<Vec<ImageHandle>>> {
@@ -460,7 +487,7 @@ impl Image {
 
     /// `Image.load` on a given backend.
     #[napi(
-        ts_args_type = "backend: LocalBackend, path: string, options?: { platform?: string; reference?: string; maxLayerBytes?: number; onProgress?: (event: ProgressEvent) => void }",
+        ts_args_type = "backend: LocalBackend, path: string, options?: { platform?: string; reference?: string; tag?: string; maxLayerBytes?: number; onProgress?: (event: ProgressEvent) => void }",
         ts_return_type = "Promise<Array<ImageHandle>>"
     )]
     pub fn load_local(
@@ -478,7 +505,7 @@ impl Image {
     /// is written beside `path` and renamed into place, so a failed save
     /// leaves nothing half-written there.
     #[napi(
-        ts_args_type = "references: string | Array<string>, path: string, options?: { format?: 'oci' | 'docker' }",
+        ts_args_type = "references: string | Array<string>, path: string | { outputPath: string; format?: 'docker' | 'oci' }, options?: { format?: 'docker' | 'oci' }",
         ts_return_type = "Promise<void>"
     )]
     pub fn save(references: Unknown, path: Unknown, options: Unknown) -> AsyncTask<CoreTask<()>> {
@@ -487,7 +514,7 @@ impl Image {
 
     /// `Image.save` on a given backend.
     #[napi(
-        ts_args_type = "backend: LocalBackend, references: string | Array<string>, path: string, options?: { format?: 'oci' | 'docker' }",
+        ts_args_type = "backend: LocalBackend, references: string | Array<string>, path: string | { outputPath: string; format?: 'docker' | 'oci' }, options?: { format?: 'docker' | 'oci' }",
         ts_return_type = "Promise<void>"
     )]
     pub fn save_local(
@@ -516,7 +543,7 @@ impl Image {
     /// `DigestMismatch`, `PlatformNotFound`, `InvalidArgument` (a bad
     /// mirror or settings file).
     #[napi(
-        ts_args_type = "reference: string, options?: { platform?: string; policy?: 'missing' | 'always' | 'never'; insecure?: boolean; dockerConfig?: string; mirrors?: Record<string, string[]>; maxLayerBytes?: number; onProgress?: (event: ProgressEvent) => void }",
+        ts_args_type = "reference: string, options?: { platform?: string; policy?: 'missing' | 'if-missing' | 'always' | 'never'; insecure?: boolean; dockerConfig?: string; mirrors?: Record<string, string[]>; maxLayerBytes?: number; onProgress?: (event: ProgressEvent) => void; onPullProgress?: (event: PullProgress) => void }",
         ts_return_type = "Promise<ImageHandle>"
     )]
     pub fn pull(reference: Unknown, options: Unknown) -> AsyncTask<CoreTask<ImageHandle>> {
@@ -525,7 +552,7 @@ impl Image {
 
     /// `Image.pull` on a given backend.
     #[napi(
-        ts_args_type = "backend: LocalBackend, reference: string, options?: { platform?: string; policy?: 'missing' | 'always' | 'never'; insecure?: boolean; dockerConfig?: string; mirrors?: Record<string, string[]>; maxLayerBytes?: number; onProgress?: (event: ProgressEvent) => void }",
+        ts_args_type = "backend: LocalBackend, reference: string, options?: { platform?: string; policy?: 'missing' | 'if-missing' | 'always' | 'never'; insecure?: boolean; dockerConfig?: string; mirrors?: Record<string, string[]>; maxLayerBytes?: number; onProgress?: (event: ProgressEvent) => void; onPullProgress?: (event: PullProgress) => void }",
         ts_return_type = "Promise<ImageHandle>"
     )]
     pub fn pull_local(

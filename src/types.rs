@@ -576,3 +576,98 @@ impl From<core::VerifyReport> for VerifyReport {
         }
     }
 }
+
+/// A pull's progress in microsandbox's own kinds (`onPullProgress`).
+#[napi(
+    discriminant = "kind",
+    discriminant_case = "camelCase",
+    use_nullable = true
+)]
+pub enum PullProgress {
+    Resolving {
+        reference: String,
+    },
+    Resolved {
+        reference: String,
+        manifest_digest: String,
+        layer_count: u32,
+        total_download_bytes: Option<f64>,
+    },
+    LayerDownloadProgress {
+        layer_index: u32,
+        digest: String,
+        downloaded_bytes: f64,
+        total_bytes: Option<f64>,
+    },
+    LayerDownloadComplete {
+        layer_index: u32,
+        digest: String,
+        downloaded_bytes: f64,
+    },
+    LayerDownloadVerifying {
+        layer_index: u32,
+        digest: String,
+    },
+    Complete {
+        reference: String,
+        layer_count: u32,
+    },
+}
+
+fn count(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+impl From<&core::PullProgress> for PullProgress {
+    fn from(p: &core::PullProgress) -> Self {
+        use core::PullProgress as P;
+        match p.clone() {
+            P::Resolving { reference } => PullProgress::Resolving { reference },
+            P::Resolved {
+                reference,
+                manifest_digest,
+                layer_count,
+                total_download_bytes,
+            } => PullProgress::Resolved {
+                reference,
+                manifest_digest,
+                layer_count: count(layer_count),
+                total_download_bytes: total_download_bytes.map(num),
+            },
+            P::LayerDownloadProgress {
+                layer_index,
+                digest,
+                downloaded_bytes,
+                total_bytes,
+            } => PullProgress::LayerDownloadProgress {
+                layer_index: count(layer_index),
+                digest,
+                downloaded_bytes: num(downloaded_bytes),
+                total_bytes: total_bytes.map(num),
+            },
+            P::LayerDownloadComplete {
+                layer_index,
+                digest,
+                downloaded_bytes,
+            } => PullProgress::LayerDownloadComplete {
+                layer_index: count(layer_index),
+                digest,
+                downloaded_bytes: num(downloaded_bytes),
+            },
+            P::LayerDownloadVerifying {
+                layer_index,
+                digest,
+            } => PullProgress::LayerDownloadVerifying {
+                layer_index: count(layer_index),
+                digest,
+            },
+            P::Complete {
+                reference,
+                layer_count,
+            } => PullProgress::Complete {
+                reference,
+                layer_count: count(layer_count),
+            },
+        }
+    }
+}

@@ -58,6 +58,6 @@ pub use oci::digest::Digest;
 pub use oci::model::Platform;
 pub use oci::reference::Reference;
 pub use store::lease::LeaseKind;
-pub use transfer::progress::{Phase, Progress, ProgressFn};
+pub use transfer::progress::{Phase, Progress, ProgressFn, PullProgress, PullProgressFn};
 pub use transfer::registry::{PullOptions, PullPolicy};
 pub use transfer::{LoadOptions, SaveFormat, SaveOptions};

@@ -21,7 +21,7 @@ use crate::oci::platform;
 use crate::oci::reference::Reference;
 use crate::store::layout::{Layout, JSON_BLOB_LIMIT};
 pub use crate::transfer::layer::DEFAULT_MAX_LAYER_BYTES;
-use crate::transfer::progress::ProgressFn;
+use crate::transfer::progress::{ProgressFn, PullProgress};
 use crate::transfer::registry::{PullOptions, RegistryOrigin};
 
 use commit::ingest;
@@ -102,8 +102,15 @@ pub fn pull(
         &mirrors,
         options.docker_config.as_deref(),
     );
+    let shown = reference.familiar();
+    let events = options.pull_progress.as_ref();
+    if let Some(p) = events {
+        p.report(&PullProgress::Resolving {
+            reference: shown.clone(),
+        });
+    }
     let (bytes, top) = registry.top(reference, JSON_BLOB_LIMIT)?;
-    let source = Source {
+    let mut source = Source {
         cache: layout,
         label: registry.label().to_owned(),
         origin: Origin::Registry(registry),
@@ -115,6 +122,27 @@ pub fn pull(
     let want = options.platform.clone().unwrap_or_else(platform::host);
     let planned = vec![plan_image(&source, reference.clone(), &top, &want)?];
     check_sizes(&source, &planned)?;
+    let layers = &planned[0].layers;
+    if let Some(p) = events {
+        let missing = layers.iter().filter(|l| !layout.has_blob(&l.digest));
+        p.report(&PullProgress::Resolved {
+            reference: shown.clone(),
+            manifest_digest: planned[0].manifest.digest.to_string(),
+            layer_count: layers.len(),
+            total_download_bytes: Some(missing.map(|l| l.size).sum()),
+        });
+        let sizes = layers
+            .iter()
+            .map(|l| (l.digest.to_string(), l.size))
+            .collect();
+        source.progress = Some(p.from_bytes(sizes, options.progress.clone()));
+    }
     let mut handles = ingest(layout, &source, &planned)?;
+    if let Some(p) = events {
+        p.report(&PullProgress::Complete {
+            reference: shown,
+            layer_count: layers.len(),
+        });
+    }
     Ok(handles.remove(0))
 }

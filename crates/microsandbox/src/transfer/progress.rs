@@ -73,6 +73,124 @@ impl fmt::Debug for ProgressFn {
     }
 }
 
+/// What a pull is doing, in the kinds microsandbox's own SDK reports
+/// (`PullProgress`): derived from the byte events of the transfer, with the
+/// layer's index in its manifest.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PullProgress {
+    /// Asking the registry what the reference names.
+    Resolving {
+        /// The reference asked for.
+        reference: String,
+    },
+    /// The manifest is known.
+    Resolved {
+        /// The reference asked for.
+        reference: String,
+        /// The platform manifest's digest.
+        manifest_digest: String,
+        /// How many layers it lists.
+        layer_count: usize,
+        /// The bytes of the layers the cache lacks, to be downloaded.
+        total_download_bytes: Option<u64>,
+    },
+    /// Bytes of one layer arrived.
+    LayerDownloadProgress {
+        /// Its position in the manifest, 0 at the bottom.
+        layer_index: usize,
+        /// Its digest.
+        digest: String,
+        /// Bytes so far.
+        downloaded_bytes: u64,
+        /// Its size.
+        total_bytes: Option<u64>,
+    },
+    /// One layer is downloaded (and its digest checked).
+    LayerDownloadComplete {
+        /// Its position in the manifest.
+        layer_index: usize,
+        /// Its digest.
+        digest: String,
+        /// Its size.
+        downloaded_bytes: u64,
+    },
+    /// One layer's uncompressed content is being checked against its
+    /// config's diff_id.
+    LayerDownloadVerifying {
+        /// Its position in the manifest.
+        layer_index: usize,
+        /// Its digest.
+        digest: String,
+    },
+    /// The image is committed to the cache.
+    Complete {
+        /// The reference asked for.
+        reference: String,
+        /// How many layers it has.
+        layer_count: usize,
+    },
+}
+
+/// A pull-progress callback.
+#[derive(Clone)]
+pub struct PullProgressFn(Arc<dyn Fn(&PullProgress) + Send + Sync>);
+
+impl PullProgressFn {
+    /// Wraps a callback.
+    pub fn new(f: impl Fn(&PullProgress) + Send + Sync + 'static) -> PullProgressFn {
+        PullProgressFn(Arc::new(f))
+    }
+
+    /// Reports one event.
+    pub fn report(&self, event: &PullProgress) {
+        (self.0)(event)
+    }
+
+    /// The byte events of a pull of these `layers` (digest, size, in
+    /// manifest order) as pull-progress events, passed on to `also` too.
+    pub fn from_bytes(&self, layers: Vec<(String, u64)>, also: Option<ProgressFn>) -> ProgressFn {
+        let this = self.clone();
+        ProgressFn::new(move |e| {
+            if let Some(also) = &also {
+                also.report(e);
+            }
+            let Some(digest) = &e.digest else { return };
+            let Some(layer_index) = layers.iter().position(|(d, _)| d == digest) else {
+                return;
+            };
+            let total = layers[layer_index].1;
+            if e.phase != Phase::Write {
+                return;
+            }
+            this.report(&PullProgress::LayerDownloadProgress {
+                layer_index,
+                digest: digest.clone(),
+                downloaded_bytes: e.bytes,
+                total_bytes: Some(total),
+            });
+            if e.bytes >= total {
+                // Its digest was checked as it arrived; its diff_id is
+                // checked now, against the config.
+                this.report(&PullProgress::LayerDownloadComplete {
+                    layer_index,
+                    digest: digest.clone(),
+                    downloaded_bytes: e.bytes,
+                });
+                this.report(&PullProgress::LayerDownloadVerifying {
+                    layer_index,
+                    digest: digest.clone(),
+                });
+            }
+        })
+    }
+}
+
+impl fmt::Debug for PullProgressFn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("PullProgressFn")
+    }
+}
+
 /// A reader that reports the bytes read through it.
 pub struct ProgressReader<R> {
     inner: R,

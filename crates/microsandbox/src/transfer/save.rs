@@ -32,11 +32,30 @@ use crate::store::lock::Shared;
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum SaveFormat {
     /// A tar of an OCI image layout whose index names every reference.
-    #[default]
     Oci,
     /// A docker-archive (`manifest.json` with `RepoTags`, `repositories`),
-    /// holding an OCI layout as well, as Docker 25 and later write it.
+    /// holding an OCI layout as well, as Docker 25 and later write it: what
+    /// `docker load`, `podman load`, skopeo and this cache all read, so the
+    /// default (as in microsandbox's SDK).
+    #[default]
     Docker,
+}
+
+impl SaveFormat {
+    /// `"docker"` or `"oci"`.
+    ///
+    /// # Errors
+    ///
+    /// [`crate::ErrorKind::InvalidArgument`] for anything else.
+    pub fn parse(text: &str) -> MicrosandboxResult<SaveFormat> {
+        match text {
+            "docker" => Ok(SaveFormat::Docker),
+            "oci" => Ok(SaveFormat::Oci),
+            other => Err(MicrosandboxError::invalid_argument(format!(
+                "format must be 'docker' or 'oci', got {other:?}"
+            ))),
+        }
+    }
 }
 
 /// How to save.

@@ -18,18 +18,40 @@ pub use client::{Fetched, RegistryOrigin};
 pub use mirrors::MirrorMap;
 
 use crate::oci::model::Platform;
-use crate::transfer::progress::ProgressFn;
+use crate::transfer::progress::{ProgressFn, PullProgressFn};
 
 /// When to ask the registry.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum PullPolicy {
-    /// A cached reference is returned without a request.
+    /// A cached reference (for the platform asked) is returned without a
+    /// request (`"missing"`, or microsandbox's `"if-missing"`).
     #[default]
     Missing,
     /// Ask the registry; download only blobs not yet in the cache.
     Always,
     /// Never ask: `ImageNotFound` unless cached.
     Never,
+}
+
+impl PullPolicy {
+    /// `"missing"` (or microsandbox's `"if-missing"`), `"always"`, `"never"`.
+    ///
+    /// # Errors
+    ///
+    /// [`crate::ErrorKind::InvalidArgument`] for anything else.
+    pub fn parse(text: &str) -> crate::MicrosandboxResult<PullPolicy> {
+        match text {
+            "missing" | "if-missing" => Ok(PullPolicy::Missing),
+            "always" => Ok(PullPolicy::Always),
+            "never" => Ok(PullPolicy::Never),
+            other => Err(crate::MicrosandboxError::new(
+                crate::ErrorKind::InvalidArgument,
+                format!(
+                    "policy must be 'missing' ('if-missing'), 'always' or 'never', got {other:?}"
+                ),
+            )),
+        }
+    }
 }
 
 /// How to pull.
@@ -45,6 +67,9 @@ pub struct PullOptions {
     pub insecure: bool,
     /// Where progress events go.
     pub progress: Option<ProgressFn>,
+    /// Where events in microsandbox's `PullProgress` kinds go (resolving,
+    /// resolved, per layer download progress, complete), beside `progress`.
+    pub pull_progress: Option<PullProgressFn>,
     /// The directory of the docker config to take credentials from;
     /// `$DOCKER_CONFIG`, else `~/.docker`, if unset.
     pub docker_config: Option<std::path::PathBuf>,
