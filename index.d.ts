@@ -68,6 +68,21 @@ export declare class Image {
   /** `Image.verify` on a given backend. */
   static verifyLocal(backend: LocalBackend, options?: { repair?: boolean }): Promise<VerifyReport>
   /**
+   * The blobs no reference and no lease reaches, largest first, each with
+   * its kind, size and time: what a dangling prune takes.
+   */
+  static orphans(): Promise<Array<OrphanBlob>>
+  /** `Image.orphans` on a given backend. */
+  static orphansLocal(backend: LocalBackend): Promise<Array<OrphanBlob>>
+  /**
+   * Removes every reference, blob, temporary and derived file, leaving an
+   * empty, valid layout. While a lease is live it rejects `ImageInUse`
+   * naming the holders; `force: true` ends the leases first.
+   */
+  static purge(options?: { force?: boolean }): Promise<ImagePruneReport>
+  /** `Image.purge` on a given backend. */
+  static purgeLocal(backend: LocalBackend, options?: { force?: boolean }): Promise<ImagePruneReport>
+  /**
    * What the cache takes on disk, each blob counted once (allocated
    * bytes, as `du` counts): totals, what `prune()` would free now, and
    * per reference its size, shared and unique bytes.
@@ -383,6 +398,17 @@ export declare enum LeaseKind {
   Sandbox = 'sandbox',
   Snapshot = 'snapshot',
   Ingest = 'ingest',
+}
+
+/** A blob no reference and no lease reaches. */
+export interface OrphanBlob {
+  digest: string
+  /** `manifest`, `config` or `layer`. */
+  kind: string
+  /** Allocated bytes, as `du` counts. */
+  sizeBytes: number
+  /** When the file was last modified. */
+  modifiedAt: Date | null
 }
 
 /** A progress event of a long operation (`onProgress`). */

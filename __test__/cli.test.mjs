@@ -10,7 +10,8 @@ import fs from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import {
-  CLI, MANIFEST, RICH_CONFIG, ROOT, blobFiles, fixture, pushFixture, runCli, startRegistry, tempDir, tempHome,
+  CLI, MANIFEST, RICH_CONFIG, ROOT, blobFiles, fixture, onTerminal, pushFixture, runCli, startRegistry, tempDir,
+  tempHome,
 } from './helpers.mjs';
 import { Image, LocalBackend } from '../index.js';
 
@@ -24,18 +25,6 @@ function parseSize(text) {
 }
 
 const cli = runCli;
-
-/** Runs the CLI under a pseudo-terminal, `keys` typed on its stdin. */
-function onTerminal(args, { home, keys = '' }) {
-  const command = [process.execPath, CLI, ...args].map((a) => `'${a.replace(/'/g, "'\\''")}'`).join(' ');
-  const r = spawnSync('script', ['-qefc', command, '/dev/null'], {
-    input: keys,
-    env: { ...process.env, MSB_HOME: home, TERM: 'xterm' },
-    encoding: 'utf8',
-  });
-  assert.ok(!r.error, `script is required (util-linux): ${r.error}`);
-  return { status: r.status, out: r.stdout };
-}
 
 function ok(r) {
   assert.equal(r.status, 0, `exit ${r.status}: ${r.stderr}`);
@@ -215,7 +204,7 @@ describe('cli: help', () => {
     const from = top.indexOf('Commands:');
     assert.ok(from > 0, top.join('\n'));
     const rows = top.slice(from + 1, top.indexOf('', from));
-    assert.deepEqual(rows.map((l) => l.trim().split(/\s+/)[0]), ['ls', 'inspect', 'rm', 'prune', 'df', 'pull', 'load', 'save', 'verify', 'leases']);
+    assert.deepEqual(rows.map((l) => l.trim().split(/\s+/)[0]), ['ls', 'inspect', 'rm', 'prune', 'gc', 'purge', 'df', 'pull', 'load', 'save', 'verify', 'leases']);
     for (const row of rows) {
       const [, name, summary] = /^ {2}(\S+) +(\S.*)$/.exec(row) ?? [];
       assert.ok(summary, `not a command line: ${row}`);

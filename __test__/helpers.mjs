@@ -290,3 +290,16 @@ export function runCli(args, { home, input, env = {}, raw = false } = {}) {
   });
   return { status: r.status, stdout: r.stdout, stderr: raw ? r.stderr.toString() : r.stderr };
 }
+
+/** Runs the CLI under a pseudo-terminal, `keys` typed on its stdin. */
+export function onTerminal(args, { home, keys = '' }) {
+  const command = [process.execPath, CLI, ...args].map((a) => `'${a.replace(/'/g, "'\\''")}'`).join(' ');
+  const r = spawnSync('script', ['-qefc', command, '/dev/null'], {
+    input: keys,
+    env: { ...process.env, MSB_HOME: home, TERM: 'xterm' },
+    encoding: 'utf8',
+  });
+  assert.ok(!r.error, `script is required (util-linux): ${r.error}`);
+  return { status: r.status, out: r.stdout };
+}
+

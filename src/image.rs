@@ -15,8 +15,8 @@ use crate::args::NumberOrString;
 use crate::backend::LocalBackend;
 use crate::task::CoreTask;
 use crate::types::{
-    DiskUsage, ImageDetail, ImageHandle, ImageLease, ImagePruneReport, ProgressEvent, PullProgress,
-    VerifyReport,
+    DiskUsage, ImageDetail, ImageHandle, ImageLease, ImagePruneReport, OrphanBlob, ProgressEvent,
+    PullProgress, VerifyReport,
 };
 
 type Backend = MicrosandboxResult<core::LocalBackend>;
@@ -113,6 +113,25 @@ fn verify_with(b: Backend, options: Unknown) -> AsyncTask<CoreTask<VerifyReport>
             repair: args::opt_bool(&opts, "repair")?.unwrap_or(false),
         };
         Ok(move || b.verify(&options).map(VerifyReport::from))
+    })
+}
+
+fn orphans_with(b: Backend) -> AsyncTask<CoreTask<Vec<OrphanBlob>>> {
+    spawn(b, |b| {
+        Ok(move || {
+            b.orphans()
+                .map(|v| v.into_iter().map(OrphanBlob::from).collect())
+        })
+    })
+}
+
+fn purge_with(b: Backend, options: Unknown) -> AsyncTask<CoreTask<ImagePruneReport>> {
+    spawn(b, |b| {
+        let opts = args::options(Some(options), "options")?;
+        let options = core::PurgeOptions {
+            force: args::opt_bool(&opts, "force")?.unwrap_or(false),
+        };
+        Ok(move || b.purge(&options).map(ImagePruneReport::from))
     })
 }
 
@@ -447,6 +466,45 @@ impl Image {
     )]
     pub fn verify_local(backend: Unknown, options: Unknown) -> AsyncTask<CoreTask<VerifyReport>> {
         verify_with(local(backend), options)
+    }
+
+    /// The blobs no reference and no lease reaches, largest first, each with
+    /// its kind, size and time: what a dangling prune takes.
+    #[napi(ts_return_type = "Promise<Array<OrphanBlob>>")]
+    pub fn orphans() -> AsyncTask<CoreTask<Vec<OrphanBlob>>> {
+        orphans_with(ambient())
+    }
+
+    /// `Image.orphans` on a given backend.
+    #[napi(
+        ts_args_type = "backend: LocalBackend",
+        ts_return_type = "Promise<Array<OrphanBlob>>"
+    )]
+    pub fn orphans_local(backend: Unknown) -> AsyncTask<CoreTask<Vec<OrphanBlob>>> {
+        orphans_with(local(backend))
+    }
+
+    /// Removes every reference, blob, temporary and derived file, leaving an
+    /// empty, valid layout. While a lease is live it rejects `ImageInUse`
+    /// naming the holders; `force: true` ends the leases first.
+    #[napi(
+        ts_args_type = "options?: { force?: boolean }",
+        ts_return_type = "Promise<ImagePruneReport>"
+    )]
+    pub fn purge(options: Unknown) -> AsyncTask<CoreTask<ImagePruneReport>> {
+        purge_with(ambient(), options)
+    }
+
+    /// `Image.purge` on a given backend.
+    #[napi(
+        ts_args_type = "backend: LocalBackend, options?: { force?: boolean }",
+        ts_return_type = "Promise<ImagePruneReport>"
+    )]
+    pub fn purge_local(
+        backend: Unknown,
+        options: Unknown,
+    ) -> AsyncTask<CoreTask<ImagePruneReport>> {
+        purge_with(local(backend), options)
     }
 
     /// What the cache takes on disk, each blob counted once (allocated

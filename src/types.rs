@@ -671,3 +671,26 @@ impl From<&core::PullProgress> for PullProgress {
         }
     }
 }
+
+/// A blob no reference and no lease reaches.
+#[napi(object, use_nullable = true)]
+pub struct OrphanBlob {
+    pub digest: String,
+    /// `manifest`, `config` or `layer`.
+    pub kind: String,
+    /// Allocated bytes, as `du` counts.
+    pub size_bytes: f64,
+    /// When the file was last modified.
+    pub modified_at: Option<DateTime<Utc>>,
+}
+
+impl From<core::OrphanBlob> for OrphanBlob {
+    fn from(o: core::OrphanBlob) -> Self {
+        OrphanBlob {
+            digest: o.digest,
+            kind: o.kind.to_owned(),
+            size_bytes: num(o.size_bytes),
+            modified_at: o.modified_at,
+        }
+    }
+}

@@ -39,8 +39,30 @@ function noArgs(positionals) {
   if (positionals.length > 0) throw new UsageError(`unexpected argument ${positionals[0]}`);
 }
 
+/** A size, or `-` when it is not known. */
+const sizeOrDash = (n) => (n == null ? '-' : humanSize(n));
+
+/** `3 manifests, 1 config, 12 layers` of a list of orphans. */
+function kinds(orphans) {
+  return ['manifest', 'config', 'layer'].map((k) => count(orphans.filter((o) => o.kind === k).length, k)).join(', ');
+}
+
+async function orphans({ backend, values }) {
+  const list = await Image.orphansLocal(backend);
+  if (values.json) {
+    printJson(list);
+    return 0;
+  }
+  const rows = list.map((o) => [values.digests ? o.digest : shortDigest(o.digest), o.kind, humanSize(o.sizeBytes), agoOrDash(o.modifiedAt)]);
+  if (rows.length > 0) process.stdout.write(`${table(['DIGEST', 'KIND', 'SIZE', 'MODIFIED'], rows)}\n`);
+  const total = list.reduce((a, o) => a + o.sizeBytes, 0);
+  process.stdout.write(`${count(list.length, 'orphaned blob')} (${kinds(list)}), ${humanSize(total)}: what image gc would remove\n`);
+  return 0;
+}
+
 async function ls({ backend, values, positionals }) {
   noArgs(positionals);
+  if (values.orphans) return orphans({ backend, values });
   const images = await Image.listLocal(backend);
   if (values.json) {
     printJson(images.map(handleJson));
@@ -51,7 +73,7 @@ async function ls({ backend, values, positionals }) {
       h.reference,
       values.digests ? h.manifestDigest : shortDigest(h.manifestDigest),
       h.os && h.architecture ? `${h.os}/${h.architecture}` : '-',
-      humanSize(h.sizeBytes),
+      sizeOrDash(h.sizeBytes),
       agoOrDash(h.imageCreatedAt),
       agoOrDash(h.createdAt),
       ago(h.lastUsedAt),
@@ -145,7 +167,55 @@ async function prune({ backend, values, positionals }) {
   ];
   process.stdout.write(`${verb} ${counts.join(', ')}\n`);
   if (r.overBudgetBytes > 0) process.stdout.write(`Leases keep the cache ${humanSize(r.overBudgetBytes)} over the budget\n`);
-  process.stdout.write(`Total ${r.dryRun ? 'reclaimable' : 'reclaimed'} space: ${humanSize(r.bytesReclaimed)}\n`);
+  process.stdout.write(`Total ${r.dryRun ? 'reclaimable' : 'reclaimed'} space: ${sizeOrDash(r.bytesReclaimed)}\n`);
+  return 0;
+}
+
+async function gc({ backend, values, positionals }) {
+  noArgs(positionals);
+  const dryRun = Boolean(values['dry-run']);
+  const before = await Image.orphansLocal(backend);
+  const r = await Image.pruneLocal(backend, { dangling: true, dryRun });
+  if (values.json) {
+    printJson({ removed: before, report: r });
+    return 0;
+  }
+  const verb = dryRun ? 'Would remove' : 'Removed';
+  for (const o of before) process.stdout.write(`${verb} ${o.kind} ${values.digests ? o.digest : shortDigest(o.digest)} ${humanSize(o.sizeBytes)}\n`);
+  const counts = [
+    count(r.manifestsRemoved, 'manifest'),
+    count(r.configsRemoved, 'config'),
+    count(r.layersRemoved, 'layer'),
+    count(r.tmpFilesRemoved, 'temporary file'),
+    count(r.expiredLeasesRemoved, 'expired lease'),
+  ];
+  process.stdout.write(`${verb} ${counts.join(', ')}: ${sizeOrDash(r.bytesReclaimed)}\n`);
+  return 0;
+}
+
+async function purge({ backend, values, positionals }) {
+  noArgs(positionals);
+  if (!values.yes && process.stdin.isTTY && process.stderr.isTTY) {
+    const leases = values.force ? ' and end every lease' : '';
+    if (!(await confirm(`WARNING! This will remove every image, blob and temporary file of the cache${leases}.\nAre you sure you want to continue? [y/N] `))) {
+      process.stderr.write('aborted\n');
+      return 1;
+    }
+  }
+  const r = await Image.purgeLocal(backend, { force: Boolean(values.force) });
+  if (values.json) {
+    printJson(r);
+    return 0;
+  }
+  const counts = [
+    count(r.imageRefsRemoved, 'reference'),
+    count(r.manifestsRemoved, 'manifest'),
+    count(r.configsRemoved, 'config'),
+    count(r.layersRemoved, 'layer'),
+    count(r.tmpFilesRemoved, 'temporary file'),
+    count(r.expiredLeasesRemoved, 'lease'),
+  ];
+  process.stdout.write(`Purged ${counts.join(', ')}: ${sizeOrDash(r.bytesReclaimed)}\n`);
   return 0;
 }
 
@@ -221,7 +291,7 @@ function printHandles(values, handles) {
     printJson(handles.map(handleJson));
     return;
   }
-  for (const h of handles) process.stdout.write(`${h.reference} ${h.manifestDigest} ${humanSize(h.sizeBytes)}\n`);
+  for (const h of handles) process.stdout.write(`${h.reference} ${h.manifestDigest} ${sizeOrDash(h.sizeBytes)}\n`);
 }
 
 async function pull({ backend, values, positionals }) {
@@ -372,13 +442,14 @@ function reportError(e) {
 const COMMANDS = {
   ls: {
     run: ls,
-    usage: 'image ls [-q] [--digests] [--json]',
+    usage: 'image ls [-q] [--digests] [--orphans] [--json]',
     summary: 'List images, newest first.',
     about:
       'Columns: CREATED is when the image was built (its config says; - if not), ADDED when it\n' +
       'entered this cache (- for an entry another tool wrote), LAST USED when a lease last took it.\n' +
-      '-q prints references only; --digests full digests.',
-    options: { quiet: { type: 'boolean', short: 'q' }, digests: { type: 'boolean' } },
+      '-q prints references only; --digests full digests. --orphans lists instead the blobs no image\n' +
+      'or lease needs (DIGEST KIND SIZE MODIFIED) and a summary: what image gc would remove.',
+    options: { quiet: { type: 'boolean', short: 'q' }, digests: { type: 'boolean' }, orphans: { type: 'boolean' } },
   },
   inspect: {
     run: inspect,
@@ -410,6 +481,24 @@ const COMMANDS = {
       'dry-run': { type: 'boolean' },
       force: { type: 'boolean', short: 'f' },
     },
+  },
+  gc: {
+    run: gc,
+    usage: 'image gc [--dry-run] [--digests] [--json]',
+    summary: 'Remove the blobs no image or lease needs, and say which.',
+    about:
+      'A reachability collection: every blob no reference and no lease reaches goes (image ls\n' +
+      '--orphans lists them), with the files of dead writers and expired leases. Images stay.',
+    options: { 'dry-run': { type: 'boolean' }, digests: { type: 'boolean' } },
+  },
+  purge: {
+    run: purge,
+    usage: 'image purge [-y] [--force] [--json]',
+    summary: 'Remove everything: every image, blob and temporary file.',
+    about:
+      'Leaves an empty, valid OCI layout. While a lease pins an image it fails (ImageInUse, naming\n' +
+      'the holders); --force ends every lease first. Asks on a terminal unless -y.',
+    options: { yes: { type: 'boolean', short: 'y' }, force: { type: 'boolean' } },
   },
   df: {
     run: df,

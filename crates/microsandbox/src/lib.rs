@@ -52,7 +52,9 @@ pub use api::handle::{
 };
 pub use api::image::Image;
 pub use error::{ErrorKind, MicrosandboxError, MicrosandboxResult};
+pub use gc::orphans::OrphanBlob;
 pub use gc::policy::PruneOptions;
+pub use gc::purge::PurgeOptions;
 pub use gc::verify::{VerifyOptions, VerifyReport};
 pub use oci::digest::Digest;
 pub use oci::model::Platform;

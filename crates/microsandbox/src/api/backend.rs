@@ -320,6 +320,36 @@ impl LocalBackend {
         gc::prune(&layout, &self.inner.census, &self.inner.catalog, options)
     }
 
+    /// The blobs no reference and no lease reaches (what a dangling prune
+    /// takes), largest first. Blocking.
+    pub fn orphans(&self) -> MicrosandboxResult<Vec<crate::gc::orphans::OrphanBlob>> {
+        match self.existing()? {
+            Some(layout) => {
+                crate::gc::orphans::orphans(&layout, &self.inner.census, &self.inner.catalog)
+            }
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// Removes every reference, blob, temporary and derived file, leaving an
+    /// empty, valid layout. Blocking.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::ImageInUse`] naming the holders while a lease is live,
+    /// unless `options.force` ends the leases first.
+    pub fn purge(
+        &self,
+        options: &crate::gc::purge::PurgeOptions,
+    ) -> MicrosandboxResult<ImagePruneReport> {
+        match self.existing()? {
+            Some(layout) => {
+                crate::gc::purge::purge(&layout, &self.inner.census, &self.inner.catalog, options)
+            }
+            None => Ok(ImagePruneReport::measured(false)),
+        }
+    }
+
     /// Re-hashes every blob and checks every invariant; repairs if asked.
     /// Blocking. A home that does not exist is clean, and is not made.
     pub fn verify(

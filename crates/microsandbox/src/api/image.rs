@@ -148,6 +148,34 @@ impl Image {
         run(backend.clone(), move |b| b.verify(&options)).await
     }
 
+    /// The blobs no reference and no lease reaches, largest first: what a
+    /// dangling prune (`image gc`) takes.
+    pub async fn orphans() -> MicrosandboxResult<Vec<crate::OrphanBlob>> {
+        Self::orphans_local(&ambient().await?).await
+    }
+
+    /// [`Image::orphans`] on `backend`.
+    pub async fn orphans_local(
+        backend: &LocalBackend,
+    ) -> MicrosandboxResult<Vec<crate::OrphanBlob>> {
+        run(backend.clone(), |b| b.orphans()).await
+    }
+
+    /// Removes every reference, blob, temporary and derived file, leaving an
+    /// empty, valid layout. While a lease is live it fails `ImageInUse`
+    /// naming the holders; `force` ends the leases first.
+    pub async fn purge(options: crate::PurgeOptions) -> MicrosandboxResult<ImagePruneReport> {
+        Self::purge_local(&ambient().await?, options).await
+    }
+
+    /// [`Image::purge`] on `backend`.
+    pub async fn purge_local(
+        backend: &LocalBackend,
+        options: crate::PurgeOptions,
+    ) -> MicrosandboxResult<ImagePruneReport> {
+        run(backend.clone(), move |b| b.purge(&options)).await
+    }
+
     /// What the cache takes on disk, each blob counted once, with each
     /// reference's shared and unique bytes.
     pub async fn disk_usage() -> MicrosandboxResult<DiskUsage> {

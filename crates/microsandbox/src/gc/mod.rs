@@ -11,7 +11,9 @@
 //! deleted blob. No commit can land between mark and sweep.
 
 pub mod census;
+pub mod orphans;
 pub mod policy;
+pub mod purge;
 pub mod usage;
 pub mod verify;
 
@@ -58,9 +60,21 @@ pub fn prune(
         return Ok(plan(layout, &snapshot, options, now)?.report);
     }
     let exclusive = layout.lock::<Exclusive>()?;
+    prune_locked(layout, &exclusive, census, catalog, options)
+}
+
+/// [`prune`], for a caller that holds the exclusive lock (purge).
+pub(crate) fn prune_locked(
+    layout: &Layout,
+    exclusive: &ExclusiveGuard,
+    census: &CensusCache,
+    catalog: &CatalogCache,
+    options: &PruneOptions,
+) -> MicrosandboxResult<ImagePruneReport> {
+    let now = time::now();
     let snapshot = census.snapshot(layout, catalog.index(layout)?, now)?;
     let plan = plan(layout, &snapshot, options, now)?;
-    execute(layout, &exclusive, plan)
+    execute(layout, exclusive, plan)
 }
 
 /// What a prune will do.
@@ -70,7 +84,7 @@ pub struct Plan {
     /// Whether any reference goes.
     index_changes: bool,
     /// Blobs to delete, with their kinds.
-    blobs: Vec<(Digest, Kind)>,
+    pub(crate) blobs: Vec<(Digest, Kind)>,
     /// Files of dead writers in `tmp/`.
     tmp: Vec<String>,
     /// Expired leases.
