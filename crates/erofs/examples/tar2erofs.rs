@@ -3,7 +3,7 @@
 //! The output appears only when the build succeeded.
 
 use std::fs::File;
-use std::io::{self, BufReader};
+use std::io;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
@@ -30,7 +30,7 @@ fn run(input: &str, output: &str) -> erofs::Result<erofs::ImageInfo> {
     let built = if input == "-" {
         erofs::Builder::new().build(io::stdin().lock(), &mut out)
     } else {
-        erofs::Builder::new().build(BufReader::new(File::open(input)?), &mut out)
+        erofs::Builder::new().build(File::open(input)?, &mut out)
     };
     let info = match built.and_then(|i| out.sync_all().map(|_| i).map_err(Into::into)) {
         Ok(i) => i,

@@ -546,10 +546,10 @@ impl<W: Write> Layer<W> {
             });
             return self.skip_data(e);
         }
+        let parent = self.dir_at(parents)?;
         if name.starts_with(b".wh..wh.") {
             return self.skip_data(e);
         }
-        let parent = self.dir_at(parents)?;
         if let Some(real) = name.strip_prefix(b".wh.") {
             self.whiteout(e, parent, real)?;
             return self.skip_data(e);
