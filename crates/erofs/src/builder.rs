@@ -6,7 +6,9 @@
 //! metadata (the tree) stays in memory and is written after the data, and
 //! block 0 (superblock) last, so a failed build leaves no valid image.
 //! Extraction rules: a later entry for a path replaces the earlier one,
-//! parents the tar never lists are made (0755, root, mtime 0), `.wh.NAME`
+//! parents the tar never lists are made (0755, owner 0:0, the mtime
+//! 1970-01-01T00:00:00.000000001, which tells a merge to keep a lower
+//! layer's metadata for the directory), `.wh.NAME`
 //! becomes a character device 0:0 named `NAME`, `.wh..wh..opq` marks its
 //! directory with `trusted.overlay.opaque=y`, other `.wh..wh.*` names
 //! (aufs' own) are dropped.
@@ -104,7 +106,7 @@ impl Builder {
                     w: BufWriter::with_capacity(1 << 20, out),
                     pos: BLOCK_SIZE,
                 },
-                tree: Tree::new(Inode::dir(0o755, 0, 0, 0, 0)),
+                tree: Tree::new(tree::implicit_dir()),
                 limits: self.limits.clone(),
                 entries: 0,
                 meta_bytes: 0,
@@ -355,7 +357,7 @@ impl<W: Write> Layer<W> {
                 }
                 None => {
                     self.charge(64 + name.len() as u64)?;
-                    let d = self.tree.add(Inode::dir(0o755, 0, 0, 0, 0));
+                    let d = self.tree.add(tree::implicit_dir());
                     self.tree.link(at, name, d);
                     d
                 }

@@ -7,7 +7,10 @@
 //! `trusted.overlay.opaque=y` hides what is below it and loses the mark; a
 //! directory over a directory merges (the upper one's metadata wins);
 //! anything else replaces what was there. A whiteout in a directory that
-//! nothing below has hides nothing and is dropped.
+//! nothing below has hides nothing and is dropped. A directory that a
+//! layer's tar never listed (made with the builder's implicit metadata)
+//! keeps the metadata of the directory below it, as extracting the layer
+//! over the lower ones would.
 //!
 //! Chunk indexes name the layer (device `k + 1` for layer `k`) and a block
 //! inside it; the device table gives each layer's size and where it starts
@@ -46,7 +49,7 @@ impl Merger {
     pub fn new() -> Merger {
         Merger {
             limits: Limits::default(),
-            tree: Tree::new(Inode::dir(0o755, 0, 0, 0, 0)),
+            tree: Tree::new(tree::implicit_dir()),
             devices: Vec::new(),
         }
     }
@@ -117,7 +120,9 @@ impl Merger {
         if opaque {
             self.tree.clear(mroot);
         }
-        set_dir_meta(self.tree.get_mut(mroot), t.get(troot));
+        if first || !tree::is_implicit(t.get(troot)) {
+            set_dir_meta(self.tree.get_mut(mroot), t.get(troot));
+        }
         // Inodes of this layer already copied (hard links).
         let mut copied: HashMap<Ino, Ino> = HashMap::new();
         let mut stack = vec![(troot, mroot, first || opaque)];
@@ -135,14 +140,20 @@ impl Merger {
                         .tree
                         .lookup(mdir, name)
                         .filter(|&m| self.tree.get(m).is_dir());
+                    // A directory the layer's tar never listed keeps the
+                    // metadata of the one below.
+                    let src = match below {
+                        Some(m) if tree::is_implicit(ti) => self.tree.get(m).clone(),
+                        _ => ti.clone(),
+                    };
                     match below {
                         Some(m) if !tree::is_opaque(ti) => {
-                            set_dir_meta(self.tree.get_mut(m), ti);
+                            set_dir_meta(self.tree.get_mut(m), &src);
                             stack.push((tc, m, false));
                         }
                         _ => {
                             let mut d = Inode::dir(0, 0, 0, 0, 0);
-                            set_dir_meta(&mut d, ti);
+                            set_dir_meta(&mut d, &src);
                             let m = self.tree.add(d);
                             self.tree.link(mdir, name, m);
                             stack.push((tc, m, true));
@@ -282,10 +293,14 @@ mod tests {
     #[test]
     fn a_contiguous_file_is_one_chunk() {
         let d = chunks(10 << 20, &FileData::Flat { blkaddr: 7 }, 2).unwrap();
-        let FileData::Indexes { chunk_bits, chunks } = d else {
+        let FileData::Indexes {
+            chunk_bits,
+            chunks: c,
+        } = d
+        else {
             panic!()
         };
-        assert_eq!(chunks, vec![(2, 7)]);
+        assert_eq!(c, vec![(2, 7)]);
         assert!((BLOCK_SIZE << chunk_bits) >= 10 << 20);
     }
 
@@ -297,11 +312,15 @@ mod tests {
             blocks: vec![100, NULL_ADDR, 500, 516],
         };
         let d = chunks(64 * BLOCK_SIZE, &map, 1).unwrap();
-        let FileData::Indexes { chunk_bits, chunks } = d else {
+        let FileData::Indexes {
+            chunk_bits,
+            chunks: c,
+        } = d
+        else {
             panic!()
         };
         assert_eq!(chunk_bits, 4);
-        assert_eq!(chunks, vec![(1, 100), (0, NULL_ADDR), (1, 500), (1, 516)]);
+        assert_eq!(c, vec![(1, 100), (0, NULL_ADDR), (1, 500), (1, 516)]);
         // A jump at block 8 forces chunks of 8 blocks.
         let map = FileData::BlockMap {
             chunk_bits: 3,

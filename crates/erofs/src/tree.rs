@@ -109,6 +109,25 @@ impl Inode {
     }
 }
 
+/// The nanoseconds of the mtime (1970-01-01T00:00:00.000000001) a directory
+/// gets when a tar never lists it: no real entry carries it, and a merge
+/// reads it as "this layer did not set the directory's metadata".
+pub(crate) const IMPLICIT_NSEC: u32 = 1;
+
+/// A directory a tar implies (mode 0755, owner 0:0, the implicit mtime).
+pub(crate) fn implicit_dir() -> Inode {
+    Inode::dir(0o755, 0, 0, 0, IMPLICIT_NSEC)
+}
+
+/// Whether a directory's metadata is the made-up one of [`implicit_dir`]
+/// (an opaque mark aside).
+pub(crate) fn is_implicit(i: &Inode) -> bool {
+    i.is_dir()
+        && i.mode == mode::S_IFDIR | 0o755
+        && (i.uid, i.gid, i.mtime, i.mtime_nsec) == (0, 0, 0, IMPLICIT_NSEC)
+        && i.xattrs.iter().all(|x| (x.index, &*x.suffix) == OPAQUE)
+}
+
 /// The trusted. prefix index and the suffix of overlayfs' opaque marker.
 pub(crate) const OPAQUE: (u8, &[u8]) = (4, b"overlay.opaque");
 

@@ -4,6 +4,7 @@
 //! trees as seen through the file system.
 #![allow(dead_code)]
 
+pub mod oci;
 pub mod tarw;
 pub mod view;
 
@@ -209,5 +210,133 @@ impl Rng {
         }
         v.truncate(n);
         v
+    }
+}
+
+/// Layer images, their fsmeta and the VMDK of one disk, in one directory.
+pub struct Disk {
+    pub layers: Vec<PathBuf>,
+    pub fsmeta: PathBuf,
+    pub vmdk: PathBuf,
+    pub info: erofs::ImageInfo,
+}
+
+/// Builds every layer tar, merges them and writes the descriptor.
+pub fn disk(dir: &Path, tars: &[PathBuf]) -> Disk {
+    let mut layers = Vec::new();
+    for (k, t) in tars.iter().enumerate() {
+        let img = dir.join(format!("layer{k}.erofs"));
+        build(t, &img);
+        layers.push(img);
+    }
+    let files: Vec<std::fs::File> = layers
+        .iter()
+        .map(|l| std::fs::File::open(l).unwrap())
+        .collect();
+    let mut m = erofs::Merger::new();
+    for (k, f) in files.iter().enumerate() {
+        m.add_layer(f, format!("layer{k}.erofs").as_bytes())
+            .unwrap();
+    }
+    let fsmeta = dir.join("fsmeta.erofs");
+    let info = m.finish(std::fs::File::create(&fsmeta).unwrap()).unwrap();
+    let mut vf = vec![erofs::vmdk::File {
+        path: "fsmeta.erofs".into(),
+        size: info.size_bytes(),
+    }];
+    for (k, f) in files.iter().enumerate() {
+        vf.push(erofs::vmdk::File {
+            path: format!("layer{k}.erofs"),
+            size: f.metadata().unwrap().len(),
+        });
+    }
+    let vmdk = dir.join("disk.vmdk");
+    std::fs::write(&vmdk, erofs::vmdk::descriptor(&vf).unwrap()).unwrap();
+    Disk {
+        layers,
+        fsmeta,
+        vmdk,
+        info,
+    }
+}
+
+/// The whole proof of a disk: fsck of every image (the fsmeta with its
+/// devices), the fsmeta mounted with `device=` options and compared with
+/// `expected`, the VMDK through `qemu-img convert` byte-identical to the
+/// concatenation, and that raw disk mounted and compared.
+pub fn prove_disk(d: &Disk, expected: &view::View, opts: &view::Opts) {
+    for l in &d.layers {
+        fsck(l, &[]);
+    }
+    let devs: Vec<&Path> = d.layers.iter().map(|p| p.as_path()).collect();
+    fsck(&d.fsmeta, &devs);
+    let files: Vec<std::fs::File> = d
+        .layers
+        .iter()
+        .map(|l| std::fs::File::open(l).unwrap())
+        .collect();
+    let refs: Vec<&dyn erofs::ReadAt> = files.iter().map(|f| f as &dyn erofs::ReadAt).collect();
+    erofs::check_fsmeta(&std::fs::File::open(&d.fsmeta).unwrap(), &refs).unwrap();
+    let text = std::fs::read_to_string(&d.vmdk).unwrap();
+    let desc = erofs::vmdk::parse(&text).unwrap();
+    desc.check_files(d.vmdk.parent().unwrap()).unwrap();
+
+    let dir = d.fsmeta.parent().unwrap();
+    let m = Mount::with_devices(&d.fsmeta, &d.layers, &dir.join("mnt-devices"));
+    let actual = view::snapshot(&m.dir);
+    if let Err(diff) = view::compare(expected, &actual, opts) {
+        panic!("fsmeta with device= differs from the reference:\n{diff}");
+    }
+    drop(m);
+
+    let raw = dir.join("disk.raw");
+    run(Command::new("qemu-img")
+        .args(["convert", "-f", "vmdk", "-O", "raw"])
+        .arg(&d.vmdk)
+        .arg(&raw));
+    let mut parts = vec![d.fsmeta.clone()];
+    parts.extend(d.layers.iter().cloned());
+    assert_concatenation(&raw, &parts);
+    let m = Mount::image(&raw, &dir.join("mnt-raw"));
+    let actual = view::snapshot(&m.dir);
+    if let Err(diff) = view::compare(expected, &actual, opts) {
+        panic!("the VMDK's raw disk differs from the reference:\n{diff}");
+    }
+    drop(m);
+    let _ = std::fs::remove_file(&raw);
+}
+
+/// `disk` holds exactly `parts` one after the other.
+pub fn assert_concatenation(disk: &Path, parts: &[PathBuf]) {
+    use std::io::Read;
+    let total: u64 = parts
+        .iter()
+        .map(|p| std::fs::metadata(p).unwrap().len())
+        .sum();
+    assert_eq!(
+        std::fs::metadata(disk).unwrap().len(),
+        total,
+        "{}",
+        disk.display()
+    );
+    let mut d = std::fs::File::open(disk).unwrap();
+    let (mut a, mut b) = (vec![0u8; 1 << 20], vec![0u8; 1 << 20]);
+    for p in parts {
+        let mut f = std::fs::File::open(p).unwrap();
+        let mut at = 0u64;
+        loop {
+            let n = f.read(&mut a).unwrap();
+            if n == 0 {
+                break;
+            }
+            d.read_exact(&mut b[..n]).unwrap();
+            assert!(
+                a[..n] == b[..n],
+                "{} differs from {} at {at}",
+                disk.display(),
+                p.display()
+            );
+            at += n as u64;
+        }
     }
 }
