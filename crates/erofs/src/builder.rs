@@ -9,7 +9,8 @@
 //! parents the tar never lists are made (0755, owner 0:0, the mtime
 //! 1970-01-01T00:00:00.000000001, which tells a merge to keep a lower
 //! layer's metadata for the directory), `.wh.NAME`
-//! becomes a character device 0:0 named `NAME`, `.wh..wh..opq` marks its
+//! becomes a character device 0:0 named `NAME` (its mode, owner and mtime
+//! kept, its xattrs dropped), `.wh..wh..opq` marks its
 //! directory with `trusted.overlay.opaque=y`, other `.wh..wh.*` names
 //! (aufs' own) are dropped.
 
@@ -500,7 +501,10 @@ impl<W: Write> Layer<W> {
         if name.is_empty() || name == b"." || name == b".." {
             return Err(err(ErrorKind::InvalidHeader, "a whiteout without a name"));
         }
-        let inode = self.inode(e, mode::S_IFCHR, Body::Device(0))?;
+        let mut inode = self.inode(e, mode::S_IFCHR, Body::Device(0))?;
+        // A whiteout means only its name; Linux shows no user.* xattrs on
+        // a device anyway.
+        inode.xattrs.clear();
         self.add(parent, name, inode)?;
         Ok(())
     }

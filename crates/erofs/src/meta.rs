@@ -428,12 +428,24 @@ pub(crate) fn write<W: Write + Seek>(
     }
 
     // Directory and long-symlink blocks after the inodes.
-    let mut next_block = alloc.end.max(tail_start).div_ceil(BS);
+    let first_block = alloc.end.max(tail_start).div_ceil(BS);
+    let mut next_block = first_block;
     for p in plans.iter_mut() {
         if p.blocks > 0 {
             p.raw.i_u = u32::try_from(next_block).map_err(|_| too_large())?;
             next_block += p.blocks;
         }
+    }
+    // fsck.erofs 1.5 reads an xattr header after every inode, xattrs or
+    // not: an image must not end right after its last inode.
+    let last_end = plans
+        .iter()
+        .zip(&pos)
+        .map(|(p, &at)| at + p.item())
+        .max()
+        .unwrap_or(0);
+    if next_block == first_block && last_end == next_block * BS {
+        next_block += 1;
     }
     let total_blocks = u32::try_from(next_block).map_err(|_| too_large())?;
     let mut slots = Vec::with_capacity(devices.len());

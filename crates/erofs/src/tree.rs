@@ -114,7 +114,7 @@ impl Inode {
 /// reads it as "this layer did not set the directory's metadata".
 pub(crate) const IMPLICIT_NSEC: u32 = 1;
 
-/// A directory a tar implies (mode 0755, owner 0:0, the implicit mtime).
+/// A directory a tar implies: mode 0755, owner 0:0, the implicit mtime.
 pub(crate) fn implicit_dir() -> Inode {
     Inode::dir(0o755, 0, 0, 0, IMPLICIT_NSEC)
 }

@@ -145,10 +145,17 @@ pub fn snapshot(root: &Path) -> View {
 pub struct Opts {
     /// Paths whose mtime is not compared (directories tar made up).
     pub skip_mtime: BTreeSet<Vec<u8>>,
+    /// Paths whose mode, owner and mtime are not compared (directories the
+    /// tar never lists: GNU tar makes them as its delayed metadata allows).
+    pub skip_meta: BTreeSet<Vec<u8>>,
     /// Compare no directory mtimes.
     pub no_dir_mtimes: bool,
     /// Compare no link counts of directories.
     pub no_dir_nlink: bool,
+    /// Ignore the setgid bit of directories: GNU tar leaves the bit that
+    /// mkdir inherited from a parent that had it then, whatever the entry's
+    /// mode.
+    pub inherited_setgid: bool,
 }
 
 fn show(p: &[u8]) -> String {
@@ -221,10 +228,13 @@ pub fn compare(expected: &View, actual: &View, opts: &Opts) -> Result<(), String
         if e.kind != a.kind {
             what.push(format!("type {} vs {}", e.kind, a.kind));
         }
-        if e.perm != a.perm {
+        let inherited = opts.inherited_setgid && e.kind == 'd';
+        let mask = if inherited { !0o2000 } else { !0 };
+        let meta = !opts.skip_meta.contains(k);
+        if meta && e.perm & mask != a.perm & mask {
             what.push(format!("mode {:o} vs {:o}", e.perm, a.perm));
         }
-        if (e.uid, e.gid) != (a.uid, a.gid) {
+        if meta && (e.uid, e.gid) != (a.uid, a.gid) {
             what.push(format!("owner {}:{} vs {}:{}", e.uid, e.gid, a.uid, a.gid));
         }
         if e.size != a.size {
@@ -244,7 +254,11 @@ pub fn compare(expected: &View, actual: &View, opts: &Opts) -> Result<(), String
             what.push(format!("xattrs {:?} vs {:?}", e.xattrs, a.xattrs));
         }
         let dir = e.kind == 'd';
-        if e.mtime != a.mtime && !opts.skip_mtime.contains(k) && !(dir && opts.no_dir_mtimes) {
+        if meta
+            && e.mtime != a.mtime
+            && !opts.skip_mtime.contains(k)
+            && !(dir && opts.no_dir_mtimes)
+        {
             what.push(format!("mtime {:?} vs {:?}", e.mtime, a.mtime));
         }
         if e.nlink != a.nlink && !(dir && opts.no_dir_nlink) {
@@ -277,7 +291,7 @@ pub fn compare(expected: &View, actual: &View, opts: &Opts) -> Result<(), String
 }
 
 /// Turns a `tar -x` tree into what an image of the tar shows: `.wh.NAME`
-/// becomes a character device 0:0 named NAME, `.wh..wh..opq` the xattr
+/// becomes a character device 0:0 named NAME (without xattrs), `.wh..wh..opq` the xattr
 /// `trusted.overlay.opaque=y` on its directory, other `.wh..wh.*` go.
 pub fn with_whiteouts(v: &mut View) {
     let keys: Vec<Vec<u8>> = v.nodes.keys().cloned().collect();
@@ -296,6 +310,7 @@ pub fn with_whiteouts(v: &mut View) {
         } else if let Some(real) = name.strip_prefix(b".wh.") {
             let mut n = v.nodes.remove(&k).unwrap();
             n.kind = 'c';
+            n.xattrs.clear();
             n.size = 0;
             n.rdev = (0, 0);
             n.nlink = 1;
