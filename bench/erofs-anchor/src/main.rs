@@ -53,7 +53,7 @@ fn msb(input: &str, output: &str, spool: &str) -> Res {
     use microsandbox_image::tar::{ingest_compressed_tar, Compression};
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let result = rt.block_on(async {
-        let f = tokio::fs::File::open(input).await?;
+        let f = tokio::fs::File::open(input).await.map_err(|e| e.to_string())?;
         let limits = microsandbox_image::tree::ResourceLimits {
             max_total_size: u64::MAX,
             max_file_size: u64::MAX,
