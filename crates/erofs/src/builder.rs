@@ -303,7 +303,8 @@ fn sparse_plan(runs: &[(u64, u64)], size: u64) -> Option<(u32, Vec<bool>)> {
                 bytes -= chunk - (flat_cost - l * chunk);
             }
         }
-        let cost = bytes + 4 * n;
+        // A chunk costs 4 bytes here and 8 in an fsmeta's chunk indexes.
+        let cost = bytes + 12 * n;
         if best.is_none_or(|(c, _)| cost <= c) {
             best = Some((cost, shift));
         }
