@@ -758,7 +758,7 @@ mod tests {
         // Data at the start and the end of 1 GiB.
         let (shift, stored) = sparse_plan(&[(0, 4096), ((1 << 30) - 100, 100)], 1 << 30).unwrap();
         assert_eq!(stored.iter().filter(|s| **s).count(), 2);
-        assert_eq!(*stored.first().unwrap() && *stored.last().unwrap(), true);
+        assert!(*stored.first().unwrap() && *stored.last().unwrap());
         assert!(shift >= 12);
     }
 }

@@ -387,7 +387,7 @@ pub(crate) fn write<W: Write + Seek>(
     data_end: u64,
     devices: &[Device],
 ) -> Result<Written> {
-    debug_assert!(data_end >= BS && data_end % BS == 0);
+    debug_assert!(data_end >= BS && data_end.is_multiple_of(BS));
     let w = walk(tree)?;
     let n = w.order.len();
     let time = build_time(tree, &w.order);

@@ -291,7 +291,7 @@ impl<'a> Image<'a> {
                 return Err(bad("a directory block too short for an entry"));
             }
             let first = format::read_u16(block, 8) as usize;
-            if first < DIRENT_SIZE || first % DIRENT_SIZE != 0 || first > block.len() {
+            if first < DIRENT_SIZE || !first.is_multiple_of(DIRENT_SIZE) || first > block.len() {
                 return Err(bad("a directory block with a bad first name offset"));
             }
             let count = first / DIRENT_SIZE;

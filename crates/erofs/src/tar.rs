@@ -256,7 +256,7 @@ impl Parser {
                 Ok(())
             }
             State::SparseMap { remaining } => {
-                if self.buf.len() % BLOCK == 0 && remaining < BLOCK as u64 {
+                if self.buf.len().is_multiple_of(BLOCK) && remaining < BLOCK as u64 {
                     return Err(err(
                         ErrorKind::InvalidSparse,
                         "the sparse map runs past the entry's data",
@@ -579,7 +579,7 @@ impl PaxSparse {
     /// The runs of formats 0.0 and 0.1.
     fn runs(&self) -> Result<Vec<(u64, u64)>> {
         if self.has_map {
-            if self.map.len() % 2 != 0 {
+            if !self.map.len().is_multiple_of(2) {
                 return Err(err(
                     ErrorKind::InvalidSparse,
                     "a GNU.sparse.map of odd length",

@@ -269,10 +269,13 @@ fn long_names_in_every_format() {
         Ent::file("unicode/héllo wörld ☃", b"u"),
         Ent::file("odd/-dash", b"-"),
         Ent::file("odd/new\nline", b"nl"),
-        Ent::file(b"odd/bytes\xff\xfe".to_vec(), b"not utf-8"),
+        Ent::file(b"odd/bytes\xff\xfe", b"not utf-8"),
     ];
-    let mut o = Opts::default();
-    o.no_dir_mtimes = true; // directories the tar never lists
+    // Directories the tar never lists.
+    let o = Opts {
+        no_dir_mtimes: true,
+        ..Opts::default()
+    };
     check("names", &tar(&es), o);
 }
 
@@ -366,15 +369,16 @@ fn sparse_files_in_every_gnu_format() {
         ],
     );
     mk("small-tail", 10_000, &[(9_000, b"tail")]);
-    let mut n = 0;
-    for (fmt, version) in [
+    for (n, (fmt, version)) in [
         ("gnu", None),
         ("posix", Some("0.0")),
         ("posix", Some("0.1")),
         ("posix", Some("1.0")),
-    ] {
+    ]
+    .into_iter()
+    .enumerate()
+    {
         let tarp = dir.path().join(format!("s{n}.tar"));
-        n += 1;
         let mut c = std::process::Command::new("tar");
         c.arg(format!("--format={fmt}")).arg("--sparse");
         if let Some(v) = version {
