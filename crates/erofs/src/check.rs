@@ -4,7 +4,7 @@
 //! against the layer images it was built for.
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::format::{mode, BLOCK_SIZE};
+use crate::format::{mode, DeviceSlot, BLOCK_SIZE};
 use crate::meta::Written;
 use crate::read::{Image, ReadAt};
 
@@ -29,15 +29,7 @@ impl ImageInfo {
         ImageInfo {
             blocks: w.blocks,
             inodes: w.inodes,
-            devices: w
-                .devices
-                .iter()
-                .map(|d| DeviceInfo {
-                    tag: d.tag.clone(),
-                    blocks: d.blocks as u64,
-                    mapped_blkaddr: d.mapped_blkaddr as u64,
-                })
-                .collect(),
+            devices: w.devices.iter().map(DeviceInfo::of).collect(),
         }
     }
 }
@@ -51,6 +43,16 @@ pub struct DeviceInfo {
     pub blocks: u64,
     /// Where the layer starts on a disk of the fsmeta followed by the layers.
     pub mapped_blkaddr: u64,
+}
+
+impl DeviceInfo {
+    fn of(d: &DeviceSlot) -> DeviceInfo {
+        DeviceInfo {
+            tag: d.tag.clone(),
+            blocks: d.blocks as u64,
+            mapped_blkaddr: d.mapped_blkaddr as u64,
+        }
+    }
 }
 
 /// Checks that `image` is an EROFS image of this crate's kind and returns
@@ -72,15 +74,7 @@ pub fn check_image(image: &dyn ReadAt) -> Result<ImageInfo> {
     Ok(ImageInfo {
         blocks: img.sb.blocks as u64,
         inodes: img.sb.inos,
-        devices: img
-            .devices
-            .iter()
-            .map(|d| DeviceInfo {
-                tag: d.tag.clone(),
-                blocks: d.blocks as u64,
-                mapped_blkaddr: d.mapped_blkaddr as u64,
-            })
-            .collect(),
+        devices: img.devices.iter().map(DeviceInfo::of).collect(),
     })
 }
 

@@ -290,16 +290,16 @@ pub fn merge<W: Write + Seek>(layers: &[&dyn ReadAt], out: W) -> Result<ImageInf
 mod tests {
     use super::*;
 
+    fn indexes(d: FileData) -> (u8, Vec<(u16, u32)>) {
+        match d {
+            FileData::Indexes { chunk_bits, chunks } => (chunk_bits, chunks),
+            other => panic!("{other:?}"),
+        }
+    }
+
     #[test]
     fn a_contiguous_file_is_one_chunk() {
-        let d = chunks(10 << 20, &FileData::Flat { blkaddr: 7 }, 2).unwrap();
-        let FileData::Indexes {
-            chunk_bits,
-            chunks: c,
-        } = d
-        else {
-            panic!()
-        };
+        let (chunk_bits, c) = indexes(chunks(10 << 20, &FileData::Flat { blkaddr: 7 }, 2).unwrap());
         assert_eq!(c, vec![(2, 7)]);
         assert!((BLOCK_SIZE << chunk_bits) >= 10 << 20);
     }
@@ -311,14 +311,7 @@ mod tests {
             chunk_bits: 4,
             blocks: vec![100, NULL_ADDR, 500, 516],
         };
-        let d = chunks(64 * BLOCK_SIZE, &map, 1).unwrap();
-        let FileData::Indexes {
-            chunk_bits,
-            chunks: c,
-        } = d
-        else {
-            panic!()
-        };
+        let (chunk_bits, c) = indexes(chunks(64 * BLOCK_SIZE, &map, 1).unwrap());
         assert_eq!(chunk_bits, 4);
         assert_eq!(c, vec![(1, 100), (0, NULL_ADDR), (1, 500), (1, 516)]);
         // A jump at block 8 forces chunks of 8 blocks.
@@ -326,9 +319,6 @@ mod tests {
             chunk_bits: 3,
             blocks: vec![10, 50],
         };
-        let FileData::Indexes { chunk_bits, .. } = chunks(16 * BLOCK_SIZE, &map, 1).unwrap() else {
-            panic!()
-        };
-        assert_eq!(chunk_bits, 3);
+        assert_eq!(indexes(chunks(16 * BLOCK_SIZE, &map, 1).unwrap()).0, 3);
     }
 }

@@ -318,28 +318,17 @@ impl Parser {
                 "a header checksum is not a number",
             )
         })?;
-        let unsigned: u64 = h
-            .iter()
-            .enumerate()
-            .map(|(i, &b)| {
-                if (148..156).contains(&i) {
-                    32
-                } else {
-                    b as u64
-                }
-            })
-            .sum();
-        let signed: i64 = h
-            .iter()
-            .enumerate()
-            .map(|(i, &b)| {
-                if (148..156).contains(&i) {
-                    32
-                } else {
-                    b as i8 as i64
-                }
-            })
-            .sum();
+        // The checksum field counts as spaces; old tars summed signed bytes.
+        let (mut unsigned, mut signed) = (0u64, 0i64);
+        for (i, &b) in h.iter().enumerate() {
+            let (u, s) = if (148..156).contains(&i) {
+                (32, 32)
+            } else {
+                (b as u64, b as i8 as i64)
+            };
+            unsigned += u;
+            signed += s;
+        }
         if stored != unsigned && stored as i64 != signed {
             return Err(err(
                 ErrorKind::InvalidHeader,

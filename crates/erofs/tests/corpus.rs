@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Mutex;
 
-use common::view::{compare, snapshot, with_whiteouts, Opts};
-use common::{cache_dir, extract, fsck, need, oci, run, Mount};
+use common::view::{snapshot, Opts};
+use common::{cache_dir, fsck, need, oci, run, Mount};
 
 /// These tests move gigabytes: one at a time.
 static HEAVY: Mutex<()> = Mutex::new(());
@@ -42,19 +42,12 @@ fn tar_of(base: &Path, paths: &[&str], out: &Path) {
 fn prove_layer(tarp: &Path, work: &Path, opts: &Opts) -> erofs::ImageInfo {
     let img = work.join("layer.erofs");
     let info = common::build(tarp, &img);
-    fsck(&img, &[]);
-    let x = work.join("x");
-    extract(tarp, &x);
-    let m = Mount::image(&img, &work.join("mnt"));
-    let mut expected = snapshot(&x);
-    with_whiteouts(&mut expected);
-    let actual = snapshot(&m.dir);
-    assert!(actual.nodes.len() > 100);
-    if let Err(d) = compare(&expected, &actual, opts) {
-        panic!(
+    match common::prove_layer(tarp, &img, work, opts) {
+        Ok(n) => assert!(n > 100, "{n} paths"),
+        Err(d) => panic!(
             "{}: the mounted image differs from tar's extraction:\n{d}",
             tarp.display()
-        );
+        ),
     }
     info
 }

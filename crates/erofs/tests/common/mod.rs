@@ -340,3 +340,23 @@ pub fn assert_concatenation(disk: &Path, parts: &[PathBuf]) {
         }
     }
 }
+
+/// The proof of one layer image of `tar`: fsck.erofs, then the kernel's
+/// mount of it compared with GNU tar's extraction into `work/x` (whiteout
+/// names turned into what overlayfs reads). Returns the paths compared, or
+/// the differences.
+pub fn prove_layer(
+    tar: &Path,
+    img: &Path,
+    work: &Path,
+    opts: &view::Opts,
+) -> Result<usize, String> {
+    fsck(img, &[]);
+    let x = work.join("x");
+    extract(tar, &x);
+    let m = Mount::image(img, &work.join("mnt"));
+    let mut expected = view::snapshot(&x);
+    view::with_whiteouts(&mut expected);
+    let actual = view::snapshot(&m.dir);
+    view::compare(&expected, &actual, opts).map(|()| actual.nodes.len())
+}
