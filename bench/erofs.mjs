@@ -16,6 +16,9 @@
 //   mkfs.erofs  `tar -x` of the tar into a directory, then
 //               `mkfs.erofs -E noinline_data OUT DIR` (erofs-utils 1.5), then
 //               `sync OUT`
+//   floor, ours without the fsync (`erofs-anchor floor|erofs ... --no-sync`):
+//               what the work costs before the disk has it, to show the
+//               writer's own overhead when the fsync dominates
 //
 // Input: corpus.tar, a Debian minbase root from debootstrap (shared with the
 // erofs tests' cache, target/erofs-tests/debian/minbase.tar) followed by
@@ -129,6 +132,8 @@ function main() {
     msb: () => run(ANCHOR, ['msb', one, out, path.join(WORK, 'spool')]),
     mkfs: () =>
       run(`tar --xattrs --xattrs-include='*' --numeric-owner -xpf '${one}' -C '${WORK}/x' && mkfs.erofs -E noinline_data '${out}' '${WORK}/x' >/dev/null && sync '${out}'`, [], { shell: true }),
+    floorNoSync: () => run(ANCHOR, ['floor', one, out, '--no-sync']),
+    oursNoSync: () => run(ANCHOR, ['erofs', one, out, '--no-sync']),
   }
   const names = Object.keys(tools)
   const samples = Object.fromEntries(names.map((n) => [n, []]))
@@ -144,7 +149,7 @@ function main() {
         fs.copyFileSync(out, path.join(WORK, 'ours.erofs'))
       }
       samples[n].push(s)
-      log(`   ${n.padEnd(5)} ${fmtS(s.ms)}  ${(s.rssKiB / 1024).toFixed(0)} MiB peak RSS`)
+      log(`   ${n.padEnd(11)} ${fmtS(s.ms)}  ${(s.rssKiB / 1024).toFixed(0)} MiB peak RSS`)
       discard(out)
       discard(path.join(WORK, 'x'))
       discard(path.join(WORK, 'spool'))
@@ -178,6 +183,8 @@ function main() {
     ['ours (tar2erofs)', `${fmtS(med.ours.median)} (${fmtS(med.ours.min)})`, fmtX(x('ours')), `${rss.ours.toFixed(0)} MiB`],
     ['microsandbox-image 0.7.13', `${fmtS(med.msb.median)} (${fmtS(med.msb.min)})`, fmtX(x('msb')), `${rss.msb.toFixed(0)} MiB`],
     ['tar -x + mkfs.erofs -E noinline_data', `${fmtS(med.mkfs.median)} (${fmtS(med.mkfs.min)})`, fmtX(x('mkfs')), `${rss.mkfs.toFixed(0)} MiB`],
+    ['floor without fsync', `${fmtS(med.floorNoSync.median)} (${fmtS(med.floorNoSync.min)})`, '(1.00x)', `${rss.floorNoSync.toFixed(0)} MiB`],
+    ['ours without fsync', `${fmtS(med.oursNoSync.median)} (${fmtS(med.oursNoSync.min)})`, `(${fmtX(med.oursNoSync.median / med.floorNoSync.median)})`, `${rss.oursNoSync.toFixed(0)} MiB`],
   ]
   console.log(`\ncorpus.tar: ${tarBytes} bytes, ${tarEntries} entries; medians of ${REPS} (min)\n`)
   console.log('| tool | time | / floor | peak RSS |\n|---|---|---|---|')

@@ -1,8 +1,10 @@
 //! Bench-only programs for `bench/erofs.mjs`:
 //!
-//! - `erofs-anchor floor IN OUT`: reads IN and writes the same bytes to OUT
-//!   in 1 MiB pieces, then fsyncs OUT: the least any tar -> image writer
-//!   does.
+//! - `erofs-anchor floor IN OUT [--no-sync]`: reads IN and writes the same
+//!   bytes to OUT in 1 MiB pieces, then fsyncs OUT: the least any tar ->
+//!   image writer does.
+//! - `erofs-anchor erofs IN.tar OUT.erofs [--no-sync]`: this repository's
+//!   writer (`erofs::Builder::build`), then an fsync of OUT.
 //! - `erofs-anchor msb IN.tar OUT.erofs SPOOL`: microsandbox's own writer,
 //!   `microsandbox_image::tar::ingest_compressed_tar` (uncompressed, with a
 //!   spool file for large files) then `microsandbox_image::erofs::write_erofs`,
@@ -16,10 +18,13 @@ use std::process::ExitCode;
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let r = match args.iter().map(String::as_str).collect::<Vec<_>>()[..] {
-        ["floor", input, output] => floor(input, output),
+        ["floor", input, output] => floor(input, output, true),
+        ["floor", input, output, "--no-sync"] => floor(input, output, false),
+        ["erofs", input, output] => ours(input, output, true),
+        ["erofs", input, output, "--no-sync"] => ours(input, output, false),
         ["msb", input, output, spool] => msb(input, output, spool),
         _ => {
-            eprintln!("usage: erofs-anchor floor IN OUT | msb IN.tar OUT.erofs SPOOL");
+            eprintln!("usage: erofs-anchor floor|erofs IN OUT [--no-sync] | msb IN.tar OUT.erofs SPOOL");
             return ExitCode::from(2);
         }
     };
@@ -34,7 +39,16 @@ fn main() -> ExitCode {
 
 type Res = Result<(), Box<dyn std::error::Error>>;
 
-fn floor(input: &str, output: &str) -> Res {
+fn ours(input: &str, output: &str, sync: bool) -> Res {
+    let mut o = File::create(output)?;
+    erofs::Builder::new().build(File::open(input)?, &mut o)?;
+    if sync {
+        o.sync_all()?;
+    }
+    Ok(())
+}
+
+fn floor(input: &str, output: &str, sync: bool) -> Res {
     let mut i = File::open(input)?;
     let mut o = File::create(output)?;
     let mut buf = vec![0u8; 1 << 20];
@@ -45,7 +59,9 @@ fn floor(input: &str, output: &str) -> Res {
         }
         o.write_all(&buf[..n])?;
     }
-    o.sync_all()?;
+    if sync {
+        o.sync_all()?;
+    }
     Ok(())
 }
 
