@@ -4,7 +4,8 @@
 // the bench-only crate bench/erofs-anchor), makes its inputs once and keeps
 // them in target/bench-erofs/, then measures side by side, in one run, REPS
 // repetitions each (the order of the tools rotating between repetitions,
-// every output removed and `sync` run, untimed, between commands):
+// every output removed, `sync` run and the disk left to go quiet, untimed,
+// between commands):
 //
 //   floor       `erofs-anchor floor TAR OUT`: read the tar, write the same
 //               bytes, fsync
@@ -78,6 +79,33 @@ function debian() {
   return tar
 }
 
+// The disk under the work directory, to wait for it to go quiet: deleting a
+// gigabyte on a file system mounted with `discard` keeps the disk busy with
+// TRIMs long after `sync` returns, and would slow whatever runs next.
+function diskStat() {
+  const src = sh('findmnt', ['-n', '-o', 'SOURCE', '--target', WORK]).trim()
+  const dev = path.basename(fs.realpathSync(src))
+  const p = `/sys/class/block/${dev}/stat`
+  return fs.existsSync(p) ? p : null
+}
+
+function settle(stat) {
+  if (!stat) return 0
+  const t0 = Date.now()
+  const read = () => fs.readFileSync(stat, 'utf8').trim().split(/\s+/).map(Number)
+  let prev = read()
+  let quiet = 0
+  while (Date.now() - t0 < 30_000 && quiet < 3) {
+    spawnSync('sleep', ['0.3'])
+    const cur = read()
+    // in flight, sectors written, sectors discarded
+    const busy = cur[8] > 0 || cur[6] !== prev[6] || (cur[13] ?? 0) !== (prev[13] ?? 0)
+    quiet = busy ? 0 : quiet + 1
+    prev = cur
+  }
+  return Date.now() - t0
+}
+
 const existing = (ps) => ps.filter((p) => fs.existsSync('/' + p))
 const glob = (dir, re) => (fs.existsSync('/' + dir) ? fs.readdirSync('/' + dir).filter((n) => re.test(n)).map((n) => `${dir}/${n}`) : [])
 
@@ -116,7 +144,13 @@ function main() {
   const { one, two } = corpus()
   fs.rmSync(WORK, { recursive: true, force: true })
   fs.mkdirSync(WORK, { recursive: true })
-  const { run, syncAll, discard } = runner(WORK)
+  const r0 = runner(WORK)
+  const { run, syncAll } = r0
+  const stat = diskStat()
+  const discard = (p) => {
+    r0.discard(p)
+    settle(stat)
+  }
   const size = (p) => fs.statSync(p).size
   const tarBytes = size(one)
   const tarEntries = entries(one)
