@@ -282,6 +282,17 @@ pub fn prove_disk(d: &Disk, expected: &view::View, opts: &view::Opts) {
     desc.check_files(d.vmdk.parent().unwrap()).unwrap();
 
     let dir = d.fsmeta.parent().unwrap();
+    // A second reader of the chunk indexes: fsck.erofs extracts every file.
+    let ex = dir.join("fsck-extract");
+    let mut c = Command::new("fsck.erofs");
+    for l in &d.layers {
+        c.arg(format!("--device={}", l.display()));
+    }
+    run(c.arg(format!("--extract={}", ex.display())).arg(&d.fsmeta));
+    if let Err(diff) = view::compare_contents(expected, &view::snapshot(&ex)) {
+        panic!("fsck.erofs --extract of the fsmeta differs from the reference:\n{diff}");
+    }
+    let _ = std::fs::remove_dir_all(&ex);
     let m = Mount::with_devices(&d.fsmeta, &d.layers, &dir.join("mnt-devices"));
     let actual = view::snapshot(&m.dir);
     if let Err(diff) = view::compare(expected, &actual, opts) {

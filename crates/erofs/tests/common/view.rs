@@ -324,3 +324,44 @@ pub fn with_whiteouts(v: &mut View) {
         }
     }
 }
+
+/// Compares only the paths, types and regular files' contents and symlink
+/// targets (what `fsck.erofs --extract` of erofs-utils 1.5 restores).
+pub fn compare_contents(expected: &View, actual: &View) -> Result<(), String> {
+    let mut diffs = Vec::new();
+    for (k, e) in &expected.nodes {
+        let Some(a) = actual.nodes.get(k) else {
+            diffs.push(format!("{}: missing", show(k)));
+            continue;
+        };
+        let same = match (e.kind, a.kind) {
+            ('f', 'f') => {
+                e.size == a.size
+                    && same_content(
+                        &expected.root.join(std::ffi::OsStr::from_bytes(k)),
+                        &actual.root.join(std::ffi::OsStr::from_bytes(k)),
+                    )
+            }
+            ('l', 'l') => e.target == a.target,
+            (x, y) => x == y,
+        };
+        if !same {
+            diffs.push(format!("{}: differs", show(k)));
+        }
+        if diffs.len() >= 20 {
+            break;
+        }
+    }
+    if actual.nodes.len() != expected.nodes.len() && diffs.is_empty() {
+        diffs.push(format!(
+            "{} paths, expected {}",
+            actual.nodes.len(),
+            expected.nodes.len()
+        ));
+    }
+    if diffs.is_empty() {
+        Ok(())
+    } else {
+        Err(diffs.join("\n"))
+    }
+}
