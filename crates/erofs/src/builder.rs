@@ -24,6 +24,14 @@ use crate::tar::{Entry, Kind, Parser, Sink};
 use crate::tree::{self, Body, FileData, Ino, Inode, Tree, Xattr};
 
 /// Bounds on what one tar may make the writer hold in memory.
+///
+/// Beyond these, the format's own bounds are refused as
+/// [`ErrorKind::LimitExceeded`] (or the kind named): names up to 255 bytes
+/// ([`ErrorKind::NameTooLong`]), symlink targets up to 4095 bytes, xattr
+/// names up to 255 bytes after their prefix and values up to 65,535, about
+/// 256 KiB of xattrs per inode, 32-bit uids and gids, device numbers of
+/// 12:20 bits ([`ErrorKind::Unsupported`]), images up to 2^32 blocks
+/// (16 TiB).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
     /// Tar members (headers of files, links, directories...), default 1,048,576.

@@ -19,7 +19,8 @@ pub const MAX_EXTENT_SECTORS: u64 = (2 << 30) / SECTOR;
 pub struct File {
     /// The path relative to the descriptor's directory.
     pub path: String,
-    /// The file's size in bytes, a multiple of 512.
+    /// The file's size in bytes: a positive multiple of 512, as extents
+    /// count sectors (EROFS images are whole 4 KiB blocks, so they are).
     pub size: u64,
 }
 
