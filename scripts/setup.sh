@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
-for tool in skopeo umoci jq flock script docker-registry htpasswd openssl chattr; do
+for tool in skopeo umoci jq flock script docker-registry htpasswd openssl chattr fsck.erofs debootstrap qemu-img; do
   command -v "$tool" >/dev/null 2>&1 || need+=("$tool")
 done
 if [ ${#need[@]} -gt 0 ]; then
@@ -14,9 +14,9 @@ if [ ${#need[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   $sudo apt-get update -qq
   # flock comes with util-linux, script with bsdutils, htpasswd with
-  # apache2-utils, chattr with e2fsprogs; the rest are packages of the same
-  # name.
-  $sudo apt-get install -y -qq --no-install-recommends skopeo umoci jq util-linux bsdutils docker-registry apache2-utils openssl e2fsprogs >/dev/null
+  # apache2-utils, chattr with e2fsprogs, fsck.erofs with erofs-utils,
+  # qemu-img with qemu-utils; the rest are packages of the same name.
+  $sudo apt-get install -y -qq --no-install-recommends skopeo umoci jq util-linux bsdutils docker-registry apache2-utils openssl e2fsprogs erofs-utils debootstrap qemu-utils >/dev/null
 fi
 
 # `npm install` (with the committed package-lock.json) runs the `prepare`

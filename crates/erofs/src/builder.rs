@@ -1,0 +1,772 @@
+//! Layer images from tar streams. [`Builder`] holds the options;
+//! [`Builder::build`] reads a tar from any `Read`, and [`LayerWriter`] takes
+//! the same stream pushed in pieces (it is an `io::Write`).
+//!
+//! File data is written as it arrives, block-aligned, from block 1 on;
+//! metadata (the tree) stays in memory and is written after the data, and
+//! block 0 (superblock) last, so a failed build leaves no valid image.
+//! Extraction rules: a later entry for a path replaces the earlier one,
+//! parents the tar never lists are made (0755, owner 0:0, the mtime
+//! 1970-01-01T00:00:00.000000001, which tells a merge to keep a lower
+//! layer's metadata for the directory), `.wh.NAME`
+//! becomes a character device 0:0 named `NAME` (its mode, owner and mtime
+//! kept, its xattrs dropped), `.wh..wh..opq` marks its
+//! directory with `trusted.overlay.opaque=y`, other `.wh..wh.*` names
+//! (aufs' own) are dropped.
+
+use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
+
+use crate::check::ImageInfo;
+use crate::error::{Error, ErrorKind, Result};
+use crate::format::{self, mode, split_xattr_name, BLOCK_SIZE, NAME_MAX, NULL_ADDR};
+use crate::meta;
+use crate::tar::{Entry, Kind, Parser, Sink};
+use crate::tree::{self, Body, FileData, Ino, Inode, Tree, Xattr};
+
+/// Bounds on what one tar may make the writer hold in memory.
+///
+/// Beyond these, the format's own bounds are refused as
+/// [`ErrorKind::LimitExceeded`] (or the kind named): names up to 255 bytes
+/// ([`ErrorKind::NameTooLong`]), symlink targets up to 4095 bytes, xattr
+/// names up to 255 bytes after their prefix and values up to 65,535, about
+/// 256 KiB of xattrs per inode, 32-bit uids and gids, device numbers of
+/// 12:20 bits ([`ErrorKind::Unsupported`]), images up to 2^32 blocks
+/// (16 TiB).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Tar members (headers of files, links, directories...), default 1,048,576.
+    pub max_entries: u64,
+    /// Metadata kept in memory: about 64 bytes per member plus its name,
+    /// xattrs, symlink target and chunk map; default 256 MiB.
+    pub max_metadata_bytes: u64,
+    /// One PAX or GNU long-name extension header, default 1 MiB.
+    pub max_extension_bytes: u64,
+    /// Runs in one sparse file's map, default 65,536.
+    pub max_sparse_runs: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_entries: 1 << 20,
+            max_metadata_bytes: 256 << 20,
+            max_extension_bytes: 1 << 20,
+            max_sparse_runs: 1 << 16,
+        }
+    }
+}
+
+/// Builds layer images. See the crate documentation for an example.
+#[derive(Debug, Clone, Default)]
+pub struct Builder {
+    limits: Limits,
+}
+
+impl Builder {
+    /// A builder with default [`Limits`].
+    pub fn new() -> Builder {
+        Builder::default()
+    }
+
+    /// Sets the limits.
+    pub fn limits(&mut self, limits: Limits) -> &mut Builder {
+        self.limits = limits;
+        self
+    }
+
+    /// Reads an uncompressed tar to its end and writes its EROFS image to
+    /// `out` (which should be empty; the image starts at offset 0). The
+    /// reader is read to EOF, past the end-of-archive blocks.
+    ///
+    /// # Errors
+    ///
+    /// Bad input (see [`ErrorKind`]) or I/O errors. On error `out` holds no
+    /// valid image: its block 0, where the superblock goes, is written last.
+    pub fn build<R: Read, W: Write + Seek>(&self, mut tar: R, out: W) -> Result<ImageInfo> {
+        let mut w = self.writer(out)?;
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = match tar.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(Error::io("reading the tar stream failed", e)),
+            };
+            w.push(&buf[..n])?;
+        }
+        w.finish()
+    }
+
+    /// A writer that takes the tar stream in pieces.
+    ///
+    /// # Errors
+    ///
+    /// When `out` cannot seek to where the data starts.
+    pub fn writer<W: Write + Seek>(&self, mut out: W) -> Result<LayerWriter<W>> {
+        out.seek(SeekFrom::Start(BLOCK_SIZE))
+            .map_err(|e| Error::io("seeking in the output failed", e))?;
+        Ok(LayerWriter {
+            parser: Parser::new(
+                self.limits.max_extension_bytes,
+                self.limits.max_sparse_runs.min(usize::MAX as u64) as usize,
+            ),
+            layer: Layer {
+                out: DataOut {
+                    w: BufWriter::with_capacity(1 << 20, out),
+                    pos: BLOCK_SIZE,
+                },
+                tree: Tree::new(tree::implicit_dir()),
+                limits: self.limits.clone(),
+                entries: 0,
+                meta_bytes: 0,
+                file: None,
+            },
+            failed: false,
+        })
+    }
+}
+
+/// Builds a layer image from a tar stream pushed in pieces; also an
+/// [`io::Write`](std::io::Write), so `io::copy` from a decompressor works.
+/// Errors surface from [`push`](LayerWriter::push) (or `write`, as an
+/// `io::Error` that converts back into this crate's [`Error`]) and from
+/// [`finish`](LayerWriter::finish).
+pub struct LayerWriter<W: Write + Seek> {
+    parser: Parser,
+    layer: Layer<W>,
+    failed: bool,
+}
+
+impl<W: Write + Seek> LayerWriter<W> {
+    /// Feeds the next bytes of the tar stream.
+    ///
+    /// # Errors
+    ///
+    /// Bad input or I/O errors; after one, every call fails.
+    pub fn push(&mut self, bytes: &[u8]) -> Result<()> {
+        if self.failed {
+            return Err(Error::new(ErrorKind::Io, "the layer writer failed before"));
+        }
+        let r = self.parser.push(bytes, &mut self.layer);
+        self.failed = r.is_err();
+        r
+    }
+
+    /// Ends the stream and writes the metadata and block 0.
+    ///
+    /// # Errors
+    ///
+    /// A stream that ended early ([`ErrorKind::Truncated`]), an earlier
+    /// failure, or I/O errors.
+    pub fn finish(self) -> Result<ImageInfo> {
+        self.finish_with_tree().map(|(info, _)| info)
+    }
+
+    /// [`finish`](LayerWriter::finish), also giving back the tree written.
+    pub(crate) fn finish_with_tree(self) -> Result<(ImageInfo, Tree)> {
+        if self.failed {
+            return Err(Error::new(ErrorKind::Io, "the layer writer failed before"));
+        }
+        self.parser.finish()?;
+        let Layer { out, tree, .. } = self.layer;
+        let data_end = out.pos;
+        let mut w = out
+            .w
+            .into_inner()
+            .map_err(|e| Error::io("writing the image failed", e.into_error()))?;
+        let written = meta::write(&tree, &mut w, data_end, &[])?;
+        Ok((ImageInfo::of(&written), tree))
+    }
+}
+
+impl<W: Write + Seek> Write for LayerWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.push(buf)?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The data area being written.
+struct DataOut<W: Write> {
+    w: BufWriter<W>,
+    pos: u64,
+}
+
+static ZEROS: [u8; 65536] = [0; 65536];
+
+impl<W: Write> DataOut<W> {
+    fn write(&mut self, b: &[u8]) -> Result<()> {
+        self.w
+            .write_all(b)
+            .map_err(|e| Error::io("writing the image failed", e))?;
+        self.pos += b.len() as u64;
+        Ok(())
+    }
+
+    fn zeros_to(&mut self, to: u64) -> Result<()> {
+        while self.pos < to {
+            let n = (to - self.pos).min(ZEROS.len() as u64) as usize;
+            self.write(&ZEROS[..n])?;
+        }
+        Ok(())
+    }
+}
+
+/// The regular file whose data is arriving.
+struct Current {
+    /// Where the data goes: `None` discards it (whiteouts, hard links).
+    ino: Option<Ino>,
+    runs: Vec<(u64, u64)>,
+    run: usize,
+    done: u64,
+    /// log2 of the chunk size.
+    shift: u32,
+    /// The block of each chunk (`NULL_ADDR`: a hole).
+    map: Vec<u32>,
+    /// Where the file's blocks end.
+    end: u64,
+    flat: bool,
+    size: u64,
+}
+
+struct Layer<W: Write> {
+    out: DataOut<W>,
+    tree: Tree,
+    limits: Limits,
+    entries: u64,
+    meta_bytes: u64,
+    file: Option<Current>,
+}
+
+fn err(kind: ErrorKind, msg: impl Into<String>) -> Error {
+    Error::new(kind, msg)
+}
+
+/// The components of a tar path: `.` and empty ones dropped, `..` applied.
+pub(crate) fn components(path: &[u8]) -> Result<Vec<&[u8]>> {
+    let mut out: Vec<&[u8]> = Vec::new();
+    for c in path.split(|&b| b == b'/') {
+        match c {
+            b"" | b"." => {}
+            b".." => {
+                if out.pop().is_none() {
+                    return Err(err(
+                        ErrorKind::PathEscapesRoot,
+                        "a path whose `..` climbs above the root",
+                    ));
+                }
+            }
+            name => {
+                if name.contains(&0) {
+                    return Err(err(ErrorKind::InvalidHeader, "a NUL byte in a path"));
+                }
+                if name.len() > NAME_MAX {
+                    return Err(err(
+                        ErrorKind::NameTooLong,
+                        format!("a name of {} bytes (at most {NAME_MAX})", name.len()),
+                    ));
+                }
+                out.push(name);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Chooses how a file with these data runs is stored: `(chunk shift, which
+/// chunks are stored)`, or `None` for plain contiguous blocks.
+fn sparse_plan(runs: &[(u64, u64)], size: u64) -> Option<(u32, Vec<bool>)> {
+    if size == 0 {
+        return None;
+    }
+    let bs = BLOCK_SIZE;
+    let flat_cost = size.div_ceil(bs) * bs;
+    let mut best: Option<(u64, u32)> = None;
+    let mut k = 0u32;
+    loop {
+        let shift = 12 + k;
+        let chunk = 1u64 << shift;
+        let n = size.div_ceil(chunk);
+        let mut stored = 0u64;
+        let mut last: Option<u64> = None;
+        for &(o, len) in runs.iter().filter(|r| r.1 > 0) {
+            let first = o >> shift;
+            let end = (o + len - 1) >> shift;
+            let from = match last {
+                Some(l) if l >= first => l + 1,
+                _ => first,
+            };
+            if end >= from {
+                stored += end - from + 1;
+            }
+            last = Some(end);
+        }
+        let mut bytes = stored * chunk;
+        if let Some(l) = last {
+            if l == n - 1 {
+                bytes -= chunk - (flat_cost - l * chunk);
+            }
+        }
+        // A chunk costs 4 bytes here and 8 in an fsmeta's chunk indexes.
+        let cost = bytes + 12 * n;
+        if best.is_none_or(|(c, _)| cost <= c) {
+            best = Some((cost, shift));
+        }
+        if chunk >= size || k == 31 {
+            break;
+        }
+        k += 1;
+    }
+    let (cost, shift) = best?;
+    if cost >= flat_cost {
+        return None;
+    }
+    let n = size.div_ceil(1 << shift) as usize;
+    let mut stored = vec![false; n];
+    for &(o, len) in runs.iter().filter(|r| r.1 > 0) {
+        for c in (o >> shift)..=((o + len - 1) >> shift) {
+            stored[c as usize] = true;
+        }
+    }
+    Some((shift, stored))
+}
+
+impl<W: Write> Layer<W> {
+    fn charge(&mut self, bytes: u64) -> Result<()> {
+        self.meta_bytes = self.meta_bytes.saturating_add(bytes);
+        if self.meta_bytes > self.limits.max_metadata_bytes {
+            return Err(err(
+                ErrorKind::LimitExceeded,
+                format!(
+                    "the tar's metadata passes the limit of {} bytes",
+                    self.limits.max_metadata_bytes
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The directory at `path`, made (with its parents) if absent.
+    fn dir_at(&mut self, path: &[&[u8]]) -> Result<Ino> {
+        let mut at = self.tree.root();
+        for name in path {
+            at = match self.tree.lookup(at, name) {
+                Some(i) if self.tree.get(i).is_dir() => i,
+                Some(_) => {
+                    return Err(err(
+                        ErrorKind::NotADirectory,
+                        format!(
+                            "a path below {:?}, which is not a directory",
+                            String::from_utf8_lossy(name)
+                        ),
+                    ))
+                }
+                None => {
+                    self.charge(64 + name.len() as u64)?;
+                    let d = self.tree.add(tree::implicit_dir());
+                    self.tree.link(at, name, d);
+                    d
+                }
+            };
+        }
+        Ok(at)
+    }
+
+    /// The inode an existing path names, without making anything.
+    fn resolve(&self, path: &[&[u8]]) -> Option<Ino> {
+        let mut at = self.tree.root();
+        for name in path {
+            if !self.tree.get(at).is_dir() {
+                return None;
+            }
+            at = self.tree.lookup(at, name)?;
+        }
+        Some(at)
+    }
+
+    fn xattrs(&mut self, e: &Entry) -> Result<Vec<Xattr>> {
+        let mut out = Vec::with_capacity(e.xattrs.len());
+        for (name, value) in &e.xattrs {
+            let (index, suffix) = split_xattr_name(name).ok_or_else(|| {
+                err(
+                    ErrorKind::UnsupportedXattr,
+                    format!(
+                        "the xattr {:?} is in a namespace EROFS cannot name",
+                        String::from_utf8_lossy(name)
+                    ),
+                )
+            })?;
+            if suffix.len() > 255 || value.len() > u16::MAX as usize {
+                return Err(err(
+                    ErrorKind::LimitExceeded,
+                    format!(
+                        "the xattr {:?} is too long (names up to 255 bytes, values up to 65535)",
+                        String::from_utf8_lossy(name)
+                    ),
+                ));
+            }
+            self.charge((name.len() + value.len() + 8) as u64)?;
+            out.push(Xattr {
+                index,
+                suffix: suffix.into(),
+                value: value.as_slice().into(),
+            });
+        }
+        out.sort();
+        out.dedup_by(|a, b| a.index == b.index && a.suffix == b.suffix);
+        Ok(out)
+    }
+
+    fn inode(&mut self, e: &Entry, type_bits: u16, body: Body) -> Result<Inode> {
+        let too_big =
+            |what: &str| err(ErrorKind::LimitExceeded, format!("a {what} beyond 32 bits"));
+        let uid = u32::try_from(e.uid).map_err(|_| too_big("uid"))?;
+        let gid = u32::try_from(e.gid).map_err(|_| too_big("gid"))?;
+        Ok(Inode {
+            mode: type_bits | (e.mode & 0o7777) as u16,
+            uid,
+            gid,
+            mtime: e.mtime,
+            mtime_nsec: e.mtime_nsec,
+            xattrs: self.xattrs(e)?,
+            body,
+        })
+    }
+
+    fn add(&mut self, parent: Ino, name: &[u8], inode: Inode) -> Result<Ino> {
+        self.charge(64 + name.len() as u64)?;
+        let ino = self.tree.add(inode);
+        self.tree.link(parent, name, ino);
+        Ok(ino)
+    }
+
+    fn start_file(&mut self, e: &Entry, ino: Option<Ino>) -> Result<()> {
+        let size = e.size;
+        let bs = BLOCK_SIZE;
+        let start = self.out.pos;
+        let runs = e.sparse.clone().unwrap_or_else(|| vec![(0, size)]);
+        let (shift, map, end, flat) = if ino.is_none() {
+            (63, vec![], start, true)
+        } else {
+            match e.sparse.as_ref().and_then(|r| sparse_plan(r, size)) {
+                Some((shift, stored)) => {
+                    let per = (1u64 << shift) / bs;
+                    let mut next = start / bs;
+                    let mut map = Vec::with_capacity(stored.len());
+                    for s in &stored {
+                        if *s {
+                            map.push(u32::try_from(next).map_err(|_| image_too_large())?);
+                            next += per;
+                        } else {
+                            map.push(NULL_ADDR);
+                        }
+                    }
+                    let mut end = next * bs;
+                    if stored.last() == Some(&true) {
+                        let last_start = (stored.len() as u64 - 1) << shift;
+                        end -= (1u64 << shift) - (size.div_ceil(bs) * bs - last_start);
+                    }
+                    self.charge(4 * map.len() as u64)?;
+                    (shift, map, end, false)
+                }
+                None => {
+                    let blk = if size == 0 {
+                        NULL_ADDR
+                    } else {
+                        u32::try_from(start / bs).map_err(|_| image_too_large())?
+                    };
+                    (63, vec![blk], start + size.div_ceil(bs) * bs, true)
+                }
+            }
+        };
+        if end / bs > u32::MAX as u64 {
+            return Err(image_too_large());
+        }
+        self.file = Some(Current {
+            ino,
+            runs,
+            run: 0,
+            done: 0,
+            shift,
+            map,
+            end,
+            flat,
+            size,
+        });
+        Ok(())
+    }
+
+    fn regular(&mut self, e: &Entry, parent: Ino, name: &[u8]) -> Result<()> {
+        let inode = self.inode(e, mode::S_IFREG, tree::empty_file())?;
+        let ino = self.add(parent, name, inode)?;
+        self.start_file(e, Some(ino))
+    }
+
+    fn whiteout(&mut self, e: &Entry, parent: Ino, name: &[u8]) -> Result<()> {
+        if name.is_empty() || name == b"." || name == b".." {
+            return Err(err(ErrorKind::InvalidHeader, "a whiteout without a name"));
+        }
+        let mut inode = self.inode(e, mode::S_IFCHR, Body::Device(0))?;
+        // A whiteout means only its name; Linux shows no user.* xattrs on
+        // a device anyway.
+        inode.xattrs.clear();
+        self.add(parent, name, inode)?;
+        Ok(())
+    }
+
+    fn update_dir(&mut self, dir: Ino, e: &Entry) -> Result<()> {
+        let new = self.inode(e, mode::S_IFDIR, Body::Special)?;
+        let d = self.tree.get_mut(dir);
+        d.mode = new.mode;
+        d.uid = new.uid;
+        d.gid = new.gid;
+        d.mtime = new.mtime;
+        d.mtime_nsec = new.mtime_nsec;
+        for x in new.xattrs {
+            d.set_xattr(x);
+        }
+        Ok(())
+    }
+
+    fn member(&mut self, e: &Entry) -> Result<()> {
+        self.entries += 1;
+        if self.entries > self.limits.max_entries {
+            return Err(err(
+                ErrorKind::LimitExceeded,
+                format!("more than {} tar entries", self.limits.max_entries),
+            ));
+        }
+        let comps = components(&e.path)?;
+        let Some((&name, parents)) = comps.split_last() else {
+            if e.kind != Kind::Dir {
+                return Err(err(
+                    ErrorKind::NotADirectory,
+                    "an entry for the root that is not a directory",
+                ));
+            }
+            let root = self.tree.root();
+            return self.update_dir(root, e);
+        };
+        if name == b".wh..wh..opq" {
+            let dir = self.dir_at(parents)?;
+            let (index, suffix) = tree::OPAQUE;
+            self.tree.get_mut(dir).set_xattr(Xattr {
+                index,
+                suffix: suffix.into(),
+                value: (*b"y").into(),
+            });
+            return self.skip_data(e);
+        }
+        let parent = self.dir_at(parents)?;
+        if name.starts_with(b".wh..wh.") {
+            return self.skip_data(e);
+        }
+        if let Some(real) = name.strip_prefix(b".wh.") {
+            self.whiteout(e, parent, real)?;
+            return self.skip_data(e);
+        }
+        match e.kind {
+            Kind::Regular => self.regular(e, parent, name),
+            Kind::Dir => {
+                match self.tree.lookup(parent, name) {
+                    Some(d) if self.tree.get(d).is_dir() => self.update_dir(d, e)?,
+                    _ => {
+                        let inode = self.inode(e, mode::S_IFDIR, Body::Dir(Default::default()))?;
+                        self.add(parent, name, inode)?;
+                    }
+                }
+                Ok(())
+            }
+            Kind::Hardlink => {
+                let target = components(&e.link)?;
+                let Some(ino) = self.resolve(&target) else {
+                    return Err(err(
+                        ErrorKind::InvalidHardlink,
+                        format!(
+                            "a hard link to {:?}, which the stream has not had before it",
+                            String::from_utf8_lossy(&e.link)
+                        ),
+                    ));
+                };
+                if self.tree.get(ino).is_dir() {
+                    return Err(err(
+                        ErrorKind::InvalidHardlink,
+                        format!(
+                            "a hard link to the directory {:?}",
+                            String::from_utf8_lossy(&e.link)
+                        ),
+                    ));
+                }
+                self.charge(16 + name.len() as u64)?;
+                self.tree.link(parent, name, ino);
+                self.skip_data(e)
+            }
+            Kind::Symlink => {
+                if e.link.is_empty() {
+                    return Err(err(
+                        ErrorKind::InvalidHeader,
+                        "a symlink with an empty target",
+                    ));
+                }
+                if e.link.len() >= BLOCK_SIZE as usize || e.link.contains(&0) {
+                    return Err(err(
+                        ErrorKind::LimitExceeded,
+                        format!(
+                            "a symlink target of {} bytes (at most 4095, no NUL)",
+                            e.link.len()
+                        ),
+                    ));
+                }
+                self.charge(e.link.len() as u64)?;
+                let mut inode =
+                    self.inode(e, mode::S_IFLNK, Body::Symlink(e.link.as_slice().into()))?;
+                inode.mode = mode::S_IFLNK | 0o777;
+                self.add(parent, name, inode)?;
+                Ok(())
+            }
+            Kind::Char | Kind::Block => {
+                let dev = u32::try_from(e.dev_major)
+                    .ok()
+                    .zip(u32::try_from(e.dev_minor).ok())
+                    .and_then(|(ma, mi)| format::encode_dev(ma, mi))
+                    .ok_or_else(|| {
+                        err(
+                            ErrorKind::Unsupported,
+                            format!(
+                                "the device number {}:{} does not fit 12:20 bits",
+                                e.dev_major, e.dev_minor
+                            ),
+                        )
+                    })?;
+                let bits = if e.kind == Kind::Char {
+                    mode::S_IFCHR
+                } else {
+                    mode::S_IFBLK
+                };
+                let inode = self.inode(e, bits, Body::Device(dev))?;
+                self.add(parent, name, inode)?;
+                Ok(())
+            }
+            Kind::Fifo => {
+                let inode = self.inode(e, mode::S_IFIFO, Body::Special)?;
+                self.add(parent, name, inode)?;
+                Ok(())
+            }
+        }
+    }
+
+    /// For members whose data (if any) is not kept.
+    fn skip_data(&mut self, e: &Entry) -> Result<()> {
+        if e.kind == Kind::Regular {
+            self.start_file(e, None)?;
+        }
+        Ok(())
+    }
+}
+
+fn image_too_large() -> Error {
+    err(
+        ErrorKind::LimitExceeded,
+        "the image would pass 2^32 blocks (16 TiB)",
+    )
+}
+
+impl<W: Write> Sink for Layer<W> {
+    fn entry(&mut self, e: &Entry) -> Result<()> {
+        self.member(e)
+    }
+
+    fn data(&mut self, mut bytes: &[u8]) -> Result<()> {
+        let Some(f) = self.file.as_mut() else {
+            return Ok(());
+        };
+        if f.ino.is_none() {
+            return Ok(());
+        }
+        while !bytes.is_empty() {
+            while f.runs[f.run].1 == f.done {
+                f.run += 1;
+                f.done = 0;
+            }
+            let (o, len) = f.runs[f.run];
+            let n = ((len - f.done).min(bytes.len() as u64)) as usize;
+            let l = o + f.done;
+            let chunk = if f.flat { 0 } else { (l >> f.shift) as usize };
+            let within = if f.flat {
+                l
+            } else {
+                l & ((1u64 << f.shift) - 1)
+            };
+            let phys = f.map[chunk] as u64 * BLOCK_SIZE + within;
+            self.out.zeros_to(phys)?;
+            self.out.write(&bytes[..n])?;
+            f.done += n as u64;
+            bytes = &bytes[n..];
+        }
+        Ok(())
+    }
+
+    fn end(&mut self) -> Result<()> {
+        let Some(f) = self.file.take() else {
+            return Ok(());
+        };
+        let Some(ino) = f.ino else {
+            return Ok(());
+        };
+        self.out.zeros_to(f.end)?;
+        let data = if f.flat {
+            FileData::Flat { blkaddr: f.map[0] }
+        } else {
+            FileData::BlockMap {
+                chunk_bits: (f.shift - 12) as u8,
+                blocks: f.map,
+            }
+        };
+        self.tree.get_mut(ino).body = Body::File { size: f.size, data };
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_normalize_and_refuse_escapes() {
+        assert_eq!(
+            components(b"./a//b/./c/").unwrap(),
+            vec![&b"a"[..], b"b", b"c"]
+        );
+        assert_eq!(components(b"/etc/../usr").unwrap(), vec![&b"usr"[..]]);
+        assert!(components(b"./").unwrap().is_empty());
+        assert_eq!(
+            components(b"a/../../b").unwrap_err().kind(),
+            ErrorKind::PathEscapesRoot
+        );
+        let long = vec![b'n'; 256];
+        assert_eq!(
+            components(&long).unwrap_err().kind(),
+            ErrorKind::NameTooLong
+        );
+        assert!(components(&long[..255]).is_ok());
+    }
+
+    #[test]
+    fn sparse_plans_choose_chunks_by_cost() {
+        // All holes: one chunk, nothing stored.
+        let (shift, stored) = sparse_plan(&[(5 << 30, 0)], 5 << 30).unwrap();
+        assert_eq!(stored, vec![false]);
+        assert!(1u64 << shift >= 5 << 30);
+        // No holes: plain blocks.
+        assert!(sparse_plan(&[(0, 10_000)], 10_000).is_none());
+        // Data at the start and the end of 1 GiB.
+        let (shift, stored) = sparse_plan(&[(0, 4096), ((1 << 30) - 100, 100)], 1 << 30).unwrap();
+        assert_eq!(stored.iter().filter(|s| **s).count(), 2);
+        assert!(*stored.first().unwrap() && *stored.last().unwrap());
+        assert!(shift >= 12);
+    }
+}
