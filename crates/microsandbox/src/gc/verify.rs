@@ -16,7 +16,7 @@ use sha2::{Digest as _, Sha256};
 
 use crate::error::{IoContext, MicrosandboxResult};
 use crate::gc::census::walk;
-use crate::gc::{atomic_leftovers, stale_tmp};
+use crate::gc::sweep::{atomic_leftovers, stale_tmp};
 use crate::oci::digest::Digest;
 use crate::store::fs::{kind, read_full, Dir};
 use crate::store::index::{self, is_pin_record, shown_name, IndexTxn};
