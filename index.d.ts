@@ -233,21 +233,21 @@ export interface DiskUsage {
 
 /** The stable `code` of every error this package rejects or throws with. */
 export declare enum ErrorCode {
-  /** No cached reference matches. */
+  /** No reference in the cache matches. */
   ImageNotFound = 'ImageNotFound',
   /** An unexpired lease pins the image. */
   ImageInUse = 'ImageInUse',
   /** The reference is outside the Docker reference grammar. */
   InvalidReference = 'InvalidReference',
-  /** An image source is malformed or hostile. */
+  /** An image source (layout directory, archive) is malformed or hostile. */
   InvalidArchive = 'InvalidArchive',
-  /** Content did not hash to its announced digest. */
+  /** Content did not hash to the digest it was announced with. */
   DigestMismatch = 'DigestMismatch',
-  /** The cache on disk breaks an invariant. */
+  /** The cache on disk breaks one of its invariants. */
   CorruptCache = 'CorruptCache',
   /** No manifest of an index matches the requested platform. */
   PlatformNotFound = 'PlatformNotFound',
-  /** The cache lock could not be taken in time. */
+  /** The cache lock could not be taken within the bound. */
   Busy = 'Busy',
   /** A valid request this version does not handle. */
   Unsupported = 'Unsupported',
@@ -257,7 +257,7 @@ export declare enum ErrorCode {
   Unauthorized = 'Unauthorized',
   /** A registry answered with an error. */
   RegistryError = 'RegistryError',
-  /** An argument of the wrong type or out of range. */
+  /** An argument is of the wrong type or out of range. */
   InvalidArgument = 'InvalidArgument',
 }
 

@@ -631,6 +631,14 @@ describe('leases', () => {
     assert.deepEqual(await Image.leasesLocal(backend), []);
   });
 
+  test('acquire refuses the ingest kind and unknown kinds with InvalidArgument, writing no lease', async (t) => {
+    const { backend } = freshBackend(t);
+    await Image.loadLocal(backend, fixture('rich'));
+    await rejectsWith(() => Image.acquireLocal(backend, 'rich', { kind: 'ingest' }), 'InvalidArgument', /sandbox.*snapshot/);
+    await rejectsWith(() => Image.acquireLocal(backend, 'rich', { kind: 'pet' }), 'InvalidArgument', /"pet"/);
+    assert.deepEqual(await Image.leasesLocal(backend), []);
+  });
+
   test('acquiring bumps lastUsedAt of the handle', async (t) => {
     const { backend } = freshBackend(t);
     await Image.loadLocal(backend, fixture('pair'));

@@ -166,6 +166,12 @@ pub fn opt_number(obj: &Option<Object>, key: &str) -> ArgResult<Option<f64>> {
     }
 }
 
+/// A number of seconds (finite, >= 0) as a `Duration`.
+pub fn seconds(secs: f64, key: &str) -> ArgResult<std::time::Duration> {
+    std::time::Duration::try_from_secs_f64(secs)
+        .map_err(|_| invalid(format!("{key} is out of range: {secs}")))
+}
+
 /// An optional field that is a finite number >= 0 or a string.
 pub enum NumberOrString {
     /// A number.

@@ -2,8 +2,6 @@
 //! `*Local` twins that take a `LocalBackend` first. Each one checks its
 //! arguments, then runs one blocking core operation as a [`CoreTask`].
 
-use std::time::Duration;
-
 use microsandbox as core;
 use microsandbox::{MicrosandboxError, MicrosandboxResult};
 use napi::bindgen_prelude::{AsyncTask, Function, ToNapiValue, TypeName, Unknown};
@@ -22,7 +20,7 @@ use crate::types::{
 type Backend = MicrosandboxResult<core::LocalBackend>;
 
 fn ambient() -> Backend {
-    core::api::backend::default_backend()
+    core::backend::default_backend()
 }
 
 fn local(v: Unknown) -> Backend {
@@ -81,20 +79,13 @@ fn prune_with(b: Backend, options: Unknown) -> AsyncTask<CoreTask<ImagePruneRepo
         let opts = args::options(Some(options), "options")?;
         let unused_for = match args::opt_number_or_string(&opts, "unusedFor")? {
             None => None,
-            Some(NumberOrString::Number(secs)) => {
-                Some(std::time::Duration::try_from_secs_f64(secs).map_err(|e| {
-                    MicrosandboxError::new(
-                        core::ErrorKind::InvalidArgument,
-                        format!("unusedFor: {e}"),
-                    )
-                })?)
-            }
-            Some(NumberOrString::String(s)) => Some(core::gc::policy::parse_duration(&s)?),
+            Some(NumberOrString::Number(secs)) => Some(args::seconds(secs, "unusedFor")?),
+            Some(NumberOrString::String(s)) => Some(core::parse_duration(&s)?),
         };
         let max_bytes = match args::opt_number_or_string(&opts, "maxBytes")? {
             None => None,
             Some(NumberOrString::Number(n)) => Some(n as u64),
-            Some(NumberOrString::String(s)) => Some(core::gc::policy::parse_size(&s)?),
+            Some(NumberOrString::String(s)) => Some(core::parse_size(&s)?),
         };
         let options = core::PruneOptions {
             dry_run: args::opt_bool(&opts, "dryRun")?.unwrap_or(false),
@@ -144,7 +135,7 @@ fn load_with(b: Backend, path: Unknown, options: Unknown) -> AsyncTask<CoreTask<
         let path = args::string(Some(path), "path")?;
         let opts = args::options(Some(options), "options")?;
         let platform = args::opt_string(&opts, "platform")?
-            .map(|p| core::oci::platform::parse(&p))
+            .map(|p| core::Platform::parse(&p))
             .transpose()?;
         // microsandbox's own SDK calls it `tag`.
         let reference = match args::opt_string(&opts, "reference")? {
@@ -239,7 +230,7 @@ fn pull_with(b: Backend, reference: Unknown, options: Unknown) -> AsyncTask<Core
         let reference = args::string(Some(reference), "reference")?;
         let opts = args::options(Some(options), "options")?;
         let platform = args::opt_string(&opts, "platform")?
-            .map(|p| core::oci::platform::parse(&p))
+            .map(|p| core::Platform::parse(&p))
             .transpose()?;
         let policy = match args::opt_string(&opts, "policy")?.as_deref() {
             None => core::PullPolicy::default(),
@@ -268,18 +259,6 @@ fn pull_with(b: Backend, reference: Unknown, options: Unknown) -> AsyncTask<Core
     })
 }
 
-fn lease_kind(kind: Option<String>) -> MicrosandboxResult<Option<core::LeaseKind>> {
-    match kind.as_deref() {
-        None => Ok(None),
-        Some("sandbox") => Ok(Some(core::LeaseKind::Sandbox)),
-        Some("snapshot") => Ok(Some(core::LeaseKind::Snapshot)),
-        Some(other) => Err(MicrosandboxError::new(
-            core::ErrorKind::InvalidArgument,
-            format!("kind must be 'sandbox' or 'snapshot', got {other:?}"),
-        )),
-    }
-}
-
 fn acquire_with(
     b: Backend,
     reference: Unknown,
@@ -290,16 +269,11 @@ fn acquire_with(
         let opts = args::options(Some(options), "options")?;
         let options = core::LeaseOptions {
             id: args::opt_string(&opts, "id")?,
-            kind: lease_kind(args::opt_string(&opts, "kind")?)?,
+            kind: args::opt_string(&opts, "kind")?
+                .map(|k| core::LeaseKind::parse(&k))
+                .transpose()?,
             expires_in: args::opt_number(&opts, "expiresInSeconds")?
-                .map(|s| {
-                    Duration::try_from_secs_f64(s).map_err(|_| {
-                        MicrosandboxError::new(
-                            core::ErrorKind::InvalidArgument,
-                            format!("expiresInSeconds is out of range: {s}"),
-                        )
-                    })
-                })
+                .map(|s| args::seconds(s, "expiresInSeconds"))
                 .transpose()?,
         };
         Ok(move || {

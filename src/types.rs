@@ -19,36 +19,18 @@ fn inum(n: i64) -> f64 {
     n as f64
 }
 
-/// The stable `code` of every error this package rejects or throws with.
-#[napi(string_enum)]
-pub enum ErrorCode {
-    /// No cached reference matches.
-    ImageNotFound,
-    /// An unexpired lease pins the image.
-    ImageInUse,
-    /// The reference is outside the Docker reference grammar.
-    InvalidReference,
-    /// An image source is malformed or hostile.
-    InvalidArchive,
-    /// Content did not hash to its announced digest.
-    DigestMismatch,
-    /// The cache on disk breaks an invariant.
-    CorruptCache,
-    /// No manifest of an index matches the requested platform.
-    PlatformNotFound,
-    /// The cache lock could not be taken in time.
-    Busy,
-    /// A valid request this version does not handle.
-    Unsupported,
-    /// The operating system refused a read or a write.
-    Io,
-    /// A registry refused the credentials.
-    Unauthorized,
-    /// A registry answered with an error.
-    RegistryError,
-    /// An argument of the wrong type or out of range.
-    InvalidArgument,
+macro_rules! error_code_enum {
+    ($($(#[$doc:meta])* $name:ident,)*) => {
+        /// The stable `code` of every error this package rejects or throws with.
+        #[napi(string_enum)]
+        pub enum ErrorCode {
+            $($(#[$doc])* $name,)*
+        }
+    };
 }
+
+// One variant per core `ErrorKind`, from the core's own list.
+microsandbox::with_error_kinds!(error_code_enum);
 
 /// One cached reference. Reading it opens no blob.
 #[napi]

@@ -4,4 +4,4 @@
 
 use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| microsandbox::fuzzing::manifest(data));
+fuzz_target!(|data: &[u8]| microsandbox::testing::fuzzing::manifest(data));

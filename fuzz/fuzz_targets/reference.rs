@@ -5,4 +5,4 @@
 
 use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| microsandbox::fuzzing::reference(data));
+fuzz_target!(|data: &[u8]| microsandbox::testing::fuzzing::reference(data));

@@ -9,75 +9,70 @@ use std::fmt;
 use std::io;
 use std::path::Path;
 
-/// The class of a failure. Its [`code`](ErrorKind::code) is stable.
-#[non_exhaustive]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum ErrorKind {
-    /// No reference in the cache matches.
-    ImageNotFound,
-    /// An unexpired lease pins the image.
-    ImageInUse,
-    /// The reference is outside the Docker reference grammar.
-    InvalidReference,
-    /// An image source (layout directory, archive) is malformed or hostile.
-    InvalidArchive,
-    /// Content did not hash to the digest it was announced with.
-    DigestMismatch,
-    /// The cache on disk breaks one of its invariants.
-    CorruptCache,
-    /// No manifest of an index matches the requested platform.
-    PlatformNotFound,
-    /// The cache lock could not be taken within the bound.
-    Busy,
-    /// A valid request this version does not handle.
-    Unsupported,
-    /// The operating system refused a read or a write.
-    Io,
-    /// A registry refused the credentials.
-    Unauthorized,
-    /// A registry answered with an error.
-    RegistryError,
-    /// An argument is of the wrong type or out of range.
-    InvalidArgument,
-}
-
-impl ErrorKind {
-    /// Every kind, in declaration order.
-    pub const ALL: [ErrorKind; 13] = [
-        ErrorKind::ImageNotFound,
-        ErrorKind::ImageInUse,
-        ErrorKind::InvalidReference,
-        ErrorKind::InvalidArchive,
-        ErrorKind::DigestMismatch,
-        ErrorKind::CorruptCache,
-        ErrorKind::PlatformNotFound,
-        ErrorKind::Busy,
-        ErrorKind::Unsupported,
-        ErrorKind::Io,
-        ErrorKind::Unauthorized,
-        ErrorKind::RegistryError,
-        ErrorKind::InvalidArgument,
-    ];
-
-    /// The stable code: the JS `err.code` and the name of the variant.
-    pub fn code(self) -> &'static str {
-        match self {
-            ErrorKind::ImageNotFound => "ImageNotFound",
-            ErrorKind::ImageInUse => "ImageInUse",
-            ErrorKind::InvalidReference => "InvalidReference",
-            ErrorKind::InvalidArchive => "InvalidArchive",
-            ErrorKind::DigestMismatch => "DigestMismatch",
-            ErrorKind::CorruptCache => "CorruptCache",
-            ErrorKind::PlatformNotFound => "PlatformNotFound",
-            ErrorKind::Busy => "Busy",
-            ErrorKind::Unsupported => "Unsupported",
-            ErrorKind::Io => "Io",
-            ErrorKind::Unauthorized => "Unauthorized",
-            ErrorKind::RegistryError => "RegistryError",
-            ErrorKind::InvalidArgument => "InvalidArgument",
+/// Calls `$callback! { ... }` with every error kind, each with its doc
+/// comment, in declaration order: the one list that defines
+/// [`ErrorKind`] here and the binding's JS `ErrorCode` enum, so the two
+/// cannot drift apart. (Plain `#[doc = "..."]` strings: the binding's
+/// generator copies them into `index.d.ts` as they are written.)
+#[doc(hidden)]
+#[macro_export]
+macro_rules! with_error_kinds {
+    ($callback:ident) => {
+        $callback! {
+            #[doc = "No reference in the cache matches."]
+            ImageNotFound,
+            #[doc = "An unexpired lease pins the image."]
+            ImageInUse,
+            #[doc = "The reference is outside the Docker reference grammar."]
+            InvalidReference,
+            #[doc = "An image source (layout directory, archive) is malformed or hostile."]
+            InvalidArchive,
+            #[doc = "Content did not hash to the digest it was announced with."]
+            DigestMismatch,
+            #[doc = "The cache on disk breaks one of its invariants."]
+            CorruptCache,
+            #[doc = "No manifest of an index matches the requested platform."]
+            PlatformNotFound,
+            #[doc = "The cache lock could not be taken within the bound."]
+            Busy,
+            #[doc = "A valid request this version does not handle."]
+            Unsupported,
+            #[doc = "The operating system refused a read or a write."]
+            Io,
+            #[doc = "A registry refused the credentials."]
+            Unauthorized,
+            #[doc = "A registry answered with an error."]
+            RegistryError,
+            #[doc = "An argument is of the wrong type or out of range."]
+            InvalidArgument,
         }
-    }
+    };
 }
+
+macro_rules! define_error_kind {
+    ($($(#[$doc:meta])* $name:ident,)*) => {
+        /// The class of a failure. Its [`code`](ErrorKind::code) is stable.
+        #[non_exhaustive]
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        pub enum ErrorKind {
+            $($(#[$doc])* $name,)*
+        }
+
+        impl ErrorKind {
+            /// Every kind, in declaration order.
+            pub const ALL: [ErrorKind; [$(stringify!($name)),*].len()] = [$(ErrorKind::$name),*];
+
+            /// The stable code: the JS `err.code` and the name of the variant.
+            pub fn code(self) -> &'static str {
+                match self {
+                    $(ErrorKind::$name => stringify!($name),)*
+                }
+            }
+        }
+    };
+}
+
+with_error_kinds!(define_error_kind);
 
 impl fmt::Display for ErrorKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

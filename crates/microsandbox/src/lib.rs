@@ -27,23 +27,33 @@
 //! # Ok(()) }
 //! ```
 //!
-//! The code is in layers, each using only those below it: [`api`] (the
-//! backend, the async calls, the values they return), [`transfer`] (load,
-//! save, pull) and [`gc`] (prune, disk usage, verify), [`store`] (the cache
-//! on disk), [`oci`] (references, digests, models); [`util`] and
-//! [`error`] serve them all.
+//! Everything a program needs is at the crate root; the process default
+//! backend is in [`backend`]. The code behind it is in layers, each using
+//! only those below it: `api` (the backend, the async calls, the values
+//! they return), `transfer` (load, save, pull) and `gc` (prune, disk
+//! usage, verify), `store` (the cache on disk), `oci` (references,
+//! digests, models); `util` and `error` serve them all. The README's code
+//! map says what each folder owns.
 
 #![deny(missing_docs)]
 
-pub mod api;
-pub mod error;
+mod api;
+mod error;
+mod gc;
+mod oci;
+mod store;
+mod transfer;
+mod util;
+
+#[cfg(feature = "testing")]
 #[doc(hidden)]
-pub mod fuzzing;
-pub mod gc;
-pub mod oci;
-pub mod store;
-pub mod transfer;
-pub mod util;
+pub mod testing;
+
+pub mod backend {
+    //! The process default backend, which the ambient [`crate::Image`]
+    //! calls use: the home of `$MSB_HOME`, else `~/.microsandbox`.
+    pub use crate::api::backend::{default_backend, default_home};
+}
 
 pub use api::backend::{LeaseOptions, LocalBackend, LocalBackendBuilder};
 pub use api::handle::{
@@ -53,13 +63,13 @@ pub use api::handle::{
 pub use api::image::Image;
 pub use error::{ErrorKind, MicrosandboxError, MicrosandboxResult};
 pub use gc::orphans::OrphanBlob;
-pub use gc::policy::PruneOptions;
+pub use gc::policy::{parse_duration, parse_size, PruneOptions};
 pub use gc::purge::PurgeOptions;
 pub use gc::verify::{VerifyOptions, VerifyReport};
-pub use oci::digest::Digest;
+pub use oci::digest::{Digest, DigestError};
 pub use oci::model::Platform;
 pub use oci::reference::Reference;
 pub use store::lease::LeaseKind;
 pub use transfer::progress::{Phase, Progress, ProgressFn, PullProgress, PullProgressFn};
 pub use transfer::registry::{PullOptions, PullPolicy};
-pub use transfer::{LoadOptions, SaveFormat, SaveOptions};
+pub use transfer::{LoadOptions, SaveFormat, SaveOptions, DEFAULT_MAX_LAYER_BYTES};

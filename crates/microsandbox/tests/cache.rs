@@ -6,7 +6,7 @@ use std::fs;
 use std::time::Duration;
 
 use common::*;
-use microsandbox::store::lock::{lock_file, LockMode};
+use microsandbox::testing::{lock_file, LockMode};
 use microsandbox::{ErrorKind, Image, LeaseKind, LeaseOptions, LoadOptions};
 
 #[test]
@@ -177,7 +177,7 @@ fn platform_indexes_resolve_to_the_host_or_the_requested_platform() {
         .load_images(
             &fixtures().join("multiarch"),
             &LoadOptions {
-                platform: Some(microsandbox::oci::platform::parse("linux/arm64").unwrap()),
+                platform: Some(microsandbox::Platform::parse("linux/arm64").unwrap()),
                 ..Default::default()
             },
         )
@@ -192,7 +192,7 @@ fn platform_indexes_resolve_to_the_host_or_the_requested_platform() {
         .load_images(
             &fixtures().join("multiarch"),
             &LoadOptions {
-                platform: Some(microsandbox::oci::platform::parse("linux/s390x").unwrap()),
+                platform: Some(microsandbox::Platform::parse("linux/s390x").unwrap()),
                 ..Default::default()
             },
         )
@@ -562,8 +562,8 @@ fn prune_sweeps_dead_writers_but_not_live_ones() {
     h.load("rich");
     let tmp = h.dir.path().join("cache/tmp");
     fs::write(tmp.join("ingest-dead"), b"left by a crash").unwrap();
-    let layout = h.backend.layout().unwrap();
-    let live = microsandbox::store::blob::BlobWriter::create(&layout).unwrap();
+    let layout = microsandbox::testing::layout(&h.backend).unwrap();
+    let live = microsandbox::testing::BlobWriter::create(&layout).unwrap();
     // A leftover of an interrupted atomic write of index.json.
     fs::write(h.oci().join(".index.json.tmp-0123"), b"{").unwrap();
     let lease = h
@@ -771,4 +771,28 @@ fn a_gzip_layer_must_decompress_to_its_diff_id() {
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::DigestMismatch, "{err}");
     assert_eq!(h.snapshot(), before);
+}
+
+#[test]
+fn a_caller_cannot_take_an_ingest_lease() {
+    let h = home();
+    h.load("rich");
+    let err = h
+        .backend
+        .acquire_lease(
+            "rich",
+            &LeaseOptions {
+                kind: Some(LeaseKind::Ingest),
+                ..Default::default()
+            },
+        )
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidArgument);
+    assert!(err.to_string().contains("ingest"), "{err}");
+    assert!(h.backend.list_leases().unwrap().is_empty());
+    assert_eq!(LeaseKind::parse("snapshot").unwrap(), LeaseKind::Snapshot);
+    for text in ["ingest", "Sandbox", ""] {
+        let err = LeaseKind::parse(text).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{text:?}");
+    }
 }

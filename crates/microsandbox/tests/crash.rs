@@ -97,7 +97,7 @@ fn child(h: &Home, registry: &str, fault: Option<&str>) -> Command {
         .stdout(Stdio::null())
         .stderr(Stdio::null());
     if let Some(point) = fault {
-        c.env(microsandbox::util::fault::FAULT_VAR, point)
+        c.env(microsandbox::testing::FAULT_VAR, point)
             .env(ONCE_VAR, "1");
     }
     c
@@ -167,7 +167,7 @@ fn a_crash_at_every_fault_point_leaves_a_sound_cache() {
     let reg = registry();
     push(&reg, "rich:rich", "team/rich:1", false);
     push(&reg, "multiarch:multi", "team/multi:1", true);
-    for point in microsandbox::util::fault::POINTS {
+    for point in microsandbox::testing::POINTS {
         let h = home();
         let status = child(&h, &reg.addr, Some(point)).status().unwrap();
         // The child died at the point (SIGABRT), not by finishing.

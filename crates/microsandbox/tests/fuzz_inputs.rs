@@ -30,7 +30,7 @@ fn reference_inputs_hold() {
     let all = inputs("reference");
     assert!(!all.is_empty());
     for (_, data) in all {
-        microsandbox::fuzzing::reference(&data);
+        microsandbox::testing::fuzzing::reference(&data);
     }
 }
 
@@ -39,7 +39,7 @@ fn manifest_inputs_hold() {
     let all = inputs("manifest");
     assert!(!all.is_empty());
     for (_, data) in all {
-        microsandbox::fuzzing::manifest(&data);
+        microsandbox::testing::fuzzing::manifest(&data);
     }
 }
 
@@ -48,6 +48,6 @@ fn archive_inputs_hold() {
     let all = inputs("archive");
     assert!(!all.is_empty());
     for (_, data) in all {
-        microsandbox::fuzzing::archive(&data);
+        microsandbox::testing::fuzzing::archive(&data);
     }
 }

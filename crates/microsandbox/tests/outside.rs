@@ -9,14 +9,13 @@ use std::sync::{Arc, Mutex};
 
 use common::registry::*;
 use common::*;
-use microsandbox::oci::platform;
 use microsandbox::{
     ErrorKind, LoadOptions, Phase, Progress, ProgressFn, PruneOptions, PullOptions, PullPolicy,
 };
 
 fn pull(platform: &str, policy: PullPolicy) -> PullOptions {
     PullOptions {
-        platform: Some(platform::parse(platform).unwrap()),
+        platform: Some(microsandbox::Platform::parse(platform).unwrap()),
         policy,
         ..Default::default()
     }
@@ -419,7 +418,7 @@ fn inspect_shows_what_skopeo_and_podman_show_users() {
         serde_json::from_slice(&fs::read(fixtures().join("rich.config.json")).unwrap()).unwrap();
     assert_eq!(
         d.created,
-        microsandbox::util::time::parse_utc(config["created"].as_str().unwrap())
+        microsandbox::testing::parse_utc(config["created"].as_str().unwrap())
     );
     assert_eq!(d.author.as_deref(), config["author"].as_str());
     assert_eq!(d.history.len(), config["history"].as_array().unwrap().len());

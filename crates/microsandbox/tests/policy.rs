@@ -11,7 +11,7 @@ use std::process::Command;
 use std::time::{Duration, SystemTime};
 
 use common::*;
-use microsandbox::oci::model::IndexFile;
+use microsandbox::testing::IndexFile;
 use microsandbox::{ImagePruneReport, LoadOptions, PruneOptions, Reference};
 
 /// A layout holding one image of a fixture, for loading under a new name.
@@ -53,7 +53,7 @@ fn set_times(h: &Home, times: &[(&str, Duration, Option<Duration>)]) {
     let path = h.oci().join("index.json");
     let mut index: IndexFile = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
     let now = SystemTime::now();
-    let stamp = |age: Duration| microsandbox::util::time::format(now - age);
+    let stamp = |age: Duration| microsandbox::testing::format_time(now - age);
     for (name, created, used) in times {
         let canonical = Reference::parse(name).unwrap().canonical();
         let d = index

@@ -76,7 +76,7 @@ fn pulls_images_and_indexes_with_the_registrys_digests() {
         .pull_image(
             &multi,
             &PullOptions {
-                platform: Some(microsandbox::oci::platform::parse("linux/arm64").unwrap()),
+                platform: Some(microsandbox::Platform::parse("linux/arm64").unwrap()),
                 ..Default::default()
             },
         )
@@ -87,7 +87,7 @@ fn pulls_images_and_indexes_with_the_registrys_digests() {
         .pull_image(
             &multi,
             &PullOptions {
-                platform: Some(microsandbox::oci::platform::parse("linux/s390x").unwrap()),
+                platform: Some(microsandbox::Platform::parse("linux/s390x").unwrap()),
                 policy: PullPolicy::Always,
                 ..Default::default()
             },

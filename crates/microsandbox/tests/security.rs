@@ -347,7 +347,7 @@ fn a_load_replaces_every_spelling_and_remove_takes_them_all() {
 
 #[test]
 fn a_lookalike_host_is_spoken_to_over_tls_only() {
-    use microsandbox::transfer::registry::mirrors::Mirror;
+    use microsandbox::testing::Mirror;
     for (text, base) in [
         (
             "127.corp-registry.example:5000",
@@ -845,7 +845,7 @@ fn a_hard_link_planted_in_tmp_is_never_written_or_locked() {
     let size = fs::metadata(fixtures().join("rich/blobs/sha256").join(&layer[7..]))
         .unwrap()
         .len();
-    h.backend.layout().unwrap();
+    microsandbox::testing::layout(&h.backend).unwrap();
     let outside = tempfile::tempdir().unwrap();
     let precious = outside.path().join("precious");
     fs::write(&precious, b"precious").unwrap();
@@ -863,6 +863,37 @@ fn a_hard_link_planted_in_tmp_is_never_written_or_locked() {
     assert_eq!(err.kind(), ErrorKind::CorruptCache, "{err}");
     assert!(err.to_string().contains("hard link"), "{err}");
     assert_eq!(fs::read(&precious).unwrap(), b"precious");
+}
+
+#[test]
+fn prune_drops_a_second_name_in_tmp_and_leaves_its_file_alone() {
+    let h = home();
+    h.load("rich");
+    // What a commit killed between linking its temporary into blobs/ and
+    // dropping the temporary's name leaves, and what a planted link is.
+    let blob = blobs_of("rich")[0].trim_start_matches("sha256:").to_owned();
+    let tmp = h.dir.path().join("cache/tmp");
+    let blob_path = h.oci().join("blobs/sha256").join(&blob);
+    fs::hard_link(&blob_path, tmp.join("ingest-killed-mid-commit")).unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    let precious = outside.path().join("precious");
+    fs::write(&precious, b"precious").unwrap();
+    fs::hard_link(&precious, tmp.join("ingest-planted")).unwrap();
+    let r = h.backend.verify(&VerifyOptions::default()).unwrap();
+    assert_eq!(r.stray_tmp_files.len(), 2, "{r:?}");
+    h.backend
+        .acquire_lease("rich", &LeaseOptions::default())
+        .unwrap();
+    let report = h.backend.prune_images().unwrap();
+    assert_eq!(report.tmp_files_removed, 2);
+    assert!(h.tmp_names().is_empty(), "{:?}", h.tmp_names());
+    assert_eq!(fs::read(&precious).unwrap(), b"precious");
+    assert!(blob_path.is_file());
+    assert!(h
+        .backend
+        .verify(&VerifyOptions::default())
+        .unwrap()
+        .is_clean());
 }
 
 #[test]

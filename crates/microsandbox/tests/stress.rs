@@ -88,8 +88,8 @@ fn stress_child() {
                 println!("VIOLATION manifest {digest} of lease {id} is gone");
                 continue;
             };
-            let doc = microsandbox::oci::model::ManifestDoc::parse(&bytes).unwrap();
-            if let Ok(microsandbox::oci::model::Shape::Image { config, layers }) = doc.shape() {
+            let doc = microsandbox::testing::ManifestDoc::parse(&bytes).unwrap();
+            if let Ok(microsandbox::testing::Shape::Image { config, layers }) = doc.shape() {
                 for d in std::iter::once(config).chain(layers) {
                     if !blobs_dir.join(d.digest.hex()).is_file() {
                         println!("VIOLATION blob {} of lease {id} is gone", d.digest);

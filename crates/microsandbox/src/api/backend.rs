@@ -178,11 +178,9 @@ impl LocalBackend {
         self.inner.home.path()
     }
 
-    /// The open cache, made on first use. For tests and tools that look
-    /// at the files; nothing reached through it writes `index.json` or
-    /// `blobs/` without the exclusive lock's guard.
-    #[doc(hidden)]
-    pub fn layout(&self) -> MicrosandboxResult<Arc<Layout>> {
+    /// The open cache, made on first use (for the crate's tests through
+    /// `testing::layout`).
+    pub(crate) fn layout(&self) -> MicrosandboxResult<Arc<Layout>> {
         self.inner.home.layout()
     }
 
@@ -485,6 +483,12 @@ impl LocalBackend {
             None => format!("lease-{}", crate::store::fs::random_hex(8)),
         };
         lease::check_id(&id)?;
+        if options.kind == Some(LeaseKind::Ingest) {
+            return Err(MicrosandboxError::invalid_argument(
+                "ingest leases are the cache's own (loads and pulls in flight); \
+                 ask for a sandbox or a snapshot lease",
+            ));
+        }
         check_target_text(reference)?;
         let expires_at = match options.expires_in {
             None => None,
@@ -599,14 +603,6 @@ impl LocalBackend {
             .filter(|l| !l.is_expired(now))
             .map(lease_view)
             .collect())
-    }
-
-    /// What unexpired leases pin now. Blocking.
-    pub fn pins(&self) -> MicrosandboxResult<Pins> {
-        match self.existing()? {
-            Some(layout) => Ok(Pins::of(&lease::list(&layout)?, time::now())),
-            None => Ok(Pins::default()),
-        }
     }
 }
 

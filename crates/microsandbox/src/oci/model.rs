@@ -220,7 +220,7 @@ mod entries {
     use serde::ser::SerializeSeq;
     use serde::{Deserialize, Deserializer, Serializer};
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Entries, D::Error> {
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Entries, D::Error> {
         let raw: Vec<Box<serde_json::value::RawValue>> = Vec::deserialize(d)?;
         let mut out = Entries::default();
         for (position, raw) in raw.into_iter().enumerate() {
@@ -236,7 +236,7 @@ mod entries {
         Ok(out)
     }
 
-    pub fn serialize<S: Serializer>(entries: &Entries, s: S) -> Result<S::Ok, S::Error> {
+    pub(super) fn serialize<S: Serializer>(entries: &Entries, s: S) -> Result<S::Ok, S::Error> {
         let mut seq = s.serialize_seq(Some(entries.good.len() + entries.unreadable.len()))?;
         for d in &entries.good {
             seq.serialize_element(d)?;

@@ -31,12 +31,19 @@ pub fn host() -> Platform {
     }
 }
 
-/// Parses `linux/arm64`, `linux/arm/v7`.
-///
-/// # Errors
-///
-/// [`ErrorKind::InvalidArgument`] for any other shape.
-pub fn parse(text: &str) -> MicrosandboxResult<Platform> {
+impl Platform {
+    /// Parses `linux/arm64`, `linux/arm/v7`.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::InvalidArgument`] for any other shape.
+    pub fn parse(text: &str) -> MicrosandboxResult<Platform> {
+        parse(text)
+    }
+}
+
+/// [`Platform::parse`].
+pub(crate) fn parse(text: &str) -> MicrosandboxResult<Platform> {
     let parts: Vec<&str> = text.split('/').collect();
     let ok = (2..=3).contains(&parts.len())
         && parts

@@ -460,6 +460,7 @@ fn rename_in(
     let moved = match layout.blobs_dir().link_open_file(&tmp.file, digest.hex()) {
         Ok(linked) => {
             if linked && names_file(&tmp.dir, &tmp.name, &tmp.file)? {
+                crate::util::fault::point("blob-linked-before-unlink");
                 tmp.dir.remove(&tmp.name)?;
             }
             linked
@@ -615,12 +616,22 @@ pub fn copy_verified(
 /// Whether a file in `tmp/` belongs to no live writer: its lock can be
 /// taken. The lock is held by the returned file until it is dropped.
 /// `None` when a writer holds it or the file is gone.
+///
+/// A file with more than one name is no writer's, and is returned
+/// without being locked: either a commit died between linking its
+/// temporary into `blobs/` and dropping the temporary's name (commits run
+/// under the exclusive cache lock, which every caller of a sweep or a
+/// census of `tmp/` excludes), or someone planted a link, which is never
+/// locked or written; removing its name in `tmp/` leaves the file its
+/// other name holds as it is.
 pub fn stale_tmp_file(layout: &Layout, name: &str) -> MicrosandboxResult<Option<File>> {
     let Some(file) = layout.tmp_dir().open_regular(name)? else {
         return Ok(None);
     };
     let path = layout.tmp_dir().join(name);
-    crate::store::fs::refuse_links(&file, &path)?;
+    if crate::store::fs::refuse_links(&file, &path).is_err() {
+        return Ok(Some(file));
+    }
     Ok(
         if try_flock(&file, LockMode::Exclusive).at("lock", &path)? {
             Some(file)

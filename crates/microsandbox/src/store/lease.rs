@@ -34,6 +34,22 @@ pub enum LeaseKind {
 }
 
 impl LeaseKind {
+    /// A kind a caller may ask for: `sandbox` or `snapshot` (`ingest`
+    /// leases are the cache's own, taken by loads and pulls in flight).
+    ///
+    /// # Errors
+    ///
+    /// [`crate::ErrorKind::InvalidArgument`] for any other text.
+    pub fn parse(text: &str) -> MicrosandboxResult<LeaseKind> {
+        match text {
+            "sandbox" => Ok(LeaseKind::Sandbox),
+            "snapshot" => Ok(LeaseKind::Snapshot),
+            other => Err(MicrosandboxError::invalid_argument(format!(
+                "lease kind must be 'sandbox' or 'snapshot', got {other:?}"
+            ))),
+        }
+    }
+
     /// `sandbox`, `snapshot` or `ingest`.
     pub fn as_str(self) -> &'static str {
         match self {

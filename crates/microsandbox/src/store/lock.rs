@@ -60,18 +60,8 @@ pub struct LockGuard<M> {
     _mode: PhantomData<M>,
 }
 
-/// The shared cache lock, held.
-pub type SharedGuard = LockGuard<Shared>;
 /// The exclusive cache lock, held.
 pub type ExclusiveGuard = LockGuard<Exclusive>;
-
-/// Either kind of guard, for code that needs the cache lock in some mode.
-pub enum AnyGuard {
-    /// Shared.
-    Shared(SharedGuard),
-    /// Exclusive.
-    Exclusive(ExclusiveGuard),
-}
 
 /// Takes mode `M` on `name` in `dir` (created if missing, never through a
 /// link), waiting at most `timeout`.
@@ -96,7 +86,7 @@ pub fn lock_in<M: Mode>(
 /// Takes `mode` on the file at `path` (created if missing), following
 /// links: for tests and tools that hold a cache's lock from outside, never
 /// used by the cache itself.
-#[doc(hidden)]
+#[cfg(feature = "testing")]
 pub fn lock_file(path: &Path, mode: LockMode, timeout: Duration) -> MicrosandboxResult<File> {
     let file = std::fs::OpenOptions::new()
         .read(true)

@@ -53,7 +53,7 @@ pub struct LoadOptions {
     pub progress: Option<ProgressFn>,
     /// The most bytes a gzip layer may decompress to (checked while its
     /// diff_id is computed); a larger one is refused as a decompression
-    /// bomb. [`DEFAULT_MAX_LAYER_BYTES`] if unset.
+    /// bomb. [`crate::DEFAULT_MAX_LAYER_BYTES`] if unset.
     pub max_layer_bytes: Option<u64>,
 }
 

@@ -10,8 +10,10 @@ use std::sync::OnceLock;
 pub const FAULT_VAR: &str = "MSB_FAULT_POINT";
 
 /// Every point, for tests to iterate over.
+#[cfg(feature = "testing")]
 pub const POINTS: &[&str] = &[
     "blob-before-rename",
+    "blob-linked-before-unlink",
     "blob-after-rename",
     "partial-before-rename",
     "atomic-before-rename",

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
-use microsandbox::oci::model::{IndexFile, ManifestDoc, Shape};
+use microsandbox::testing::{IndexFile, ManifestDoc, Shape};
 use microsandbox::{Digest, LocalBackend};
 
 pub fn repo_root() -> PathBuf {

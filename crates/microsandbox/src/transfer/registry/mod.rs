@@ -75,9 +75,9 @@ pub struct PullOptions {
     pub docker_config: Option<std::path::PathBuf>,
     /// Pull-through caches per registry host, tried in order before the
     /// origin; an entry replaces the one `$MSB_HOME/registries.json` has
-    /// for that registry (see [`mirrors`]).
+    /// for that registry.
     pub mirrors: Option<MirrorMap>,
     /// The most bytes a gzip layer may decompress to (a bomb otherwise);
-    /// [`crate::transfer::DEFAULT_MAX_LAYER_BYTES`] if unset.
+    /// [`crate::DEFAULT_MAX_LAYER_BYTES`] if unset.
     pub max_layer_bytes: Option<u64>,
 }
