@@ -49,12 +49,15 @@ export declare class Image {
    * references unused for that long. `maxBytes` (bytes, or `'20GB'`,
    * `'512MiB'`) evicts unpinned references least recently used first
    * until the blobs fit; `overBudgetBytes` says how far leases keep it
-   * above. `dryRun: true` returns the same report and deletes nothing.
+   * above. `vmOnly: true` takes only VM artifacts (of images no lease
+   * pins; with `unusedFor` or `maxBytes`, by that policy) and keeps every
+   * reference and blob. `dryRun: true` returns the same report and
+   * deletes nothing.
    * Leased images survive every policy. Sizes are allocated bytes.
    */
-  static prune(options?: { dryRun?: boolean; dangling?: boolean; unusedFor?: number | string; maxBytes?: number | string }): Promise<ImagePruneReport>
+  static prune(options?: { dryRun?: boolean; dangling?: boolean; unusedFor?: number | string; maxBytes?: number | string; vmOnly?: boolean }): Promise<ImagePruneReport>
   /** `Image.prune` on a given backend. */
-  static pruneLocal(backend: LocalBackend, options?: { dryRun?: boolean; dangling?: boolean; unusedFor?: number | string; maxBytes?: number | string }): Promise<ImagePruneReport>
+  static pruneLocal(backend: LocalBackend, options?: { dryRun?: boolean; dangling?: boolean; unusedFor?: number | string; maxBytes?: number | string; vmOnly?: boolean }): Promise<ImagePruneReport>
   /**
    * Re-hashes every blob and checks every invariant of the cache:
    * `corruptBlobs`, `missingBlobs`, `danglingReferences`,
@@ -83,6 +86,18 @@ export declare class Image {
   /** `Image.purge` on a given backend. */
   static purgeLocal(backend: LocalBackend, options?: { force?: boolean }): Promise<ImagePruneReport>
   /**
+   * Makes whatever the image's VM disk lacks (an EROFS image per layer,
+   * made once for every image that shares the layer; the merged
+   * fsmeta; the VMDK descriptor) and resolves with the disk. A disk
+   * already made is checked and returned at once. Rejects
+   * `ImageNotFound`, `InvalidArchive` (a layer EROFS cannot hold, named),
+   * `DigestMismatch`, `Unsupported` (a compression this version cannot
+   * read), `CorruptCache`, `Busy`.
+   */
+  static materialize(reference: string, options?: { maxLayerBytes?: number; onProgress?: (event: ProgressEvent) => void; onPullProgress?: (event: PullProgress) => void }): Promise<ImageDisk>
+  /** `Image.materialize` on a given backend. */
+  static materializeLocal(backend: LocalBackend, reference: string, options?: { maxLayerBytes?: number; onProgress?: (event: ProgressEvent) => void; onPullProgress?: (event: PullProgress) => void }): Promise<ImageDisk>
+  /**
    * What the cache takes on disk, each blob counted once (allocated
    * bytes, as `du` counts): totals, what `prune()` would free now, and
    * per reference its size, shared and unique bytes.
@@ -103,9 +118,9 @@ export declare class Image {
    * Rejects `InvalidArchive`, `DigestMismatch`, `PlatformNotFound`; the
    * cache is unchanged on any error.
    */
-  static load(path: string, options?: { platform?: string; reference?: string; tag?: string; maxLayerBytes?: number; onProgress?: (event: ProgressEvent) => void }): Promise<Array<ImageHandle>>
+  static load(path: string, options?: { platform?: string; reference?: string; tag?: string; maxLayerBytes?: number; materialize?: boolean; onProgress?: (event: ProgressEvent) => void }): Promise<Array<ImageHandle>>
   /** `Image.load` on a given backend. */
-  static loadLocal(backend: LocalBackend, path: string, options?: { platform?: string; reference?: string; tag?: string; maxLayerBytes?: number; onProgress?: (event: ProgressEvent) => void }): Promise<Array<ImageHandle>>
+  static loadLocal(backend: LocalBackend, path: string, options?: { platform?: string; reference?: string; tag?: string; maxLayerBytes?: number; materialize?: boolean; onProgress?: (event: ProgressEvent) => void }): Promise<Array<ImageHandle>>
   /**
    * Writes the images `references` name into one archive at `path`:
    * an OCI archive (`format: 'oci'`, the default) whose index names each
@@ -135,17 +150,17 @@ export declare class Image {
    * `DigestMismatch`, `PlatformNotFound`, `InvalidArgument` (a bad
    * mirror or settings file).
    */
-  static pull(reference: string, options?: { platform?: string; policy?: 'missing' | 'if-missing' | 'always' | 'never'; insecure?: boolean; dockerConfig?: string; mirrors?: Record<string, string[]>; maxLayerBytes?: number; onProgress?: (event: ProgressEvent) => void; onPullProgress?: (event: PullProgress) => void }): Promise<ImageHandle>
+  static pull(reference: string, options?: { platform?: string; policy?: 'missing' | 'if-missing' | 'always' | 'never'; insecure?: boolean; dockerConfig?: string; mirrors?: Record<string, string[]>; maxLayerBytes?: number; materialize?: boolean; onProgress?: (event: ProgressEvent) => void; onPullProgress?: (event: PullProgress) => void }): Promise<ImageHandle>
   /** `Image.pull` on a given backend. */
-  static pullLocal(backend: LocalBackend, reference: string, options?: { platform?: string; policy?: 'missing' | 'if-missing' | 'always' | 'never'; insecure?: boolean; dockerConfig?: string; mirrors?: Record<string, string[]>; maxLayerBytes?: number; onProgress?: (event: ProgressEvent) => void; onPullProgress?: (event: PullProgress) => void }): Promise<ImageHandle>
+  static pullLocal(backend: LocalBackend, reference: string, options?: { platform?: string; policy?: 'missing' | 'if-missing' | 'always' | 'never'; insecure?: boolean; dockerConfig?: string; mirrors?: Record<string, string[]>; maxLayerBytes?: number; materialize?: boolean; onProgress?: (event: ProgressEvent) => void; onPullProgress?: (event: PullProgress) => void }): Promise<ImageHandle>
   /**
    * Pins the image a reference names (its manifest digest, not the
    * name) and marks it used. `id` defaults to a random one; `kind` to
    * `'sandbox'`; without `expiresInSeconds` it lasts until released.
    */
-  static acquire(reference: string, options?: { id?: string; kind?: 'sandbox' | 'snapshot'; expiresInSeconds?: number }): Promise<ImageLease>
+  static acquire(reference: string, options?: { id?: string; kind?: 'sandbox' | 'snapshot'; expiresInSeconds?: number; materialize?: boolean }): Promise<ImageLease>
   /** `Image.acquire` on a given backend. */
-  static acquireLocal(backend: LocalBackend, reference: string, options?: { id?: string; kind?: 'sandbox' | 'snapshot'; expiresInSeconds?: number }): Promise<ImageLease>
+  static acquireLocal(backend: LocalBackend, reference: string, options?: { id?: string; kind?: 'sandbox' | 'snapshot'; expiresInSeconds?: number; materialize?: boolean }): Promise<ImageLease>
   /** Ends a lease; resolves false when there was none of that id. */
   static release(id: string): Promise<boolean>
   /** `Image.release` on a given backend. */
@@ -197,6 +212,8 @@ export declare class ImageLease {
   get createdAt(): Date
   /** When it ends; `null` until released. */
   get expiresAt(): Date | null
+  /** The image's VM disk, when the lease was taken with `materialize`. */
+  get disk(): ImageDisk | null
   /** Ends the lease; resolves false if it had already ended. */
   release(): Promise<boolean>
   /** A plain object with the same fields. */
@@ -223,6 +240,8 @@ export interface DiskUsage {
   totalBytes: number
   /** `blobs/sha256/`, each blob once. */
   blobsBytes: number
+  /** `cache/vm/`: layer images, fsmeta and VMDK descriptors. */
+  vmBytes: number
   /** `tmp/`: transfers in flight or left over. */
   tmpBytes: number
   /** What `prune()` would free now (its dry run's `bytesReclaimed`). */
@@ -296,6 +315,37 @@ export interface ImageDetail {
   history: Array<ImageHistory>
 }
 
+/**
+ * An image's VM disk: the VMDK a microVM attaches (or the fsmeta with
+ * the layer images as its devices). Paths are absolute.
+ */
+export interface ImageDisk {
+  /** The familiar reference. */
+  reference: string
+  /** The image manifest the disk is made of. */
+  manifestDigest: string
+  /** The VMDK descriptor: fsmeta, then the layer images. */
+  vmdkPath: string
+  /** The merged metadata-only EROFS image. */
+  fsmetaPath: string
+  /** The layer images, bottom first. */
+  layers: Array<ImageDiskLayer>
+  /** The fsmeta and every layer image, in bytes. */
+  totalBytes: number
+}
+
+/** One layer image of an `ImageDisk`. */
+export interface ImageDiskLayer {
+  /** 0 for the bottom layer. */
+  position: number
+  /** The layer's diff_id. */
+  diffId: string
+  /** The EROFS image. */
+  path: string
+  /** Its size in bytes. */
+  sizeBytes: number
+}
+
 /** The plain-object form of an `ImageHandle` (what `JSON.stringify` writes). */
 export interface ImageHandleJson {
   reference: string
@@ -342,6 +392,7 @@ export interface ImageLeaseJson {
   manifestDigest: string | null
   createdAt: Date
   expiresAt: Date | null
+  disk: ImageDisk | null
 }
 
 /** What prune removed. */
@@ -381,7 +432,7 @@ export interface ImageUsage {
   reference: string
   /** The digest it points at. */
   manifestDigest: string
-  /** Every blob it needs, shared ones in full. */
+  /** Every blob it needs and its VM artifacts, shared ones in full. */
   sizeBytes: number
   /** The part another reference or a lease also needs. */
   sharedBytes: number
@@ -415,7 +466,8 @@ export interface OrphanBlob {
 export interface ProgressEvent {
   /**
    * `read` (an archive), `write` (a blob into the cache's tmp/), `verify`
-   * (decompressing a gzip layer to check its diff_id), `commit`.
+   * (decompressing a gzip layer to check its diff_id), `commit`, `erofs`
+   * (a layer's blob read into its VM image).
    */
   phase: string
   /** The blob concerned, for `write`. */
@@ -433,6 +485,14 @@ export type PullProgress =
   | { kind: 'layerDownloadProgress'; layerIndex: number; digest: string; downloadedBytes: number; totalBytes: number | null }
   | { kind: 'layerDownloadComplete'; layerIndex: number; digest: string; downloadedBytes: number }
   | { kind: 'layerDownloadVerifying'; layerIndex: number; digest: string }
+  | { kind: 'layerMaterializeStarted'; layerIndex: number; diffId: string }
+  | { kind: 'layerMaterializeProgress'; layerIndex: number; bytesRead: number; totalBytes: number | null }
+  | { kind: 'layerMaterializeWriting'; layerIndex: number }
+  | { kind: 'layerMaterializeComplete'; layerIndex: number; diffId: string; erofsSizeBytes: number }
+  | { kind: 'stitchMergingTrees'; layerCount: number }
+  | { kind: 'stitchWritingFsmeta' }
+  | { kind: 'stitchWritingVmdk' }
+  | { kind: 'stitchComplete'; vmdkPath: string }
   | { kind: 'complete'; reference: string; layerCount: number }
 
 /** One reference a prune took. */
@@ -477,4 +537,11 @@ export interface VerifyReport {
   quarantined: Array<string>
   /** With `repair`: references taken out of the index. */
   removedReferences: Array<string>
+  /** VM artifacts checked. */
+  artifactsChecked: number
+  /**
+   * VM artifacts that fail their check (`vm/layers/NAME: why`); with
+   * `repair`, deleted (made again by the next materialize).
+   */
+  corruptArtifacts: Array<string>
 }

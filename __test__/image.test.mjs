@@ -45,7 +45,7 @@ const HANDLE_FIELDS = [
   'reference', 'sizeBytes', 'manifestDigest', 'architecture', 'os', 'layerCount', 'lastUsedAt', 'createdAt',
   'imageCreatedAt',
 ];
-const LEASE_FIELDS = ['id', 'kind', 'reference', 'manifestDigest', 'createdAt', 'expiresAt'];
+const LEASE_FIELDS = ['id', 'kind', 'reference', 'manifestDigest', 'createdAt', 'expiresAt', 'disk'];
 
 /** Asserts `h` is an ImageHandle for the given manifest.json summary. */
 function assertHandle(h, reference, summary, { architecture = 'amd64' } = {}) {

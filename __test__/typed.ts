@@ -21,6 +21,9 @@ import type {
   ImageUsage,
   VerifyReport,
   ProgressEvent,
+  ImageDisk,
+  ImageDiskLayer,
+  PullProgress,
 } from 'microsandbox';
 
 declare function log(...args: unknown[]): void;
@@ -203,4 +206,30 @@ async function wrong(backend: LocalBackend, handle: ImageHandle, lease: ImageLea
   log(t, n);
 }
 
-export { ambient, local, wrong };
+async function disks(backend: LocalBackend): Promise<string> {
+  const disk: ImageDisk = await Image.materialize('rich', {
+    maxLayerBytes: 1 << 30,
+    onProgress: (e: ProgressEvent) => log(e.phase),
+    onPullProgress: (e: PullProgress) => {
+      if (e.kind === 'layerMaterializeProgress') log(e.layerIndex, e.bytesRead, e.totalBytes);
+      if (e.kind === 'layerMaterializeComplete') log(e.diffId, e.erofsSizeBytes);
+      if (e.kind === 'stitchComplete') log(e.vmdkPath);
+    },
+  });
+  const local: ImageDisk = await Image.materializeLocal(backend, 'rich');
+  const first: ImageDiskLayer = local.layers[0];
+  const sizes: number[] = disk.layers.map((l) => l.sizeBytes + l.position);
+  const du: DiskUsage = await Image.diskUsage();
+  const vm: number = du.vmBytes;
+  const v: VerifyReport = await Image.verify();
+  const bad: string[] = v.corruptArtifacts;
+  const report: ImagePruneReport = await Image.prune({ vmOnly: true, maxBytes: '20GB' });
+  const erofs: number | null = (await Image.inspect('rich')).layers[0].erofsSizeBytes;
+  log(first.diffId, first.path, sizes, vm, bad, report.fsmetaRemoved, report.vmdkRemoved, erofs, v.artifactsChecked);
+  // @ts-expect-error the disk's paths are strings
+  const n: number = disk.vmdkPath;
+  log(n);
+  return disk.fsmetaPath + disk.manifestDigest + disk.reference + disk.totalBytes;
+}
+
+export { ambient, disks, local, wrong };

@@ -13,8 +13,8 @@ use crate::args::NumberOrString;
 use crate::backend::LocalBackend;
 use crate::task::CoreTask;
 use crate::types::{
-    DiskUsage, ImageDetail, ImageHandle, ImageLease, ImagePruneReport, OrphanBlob, ProgressEvent,
-    PullProgress, VerifyReport,
+    DiskUsage, ImageDetail, ImageDisk, ImageHandle, ImageLease, ImagePruneReport, OrphanBlob,
+    ProgressEvent, PullProgress, VerifyReport,
 };
 
 type Backend = MicrosandboxResult<core::LocalBackend>;
@@ -92,6 +92,7 @@ fn prune_with(b: Backend, options: Unknown) -> AsyncTask<CoreTask<ImagePruneRepo
             dangling: args::opt_bool(&opts, "dangling")?.unwrap_or(false),
             unused_for,
             max_bytes,
+            vm_only: args::opt_bool(&opts, "vmOnly")?.unwrap_or(false),
         };
         Ok(move || b.prune_images_with(&options).map(ImagePruneReport::from))
     })
@@ -113,6 +114,27 @@ fn orphans_with(b: Backend) -> AsyncTask<CoreTask<Vec<OrphanBlob>>> {
             b.orphans()
                 .map(|v| v.into_iter().map(OrphanBlob::from).collect())
         })
+    })
+}
+
+fn materialize_with(
+    b: Backend,
+    reference: Unknown,
+    options: Unknown,
+) -> AsyncTask<CoreTask<ImageDisk>> {
+    spawn(b, |b| {
+        let reference = args::string(Some(reference), "reference")?;
+        let opts = args::options(Some(options), "options")?;
+        let options = core::MaterializeOptions {
+            progress: args::opt_function::<ProgressEvent, ()>(&opts, "onProgress")?
+                .map(progress_fn)
+                .transpose()?,
+            pull_progress: args::opt_function::<PullProgress, ()>(&opts, "onPullProgress")?
+                .map(pull_progress_fn)
+                .transpose()?,
+            max_layer_bytes: args::opt_number(&opts, "maxLayerBytes")?.map(|n| n as u64),
+        };
+        Ok(move || b.materialize(&reference, &options).map(ImageDisk::from))
     })
 }
 
@@ -152,6 +174,7 @@ fn load_with(b: Backend, path: Unknown, options: Unknown) -> AsyncTask<CoreTask<
             reference,
             progress,
             max_layer_bytes: args::opt_number(&opts, "maxLayerBytes")?.map(|n| n as u64),
+            materialize: args::opt_bool(&opts, "materialize")?.unwrap_or(false),
         };
         Ok(move || b.load_images(path.as_ref(), &options).map(handles))
     })
@@ -254,6 +277,7 @@ fn pull_with(b: Backend, reference: Unknown, options: Unknown) -> AsyncTask<Core
             docker_config,
             mirrors,
             max_layer_bytes: args::opt_number(&opts, "maxLayerBytes")?.map(|n| n as u64),
+            materialize: args::opt_bool(&opts, "materialize")?.unwrap_or(false),
         };
         Ok(move || b.pull_image(&reference, &options).map(ImageHandle::from))
     })
@@ -275,6 +299,7 @@ fn acquire_with(
             expires_in: args::opt_number(&opts, "expiresInSeconds")?
                 .map(|s| args::seconds(s, "expiresInSeconds"))
                 .transpose()?,
+            materialize: args::opt_bool(&opts, "materialize")?.unwrap_or(false),
         };
         Ok(move || {
             b.acquire_lease(&r, &options)
@@ -396,10 +421,13 @@ impl Image {
     /// references unused for that long. `maxBytes` (bytes, or `'20GB'`,
     /// `'512MiB'`) evicts unpinned references least recently used first
     /// until the blobs fit; `overBudgetBytes` says how far leases keep it
-    /// above. `dryRun: true` returns the same report and deletes nothing.
+    /// above. `vmOnly: true` takes only VM artifacts (of images no lease
+    /// pins; with `unusedFor` or `maxBytes`, by that policy) and keeps every
+    /// reference and blob. `dryRun: true` returns the same report and
+    /// deletes nothing.
     /// Leased images survive every policy. Sizes are allocated bytes.
     #[napi(
-        ts_args_type = "options?: { dryRun?: boolean; dangling?: boolean; unusedFor?: number | string; maxBytes?: number | string }",
+        ts_args_type = "options?: { dryRun?: boolean; dangling?: boolean; unusedFor?: number | string; maxBytes?: number | string; vmOnly?: boolean }",
         ts_return_type = "Promise<ImagePruneReport>"
     )]
     pub fn prune(options: Unknown) -> AsyncTask<CoreTask<ImagePruneReport>> {
@@ -408,7 +436,7 @@ impl Image {
 
     /// `Image.prune` on a given backend.
     #[napi(
-        ts_args_type = "backend: LocalBackend, options?: { dryRun?: boolean; dangling?: boolean; unusedFor?: number | string; maxBytes?: number | string }",
+        ts_args_type = "backend: LocalBackend, options?: { dryRun?: boolean; dangling?: boolean; unusedFor?: number | string; maxBytes?: number | string; vmOnly?: boolean }",
         ts_return_type = "Promise<ImagePruneReport>"
     )]
     pub fn prune_local(
@@ -481,6 +509,34 @@ impl Image {
         purge_with(local(backend), options)
     }
 
+    /// Makes whatever the image's VM disk lacks (an EROFS image per layer,
+    /// made once for every image that shares the layer; the merged
+    /// fsmeta; the VMDK descriptor) and resolves with the disk. A disk
+    /// already made is checked and returned at once. Rejects
+    /// `ImageNotFound`, `InvalidArchive` (a layer EROFS cannot hold, named),
+    /// `DigestMismatch`, `Unsupported` (a compression this version cannot
+    /// read), `CorruptCache`, `Busy`.
+    #[napi(
+        ts_args_type = "reference: string, options?: { maxLayerBytes?: number; onProgress?: (event: ProgressEvent) => void; onPullProgress?: (event: PullProgress) => void }",
+        ts_return_type = "Promise<ImageDisk>"
+    )]
+    pub fn materialize(reference: Unknown, options: Unknown) -> AsyncTask<CoreTask<ImageDisk>> {
+        materialize_with(ambient(), reference, options)
+    }
+
+    /// `Image.materialize` on a given backend.
+    #[napi(
+        ts_args_type = "backend: LocalBackend, reference: string, options?: { maxLayerBytes?: number; onProgress?: (event: ProgressEvent) => void; onPullProgress?: (event: PullProgress) => void }",
+        ts_return_type = "Promise<ImageDisk>"
+    )]
+    pub fn materialize_local(
+        backend: Unknown,
+        reference: Unknown,
+        options: Unknown,
+    ) -> AsyncTask<CoreTask<ImageDisk>> {
+        materialize_with(local(backend), reference, options)
+    }
+
     /// What the cache takes on disk, each blob counted once (allocated
     /// bytes, as `du` counts): totals, what `prune()` would free now, and
     /// per reference its size, shared and unique bytes.
@@ -510,7 +566,7 @@ impl Image {
     /// Rejects `InvalidArchive`, `DigestMismatch`, `PlatformNotFound`; the
     /// cache is unchanged on any error.
     #[napi(
-        ts_args_type = "path: string, options?: { platform?: string; reference?: string; tag?: string; maxLayerBytes?: number; onProgress?: (event: ProgressEvent) => void }",
+        ts_args_type = "path: string, options?: { platform?: string; reference?: string; tag?: string; maxLayerBytes?: number; materialize?: boolean; onProgress?: (event: ProgressEvent) => void }",
         ts_return_type = "Promise<Array<ImageHandle>>"
     )]
     pub fn load(path: Unknown, options: Unknown) -> AsyncTask<CoreTask<Vec<ImageHandle>>> {
@@ -519,7 +575,7 @@ impl Image {
 
     /// `Image.load` on a given backend.
     #[napi(
-        ts_args_type = "backend: LocalBackend, path: string, options?: { platform?: string; reference?: string; tag?: string; maxLayerBytes?: number; onProgress?: (event: ProgressEvent) => void }",
+        ts_args_type = "backend: LocalBackend, path: string, options?: { platform?: string; reference?: string; tag?: string; maxLayerBytes?: number; materialize?: boolean; onProgress?: (event: ProgressEvent) => void }",
         ts_return_type = "Promise<Array<ImageHandle>>"
     )]
     pub fn load_local(
@@ -575,7 +631,7 @@ impl Image {
     /// `DigestMismatch`, `PlatformNotFound`, `InvalidArgument` (a bad
     /// mirror or settings file).
     #[napi(
-        ts_args_type = "reference: string, options?: { platform?: string; policy?: 'missing' | 'if-missing' | 'always' | 'never'; insecure?: boolean; dockerConfig?: string; mirrors?: Record<string, string[]>; maxLayerBytes?: number; onProgress?: (event: ProgressEvent) => void; onPullProgress?: (event: PullProgress) => void }",
+        ts_args_type = "reference: string, options?: { platform?: string; policy?: 'missing' | 'if-missing' | 'always' | 'never'; insecure?: boolean; dockerConfig?: string; mirrors?: Record<string, string[]>; maxLayerBytes?: number; materialize?: boolean; onProgress?: (event: ProgressEvent) => void; onPullProgress?: (event: PullProgress) => void }",
         ts_return_type = "Promise<ImageHandle>"
     )]
     pub fn pull(reference: Unknown, options: Unknown) -> AsyncTask<CoreTask<ImageHandle>> {
@@ -584,7 +640,7 @@ impl Image {
 
     /// `Image.pull` on a given backend.
     #[napi(
-        ts_args_type = "backend: LocalBackend, reference: string, options?: { platform?: string; policy?: 'missing' | 'if-missing' | 'always' | 'never'; insecure?: boolean; dockerConfig?: string; mirrors?: Record<string, string[]>; maxLayerBytes?: number; onProgress?: (event: ProgressEvent) => void; onPullProgress?: (event: PullProgress) => void }",
+        ts_args_type = "backend: LocalBackend, reference: string, options?: { platform?: string; policy?: 'missing' | 'if-missing' | 'always' | 'never'; insecure?: boolean; dockerConfig?: string; mirrors?: Record<string, string[]>; maxLayerBytes?: number; materialize?: boolean; onProgress?: (event: ProgressEvent) => void; onPullProgress?: (event: PullProgress) => void }",
         ts_return_type = "Promise<ImageHandle>"
     )]
     pub fn pull_local(
@@ -599,7 +655,7 @@ impl Image {
     /// name) and marks it used. `id` defaults to a random one; `kind` to
     /// `'sandbox'`; without `expiresInSeconds` it lasts until released.
     #[napi(
-        ts_args_type = "reference: string, options?: { id?: string; kind?: 'sandbox' | 'snapshot'; expiresInSeconds?: number }",
+        ts_args_type = "reference: string, options?: { id?: string; kind?: 'sandbox' | 'snapshot'; expiresInSeconds?: number; materialize?: boolean }",
         ts_return_type = "Promise<ImageLease>"
     )]
     pub fn acquire(reference: Unknown, options: Unknown) -> AsyncTask<CoreTask<ImageLease>> {
@@ -608,7 +664,7 @@ impl Image {
 
     /// `Image.acquire` on a given backend.
     #[napi(
-        ts_args_type = "backend: LocalBackend, reference: string, options?: { id?: string; kind?: 'sandbox' | 'snapshot'; expiresInSeconds?: number }",
+        ts_args_type = "backend: LocalBackend, reference: string, options?: { id?: string; kind?: 'sandbox' | 'snapshot'; expiresInSeconds?: number; materialize?: boolean }",
         ts_return_type = "Promise<ImageLease>"
     )]
     pub fn acquire_local(

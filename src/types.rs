@@ -303,6 +303,8 @@ pub struct DiskUsage {
     pub total_bytes: f64,
     /// `blobs/sha256/`, each blob once.
     pub blobs_bytes: f64,
+    /// `cache/vm/`: layer images, fsmeta and VMDK descriptors.
+    pub vm_bytes: f64,
     /// `tmp/`: transfers in flight or left over.
     pub tmp_bytes: f64,
     /// What `prune()` would free now (its dry run's `bytesReclaimed`).
@@ -318,7 +320,7 @@ pub struct ImageUsage {
     pub reference: String,
     /// The digest it points at.
     pub manifest_digest: String,
-    /// Every blob it needs, shared ones in full.
+    /// Every blob it needs and its VM artifacts, shared ones in full.
     pub size_bytes: f64,
     /// The part another reference or a lease also needs.
     pub shared_bytes: f64,
@@ -335,6 +337,7 @@ impl From<core::DiskUsage> for DiskUsage {
         DiskUsage {
             total_bytes: num(u.total_bytes),
             blobs_bytes: num(u.blobs_bytes),
+            vm_bytes: num(u.vm_bytes),
             tmp_bytes: num(u.tmp_bytes),
             reclaimable_bytes: num(u.reclaimable_bytes),
             images: u
@@ -422,6 +425,7 @@ pub struct ImageLeaseJson {
     pub manifest_digest: Option<String>,
     pub created_at: DateTime<Utc>,
     pub expires_at: Option<DateTime<Utc>>,
+    pub disk: Option<ImageDisk>,
 }
 
 #[napi]
@@ -462,6 +466,12 @@ impl ImageLease {
         self.inner.expires_at
     }
 
+    /// The image's VM disk, when the lease was taken with `materialize`.
+    #[napi(getter)]
+    pub fn disk(&self) -> Option<ImageDisk> {
+        self.inner.disk.clone().map(ImageDisk::from)
+    }
+
     /// Ends the lease; resolves false if it had already ended.
     #[napi(ts_return_type = "Promise<boolean>")]
     pub fn release(&self) -> AsyncTask<CoreTask<bool>> {
@@ -485,6 +495,7 @@ pub fn lease_json(l: &core::ImageLease) -> ImageLeaseJson {
         manifest_digest: l.manifest_digest.clone(),
         created_at: l.created_at,
         expires_at: l.expires_at,
+        disk: l.disk.clone().map(ImageDisk::from),
     }
 }
 
@@ -492,7 +503,8 @@ pub fn lease_json(l: &core::ImageLease) -> ImageLeaseJson {
 #[napi(object, use_nullable = true)]
 pub struct ProgressEvent {
     /// `read` (an archive), `write` (a blob into the cache's tmp/), `verify`
-    /// (decompressing a gzip layer to check its diff_id), `commit`.
+    /// (decompressing a gzip layer to check its diff_id), `commit`, `erofs`
+    /// (a layer's blob read into its VM image).
     pub phase: String,
     /// The blob concerned, for `write`.
     pub digest: Option<String>,
@@ -539,6 +551,11 @@ pub struct VerifyReport {
     pub quarantined: Vec<String>,
     /// With `repair`: references taken out of the index.
     pub removed_references: Vec<String>,
+    /// VM artifacts checked.
+    pub artifacts_checked: f64,
+    /// VM artifacts that fail their check (`vm/layers/NAME: why`); with
+    /// `repair`, deleted (made again by the next materialize).
+    pub corrupt_artifacts: Vec<String>,
 }
 
 impl From<core::VerifyReport> for VerifyReport {
@@ -555,6 +572,8 @@ impl From<core::VerifyReport> for VerifyReport {
             bad_index_entries: r.bad_index_entries,
             quarantined: r.quarantined,
             removed_references: r.removed_references,
+            artifacts_checked: num(r.artifacts_checked),
+            corrupt_artifacts: r.corrupt_artifacts,
         }
     }
 }
@@ -589,6 +608,31 @@ pub enum PullProgress {
     LayerDownloadVerifying {
         layer_index: u32,
         digest: String,
+    },
+    LayerMaterializeStarted {
+        layer_index: u32,
+        diff_id: String,
+    },
+    LayerMaterializeProgress {
+        layer_index: u32,
+        bytes_read: f64,
+        total_bytes: Option<f64>,
+    },
+    LayerMaterializeWriting {
+        layer_index: u32,
+    },
+    LayerMaterializeComplete {
+        layer_index: u32,
+        diff_id: String,
+        erofs_size_bytes: f64,
+    },
+    StitchMergingTrees {
+        layer_count: u32,
+    },
+    StitchWritingFsmeta {},
+    StitchWritingVmdk {},
+    StitchComplete {
+        vmdk_path: String,
     },
     Complete {
         reference: String,
@@ -643,6 +687,40 @@ impl From<&core::PullProgress> for PullProgress {
                 layer_index: count(layer_index),
                 digest,
             },
+            P::LayerMaterializeStarted {
+                layer_index,
+                diff_id,
+            } => PullProgress::LayerMaterializeStarted {
+                layer_index: count(layer_index),
+                diff_id,
+            },
+            P::LayerMaterializeProgress {
+                layer_index,
+                bytes_read,
+                total_bytes,
+            } => PullProgress::LayerMaterializeProgress {
+                layer_index: count(layer_index),
+                bytes_read: num(bytes_read),
+                total_bytes: total_bytes.map(num),
+            },
+            P::LayerMaterializeWriting { layer_index } => PullProgress::LayerMaterializeWriting {
+                layer_index: count(layer_index),
+            },
+            P::LayerMaterializeComplete {
+                layer_index,
+                diff_id,
+                erofs_size_bytes,
+            } => PullProgress::LayerMaterializeComplete {
+                layer_index: count(layer_index),
+                diff_id,
+                erofs_size_bytes: num(erofs_size_bytes),
+            },
+            P::StitchMergingTrees { layer_count } => PullProgress::StitchMergingTrees {
+                layer_count: count(layer_count),
+            },
+            P::StitchWritingFsmeta => PullProgress::StitchWritingFsmeta {},
+            P::StitchWritingVmdk => PullProgress::StitchWritingVmdk {},
+            P::StitchComplete { vmdk_path } => PullProgress::StitchComplete { vmdk_path },
             P::Complete {
                 reference,
                 layer_count,
@@ -673,6 +751,59 @@ impl From<core::OrphanBlob> for OrphanBlob {
             kind: o.kind.to_owned(),
             size_bytes: num(o.size_bytes),
             modified_at: o.modified_at,
+        }
+    }
+}
+
+/// An image's VM disk: the VMDK a microVM attaches (or the fsmeta with
+/// the layer images as its devices). Paths are absolute.
+#[napi(object)]
+pub struct ImageDisk {
+    /// The familiar reference.
+    pub reference: String,
+    /// The image manifest the disk is made of.
+    pub manifest_digest: String,
+    /// The VMDK descriptor: fsmeta, then the layer images.
+    pub vmdk_path: String,
+    /// The merged metadata-only EROFS image.
+    pub fsmeta_path: String,
+    /// The layer images, bottom first.
+    pub layers: Vec<ImageDiskLayer>,
+    /// The fsmeta and every layer image, in bytes.
+    pub total_bytes: f64,
+}
+
+/// One layer image of an `ImageDisk`.
+#[napi(object)]
+pub struct ImageDiskLayer {
+    /// 0 for the bottom layer.
+    pub position: u32,
+    /// The layer's diff_id.
+    pub diff_id: String,
+    /// The EROFS image.
+    pub path: String,
+    /// Its size in bytes.
+    pub size_bytes: f64,
+}
+
+impl From<core::ImageDisk> for ImageDisk {
+    fn from(d: core::ImageDisk) -> Self {
+        ImageDisk {
+            reference: d.reference,
+            manifest_digest: d.manifest_digest,
+            vmdk_path: d.vmdk_path.display().to_string(),
+            fsmeta_path: d.fsmeta_path.display().to_string(),
+            layers: d
+                .layers
+                .into_iter()
+                .map(|l| ImageDiskLayer {
+                    position: l.position,
+                    diff_id: l.diff_id,
+                    path: l.path.display().to_string(),
+                    size_bytes: num(l.size_bytes),
+                })
+                .collect(),
+            total_bytes: num(d.total_bytes),
         }
     }
 }

@@ -133,10 +133,13 @@ async function prune({ backend, values, positionals }) {
   if (values['unused-for'] !== undefined) options.unusedFor = values['unused-for'];
   if (values['max-size'] !== undefined) options.maxBytes = values['max-size'];
   // docker's convention: by default only what nothing uses; -a (or a
-  // policy) takes references too.
-  if (!values.all && !policy) options.dangling = true;
+  // policy) takes references too. --vm-only takes only VM disks.
+  if (values['vm-only']) options.vmOnly = true;
+  else if (!values.all && !policy) options.dangling = true;
   if (!options.dryRun && !values.force && process.stdin.isTTY && process.stderr.isTTY) {
-    const what = options.dangling
+    const what = options.vmOnly
+      ? 'the VM disks the policy selects (images and blobs stay)'
+      : options.dangling
       ? 'all content no image or lease needs'
       : values.all && !policy
         ? 'every image no lease pins, and all content nothing needs'
@@ -165,6 +168,7 @@ async function prune({ backend, values, positionals }) {
     count(r.tmpFilesRemoved, 'temporary file'),
     count(r.expiredLeasesRemoved, 'expired lease'),
   ];
+  if (r.fsmetaRemoved || r.vmdkRemoved) counts.push(count(r.vmdkRemoved, 'VM disk'));
   process.stdout.write(`${verb} ${counts.join(', ')}\n`);
   if (r.overBudgetBytes > 0) process.stdout.write(`Leases keep the cache ${humanSize(r.overBudgetBytes)} over the budget\n`);
   process.stdout.write(`Total ${r.dryRun ? 'reclaimable' : 'reclaimed'} space: ${sizeOrDash(r.bytesReclaimed)}\n`);
@@ -232,6 +236,7 @@ async function df({ backend, values, positionals }) {
       ['TYPE', 'TOTAL', 'ACTIVE', 'SIZE', 'RECLAIMABLE'],
       [
         ['Images', u.images.length, active, humanSize(u.blobsBytes), humanSize(u.reclaimableBytes)],
+        ['VM disks', '-', '-', humanSize(u.vmBytes), '-'],
         ['Temporary', '-', '-', humanSize(u.tmpBytes), '-'],
       ],
     )}\nTotal on disk: ${humanSize(u.totalBytes)}\n`,
@@ -305,10 +310,48 @@ async function pull({ backend, values, positionals }) {
     const h = await Image.pullLocal(backend, positionals[0], options);
     // Only `always` is sure to transfer (and commit); the others may answer from the cache.
     await p.done([h], options.policy === 'always');
+    if (values.materialize) {
+      const disk = await Image.materializeLocal(backend, h.reference);
+      if (values.json) {
+        printJson({ ...handleJson(h), disk });
+        return 0;
+      }
+      if (!values.quiet) process.stderr.write(`disk ${disk.vmdkPath}\n`);
+    }
     printHandles(values, [h]);
   } finally {
     p.close();
   }
+  return 0;
+}
+
+/**
+ * Makes an image's VM disk. Bars on a terminal, else a line per layer image
+ * made; prints the VMDK's path (with --json the whole disk).
+ */
+async function materialize({ backend, values, positionals }) {
+  needArgs(positionals, 1, 'REF');
+  if (positionals.length > 1) throw new UsageError(`unexpected argument ${positionals[1]}`);
+  const quiet = values.json || values.quiet;
+  const tty = Boolean(process.stderr.isTTY);
+  const r = quiet || !tty ? null : reporter(process.stderr, { tty, verb: 'made' });
+  const options = {};
+  if (r) options.onProgress = r.onProgress;
+  if (!quiet && !tty) {
+    options.onPullProgress = (e) => {
+      if (e.kind === 'layerMaterializeComplete') {
+        process.stderr.write(`layer ${e.layerIndex} ${e.diffId.slice(0, 19)}… ${humanSize(e.erofsSizeBytes)}\n`);
+      }
+    };
+  }
+  let disk;
+  try {
+    disk = await Image.materializeLocal(backend, positionals[0], options);
+  } finally {
+    if (r) r.close();
+  }
+  if (values.json) printJson(disk);
+  else process.stdout.write(`${disk.vmdkPath}\n`);
   return 0;
 }
 
@@ -467,17 +510,20 @@ const COMMANDS = {
   },
   prune: {
     run: prune,
-    usage: 'image prune [-a] [--unused-for AGE] [--max-size SIZE] [--dry-run] [-f] [--json]',
+    usage: 'image prune [-a] [--vm-only] [--unused-for AGE] [--max-size SIZE] [--dry-run] [-f] [--json]',
     summary: 'Remove what nothing uses; with -a or a policy, images too.',
     about:
       'By default only content no image or lease needs; -a also every image no lease pins;\n' +
       '--unused-for 7d the images unused that long; --max-size 20GB the least recently used until the\n' +
-      'cache fits. Each removed image is shown with the space only it held. --dry-run only reports.\n' +
+      'cache fits. Each removed image is shown with the space only it held. --vm-only removes only VM\n' +
+      'disks (of images no lease pins; with a policy, those it selects), keeping images and blobs.\n' +
+      '--dry-run only reports.\n' +
       'Asks before deleting on a terminal unless -f.',
     options: {
       all: { type: 'boolean', short: 'a' },
       'unused-for': { type: 'string' },
       'max-size': { type: 'string' },
+      'vm-only': { type: 'boolean' },
       'dry-run': { type: 'boolean' },
       force: { type: 'boolean', short: 'f' },
     },
@@ -509,17 +555,29 @@ const COMMANDS = {
   },
   pull: {
     run: pull,
-    usage: 'image pull [--platform OS/ARCH] [--policy always|missing|never] [--insecure] [-q] REF',
+    usage: 'image pull [--platform OS/ARCH] [--policy always|missing|never] [--insecure] [--materialize] [-q] REF',
     summary: 'Pull an image from its registry (Docker Hub by default).',
     about:
       'Progress on stderr: a bar per blob on a terminal, else a line per finished layer; none with -q\n' +
-      'or --json. --policy missing answers from the cache when it can.',
+      'or --json. --policy missing answers from the cache when it can. --materialize also makes the\n' +
+      "image's VM disk (as image materialize).",
     options: {
+      materialize: { type: 'boolean' },
       platform: { type: 'string' },
       policy: { type: 'string' },
       insecure: { type: 'boolean' },
       quiet: { type: 'boolean', short: 'q' },
     },
+  },
+  materialize: {
+    run: materialize,
+    usage: 'image materialize [-q] [--json] REF',
+    summary: "Make an image's VM disk (EROFS layers, fsmeta, VMDK) and print the VMDK's path.",
+    about:
+      'Each layer image is made once for every image that shares the layer; a disk already made is\n' +
+      'checked and returned at once. Progress on stderr: bars on a terminal, else a line per layer\n' +
+      'image made. --json prints the whole disk (paths and sizes).',
+    options: { quiet: { type: 'boolean', short: 'q' } },
   },
   load: {
     run: load,
@@ -542,8 +600,9 @@ const COMMANDS = {
     usage: 'image verify [--repair] [--json]',
     summary: 'Re-hash every blob and check the cache.',
     about:
-      'Exits 1 if anything is wrong. --repair moves corrupt blobs to cache/quarantine/ and removes\n' +
-      'references that can no longer be served.',
+      'Exits 1 if anything is wrong. --repair moves corrupt blobs to cache/quarantine/, removes\n' +
+      'references that can no longer be served, and deletes damaged VM artifacts (made again by the\n' +
+      'next materialize).',
     options: { repair: { type: 'boolean' } },
   },
   leases: {

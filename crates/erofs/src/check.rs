@@ -56,7 +56,7 @@ impl DeviceInfo {
 }
 
 /// Checks that `image` is an EROFS image of this crate's kind and returns
-/// its facts: magic, 4 KiB blocks, superblock checksum, a size that matches
+/// its facts: magic, 4 KiB blocks, a superblock checksum (required), a size that matches
 /// the superblock, a device table that lies inside it, a root directory.
 ///
 /// # Errors
@@ -64,6 +64,14 @@ impl DeviceInfo {
 /// [`ErrorKind::InvalidImage`] naming what is wrong, or I/O errors.
 pub fn check_image(image: &dyn ReadAt) -> Result<ImageInfo> {
     let img = Image::open(image)?;
+    // Every image this crate writes carries a superblock checksum; one
+    // without it could hide a flipped bit anywhere in block 0.
+    if img.sb.feature_compat & crate::format::COMPAT_SB_CHKSUM == 0 {
+        return Err(Error::new(
+            ErrorKind::InvalidImage,
+            "the superblock carries no checksum",
+        ));
+    }
     let root = img.node(img.sb.root_nid as u64)?;
     if root.raw.mode & mode::S_IFMT != mode::S_IFDIR {
         return Err(Error::new(

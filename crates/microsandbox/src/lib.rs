@@ -44,6 +44,7 @@ mod oci;
 mod store;
 mod transfer;
 mod util;
+mod vm;
 
 #[cfg(feature = "testing")]
 #[doc(hidden)]
@@ -57,8 +58,8 @@ pub mod backend {
 
 pub use api::backend::{LeaseOptions, LocalBackend, LocalBackendBuilder};
 pub use api::handle::{
-    DiskUsage, ImageConfigDetail, ImageDetail, ImageHandle, ImageHistory, ImageLayerDetail,
-    ImageLease, ImagePruneReport, ImageUsage, RemovedImage,
+    DiskUsage, ImageConfigDetail, ImageDetail, ImageDisk, ImageDiskLayer, ImageHandle,
+    ImageHistory, ImageLayerDetail, ImageLease, ImagePruneReport, ImageUsage, RemovedImage,
 };
 pub use api::image::Image;
 pub use error::{ErrorKind, MicrosandboxError, MicrosandboxResult};
@@ -73,3 +74,4 @@ pub use store::lease::LeaseKind;
 pub use transfer::progress::{Phase, Progress, ProgressFn, PullProgress, PullProgressFn};
 pub use transfer::registry::{PullOptions, PullPolicy};
 pub use transfer::{LoadOptions, SaveFormat, SaveOptions, DEFAULT_MAX_LAYER_BYTES};
+pub use vm::materialize::MaterializeOptions;

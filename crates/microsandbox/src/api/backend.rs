@@ -21,6 +21,7 @@ use crate::oci::digest::Digest;
 use crate::oci::model::{Platform, Shape, ANN_LAST_USED};
 use crate::oci::platform;
 use crate::oci::reference::Reference;
+use crate::store::artifact::{self, ArtifactKind};
 use crate::store::catalog::{check_target_text, CatalogCache, Entry, Target};
 use crate::store::content;
 use crate::store::index::{self, IndexTxn};
@@ -30,6 +31,7 @@ use crate::store::lock::{Exclusive, Shared};
 use crate::transfer::registry::{PullOptions, PullPolicy};
 use crate::transfer::{self, LoadOptions, SaveOptions};
 use crate::util::time;
+use crate::vm::materialize::MaterializeOptions;
 
 /// How long an operation waits for the cache lock before `Busy`.
 pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(30);
@@ -165,6 +167,10 @@ pub struct LeaseOptions {
     pub kind: Option<LeaseKind>,
     /// The lease ends this long after it is taken; never if unset.
     pub expires_in: Option<Duration>,
+    /// Also make the image's VM disk (pinned by the lease), returned with
+    /// the lease; if it cannot be made, the lease ends and the error is
+    /// returned.
+    pub materialize: bool,
 }
 
 impl LocalBackend {
@@ -227,6 +233,30 @@ impl LocalBackend {
     /// The handle, config and layers of one reference. Blocking.
     pub fn inspect_image(&self, reference: &str) -> MicrosandboxResult<ImageDetail> {
         self.with_entry(reference, inspect_entry)
+    }
+
+    /// Makes whatever the image's VM disk lacks and returns it. Blocking.
+    ///
+    /// # Errors
+    ///
+    /// `ImageNotFound`; `InvalidArchive` for a layer that cannot be made a
+    /// VM image (naming the entry); `DigestMismatch` for a layer that does
+    /// not decompress to its diff_id; `Unsupported` for a compression this
+    /// version cannot read; `CorruptCache`; `Busy`; `Io`.
+    pub fn materialize(
+        &self,
+        reference: &str,
+        options: &crate::MaterializeOptions,
+    ) -> MicrosandboxResult<crate::ImageDisk> {
+        let plan = self.with_entry(reference, |layout, entry| {
+            crate::vm::materialize::plan(
+                layout,
+                &entry.descriptor,
+                entry.handle.reference().to_owned(),
+            )
+        })?;
+        let layout = self.inner.home.layout()?;
+        crate::vm::materialize::materialize(&layout, &plan, options)
     }
 
     /// Removes a reference (every spelling of it); its content stays until
@@ -378,7 +408,18 @@ impl LocalBackend {
         path: &Path,
         options: &LoadOptions,
     ) -> MicrosandboxResult<Vec<ImageHandle>> {
-        transfer::load(&*self.layout()?, path, options)
+        let handles = transfer::load(&*self.layout()?, path, options)?;
+        if options.materialize {
+            let vm = MaterializeOptions {
+                progress: options.progress.clone(),
+                pull_progress: None,
+                max_layer_bytes: options.max_layer_bytes,
+            };
+            for h in &handles {
+                self.materialize(h.reference(), &vm)?;
+            }
+        }
+        Ok(handles)
     }
 
     /// Pulls a reference from its registry, as `options.policy` says.
@@ -394,6 +435,19 @@ impl LocalBackend {
         reference: &str,
         options: &PullOptions,
     ) -> MicrosandboxResult<ImageHandle> {
+        let handle = self.pull_only(reference, options)?;
+        if options.materialize {
+            let vm = MaterializeOptions {
+                progress: options.progress.clone(),
+                pull_progress: options.pull_progress.clone(),
+                max_layer_bytes: options.max_layer_bytes,
+            };
+            self.materialize(handle.reference(), &vm)?;
+        }
+        Ok(handle)
+    }
+
+    fn pull_only(&self, reference: &str, options: &PullOptions) -> MicrosandboxResult<ImageHandle> {
         let r = Reference::parse(reference)?;
         let want = options.platform.clone().unwrap_or_else(platform::host);
         // A cached entry answers a pull only if it is for the platform asked.
@@ -474,6 +528,31 @@ impl LocalBackend {
     /// bad id, an expiry of zero, or an id that an unexpired lease on
     /// another manifest holds.
     pub fn acquire_lease(
+        &self,
+        reference: &str,
+        options: &LeaseOptions,
+    ) -> MicrosandboxResult<ImageLease> {
+        let mut lease = self.take_lease(reference, options)?;
+        if options.materialize {
+            // The lease pins the manifest (and so its disk) before the disk
+            // is made: no prune can take it between the two. A disk that
+            // cannot be made ends the lease.
+            let made = lease.manifest_digest.as_deref().map_or_else(
+                || Err(not_found(reference)),
+                |digest| self.materialize(digest, &MaterializeOptions::default()),
+            );
+            match made {
+                Ok(disk) => lease.disk = Some(disk),
+                Err(e) => {
+                    let _ = self.release_lease(&lease.id);
+                    return Err(e);
+                }
+            }
+        }
+        Ok(lease)
+    }
+
+    fn take_lease(
         &self,
         reference: &str,
         options: &LeaseOptions,
@@ -606,6 +685,13 @@ impl LocalBackend {
     }
 }
 
+/// The size of a layer's VM image, if it has one.
+fn erofs_size(layout: &Layout, diff_id: &str) -> Option<i64> {
+    let key = diff_id.parse::<crate::oci::digest::Digest>().ok()?;
+    let stat = artifact::stat(layout, ArtifactKind::Layer, &key).ok()??;
+    (crate::store::fs::kind(&stat) == rustix::fs::FileType::RegularFile).then_some(stat.st_size)
+}
+
 /// A declared size as the API gives sizes; past `i64` it is an error.
 fn size_i64(size: u64, digest: &crate::oci::digest::Digest) -> MicrosandboxResult<i64> {
     i64::try_from(size).map_err(|_| {
@@ -646,6 +732,7 @@ fn lease_view(l: &LeaseRecord) -> ImageLease {
         manifest_digest: l.manifest_digest.as_ref().map(|d| d.to_string()),
         created_at: time::utc(l.created()),
         expires_at: l.expires().map(time::utc),
+        disk: None,
     }
 }
 
@@ -678,7 +765,7 @@ fn inspect_entry(layout: &Layout, entry: &Entry) -> MicrosandboxResult<ImageDeta
                 blob_digest: l.digest.to_string(),
                 media_type: Some(l.media_type.clone()),
                 compressed_size_bytes: Some(size_i64(l.size, &l.digest)?),
-                erofs_size_bytes: None,
+                erofs_size_bytes: erofs_size(layout, diff_id),
                 position: i32::try_from(i).unwrap_or(i32::MAX),
             })
         })

@@ -185,6 +185,21 @@ pub struct ImagePruneReport {
 }
 
 impl ImagePruneReport {
+    /// Counts one VM artifact (deleted, or to be) of `bytes` on disk.
+    pub(crate) fn count_artifact(
+        &mut self,
+        kind: crate::store::artifact::ArtifactKind,
+        bytes: u64,
+    ) {
+        use crate::store::artifact::ArtifactKind;
+        match kind {
+            ArtifactKind::Layer => self.layers_removed += 1,
+            ArtifactKind::Fsmeta => self.fsmeta_removed += 1,
+            ArtifactKind::Vmdk => self.vmdk_removed += 1,
+        }
+        self.reclaim(bytes);
+    }
+
     /// An empty report, measured: nothing reclaimed yet.
     pub(crate) fn measured(dry_run: bool) -> Self {
         ImagePruneReport {
@@ -233,6 +248,8 @@ pub struct ImageLease {
     pub created_at: DateTime<Utc>,
     /// When it ends; `None` until released.
     pub expires_at: Option<DateTime<Utc>>,
+    /// The image's VM disk, when the lease was taken with `materialize`.
+    pub disk: Option<ImageDisk>,
 }
 
 /// What the cache takes on disk, each blob counted once. Every size is
@@ -243,6 +260,8 @@ pub struct DiskUsage {
     pub total_bytes: u64,
     /// The files of `blobs/sha256/`.
     pub blobs_bytes: u64,
+    /// The VM artifacts of `cache/vm/` (layer images, fsmeta, VMDK).
+    pub vm_bytes: u64,
     /// The files of `tmp/` (downloads and loads in flight or left over).
     pub tmp_bytes: u64,
     /// What `prune()` would free now: its dry run's `bytes_reclaimed`.
@@ -258,7 +277,7 @@ pub struct ImageUsage {
     pub reference: String,
     /// The digest the reference points at.
     pub manifest_digest: String,
-    /// Every blob it needs (shared ones in full).
+    /// Every blob it needs and its VM artifacts (shared ones in full).
     pub size_bytes: u64,
     /// The part of `size_bytes` another reference or a lease also needs.
     pub shared_bytes: u64,
@@ -269,4 +288,35 @@ pub struct ImageUsage {
     pub in_use: bool,
     /// When a lease last took it; `None` if never.
     pub last_used_at: Option<DateTime<Utc>>,
+}
+
+/// An image's VM disk: what a microVM attaches (the VMDK, or the fsmeta
+/// with the layer images as its devices). Paths are absolute.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ImageDisk {
+    /// The reference asked for, in its familiar form.
+    pub reference: String,
+    /// The image manifest the disk is made of (the host's platform of an index).
+    pub manifest_digest: String,
+    /// The VMDK descriptor joining the fsmeta and the layer images.
+    pub vmdk_path: std::path::PathBuf,
+    /// The merged metadata-only EROFS image.
+    pub fsmeta_path: std::path::PathBuf,
+    /// The layer images, bottom first.
+    pub layers: Vec<ImageDiskLayer>,
+    /// The disk's size: the fsmeta and every layer image.
+    pub total_bytes: u64,
+}
+
+/// One layer image of an [`ImageDisk`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ImageDiskLayer {
+    /// 0 for the bottom layer.
+    pub position: u32,
+    /// The layer's diff_id, which names its image.
+    pub diff_id: String,
+    /// The EROFS image.
+    pub path: std::path::PathBuf,
+    /// Its size.
+    pub size_bytes: u64,
 }

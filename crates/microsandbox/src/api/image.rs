@@ -161,6 +161,30 @@ impl Image {
         run(backend.clone(), |b| b.orphans()).await
     }
 
+    /// Makes whatever the image's VM disk lacks (a layer image per layer,
+    /// shared by every image that has the layer; the merged fsmeta; the
+    /// VMDK) and returns the disk. Artifacts already made are checked and
+    /// handed out at once.
+    pub async fn materialize(
+        reference: &str,
+        options: crate::MaterializeOptions,
+    ) -> MicrosandboxResult<crate::ImageDisk> {
+        Self::materialize_local(&ambient().await?, reference, options).await
+    }
+
+    /// [`Image::materialize`] on `backend`.
+    pub async fn materialize_local(
+        backend: &LocalBackend,
+        reference: &str,
+        options: crate::MaterializeOptions,
+    ) -> MicrosandboxResult<crate::ImageDisk> {
+        let reference = reference.to_owned();
+        run(backend.clone(), move |b| {
+            b.materialize(&reference, &options)
+        })
+        .await
+    }
+
     /// Removes every reference, blob, temporary and derived file, leaving an
     /// empty, valid layout. While a lease is live it fails `ImageInUse`
     /// naming the holders; `force` ends the leases first.

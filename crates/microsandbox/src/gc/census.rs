@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex};
 use rustix::fs::FileType;
 
 use crate::error::{MicrosandboxError, MicrosandboxResult};
+use crate::gc::artifacts::{ArtifactFiles, DiffIdCache, Disks};
 use crate::oci::digest::Digest;
 use crate::oci::model::{IndexFile, Shape};
 use crate::store::content;
@@ -44,6 +45,8 @@ pub struct CensusCache {
     sizes: Mutex<HashMap<Digest, (u64, u64)>>,
     /// Image manifest -> its graph (manifest, config, layers).
     graphs: Mutex<HashMap<Digest, Graph>>,
+    /// Config -> its diff_ids, for the VM artifacts.
+    diff_ids: DiffIdCache,
 }
 
 impl CensusCache {
@@ -139,6 +142,11 @@ pub struct Snapshot {
     pub sizes: HashMap<Digest, u64>,
     /// The graph of every reference and pinned manifest.
     pub graphs: HashMap<Digest, MicrosandboxResult<Graph>>,
+    /// What `cache/vm/` holds.
+    pub artifacts: ArtifactFiles,
+    /// The artifacts of each image manifest's disk (empty when
+    /// `cache/vm/` is).
+    pub disks: Disks,
 }
 
 impl CensusCache {
@@ -163,12 +171,21 @@ impl CensusCache {
                 .chain(pins.manifests.iter())
                 .chain(foreign.iter()),
         );
+        let artifacts = ArtifactFiles::list(layout)?;
+        let disks = if artifacts.is_empty() {
+            Disks::new()
+        } else {
+            self.diff_ids
+                .disks(layout, graphs.values().filter_map(|g| g.as_ref().ok()))
+        };
         Ok(Snapshot {
             leases,
             pins,
             index,
             sizes,
             graphs,
+            artifacts,
+            disks,
         })
     }
 }

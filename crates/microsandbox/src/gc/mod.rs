@@ -11,6 +11,7 @@
 //! leaves unreachable blobs for the next prune, never a reference to a
 //! deleted blob. No commit can land between mark and sweep.
 
+pub mod artifacts;
 pub mod census;
 pub mod mark;
 pub mod orphans;
@@ -26,13 +27,15 @@ use std::time::SystemTime;
 
 use crate::api::handle::{ImagePruneReport, RemovedImage};
 use crate::error::{MicrosandboxError, MicrosandboxResult};
+use crate::gc::artifacts::Needed;
 use crate::gc::census::{foreign_roots, CensusCache, Kind, Snapshot};
 use crate::gc::mark::mark;
 use crate::gc::policy::PruneOptions;
-use crate::gc::select::{select, Selection};
+use crate::gc::select::{select, vm_keeps, Selection};
 use crate::gc::sweep::{atomic_leftovers, execute, stale_tmp, Leftover};
 use crate::oci::digest::Digest;
 use crate::oci::model::{IndexFile, ManifestDoc};
+use crate::store::artifact::ArtifactKind;
 use crate::store::catalog::CatalogCache;
 use crate::store::fs::allocated;
 use crate::store::index::{is_pin_record, shown_name};
@@ -94,6 +97,8 @@ pub struct Plan {
     pub(crate) leases: Vec<LeaseRecord>,
     /// Leftovers of interrupted atomic writes, in `oci/` and `leases/`.
     pub(crate) leftovers: Vec<(Leftover, String)>,
+    /// VM artifacts (and stray files of `cache/vm/`) to delete.
+    pub(crate) vm: Vec<(ArtifactKind, String)>,
     /// The report, as it will be if nothing changes meanwhile.
     pub report: ImagePruneReport,
 }
@@ -117,6 +122,8 @@ pub fn plan(
         index,
         sizes,
         graphs,
+        artifacts,
+        disks,
     } = snapshot;
     let entries = &index.manifests;
     let Selection {
@@ -207,6 +214,59 @@ pub fn plan(
         annotations: index.annotations.clone(),
     };
 
+    // The VM artifacts of the manifests kept stay (for a VM-only prune,
+    // those the policy keeps); the rest go, with every file of `cache/vm/`
+    // that is no artifact of this format version.
+    let vm_kept: HashSet<&Digest> = if options.vm_only {
+        let pinned = mark(pins.manifests.iter(), |node| {
+            Ok::<_, MicrosandboxError>(
+                graphs
+                    .get(node)
+                    .and_then(|g| g.as_ref().ok())
+                    .into_iter()
+                    .flat_map(|g| g.iter().skip(1).map(|(child, _)| child)),
+            )
+        })?;
+        let (kept, over) = vm_keeps(layout, snapshot, options, &pinned, now);
+        report.over_budget_bytes = over;
+        kept.into_iter()
+            .flat_map(|m| {
+                graphs
+                    .get(m)
+                    .and_then(|g| g.as_ref().ok())
+                    .map(|g| g.iter().map(|(d, _)| d).collect::<Vec<_>>())
+                    .unwrap_or_else(|| vec![m])
+            })
+            .collect()
+    } else {
+        keep.iter().copied().collect()
+    };
+    let needed = Needed::of(disks, disks.keys().filter(|m| vm_kept.contains(m)));
+    let mut vm: Vec<(ArtifactKind, String)> = Vec::new();
+    for ((kind, key), bytes) in &artifacts.present {
+        if !needed.keeps(&(*kind, key.clone())) {
+            vm.push((*kind, kind.name(key)));
+            report.count_artifact(*kind, *bytes);
+        }
+    }
+    for (kind, name, bytes) in &artifacts.strays {
+        vm.push((*kind, name.clone()));
+        report.count_artifact(*kind, *bytes);
+    }
+    vm.sort_by(|a, b| (a.0.as_str(), &a.1).cmp(&(b.0.as_str(), &b.1)));
+    if options.vm_only {
+        return Ok(Plan {
+            index,
+            index_changes: false,
+            blobs: Vec::new(),
+            tmp: Vec::new(),
+            leases: Vec::new(),
+            leftovers: Vec::new(),
+            vm,
+            report,
+        });
+    }
+
     let mut blobs = Vec::new();
     for (digest, size) in sizes.iter().filter(|(d, _)| !keep.contains(*d)) {
         let kind = gone_kinds
@@ -248,6 +308,7 @@ pub fn plan(
         tmp,
         leases: expired,
         leftovers,
+        vm,
         report,
     })
 }

@@ -21,9 +21,13 @@ pub struct PruneOptions {
     /// Take only references whose last use (or entry, if never used) is
     /// older than this.
     pub unused_for: Option<Duration>,
-    /// Evict references, least recently used first, until the blobs take
-    /// no more than this many bytes (allocated on disk).
+    /// Evict references, least recently used first, until the blobs (and
+    /// VM artifacts) take no more than this many bytes (allocated on disk).
     pub max_bytes: Option<u64>,
+    /// Take only VM artifacts, keeping every reference and blob: those of
+    /// images no lease pins (with `unused_for`, those idle longer; with
+    /// `max_bytes`, least recently used first until the cache fits).
+    pub vm_only: bool,
 }
 
 fn invalid(what: String) -> MicrosandboxError {
@@ -33,7 +37,7 @@ fn invalid(what: String) -> MicrosandboxError {
 impl PruneOptions {
     /// Whether no policy is set: every reference no lease pins goes.
     pub fn takes_every_unpinned(&self) -> bool {
-        !self.dangling && self.unused_for.is_none() && self.max_bytes.is_none()
+        !self.dangling && !self.vm_only && self.unused_for.is_none() && self.max_bytes.is_none()
     }
 
     /// Refuses contradictory options.
@@ -46,6 +50,12 @@ impl PruneOptions {
         if self.dangling && (self.unused_for.is_some() || self.max_bytes.is_some()) {
             return Err(invalid(
                 "dangling keeps every reference; it cannot be combined with unusedFor or maxBytes"
+                    .into(),
+            ));
+        }
+        if self.dangling && self.vm_only {
+            return Err(invalid(
+                "dangling takes only unreferenced content and vmOnly only VM artifacts; choose one"
                     .into(),
             ));
         }

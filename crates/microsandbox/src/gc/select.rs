@@ -64,6 +64,13 @@ pub fn select(
 
     let mut goes = vec![false; entries.len()];
     let mut over_budget_bytes = 0;
+    if options.vm_only {
+        // No reference goes: the policy picks VM artifacts (see `vm_keeps`).
+        return Ok(Selection {
+            goes,
+            over_budget_bytes,
+        });
+    }
     if options.takes_every_unpinned() {
         for (i, d) in entries.iter().enumerate() {
             goes[i] = !pinned(d);
@@ -116,4 +123,94 @@ pub fn select(
         goes,
         over_budget_bytes,
     })
+}
+
+/// For a `vm_only` prune: the image manifests whose VM artifacts stay:
+/// those a lease pins, and of the others those the policy keeps (used
+/// within `unused_for`; the most recently used while everything fits
+/// `max_bytes`; none without either).
+pub fn vm_keeps<'a>(
+    layout: &Layout,
+    snapshot: &'a Snapshot,
+    options: &PruneOptions,
+    pinned: &HashSet<&'a Digest>,
+    now: SystemTime,
+) -> (HashSet<&'a Digest>, u64) {
+    let Snapshot {
+        index,
+        sizes,
+        disks,
+        artifacts,
+        ..
+    } = snapshot;
+    let mut keep: HashSet<&Digest> = pinned.clone();
+    let mut candidates: Vec<(SystemTime, &Digest)> = index
+        .manifests
+        .iter()
+        .filter(|d| !pinned.contains(&d.digest))
+        .map(|d| (last_use(layout, d), &d.digest))
+        .collect();
+    if let Some(age) = options.unused_for {
+        let cutoff = now.checked_sub(age).unwrap_or(SystemTime::UNIX_EPOCH);
+        keep.extend(
+            candidates
+                .iter()
+                .filter(|(t, _)| *t >= cutoff)
+                .map(|(_, d)| *d),
+        );
+        candidates.retain(|(t, _)| *t < cutoff);
+    }
+    let Some(budget) = options.max_bytes else {
+        return (keep, 0);
+    };
+    // Least recently used first: each goes (its artifacts no kept image
+    // shares) while the cache is over the budget.
+    candidates.sort();
+    let disk_of = |m: &Digest| -> Vec<crate::gc::artifacts::ArtifactId> {
+        let resolved = snapshot
+            .graphs
+            .get(m)
+            .and_then(|g| g.as_ref().ok())
+            .map(|g| {
+                g.iter()
+                    .filter(|(_, k)| *k == crate::gc::census::Kind::Manifest)
+                    .map(|(d, _)| d)
+                    .collect::<Vec<_>>()
+            })
+            .unwrap_or_default();
+        resolved
+            .into_iter()
+            .filter_map(|d| disks.get(d).cloned().flatten())
+            .flat_map(|d| d.iter().cloned().collect::<Vec<_>>())
+            .collect()
+    };
+    let mut users: std::collections::HashMap<crate::gc::artifacts::ArtifactId, u32> =
+        std::collections::HashMap::new();
+    for m in keep
+        .iter()
+        .copied()
+        .chain(candidates.iter().map(|(_, d)| *d))
+    {
+        for id in disk_of(m) {
+            *users.entry(id).or_default() += 1;
+        }
+    }
+    let mut total = sizes.values().sum::<u64>() + artifacts.bytes()
+        - artifacts.strays.iter().map(|s| s.2).sum::<u64>();
+    let mut kept_candidates: Vec<&Digest> = Vec::new();
+    for (_, m) in &candidates {
+        if total <= budget {
+            kept_candidates.push(m);
+            continue;
+        }
+        for id in disk_of(m) {
+            let n = users.get_mut(&id).expect("counted above");
+            *n -= 1;
+            if *n == 0 {
+                total -= artifacts.present.get(&id).copied().unwrap_or(0);
+            }
+        }
+    }
+    keep.extend(kept_candidates);
+    (keep, total.saturating_sub(budget))
 }

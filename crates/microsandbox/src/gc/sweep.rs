@@ -16,6 +16,7 @@ use crate::error::MicrosandboxResult;
 use crate::gc::census::Kind;
 use crate::gc::Plan;
 use crate::oci::digest::Digest;
+use crate::store::artifact::ArtifactKind;
 use crate::store::blob::stale_tmp_file;
 use crate::store::fs::{allocated, kind, Dir, Entry, ATOMIC_TMP_MARK};
 use crate::store::index::IndexTxn;
@@ -76,6 +77,18 @@ pub(crate) fn execute(
         if lease::remove(layout, &l.id)? {
             report.expired_leases_removed += 1;
         }
+    }
+    let mut vm_dirs: Vec<ArtifactKind> = Vec::new();
+    for (kind, name) in &plan.vm {
+        if let Some(size) = delete(kind.dir(layout), name)? {
+            report.count_artifact(*kind, size);
+            if !vm_dirs.contains(kind) {
+                vm_dirs.push(*kind);
+            }
+        }
+    }
+    for kind in vm_dirs {
+        kind.dir(layout).sync()?;
     }
     for (dir, name) in &plan.leftovers {
         if let Some(size) = delete(dir.of(layout), name)? {

@@ -10,7 +10,8 @@ use rustix::fs::FileType;
 use crate::api::handle::{DiskUsage, ImageUsage};
 use crate::error::MicrosandboxResult;
 use crate::gc;
-use crate::gc::census::{graph_of, CensusCache, Graph, Snapshot};
+use crate::gc::artifacts::ArtifactId;
+use crate::gc::census::{graph_of, CensusCache, Graph, Kind, Snapshot};
 use crate::gc::policy::PruneOptions;
 use crate::oci::digest::Digest;
 use crate::oci::model::Descriptor;
@@ -41,8 +42,19 @@ pub fn disk_usage(
         index,
         sizes,
         graphs,
+        artifacts,
+        disks,
         ..
     } = &snapshot;
+    // The VM artifacts present of the disk of each manifest a graph holds.
+    let vm_of = |g: &Graph| -> Vec<ArtifactId> {
+        g.iter()
+            .filter(|(_, k)| *k == Kind::Manifest)
+            .filter_map(|(m, _)| disks.get(m).cloned().flatten())
+            .flat_map(|d| d.iter().cloned().collect::<Vec<_>>())
+            .filter(|id| artifacts.present.contains_key(id))
+            .collect()
+    };
     // An image whose manifest cannot be read is shown with what can be
     // known (nothing); the others are measured as usual.
     // Pin records are leases' doing, counted with the leases below.
@@ -55,8 +67,9 @@ pub fn disk_usage(
         .iter()
         .map(|d| graph_of(graphs, &d.digest).unwrap_or_else(|_| Graph::from(Vec::new())))
         .collect();
-    // How many references and pins need each blob.
+    // How many references and pins need each blob and artifact.
     let mut users: HashMap<&Digest, u32> = HashMap::new();
+    let mut vm_users: HashMap<ArtifactId, u32> = HashMap::new();
     for d in pins.blobs.iter() {
         *users.entry(d).or_default() += 1;
     }
@@ -65,11 +78,17 @@ pub fn disk_usage(
             for (b, _) in g.iter() {
                 *users.entry(b).or_default() += 1;
             }
+            for id in vm_of(g) {
+                *vm_users.entry(id).or_default() += 1;
+            }
         }
     }
     for g in &per_ref {
         for (b, _) in g.iter() {
             *users.entry(b).or_default() += 1;
+        }
+        for id in vm_of(g) {
+            *vm_users.entry(id).or_default() += 1;
         }
     }
     let mut measured: HashMap<&Digest, (u64, u64)> = HashMap::new();
@@ -86,6 +105,13 @@ pub fn disk_usage(
                     // Needed by this reference alone (a lease on the same
                     // manifest counts as another user).
                     if users.get(b) == Some(&1) {
+                        unique += bytes;
+                    }
+                }
+                for id in vm_of(g) {
+                    let bytes = artifacts.present.get(&id).copied().unwrap_or(0);
+                    size += bytes;
+                    if vm_users.get(&id) == Some(&1) {
                         unique += bytes;
                     }
                 }
@@ -124,9 +150,11 @@ pub fn disk_usage(
     // that is repaired, nothing is reclaimable.
     let reclaimable_bytes =
         gc::plan(layout, &snapshot, &dry, now).map_or(0, |p| p.report.bytes_reclaimed.unwrap_or(0));
+    let vm_bytes = artifacts.bytes();
     Ok(DiskUsage {
-        total_bytes: blobs_bytes + tmp_bytes + other,
+        total_bytes: blobs_bytes + vm_bytes + tmp_bytes + other,
         blobs_bytes,
+        vm_bytes,
         tmp_bytes,
         reclaimable_bytes,
         images: images.into_iter().map(|(_, i)| i).collect(),

@@ -15,9 +15,11 @@ use rustix::fs::FileType;
 use sha2::{Digest as _, Sha256};
 
 use crate::error::{IoContext, MicrosandboxResult};
+use crate::gc::artifacts::ArtifactFiles;
 use crate::gc::census::walk;
 use crate::gc::sweep::{atomic_leftovers, stale_tmp};
 use crate::oci::digest::Digest;
+use crate::store::artifact::ArtifactKind;
 use crate::store::fs::{kind, read_full, Dir};
 use crate::store::index::{self, is_pin_record, shown_name, IndexTxn};
 use crate::store::layout::Layout;
@@ -61,6 +63,11 @@ pub struct VerifyReport {
     pub quarantined: Vec<String>,
     /// With `repair`: references taken out of `index.json`.
     pub removed_references: Vec<String>,
+    /// VM artifacts checked (layer images, fsmeta, VMDK descriptors).
+    pub artifacts_checked: u64,
+    /// VM artifacts that fail their check (`vm/layers/<name>: why`); with
+    /// `repair` they are deleted (the next materialize makes them again).
+    pub corrupt_artifacts: Vec<String>,
 }
 
 impl VerifyReport {
@@ -72,6 +79,16 @@ impl VerifyReport {
             && self.stray_tmp_files.is_empty()
             && self.bad_leases.is_empty()
             && self.bad_index_entries.is_empty()
+            && self.corrupt_artifacts.is_empty()
+    }
+}
+
+/// The directory of a kind under `cache/vm/`, for reports.
+fn dir_name(kind: ArtifactKind) -> &'static str {
+    match kind {
+        ArtifactKind::Layer => "layers",
+        ArtifactKind::Fsmeta => "fsmeta",
+        ArtifactKind::Vmdk => "vmdk",
     }
 }
 
@@ -228,7 +245,25 @@ pub fn verify(layout: &Layout, options: &VerifyOptions) -> MicrosandboxResult<Ve
             .push(format!("{}/{name}", dir.shown()));
     }
 
+    // Invariant 7: every VM artifact whole, and made over what exists.
+    let (checked, bad_artifacts) =
+        crate::vm::check::check_all(layout, &ArtifactFiles::list(layout)?)?;
+    report.artifacts_checked = checked;
+    report.corrupt_artifacts = bad_artifacts
+        .iter()
+        .map(|b| format!("vm/{}/{}: {}", dir_name(b.kind), b.name, b.why))
+        .collect();
+
     if let Some(exclusive) = &exclusive {
+        let mut touched: Vec<ArtifactKind> = Vec::new();
+        for b in &bad_artifacts {
+            if b.kind.dir(layout).remove(&b.name)? && !touched.contains(&b.kind) {
+                touched.push(b.kind);
+            }
+        }
+        for k in touched {
+            k.dir(layout).sync()?;
+        }
         // References first: a crash between the two steps then leaves no
         // reference to a blob that was moved aside.
         let unreadable = !index.manifests.unreadable.is_empty();

@@ -69,20 +69,20 @@ enum Mode {
 
 /// A file of `tmp/` and whether it goes when this value drops.
 #[derive(Debug)]
-struct TmpFile {
-    dir: Dir,
-    name: String,
-    file: File,
-    unlink_on_drop: bool,
+pub(crate) struct TmpFile {
+    pub(crate) dir: Dir,
+    pub(crate) name: String,
+    pub(crate) file: File,
+    pub(crate) unlink_on_drop: bool,
 }
 
 impl TmpFile {
-    fn path(&self) -> PathBuf {
+    pub(crate) fn path(&self) -> PathBuf {
         self.dir.join(&self.name)
     }
 
     /// Unlinks it now (its lock held, so nobody goes on with its bytes).
-    fn unlink(&mut self) {
+    pub(crate) fn unlink(&mut self) {
         let _ = self.dir.remove(&self.name);
         self.unlink_on_drop = false;
     }
@@ -420,7 +420,12 @@ impl VerifiedBlob {
         _exclusive: &ExclusiveGuard,
     ) -> MicrosandboxResult<bool> {
         self.sync()?;
-        let moved = rename_in(layout, &self.tmp, &self.digest, "blob-before-rename")?;
+        let moved = move_in(
+            &self.tmp,
+            layout.blobs_dir(),
+            self.digest.hex(),
+            "blob-before-rename",
+        )?;
         if moved {
             self.tmp.unlink_on_drop = false;
         } else {
@@ -445,19 +450,20 @@ impl VerifiedBlob {
     }
 }
 
-/// The commit's move into `blobs/`: the verified file itself is linked
-/// there by its descriptor (no clobbering), then its temporary name goes;
-/// a name swapped in `tmp/` after the checks can never be committed. Crash
-/// points around it.
-fn rename_in(
-    layout: &Layout,
+/// The commit's move into `blobs/` (or, for the VM artifacts, a directory
+/// of `cache/vm/`): the verified file itself is linked there by its
+/// descriptor (no clobbering), then its temporary name goes; a name
+/// swapped in `tmp/` after the checks can never be committed. Crash points
+/// around it. The one function that puts a file into `blobs/`.
+pub(crate) fn move_in(
     tmp: &TmpFile,
-    digest: &Digest,
+    to: &Dir,
+    to_name: &str,
     point: &str,
 ) -> MicrosandboxResult<bool> {
     crate::util::fault::point(point);
-    let target = layout.blob_path(digest);
-    let moved = match layout.blobs_dir().link_open_file(&tmp.file, digest.hex()) {
+    let target = to.join(to_name);
+    let moved = match to.link_open_file(&tmp.file, to_name) {
         Ok(linked) => {
             if linked && names_file(&tmp.dir, &tmp.name, &tmp.file)? {
                 crate::util::fault::point("blob-linked-before-unlink");
@@ -482,10 +488,10 @@ fn rename_in(
                 )));
             }
             tmp.dir
-                .rename_noreplace(&tmp.name, layout.blobs_dir(), digest.hex())
-                .at("commit blob to", &target)?
+                .rename_noreplace(&tmp.name, to, to_name)
+                .at("commit to", &target)?
         }
-        Err(e) => return Err(MicrosandboxError::io("commit blob to", &target, e)),
+        Err(e) => return Err(MicrosandboxError::io("commit to", &target, e)),
     };
     if moved {
         crate::util::fault::point("blob-after-rename");
@@ -567,7 +573,12 @@ impl ParkedBlob {
     /// Renames the held file into `blobs/sha256/` (see [`ParkedBlob::hold`]).
     /// The caller fsyncs the blobs directory after a batch.
     pub fn commit(&self, layout: &Layout, _exclusive: &ExclusiveGuard) -> MicrosandboxResult<()> {
-        rename_in(layout, &self.tmp, &self.digest, "partial-before-rename")?;
+        move_in(
+            &self.tmp,
+            layout.blobs_dir(),
+            self.digest.hex(),
+            "partial-before-rename",
+        )?;
         Ok(())
     }
 }

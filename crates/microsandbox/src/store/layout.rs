@@ -111,9 +111,11 @@ pub struct Layout {
     blobs: Dir,
     tmp: Dir,
     leases: Dir,
+    /// `cache/vm/layers`, `cache/vm/fsmeta`, `cache/vm/vmdk`.
+    vm: [Dir; 3],
     /// `(device, inode)` of each directory above, in that order, as opened
     /// (`None`: it did not exist).
-    ids: [Option<(u64, u64)>; 6],
+    ids: [Option<(u64, u64)>; 9],
 }
 
 /// Who this process is, for the ownership checks.
@@ -218,6 +220,12 @@ impl Layout {
         let blobs = below(&below(&oci, "blobs")?, "sha256")?;
         let tmp = below(&cache, "tmp")?;
         let leases = below(&home, "leases")?;
+        let vm_root = below(&cache, "vm")?;
+        let vm = [
+            below(&vm_root, "layers")?,
+            below(&vm_root, "fsmeta")?,
+            below(&vm_root, "vmdk")?,
+        ];
         let id = |d: &Dir| -> MicrosandboxResult<Option<(u64, u64)>> {
             Ok(match d.exists() {
                 true => Some(identity(&d.stat_self()?)),
@@ -231,6 +239,9 @@ impl Layout {
             id(&blobs)?,
             id(&tmp)?,
             id(&leases)?,
+            id(&vm[0])?,
+            id(&vm[1])?,
+            id(&vm[2])?,
         ];
         let layout = Layout {
             home_path: path.to_owned(),
@@ -241,6 +252,7 @@ impl Layout {
             blobs,
             tmp,
             leases,
+            vm,
             ids,
         };
         if !initialized {
@@ -276,6 +288,8 @@ impl Layout {
             .ok()
             .flatten()
             .and_then(|d| at(&d, "sha256"));
+        let vm_root = self.cache.open_dir("vm", None).ok().flatten();
+        let vm_at = |name: &str| vm_root.as_ref().and_then(|d| at(d, name));
         let now = [
             home_now,
             at(&self.home, "cache"),
@@ -283,6 +297,9 @@ impl Layout {
             blobs_parent,
             at(&self.cache, "tmp"),
             at(&self.home, "leases"),
+            vm_at("layers"),
+            vm_at("fsmeta"),
+            vm_at("vmdk"),
         ];
         now == self.ids
     }
@@ -320,6 +337,12 @@ impl Layout {
     /// `leases/`.
     pub fn leases_dir(&self) -> &Dir {
         &self.leases
+    }
+
+    /// `cache/vm/layers/`, `cache/vm/fsmeta/` and `cache/vm/vmdk/`, in
+    /// the order of [`crate::store::artifact::ArtifactKind::ALL`].
+    pub fn vm_dirs(&self) -> &[Dir; 3] {
+        &self.vm
     }
 
     /// The path of a blob, for messages.

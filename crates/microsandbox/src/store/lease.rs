@@ -316,14 +316,33 @@ impl<'a> TransferPin<'a> {
         Self::take_locked(layout, blobs)
     }
 
+    /// Pins an image manifest (with what it needs: its blobs and its VM
+    /// artifacts) and `blobs`, as [`TransferPin::take`].
+    pub fn take_manifest(
+        layout: &'a Layout,
+        manifest: Digest,
+        blobs: Vec<Digest>,
+    ) -> MicrosandboxResult<Self> {
+        let _shared = layout.lock::<crate::store::lock::Shared>()?;
+        Self::pin(layout, Some(manifest), blobs)
+    }
+
     /// [`TransferPin::take`] for a caller that holds a cache lock already.
     pub fn take_locked(layout: &'a Layout, blobs: Vec<Digest>) -> MicrosandboxResult<Self> {
+        Self::pin(layout, None, blobs)
+    }
+
+    fn pin(
+        layout: &'a Layout,
+        manifest_digest: Option<Digest>,
+        blobs: Vec<Digest>,
+    ) -> MicrosandboxResult<Self> {
         let now = time::now();
         let record = LeaseRecord {
             id: format!("ingest-{}", crate::store::fs::random_hex(8)),
             kind: LeaseKind::Ingest,
             reference: None,
-            manifest_digest: None,
+            manifest_digest,
             blobs,
             created_at: time::format(now),
             expires_at: Some(time::format(now + Self::TTL)),

@@ -1,7 +1,8 @@
 //! The cache on disk: the home's directories (opened once, never through a
-//! link), the lock, the one blob writer and the one index writer, the
-//! parsed index, reading content, and leases.
+//! link), the lock, the one blob writer, the one index writer and the one
+//! writer of VM artifacts, the parsed index, reading content, and leases.
 
+pub mod artifact;
 pub mod blob;
 pub mod catalog;
 pub mod content;

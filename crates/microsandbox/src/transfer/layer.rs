@@ -98,7 +98,14 @@ pub struct LayerDigester {
     limit: u64,
     head: Vec<u8>,
     state: DigesterState,
+    /// Where the uncompressed bytes go too, until the kind is told.
+    forward: Option<Forward>,
 }
+
+/// Where a layer's uncompressed bytes go besides the hash (a VM layer
+/// image being written in the same pass). It records its own errors and
+/// never fails a write: the hash goes on, and its owner asks it.
+pub type Forward = Box<dyn Write + Send>;
 
 enum DigesterState {
     /// Fewer bytes than it takes to tell the kind.
@@ -109,10 +116,11 @@ enum DigesterState {
     Corrupt(String),
 }
 
-/// A `Write` that hashes what it is given, up to a limit.
+/// A `Write` that hashes what it is given, up to a limit, and hands it on.
 struct HashSink {
     hasher: Sha256,
     left: u64,
+    forward: Option<Forward>,
 }
 
 /// The message a [`HashSink`] over its limit fails with.
@@ -126,6 +134,9 @@ impl Write for HashSink {
         }
         self.left -= n;
         self.hasher.update(buf);
+        if let Some(f) = &mut self.forward {
+            f.write_all(buf)?;
+        }
         Ok(buf.len())
     }
 
@@ -146,7 +157,17 @@ impl LayerDigester {
             limit,
             head: Vec::new(),
             state: DigesterState::Sniffing,
+            forward: None,
         }
+    }
+
+    /// Hands the uncompressed bytes (a tar stream) to `to` as well: a
+    /// gzip layer's as they inflate, a plain tar's as they come. A layer
+    /// of another kind hands on nothing ([`LayerDigester::finish`] then
+    /// says it cannot be told).
+    pub fn forwarding(mut self, to: Forward) -> LayerDigester {
+        self.forward = Some(to);
+        self
     }
 
     /// Takes the next bytes of the layer.
@@ -172,6 +193,7 @@ impl Tap for LayerDigester {
                     DigesterState::Gzip(Box::new(flate2::write::MultiGzDecoder::new(HashSink {
                         hasher: Sha256::new(),
                         left: self.limit,
+                        forward: self.forward.take(),
                     })));
                 self.feed(&head);
                 self.feed(&bytes[want..]);
@@ -181,6 +203,7 @@ impl Tap for LayerDigester {
                 return;
             }
             self.decide();
+            self.feed(&bytes[want..]);
             return;
         }
         self.feed(bytes);
@@ -201,15 +224,27 @@ impl LayerDigester {
         self.state = if ustar || is_plain_tar(&self.media_type) {
             DigesterState::Tar
         } else {
+            self.forward = None;
             DigesterState::Unknown
         };
+        let head = std::mem::take(&mut self.head);
+        self.feed(&head);
     }
 
     fn feed(&mut self, bytes: &[u8]) {
-        if let DigesterState::Gzip(gz) = &mut self.state {
-            if let Err(e) = gz.write_all(bytes) {
-                self.state = DigesterState::Corrupt(e.to_string());
+        match &mut self.state {
+            DigesterState::Gzip(gz) => {
+                if let Err(e) = gz.write_all(bytes) {
+                    self.state = DigesterState::Corrupt(e.to_string());
+                }
             }
+            DigesterState::Tar => {
+                if let Some(f) = &mut self.forward {
+                    // A forward records its own failures.
+                    let _ = f.write_all(bytes);
+                }
+            }
+            _ => {}
         }
     }
 

@@ -55,6 +55,8 @@ pub struct LoadOptions {
     /// diff_id is computed); a larger one is refused as a decompression
     /// bomb. [`crate::DEFAULT_MAX_LAYER_BYTES`] if unset.
     pub max_layer_bytes: Option<u64>,
+    /// Also make each loaded image's VM disk (see `Image::materialize`).
+    pub materialize: bool,
 }
 
 /// Loads every named image of an OCI image layout directory, an OCI

@@ -24,16 +24,19 @@ pub enum Phase {
     Verify,
     /// Committing verified blobs and references (bytes committed).
     Commit,
+    /// Making a layer's VM image: reading its blob (compressed bytes).
+    Erofs,
 }
 
 impl Phase {
-    /// `read`, `write` or `commit`.
+    /// `read`, `write`, `verify`, `commit` or `erofs`.
     pub fn as_str(self) -> &'static str {
         match self {
             Phase::Read => "read",
             Phase::Write => "write",
             Phase::Verify => "verify",
             Phase::Commit => "commit",
+            Phase::Erofs => "erofs",
         }
     }
 }
@@ -121,6 +124,50 @@ pub enum PullProgress {
         layer_index: usize,
         /// Its digest.
         digest: String,
+    },
+    /// A layer's VM image is being made (it was not in the cache).
+    LayerMaterializeStarted {
+        /// Its position in the manifest.
+        layer_index: usize,
+        /// The layer's diff_id.
+        diff_id: String,
+    },
+    /// Bytes of the layer's blob were read into its VM image.
+    LayerMaterializeProgress {
+        /// Its position in the manifest.
+        layer_index: usize,
+        /// Compressed bytes read so far.
+        bytes_read: u64,
+        /// The blob's size.
+        total_bytes: Option<u64>,
+    },
+    /// The layer's data is written; its metadata is being written.
+    LayerMaterializeWriting {
+        /// Its position in the manifest.
+        layer_index: usize,
+    },
+    /// The layer's VM image is in the cache (made now or before).
+    LayerMaterializeComplete {
+        /// Its position in the manifest.
+        layer_index: usize,
+        /// The layer's diff_id.
+        diff_id: String,
+        /// The image's size.
+        erofs_size_bytes: u64,
+    },
+    /// The layers' trees are being merged into the image's fsmeta.
+    StitchMergingTrees {
+        /// How many layers.
+        layer_count: usize,
+    },
+    /// The merged fsmeta is being written.
+    StitchWritingFsmeta,
+    /// The VMDK descriptor is being written.
+    StitchWritingVmdk,
+    /// The image's disk is ready.
+    StitchComplete {
+        /// The VMDK descriptor's path.
+        vmdk_path: String,
     },
     /// The image is committed to the cache.
     Complete {

@@ -16,6 +16,7 @@ pub const POINTS: &[&str] = &[
     "blob-linked-before-unlink",
     "blob-after-rename",
     "partial-before-rename",
+    "artifact-before-rename",
     "atomic-before-rename",
     "atomic-after-rename",
     "prune-after-index",

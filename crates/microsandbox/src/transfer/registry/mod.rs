@@ -80,4 +80,6 @@ pub struct PullOptions {
     /// The most bytes a gzip layer may decompress to (a bomb otherwise);
     /// [`crate::DEFAULT_MAX_LAYER_BYTES`] if unset.
     pub max_layer_bytes: Option<u64>,
+    /// Also make the image's VM disk (see `Image::materialize`).
+    pub materialize: bool,
 }

@@ -1,0 +1,336 @@
+//! The one writer of `cache/vm/`: the VM disk artifacts, derived from
+//! verified blobs and rebuilt from them byte for byte whenever they go.
+//!
+//! ```text
+//! cache/vm/layers/<diff_id hex>.v<N>.erofs    one per layer, shared by every image that has it
+//! cache/vm/fsmeta/<manifest hex>.v<N>.erofs   one per image manifest: the merged tree
+//! cache/vm/vmdk/<manifest hex>.v<N>.vmdk      one per image manifest: fsmeta + layers as one disk
+//! ```
+//!
+//! `N` is the writer's format version ([`erofs::FORMAT_VERSION`]): a new
+//! writer never mixes its files with an old one's, and prune takes the
+//! files of other versions as orphans.
+//!
+//! An artifact is made like a blob: whoever makes one first *claims* it,
+//! an exclusive `flock` on `tmp/vm-<kind>-<hex>` (so two processes make it
+//! once, and prune tells a live maker from a dead one), writes that file,
+//! fsyncs it, and links it in under a cache lock with no clobbering
+//! (shared is enough: prune and repair, which delete artifacts, take the
+//! exclusive one), then fsyncs the directory. A reader never sees a
+//! partial artifact.
+
+use std::fs::File;
+use std::io::{Seek, SeekFrom};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::error::{IoContext, MicrosandboxResult};
+use crate::oci::digest::Digest;
+use crate::store::blob::{move_in, names_file, TmpFile};
+use crate::store::fs::{Dir, Stat};
+use crate::store::layout::Layout;
+use crate::store::lock::{try_flock, ExclusiveGuard, LockGuard, LockMode, Mode};
+
+/// The format version in every artifact's name.
+pub const FORMAT: u32 = erofs::FORMAT_VERSION;
+/// The prefix of an artifact maker's file in `tmp/`.
+pub const CLAIM_PREFIX: &str = "vm-";
+/// How often a maker waiting for another one's claim looks again.
+const POLL: Duration = Duration::from_millis(50);
+
+/// What an artifact is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ArtifactKind {
+    /// A layer's EROFS image, keyed by the layer's diff_id.
+    Layer,
+    /// An image's merged metadata-only EROFS, keyed by its manifest.
+    Fsmeta,
+    /// An image's VMDK descriptor, keyed by its manifest.
+    Vmdk,
+}
+
+impl ArtifactKind {
+    /// Every kind, in the order of [`Layout::vm_dirs`].
+    pub const ALL: [ArtifactKind; 3] = [
+        ArtifactKind::Layer,
+        ArtifactKind::Fsmeta,
+        ArtifactKind::Vmdk,
+    ];
+
+    /// `layer`, `fsmeta` or `vmdk`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ArtifactKind::Layer => "layer",
+            ArtifactKind::Fsmeta => "fsmeta",
+            ArtifactKind::Vmdk => "vmdk",
+        }
+    }
+
+    /// Its directory under `cache/vm/`.
+    pub fn dir(self, layout: &Layout) -> &Dir {
+        let dirs = layout.vm_dirs();
+        match self {
+            ArtifactKind::Layer => &dirs[0],
+            ArtifactKind::Fsmeta => &dirs[1],
+            ArtifactKind::Vmdk => &dirs[2],
+        }
+    }
+
+    fn extension(self) -> &'static str {
+        match self {
+            ArtifactKind::Layer | ArtifactKind::Fsmeta => "erofs",
+            ArtifactKind::Vmdk => "vmdk",
+        }
+    }
+
+    /// The file name of the artifact of `key` in its directory.
+    pub fn name(self, key: &Digest) -> String {
+        format!("{}.v{FORMAT}.{}", key.hex(), self.extension())
+    }
+
+    /// The key a file name of this kind's directory stands for, if it is
+    /// an artifact of this format version; `None` for anything else
+    /// (another version's file, a stray name): an orphan to prune.
+    pub fn key_of(self, name: &str) -> Option<Digest> {
+        let rest = name.strip_suffix(self.extension())?.strip_suffix('.')?;
+        let hex = rest.strip_suffix(&format!(".v{FORMAT}"))?;
+        Digest::from_hex(hex).ok()
+    }
+
+    fn claim_name(self, key: &Digest) -> String {
+        format!("{CLAIM_PREFIX}{}-{}", self.as_str(), key.hex())
+    }
+}
+
+/// The path of an artifact, for results and messages.
+pub fn path(layout: &Layout, kind: ArtifactKind, key: &Digest) -> PathBuf {
+    kind.dir(layout).join(&kind.name(key))
+}
+
+/// Opens an artifact for reading; `None` when it is absent.
+///
+/// # Errors
+///
+/// [`crate::ErrorKind::CorruptCache`] for a link or anything but a regular
+/// file in its place.
+pub fn open(layout: &Layout, kind: ArtifactKind, key: &Digest) -> MicrosandboxResult<Option<File>> {
+    kind.dir(layout).open_regular(&kind.name(key))
+}
+
+/// The stat of an artifact (not following a link); `None` if absent.
+pub fn stat(layout: &Layout, kind: ArtifactKind, key: &Digest) -> MicrosandboxResult<Option<Stat>> {
+    kind.dir(layout).stat(&kind.name(key))
+}
+
+/// Deletes the artifact of `key` if its name still holds `file` (one that
+/// failed its check), fsyncing the directory. Under the exclusive lock, as
+/// every deletion in `cache/vm/`.
+///
+/// # Errors
+///
+/// `Io`.
+pub fn remove_if_same(
+    layout: &Layout,
+    kind: ArtifactKind,
+    key: &Digest,
+    file: &File,
+    _exclusive: &ExclusiveGuard,
+) -> MicrosandboxResult<bool> {
+    let dir = kind.dir(layout);
+    let name = kind.name(key);
+    if !names_file(dir, &name, file)? {
+        return Ok(false);
+    }
+    let removed = dir.remove(&name)?;
+    if removed {
+        dir.sync()?;
+    }
+    Ok(removed)
+}
+
+/// What a claim on an artifact finds.
+pub enum Claim {
+    /// The artifact is there (made before, or by the maker waited for).
+    Present(File),
+    /// Ours to make: an empty, locked file in `tmp/`.
+    Mine(ArtifactWriter),
+}
+
+/// Claims the artifact of `key`: waits while another maker holds it,
+/// calling `waiting` at each look.
+///
+/// # Errors
+///
+/// `Io` when `tmp/` cannot be used; `CorruptCache` for a link in the
+/// artifact's place; whatever `waiting` returns.
+pub fn claim(
+    layout: &Layout,
+    kind: ArtifactKind,
+    key: &Digest,
+    mut waiting: impl FnMut() -> MicrosandboxResult<()>,
+) -> MicrosandboxResult<Claim> {
+    let tmp = layout.tmp_dir();
+    let name = kind.claim_name(key);
+    let path = tmp.join(&name);
+    loop {
+        if let Some(file) = open(layout, kind, key)? {
+            return Ok(Claim::Present(file));
+        }
+        let file = tmp.open_or_create(&name)?;
+        if !try_flock(&file, LockMode::Exclusive).at("lock", &path)? {
+            waiting()?;
+            std::thread::sleep(POLL);
+            continue;
+        }
+        // Committed (its name gone from tmp/) or swept since it was
+        // opened: look again.
+        if !names_file(tmp, &name, &file)? {
+            continue;
+        }
+        let mut tmp_file = TmpFile {
+            dir: tmp.clone(),
+            name: name.clone(),
+            file,
+            unlink_on_drop: true,
+        };
+        if let Some(present) = open(layout, kind, key)? {
+            tmp_file.unlink();
+            return Ok(Claim::Present(present));
+        }
+        // A dead maker's bytes are not trusted: start from nothing.
+        tmp_file.file.set_len(0).at("truncate", &path)?;
+        tmp_file.file.seek(SeekFrom::Start(0)).at("seek", &path)?;
+        return Ok(Claim::Mine(ArtifactWriter {
+            tmp: tmp_file,
+            kind,
+            key: key.clone(),
+        }));
+    }
+}
+
+/// A claimed artifact being written in `tmp/`; dropped uncommitted, its
+/// file goes.
+pub struct ArtifactWriter {
+    tmp: TmpFile,
+    kind: ArtifactKind,
+    key: Digest,
+}
+
+impl std::fmt::Debug for ArtifactWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ArtifactWriter({})", self.tmp.name)
+    }
+}
+
+impl ArtifactWriter {
+    /// The open file to write.
+    pub fn file(&self) -> &File {
+        &self.tmp.file
+    }
+
+    /// The file's path in `tmp/`, for messages.
+    pub fn path(&self) -> PathBuf {
+        self.tmp.path()
+    }
+
+    /// Fsyncs the file and links it into its directory (unless an artifact
+    /// is there already), fsyncs the directory, and opens what is there.
+    ///
+    /// # Errors
+    ///
+    /// `Io`; `CorruptCache` when the temporary was removed or replaced.
+    pub fn commit<M: Mode>(
+        mut self,
+        layout: &Layout,
+        _lock: &LockGuard<M>,
+    ) -> MicrosandboxResult<File> {
+        self.tmp.file.sync_all().at("fsync", &self.tmp.path())?;
+        let dir = self.kind.dir(layout);
+        let name = self.kind.name(&self.key);
+        if move_in(&self.tmp, dir, &name, "artifact-before-rename")? {
+            self.tmp.unlink_on_drop = false;
+            dir.sync()?;
+        } else {
+            self.tmp.unlink();
+        }
+        open(layout, self.kind, &self.key)?.ok_or_else(|| {
+            crate::error::MicrosandboxError::corrupt(format!(
+                "{} vanished as it was committed",
+                dir.join(&name).display()
+            ))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::layout::tests::temp as layout;
+    use crate::store::lock::Shared;
+    use std::io::Write;
+
+    #[test]
+    fn names_carry_the_format_version_and_parse_back() {
+        let key = Digest::of(b"layer");
+        for kind in ArtifactKind::ALL {
+            let name = kind.name(&key);
+            assert!(name.contains(&format!(".v{FORMAT}.")), "{name}");
+            assert_eq!(kind.key_of(&name), Some(key.clone()));
+        }
+        let other = format!("{}.v{}.erofs", key.hex(), FORMAT + 1);
+        assert_eq!(ArtifactKind::Layer.key_of(&other), None);
+        assert_eq!(ArtifactKind::Layer.key_of("junk.erofs"), None);
+        assert_eq!(
+            ArtifactKind::Vmdk.key_of(&ArtifactKind::Layer.name(&key)),
+            None
+        );
+    }
+
+    #[test]
+    fn a_claim_is_made_once_and_then_present() {
+        let (_home, layout) = layout();
+        let key = Digest::of(b"x");
+        let Claim::Mine(w) = claim(&layout, ArtifactKind::Layer, &key, || Ok(())).unwrap() else {
+            panic!("nothing was there");
+        };
+        // A second maker sees the first one's claim and waits.
+        let mut looks = 0;
+        let err = claim(&layout, ArtifactKind::Layer, &key, || {
+            looks += 1;
+            Err(crate::error::MicrosandboxError::invalid_argument("stop"))
+        })
+        .err()
+        .unwrap();
+        assert_eq!(err.to_string(), "stop");
+        assert_eq!(looks, 1);
+        w.file().write_all(b"image").unwrap();
+        let guard = layout.lock::<Shared>().unwrap();
+        let committed = w.commit(&layout, &guard).unwrap();
+        assert_eq!(committed.metadata().unwrap().len(), 5);
+        drop(guard);
+        assert!(matches!(
+            claim(&layout, ArtifactKind::Layer, &key, || Ok(())).unwrap(),
+            Claim::Present(_)
+        ));
+        let tmp_names: Vec<String> = layout
+            .tmp_dir()
+            .entries()
+            .unwrap()
+            .into_iter()
+            .map(|e| e.name)
+            .collect();
+        assert!(tmp_names.is_empty(), "{tmp_names:?}");
+    }
+
+    #[test]
+    fn a_dropped_writer_leaves_nothing() {
+        let (_home, layout) = layout();
+        let key = Digest::of(b"y");
+        let Claim::Mine(w) = claim(&layout, ArtifactKind::Fsmeta, &key, || Ok(())).unwrap() else {
+            panic!();
+        };
+        drop(w);
+        assert!(layout.tmp_dir().entries().unwrap().is_empty());
+        assert!(open(&layout, ArtifactKind::Fsmeta, &key).unwrap().is_none());
+    }
+}

@@ -1,0 +1,140 @@
+//! Checks of the VM artifacts in the cache, for verify: each layer image
+//! is an EROFS image whose superblock (magic, checksum, block count)
+//! matches its file; each fsmeta's device table names layer images that
+//! exist with the sizes it was made for (invariant 7); each VMDK's
+//! extents name this image's fsmeta and layer images, inside `cache/vm/`,
+//! with their sizes.
+
+use std::collections::HashMap;
+use std::fs::File;
+
+use crate::error::MicrosandboxResult;
+use crate::gc::artifacts::ArtifactFiles;
+use crate::oci::digest::Digest;
+use crate::store::artifact::{self, ArtifactKind};
+use crate::store::layout::Layout;
+use crate::vm::stitch::VMDK_LIMIT;
+
+/// One artifact that failed its check.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Bad {
+    /// Its kind.
+    pub kind: ArtifactKind,
+    /// Its file name in its directory.
+    pub name: String,
+    /// What is wrong.
+    pub why: String,
+}
+
+/// Checks every artifact `files` lists; returns how many were checked
+/// and those that failed.
+///
+/// # Errors
+///
+/// `Io`.
+pub fn check_all(layout: &Layout, files: &ArtifactFiles) -> MicrosandboxResult<(u64, Vec<Bad>)> {
+    let mut bad = Vec::new();
+    let mut checked = 0;
+    let mut layers: HashMap<Digest, u64> = HashMap::new();
+    let mut ids: Vec<_> = files.present.keys().cloned().collect();
+    // Layers first: the others are checked against them.
+    ids.sort_by_key(|(k, d)| (*k != ArtifactKind::Layer, k.as_str(), d.clone()));
+    for (kind, key) in ids {
+        let Some(file) = artifact::open(layout, kind, &key).ok().flatten() else {
+            continue;
+        };
+        checked += 1;
+        let verdict = match kind {
+            ArtifactKind::Layer => check_layer(&file).inspect(|size| {
+                layers.insert(key.clone(), *size);
+            }),
+            ArtifactKind::Fsmeta => check_fsmeta(layout, &file, &layers),
+            ArtifactKind::Vmdk => check_vmdk(layout, &file, &key),
+        };
+        if let Err(why) = verdict {
+            bad.push(Bad {
+                kind,
+                name: kind.name(&key),
+                why,
+            });
+        }
+    }
+    Ok((checked, bad))
+}
+
+fn len(file: &File) -> Result<u64, String> {
+    file.metadata().map(|m| m.len()).map_err(|e| e.to_string())
+}
+
+fn check_layer(file: &File) -> Result<u64, String> {
+    let info = erofs::check_image(file).map_err(|e| e.to_string())?;
+    let len = len(file)?;
+    if info.size_bytes() != len || !info.devices.is_empty() {
+        return Err(format!(
+            "{len} bytes for an image of {} with {} devices",
+            info.size_bytes(),
+            info.devices.len()
+        ));
+    }
+    Ok(len)
+}
+
+fn check_fsmeta(layout: &Layout, file: &File, sound: &HashMap<Digest, u64>) -> Result<u64, String> {
+    let info = erofs::check_image(file).map_err(|e| e.to_string())?;
+    let mut opened = Vec::with_capacity(info.devices.len());
+    for d in &info.devices {
+        let key = std::str::from_utf8(&d.tag)
+            .ok()
+            .and_then(|hex| Digest::from_hex(hex).ok())
+            .ok_or("a device tag that names no layer")?;
+        if !sound.contains_key(&key) {
+            return Err(format!("layer image {} is missing or damaged", key.hex()));
+        }
+        let f = artifact::open(layout, ArtifactKind::Layer, &key)
+            .ok()
+            .flatten()
+            .ok_or_else(|| format!("layer image {} is missing", key.hex()))?;
+        opened.push(f);
+    }
+    let refs: Vec<&dyn erofs::ReadAt> = opened.iter().map(|f| f as &dyn erofs::ReadAt).collect();
+    erofs::check_fsmeta(file, &refs).map_err(|e| e.to_string())?;
+    len(file)
+}
+
+fn check_vmdk(layout: &Layout, file: &File, manifest: &Digest) -> Result<u64, String> {
+    let path = artifact::path(layout, ArtifactKind::Vmdk, manifest);
+    let bytes = crate::store::fs::read_file_bounded(
+        file.try_clone().map_err(|e| e.to_string())?,
+        VMDK_LIMIT,
+        &path,
+    )
+    .map_err(|e| e.to_string())?;
+    let text = String::from_utf8(bytes).map_err(|_| "not text".to_owned())?;
+    let desc = erofs::vmdk::parse(&text).map_err(|e| e.to_string())?;
+    let parts = desc.files().map_err(|e| e.to_string())?;
+    let fsmeta = format!("../fsmeta/{}", ArtifactKind::Fsmeta.name(manifest));
+    for (i, part) in parts.iter().enumerate() {
+        let (kind, name) = match part.path.strip_prefix("../layers/") {
+            Some(name) if i > 0 => (ArtifactKind::Layer, name),
+            _ if i == 0 && part.path == fsmeta => {
+                (ArtifactKind::Fsmeta, &part.path["../fsmeta/".len()..])
+            }
+            _ => return Err(format!("extent {i} names {:?}", part.path)),
+        };
+        let key = kind
+            .key_of(name)
+            .ok_or_else(|| format!("extent {i} names {:?}", part.path))?;
+        let size = artifact::stat(layout, kind, &key)
+            .ok()
+            .flatten()
+            .map(|s| s.st_size as u64)
+            .ok_or_else(|| format!("{} is missing", part.path))?;
+        if size != part.size {
+            return Err(format!(
+                "{} has {size} bytes, the descriptor says {}",
+                part.path, part.size
+            ));
+        }
+    }
+    len(file)
+}

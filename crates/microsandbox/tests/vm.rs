@@ -1,0 +1,680 @@
+//! VM disks made by the cache: each image's layer images, fsmeta and VMDK,
+//! read back by the real readers (qemu-img, the kernel's EROFS, fsck.erofs)
+//! and compared with `umoci unpack` of the same image; shared layers made
+//! once, concurrent makers agreeing, bad artifacts replaced, hostile
+//! layers refused with the cache as it was.
+
+mod common;
+#[path = "../../erofs/tests/common/mod.rs"]
+mod erofs_common;
+
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+
+use common::{fixtures, home, Home};
+use erofs_common::tarw::{tar, Ent};
+use erofs_common::view::{compare, snapshot, Opts};
+use erofs_common::{need, run, Mount};
+use microsandbox::{ErrorKind, ImageDisk, MaterializeOptions, PullProgress, PullProgressFn};
+
+const TOOLS: &[&str] = &["mount", "losetup", "qemu-img", "umoci", "fsck.erofs"];
+
+/// The disk through qemu-img, mounted by the kernel, against umoci's
+/// unpack of `image` (`layout:tag`).
+fn prove(disk: &ImageDisk, image: &str, work: &Path) {
+    for l in &disk.layers {
+        assert_eq!(fs::metadata(&l.path).unwrap().len(), l.size_bytes);
+        run(Command::new("fsck.erofs").arg(&l.path));
+    }
+    let mut fsck = Command::new("fsck.erofs");
+    for l in &disk.layers {
+        fsck.arg(format!("--device={}", l.path.display()));
+    }
+    run(fsck.arg(&disk.fsmeta_path));
+    let fsmeta = fs::metadata(&disk.fsmeta_path).unwrap().len();
+    assert_eq!(
+        disk.total_bytes,
+        fsmeta + disk.layers.iter().map(|l| l.size_bytes).sum::<u64>()
+    );
+    let raw = work.join("disk.raw");
+    run(Command::new("qemu-img")
+        .args(["convert", "-f", "vmdk", "-O", "raw"])
+        .arg(&disk.vmdk_path)
+        .arg(&raw));
+    assert_eq!(fs::metadata(&raw).unwrap().len(), disk.total_bytes);
+    let bundle = work.join("bundle");
+    run(Command::new("umoci")
+        .args(["unpack", "--image", image])
+        .arg(&bundle));
+    let expected = snapshot(&bundle.join("rootfs"));
+    let m = Mount::image(&raw, &work.join("mnt"));
+    let actual = snapshot(&m.dir);
+    let mut opts = Opts::default();
+    opts.skip_mtime.insert(Vec::new()); // umoci's rootfs directory is its own
+    if let Err(diff) = compare(&expected, &actual, &opts) {
+        panic!("{image}: the disk differs from umoci's unpack:\n{diff}");
+    }
+    drop(m);
+    fs::remove_file(&raw).unwrap();
+}
+
+fn materialize(h: &Home, reference: &str) -> ImageDisk {
+    h.backend
+        .materialize(reference, &MaterializeOptions::default())
+        .unwrap()
+}
+
+fn events() -> (PullProgressFn, Arc<Mutex<Vec<PullProgress>>>) {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let s = seen.clone();
+    (
+        PullProgressFn::new(move |e| s.lock().unwrap().push(e.clone())),
+        seen,
+    )
+}
+
+fn started(seen: &Mutex<Vec<PullProgress>>) -> usize {
+    seen.lock()
+        .unwrap()
+        .iter()
+        .filter(|e| matches!(e, PullProgress::LayerMaterializeStarted { .. }))
+        .count()
+}
+
+fn artifacts(h: &Home) -> Vec<String> {
+    let mut out = Vec::new();
+    for dir in ["layers", "fsmeta", "vmdk"] {
+        let d = h.dir.path().join("cache/vm").join(dir);
+        for e in fs::read_dir(&d).into_iter().flatten() {
+            out.push(format!(
+                "{dir}/{}",
+                e.unwrap().file_name().to_string_lossy()
+            ));
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn every_fixture_image_boots_as_umoci_unpacks_it() {
+    if !need("every_fixture_image_boots_as_umoci_unpacks_it", TOOLS) {
+        return;
+    }
+    let h = home();
+    h.load("rich");
+    h.load("pair");
+    for (reference, image) in [
+        (
+            "rich",
+            format!("{}:rich", fixtures().join("rich").display()),
+        ),
+        (
+            "base",
+            format!("{}:base", fixtures().join("pair").display()),
+        ),
+        ("app", format!("{}:app", fixtures().join("pair").display())),
+    ] {
+        let work = tempfile::tempdir().unwrap();
+        let disk = materialize(&h, reference);
+        assert!(disk.vmdk_path.is_absolute() && disk.vmdk_path.is_file());
+        assert!(disk
+            .fsmeta_path
+            .starts_with(h.dir.path().join("cache/vm/fsmeta")));
+        assert_eq!(
+            disk.manifest_digest,
+            h.backend
+                .get_image(reference)
+                .unwrap()
+                .manifest_digest()
+                .unwrap()
+        );
+        let detail = h.backend.inspect_image(reference).unwrap();
+        assert_eq!(disk.layers.len(), detail.layers.len());
+        for (l, d) in disk.layers.iter().zip(&detail.layers) {
+            assert_eq!(l.diff_id, d.diff_id);
+            assert_eq!(d.erofs_size_bytes, Some(l.size_bytes as i64));
+        }
+        prove(&disk, &image, work.path());
+    }
+    assert!(h.tmp_names().is_empty(), "{:?}", h.tmp_names());
+    h.assert_invariants();
+}
+
+#[test]
+fn shared_layers_are_made_once_and_a_made_disk_returns_at_once() {
+    let h = home();
+    h.load("pair");
+    // Before: no layer has an image.
+    let detail = h.backend.inspect_image("app").unwrap();
+    assert!(detail.layers.iter().all(|l| l.erofs_size_bytes.is_none()));
+    let (p, seen) = events();
+    let options = MaterializeOptions {
+        pull_progress: Some(p),
+        ..Default::default()
+    };
+    let base = h.backend.materialize("base", &options).unwrap();
+    assert_eq!(started(&seen), 1);
+    let base_layer = fs::metadata(&base.layers[0].path).unwrap().ino();
+    let app = h.backend.materialize("app", &options).unwrap();
+    // app shares base's layer: only its own top layer is made.
+    assert_eq!(started(&seen), 2);
+    assert_eq!(app.layers[0].path, base.layers[0].path);
+    assert_eq!(fs::metadata(&app.layers[0].path).unwrap().ino(), base_layer);
+    let again = h.backend.materialize("app", &options).unwrap();
+    assert_eq!(started(&seen), 2, "a made disk is made again");
+    assert_eq!(again, app);
+    let kinds: Vec<&str> = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|e| match e {
+            PullProgress::StitchComplete { .. } => "stitched",
+            PullProgress::LayerMaterializeComplete { .. } => "layer",
+            _ => "",
+        })
+        .filter(|k| !k.is_empty())
+        .collect();
+    assert_eq!(
+        kinds,
+        ["layer", "stitched", "layer", "layer", "stitched", "layer", "layer", "stitched"]
+    );
+    // 2 layer images, an fsmeta and a VMDK per image.
+    assert_eq!(artifacts(&h).len(), 6, "{:?}", artifacts(&h));
+    assert!(h.tmp_names().is_empty());
+}
+
+#[test]
+fn two_makers_of_one_disk_make_each_artifact_once() {
+    let h = home();
+    h.load("rich");
+    let (p, seen) = events();
+    let disks: Vec<ImageDisk> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..2)
+            .map(|_| {
+                // A backend each: flock is per open file, as between processes.
+                let backend = microsandbox::LocalBackend::builder()
+                    .home(h.dir.path())
+                    .build_blocking()
+                    .unwrap();
+                let options = MaterializeOptions {
+                    pull_progress: Some(p.clone()),
+                    ..Default::default()
+                };
+                s.spawn(move || backend.materialize("rich", &options).unwrap())
+            })
+            .collect();
+        handles.into_iter().map(|t| t.join().unwrap()).collect()
+    });
+    assert_eq!(disks[0], disks[1]);
+    assert_eq!(started(&seen), 3, "each of rich's 3 layers is made once");
+    assert!(h.tmp_names().is_empty());
+}
+
+#[test]
+fn a_damaged_artifact_is_replaced_by_the_next_materialize() {
+    let h = home();
+    h.load("rich");
+    let disk = materialize(&h, "rich");
+    let good = fs::read(&disk.layers[1].path).unwrap();
+    // Cut the layer image short, and scribble over the descriptor.
+    fs::write(&disk.layers[1].path, &good[..4096]).unwrap();
+    fs::write(&disk.vmdk_path, b"# not a descriptor\n").unwrap();
+    let again = materialize(&h, "rich");
+    assert_eq!(again, disk);
+    assert_eq!(
+        fs::read(&disk.layers[1].path).unwrap(),
+        good,
+        "rebuilt byte for byte"
+    );
+    let text = fs::read_to_string(&disk.vmdk_path).unwrap();
+    assert!(text.contains("../layers/"), "{text}");
+}
+
+#[test]
+fn materialize_of_an_absent_reference_is_image_not_found() {
+    let h = home();
+    h.load("rich");
+    let err = h
+        .backend
+        .materialize("nope", &MaterializeOptions::default())
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::ImageNotFound);
+    assert!(artifacts(&h).is_empty());
+}
+
+/// A layout of one image `t` of these layer tars, loaded into a new home
+/// as `hostile`.
+fn hostile(layers: &[Vec<u8>], gzip: bool) -> (Home, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut tars = Vec::new();
+    for (k, t) in layers.iter().enumerate() {
+        let p = dir.path().join(format!("l{k}.tar"));
+        fs::write(&p, t).unwrap();
+        tars.push(p);
+    }
+    let plain = dir.path().join("plain");
+    erofs_common::oci::layout(&plain, &tars);
+    let src: PathBuf = if gzip {
+        let gz = dir.path().join("gz");
+        run(Command::new("skopeo")
+            .args([
+                "copy",
+                "-q",
+                "--dest-compress-format",
+                "gzip",
+                "--dest-compress",
+            ])
+            .arg(format!("oci:{}:t", plain.display()))
+            .arg(format!("oci:{}:t", gz.display())));
+        gz
+    } else {
+        plain
+    };
+    let h = home();
+    h.backend
+        .load_images(
+            &src,
+            &microsandbox::LoadOptions {
+                reference: Some(microsandbox::Reference::parse("hostile").unwrap()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    (h, dir)
+}
+
+#[test]
+fn hostile_layers_are_refused_and_leave_the_cache_as_it_was() {
+    let big = vec![0u8; 3 << 20];
+    // What, its layers, gzip them, the decompression limit, the code.
+    type Case = (&'static str, Vec<Vec<u8>>, bool, Option<u64>, ErrorKind);
+    let cases: Vec<Case> = vec![
+        (
+            "a path escaping the root",
+            vec![tar(&[Ent::file("../../etc/owned", b"x")])],
+            false,
+            None,
+            ErrorKind::InvalidArchive,
+        ),
+        (
+            "a hard link to nowhere",
+            vec![tar(&[Ent::hardlink("a", "missing")])],
+            false,
+            None,
+            ErrorKind::InvalidArchive,
+        ),
+        (
+            "a whiteout of ..",
+            vec![tar(&[Ent::dir("d"), Ent::file("d/.wh...", b"")])],
+            false,
+            None,
+            ErrorKind::InvalidArchive,
+        ),
+        (
+            "a decompression bomb",
+            vec![tar(&[Ent::file("zeros", &big)])],
+            true,
+            Some(1 << 20),
+            ErrorKind::InvalidArchive,
+        ),
+        (
+            "a tar cut short",
+            vec![tar(&[Ent::file("f", &big)])[..(1 << 20)].to_vec()],
+            false,
+            None,
+            ErrorKind::InvalidArchive,
+        ),
+    ];
+    for (what, layers, gzip, limit, kind) in cases {
+        let (h, _src) = hostile(&layers, gzip);
+        let before = h.snapshot();
+        let err = h
+            .backend
+            .materialize(
+                "hostile",
+                &MaterializeOptions {
+                    max_layer_bytes: limit,
+                    ..Default::default()
+                },
+            )
+            .unwrap_err();
+        assert_eq!(err.kind(), kind, "{what}: {err}");
+        assert!(
+            err.to_string().contains("layer 0 of hostile"),
+            "{what}: {err}"
+        );
+        assert!(artifacts(&h).is_empty(), "{what}: {:?}", artifacts(&h));
+        assert!(h.tmp_names().is_empty(), "{what}: {:?}", h.tmp_names());
+        h.assert_untouched(&before, what);
+        assert!(h.backend.list_leases().unwrap().is_empty(), "{what}");
+    }
+}
+
+fn allocated(path: &Path) -> u64 {
+    fs::metadata(path).unwrap().blocks() * 512
+}
+
+#[test]
+fn prune_takes_the_artifacts_of_what_it_takes_and_a_lease_keeps_them() {
+    let h = home();
+    h.load("pair");
+    let base = materialize(&h, "base");
+    let app = materialize(&h, "app");
+    // Another format version's file and a stray name: orphans.
+    let layers = h.dir.path().join("cache/vm/layers");
+    let old = layers.join(format!("{}.v999.erofs", "ab".repeat(32)));
+    fs::write(&old, vec![0u8; 4096]).unwrap();
+    fs::write(layers.join("junk"), b"x").unwrap();
+    let lease = h
+        .backend
+        .acquire_lease("base", &Default::default())
+        .unwrap();
+    let dry = h
+        .backend
+        .prune_images_with(&microsandbox::PruneOptions {
+            dry_run: true,
+            ..Default::default()
+        })
+        .unwrap();
+    let report = h.backend.prune_images().unwrap();
+    assert_eq!(report.fsmeta_removed, 1);
+    assert_eq!(report.vmdk_removed, 1);
+    // app's own layer blob, its layer image, and the two orphans.
+    assert_eq!(report.layers_removed, 4, "{report:?}");
+    assert_eq!(
+        (
+            dry.layers_removed,
+            dry.fsmeta_removed,
+            dry.vmdk_removed,
+            dry.bytes_reclaimed
+        ),
+        (
+            report.layers_removed,
+            report.fsmeta_removed,
+            report.vmdk_removed,
+            report.bytes_reclaimed
+        ),
+        "the dry run promised what the prune did"
+    );
+    assert!(!app.fsmeta_path.exists() && !app.vmdk_path.exists() && !app.layers[1].path.exists());
+    assert!(!old.exists() && !layers.join("junk").exists());
+    for p in [&base.vmdk_path, &base.fsmeta_path, &base.layers[0].path] {
+        assert!(p.is_file(), "{} went with a lease on base", p.display());
+    }
+    assert!(h.backend.verify(&Default::default()).unwrap().is_clean());
+    h.backend.release_lease(&lease.id).unwrap();
+    let report = h.backend.prune_images().unwrap();
+    assert_eq!((report.fsmeta_removed, report.vmdk_removed), (1, 1));
+    assert!(artifacts(&h).is_empty(), "{:?}", artifacts(&h));
+}
+
+#[test]
+fn disk_usage_counts_vm_bytes_with_their_images() {
+    let h = home();
+    h.load("pair");
+    let before = h.backend.disk_usage().unwrap();
+    assert_eq!(before.vm_bytes, 0);
+    let base = materialize(&h, "base");
+    let app = materialize(&h, "app");
+    let du = h.backend.disk_usage().unwrap();
+    let mut files: Vec<PathBuf> = vec![
+        base.vmdk_path,
+        base.fsmeta_path,
+        app.vmdk_path.clone(),
+        app.fsmeta_path.clone(),
+    ];
+    files.extend(app.layers.iter().map(|l| l.path.clone()));
+    let vm: u64 = files.iter().map(|p| allocated(p)).sum();
+    assert_eq!(du.vm_bytes, vm);
+    assert_eq!(du.total_bytes, before.total_bytes + vm);
+    assert_eq!(du.blobs_bytes, before.blobs_bytes);
+    let app_usage = du
+        .images
+        .iter()
+        .find(|i| i.reference == "app:latest")
+        .unwrap();
+    let app_before = before
+        .images
+        .iter()
+        .find(|i| i.reference == "app:latest")
+        .unwrap();
+    let own: u64 = [&app.vmdk_path, &app.fsmeta_path, &app.layers[1].path]
+        .iter()
+        .map(|p| allocated(p))
+        .sum();
+    assert_eq!(app_usage.unique_bytes, app_before.unique_bytes + own);
+    assert_eq!(
+        app_usage.shared_bytes,
+        app_before.shared_bytes + allocated(&app.layers[0].path),
+        "the base layer's image is shared"
+    );
+    // What a prune would free now includes every artifact.
+    let dry = h
+        .backend
+        .prune_images_with(&microsandbox::PruneOptions {
+            dry_run: true,
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(du.reclaimable_bytes, dry.bytes_reclaimed.unwrap());
+}
+
+#[test]
+fn a_vm_only_prune_drops_artifacts_and_keeps_blobs_and_references() {
+    let h = home();
+    h.load("pair");
+    let base = materialize(&h, "base");
+    let app = materialize(&h, "app");
+    let blobs = h.blob_names();
+    let lease = h
+        .backend
+        .acquire_lease("base", &Default::default())
+        .unwrap();
+    let report = h
+        .backend
+        .prune_images_with(&microsandbox::PruneOptions {
+            vm_only: true,
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(
+        (report.image_refs_removed, report.manifests_removed),
+        (0, 0)
+    );
+    assert_eq!(
+        (
+            report.layers_removed,
+            report.fsmeta_removed,
+            report.vmdk_removed
+        ),
+        (1, 1, 1)
+    );
+    assert_eq!(h.blob_names(), blobs);
+    assert_eq!(h.refs().len(), 2);
+    assert!(base.vmdk_path.is_file() && base.layers[0].path.is_file());
+    assert!(!app.vmdk_path.exists() && !app.layers[1].path.exists());
+    // A budget: everything but the pinned disk goes while over it; a
+    // generous one keeps app's disk.
+    h.backend.release_lease(&lease.id).unwrap();
+    materialize(&h, "app");
+    let report = h
+        .backend
+        .prune_images_with(&microsandbox::PruneOptions {
+            vm_only: true,
+            max_bytes: Some(u64::MAX / 2),
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(report.bytes_reclaimed, Some(0));
+    let report = h
+        .backend
+        .prune_images_with(&microsandbox::PruneOptions {
+            vm_only: true,
+            max_bytes: Some(0),
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!((report.fsmeta_removed, report.vmdk_removed), (2, 2));
+    assert!(artifacts(&h).is_empty());
+    assert_eq!(h.blob_names(), blobs);
+    let err = h
+        .backend
+        .prune_images_with(&microsandbox::PruneOptions {
+            vm_only: true,
+            dangling: true,
+            ..Default::default()
+        })
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidArgument);
+}
+
+#[test]
+fn verify_finds_damaged_artifacts_and_repair_deletes_them() {
+    let h = home();
+    h.load("rich");
+    let disk = materialize(&h, "rich");
+    assert_eq!(
+        h.backend
+            .verify(&Default::default())
+            .unwrap()
+            .artifacts_checked,
+        5
+    );
+    // A flipped byte in the second layer image's superblock.
+    let mut bytes = fs::read(&disk.layers[1].path).unwrap();
+    bytes[1024 + 8] ^= 0xff; // its features: the checksum flag
+    fs::write(&disk.layers[1].path, &bytes).unwrap();
+    let r = h.backend.verify(&Default::default()).unwrap();
+    assert!(!r.is_clean());
+    assert_eq!(
+        r.corrupt_artifacts.len(),
+        2,
+        "the layer, and the fsmeta over it: {r:?}"
+    );
+    assert!(r.corrupt_artifacts[0].starts_with("vm/layers/"), "{r:?}");
+    assert!(r.corrupt_artifacts[1].starts_with("vm/fsmeta/"), "{r:?}");
+    let r = h
+        .backend
+        .verify(&microsandbox::VerifyOptions { repair: true })
+        .unwrap();
+    assert_eq!(r.corrupt_artifacts.len(), 2);
+    assert!(!disk.layers[1].path.exists() && !disk.fsmeta_path.exists());
+    // The VMDK names a file now missing: the next verify says so.
+    let r = h
+        .backend
+        .verify(&microsandbox::VerifyOptions { repair: true })
+        .unwrap();
+    assert_eq!(r.corrupt_artifacts.len(), 1, "{r:?}");
+    assert!(h.backend.verify(&Default::default()).unwrap().is_clean());
+    let again = materialize(&h, "rich");
+    assert_eq!(again, disk);
+    assert!(h.backend.verify(&Default::default()).unwrap().is_clean());
+}
+
+#[test]
+fn a_sandbox_pulls_leases_its_disk_boots_it_and_cleans_up() {
+    if !need(
+        "a_sandbox_pulls_leases_its_disk_boots_it_and_cleans_up",
+        TOOLS,
+    ) {
+        return;
+    }
+    use common::registry::{push, registry};
+    let reg = registry();
+    push(&reg, "rich:rich", "team/rich:1", false);
+    let h = home();
+    let reference = format!("{}/team/rich:1", reg.addr);
+    let (p, seen) = events();
+    let handle = h
+        .backend
+        .pull_image(
+            &reference,
+            &microsandbox::PullOptions {
+                materialize: true,
+                pull_progress: Some(p),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(started(&seen), 3, "the pull made the disk");
+    let lease = h
+        .backend
+        .acquire_lease(
+            &reference,
+            &microsandbox::LeaseOptions {
+                materialize: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let disk = lease
+        .disk
+        .clone()
+        .expect("acquire with materialize returns the disk");
+    assert_eq!(
+        Some(disk.manifest_digest.as_str()),
+        handle.manifest_digest()
+    );
+    assert_eq!(started(&seen), 3, "the disk was made once");
+    // A prune while the sandbox runs takes nothing of its disk.
+    let report = h.backend.prune_images().unwrap();
+    assert_eq!(
+        (
+            report.fsmeta_removed,
+            report.vmdk_removed,
+            report.layers_removed
+        ),
+        (0, 0, 0)
+    );
+    let work = tempfile::tempdir().unwrap();
+    prove(
+        &disk,
+        &format!("{}:rich", fixtures().join("rich").display()),
+        work.path(),
+    );
+    h.backend.release_lease(&lease.id).unwrap();
+    let report = h.backend.prune_images().unwrap();
+    assert_eq!(report.image_refs_removed, 1);
+    assert_eq!((report.fsmeta_removed, report.vmdk_removed), (1, 1));
+    assert_eq!(
+        report.layers_removed, 6,
+        "3 layer blobs and 3 layer images: {report:?}"
+    );
+    assert!(artifacts(&h).is_empty());
+    assert!(h.blob_names().is_empty());
+}
+
+#[test]
+fn load_with_materialize_makes_the_disks_and_a_failed_acquire_leaves_no_lease() {
+    let h = home();
+    let handles = h
+        .backend
+        .load_images(
+            &fixtures().join("pair"),
+            &microsandbox::LoadOptions {
+                materialize: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(handles.len(), 2);
+    // base and app: 2 layer images, 2 fsmeta, 2 VMDK.
+    assert_eq!(artifacts(&h).len(), 6, "{:?}", artifacts(&h));
+    let (bad, _src) = hostile(&[tar(&[Ent::file("../x", b"x")])], false);
+    let err = bad
+        .backend
+        .acquire_lease(
+            "hostile",
+            &microsandbox::LeaseOptions {
+                materialize: true,
+                ..Default::default()
+            },
+        )
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidArchive);
+    assert!(bad.backend.list_leases().unwrap().is_empty());
+}
