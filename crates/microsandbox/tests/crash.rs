@@ -39,22 +39,38 @@ fn crash_child() {
         policy: PullPolicy::Always,
         ..Default::default()
     };
+    let materializing = PullOptions {
+        policy: PullPolicy::Always,
+        materialize: true,
+        ..Default::default()
+    };
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut i = 0u32;
     while Instant::now() < deadline {
         let _ = b.load_images(&fixtures.join("pair"), &Default::default());
+        if once {
+            // The VM disk's points first: a disk made from scratch.
+            let _ = b.materialize("app", &Default::default());
+        }
         if !registry.is_empty() {
-            let _ = b.pull_image(&format!("{registry}/team/rich:1"), &always);
+            let rich = if i.is_multiple_of(2) {
+                &materializing
+            } else {
+                &always
+            };
+            let _ = b.pull_image(&format!("{registry}/team/rich:1"), rich);
             let _ = b.pull_image(&format!("{registry}/team/multi:1"), &always);
         }
         let _ = b.load_images(&fixtures.join("rich"), &Default::default());
+        let _ = b.materialize("base", &Default::default());
+        let _ = b.materialize("rich", &Default::default());
         if let Ok(lease) = b.acquire_lease("rich", &Default::default()) {
             if i.is_multiple_of(2) {
                 let _ = b.release_lease(&lease.id);
             }
         }
         let _ = b.remove_image("app", i.is_multiple_of(3));
-        let policy = match i % 4 {
+        let policy = match i % 5 {
             0 => PruneOptions::default(),
             1 => PruneOptions {
                 dangling: true,
@@ -64,8 +80,12 @@ fn crash_child() {
                 max_bytes: Some(10_000),
                 ..Default::default()
             },
-            _ => PruneOptions {
+            3 => PruneOptions {
                 unused_for: Some(Duration::ZERO),
+                ..Default::default()
+            },
+            _ => PruneOptions {
+                vm_only: true,
                 ..Default::default()
             },
         };
@@ -111,6 +131,8 @@ fn assert_sound(h: &Home, when: &str) {
     assert!(r.dangling_references.is_empty(), "{when}: {r:?}");
     assert!(r.missing_blobs.is_empty(), "{when}: {r:?}");
     assert!(r.bad_leases.is_empty(), "{when}: {r:?}");
+    // No partial or broken VM artifact is ever visible.
+    assert!(r.corrupt_artifacts.is_empty(), "{when}: {r:?}");
     h.assert_invariants();
 }
 

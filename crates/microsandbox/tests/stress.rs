@@ -1,7 +1,8 @@
 //! Multi-process stress: six processes share one home for a minute, each
 //! doing a random mix of pulls and loads, removes with and without force,
 //! prunes with every policy, leases taken and released, lists and
-//! inspects. The only errors allowed are the expected ones (`ImageInUse`,
+//! inspects, materialized disks (a lease taken with its disk keeps every
+//! file of it) and VM-only prunes. The only errors allowed are the expected ones (`ImageInUse`,
 //! `ImageNotFound`, `Busy` after the bounded wait); while a process holds a
 //! lease, the leased image's blobs are all there every time it looks; at
 //! the end `verify()` is clean. Prints the operations per second sustained.
@@ -63,6 +64,8 @@ fn stress_child() {
     ];
     let mut counts: BTreeMap<String, u64> = BTreeMap::new();
     let mut held: Vec<(String, String)> = Vec::new(); // (lease id, manifest digest)
+                                                      // Leases taken with their disk: the disk's files must stay while held.
+    let mut disks: Vec<(String, Vec<std::path::PathBuf>)> = Vec::new();
     let blobs_dir = Path::new(&home).join("cache/oci/blobs/sha256");
     let deadline = Instant::now() + Duration::from_secs(seconds());
     let mut record = |op: &str, r: Result<(), microsandbox::MicrosandboxError>| {
@@ -81,6 +84,13 @@ fn stress_child() {
         *counts.entry(format!("{op} {outcome}")).or_default() += 1;
     };
     while Instant::now() < deadline {
+        for (id, files) in &disks {
+            for f in files {
+                if !f.is_file() {
+                    println!("VIOLATION {} of lease {id}'s disk is gone", f.display());
+                }
+            }
+        }
         // Every lease held: the leased image's blobs are all there.
         for (id, digest) in &held {
             let m = blobs_dir.join(digest.trim_start_matches("sha256:"));
@@ -98,7 +108,7 @@ fn stress_child() {
             }
         }
         let name = names[(next(&mut seed) % names.len() as u64) as usize];
-        match next(&mut seed) % 14 {
+        match next(&mut seed) % 17 {
             0 => record(
                 "load",
                 b.load_images(&fixtures.join("pair"), &Default::default())
@@ -154,12 +164,42 @@ fn stress_child() {
             },
             9 => {
                 if let Some((id, _)) = held.pop() {
+                    disks.retain(|(d, _)| *d != id);
                     record("release", b.release_lease(&id).map(drop));
                 }
             }
             10 | 11 => record("list", b.list_images().map(drop)),
             12 => record("inspect", b.inspect_image(name).map(drop)),
-            _ => record("disk usage", b.disk_usage().map(drop)),
+            13 => record("disk usage", b.disk_usage().map(drop)),
+            14 => record(
+                "materialize",
+                b.materialize(name, &Default::default()).map(drop),
+            ),
+            15 => {
+                let options = microsandbox::LeaseOptions {
+                    materialize: true,
+                    ..Default::default()
+                };
+                match b.acquire_lease(name, &options) {
+                    Ok(l) => {
+                        let d = l.disk.clone().unwrap();
+                        let mut files = vec![d.vmdk_path, d.fsmeta_path];
+                        files.extend(d.layers.into_iter().map(|x| x.path));
+                        disks.push((l.id.clone(), files));
+                        held.push((l.id.clone(), l.manifest_digest.clone().unwrap()));
+                        record("acquire with disk", Ok(()));
+                    }
+                    Err(e) => record("acquire with disk", Err(e)),
+                }
+            }
+            _ => record(
+                "prune vm-only",
+                b.prune_images_with(&PruneOptions {
+                    vm_only: true,
+                    ..Default::default()
+                })
+                .map(drop),
+            ),
         }
     }
     for (id, _) in held {
@@ -220,7 +260,17 @@ fn six_processes_share_one_home() {
     }
     // Every kind of operation ran and succeeded at least once.
     for op in [
-        "load", "pull", "remove", "prune", "acquire", "release", "list", "inspect",
+        "load",
+        "pull",
+        "remove",
+        "prune",
+        "acquire",
+        "release",
+        "list",
+        "inspect",
+        "materialize",
+        "acquire with disk",
+        "prune vm-only",
     ] {
         assert!(
             totals.get(&format!("{op} ok")).copied().unwrap_or(0) > 0,

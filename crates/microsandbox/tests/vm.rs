@@ -552,23 +552,21 @@ fn verify_finds_damaged_artifacts_and_repair_deletes_them() {
     assert!(!r.is_clean());
     assert_eq!(
         r.corrupt_artifacts.len(),
-        2,
-        "the layer, and the fsmeta over it: {r:?}"
+        3,
+        "the layer, and the fsmeta and VMDK over it: {r:?}"
     );
     assert!(r.corrupt_artifacts[0].starts_with("vm/layers/"), "{r:?}");
     assert!(r.corrupt_artifacts[1].starts_with("vm/fsmeta/"), "{r:?}");
+    assert!(r.corrupt_artifacts[2].starts_with("vm/vmdk/"), "{r:?}");
     let r = h
         .backend
         .verify(&microsandbox::VerifyOptions { repair: true })
         .unwrap();
-    assert_eq!(r.corrupt_artifacts.len(), 2);
-    assert!(!disk.layers[1].path.exists() && !disk.fsmeta_path.exists());
-    // The VMDK names a file now missing: the next verify says so.
-    let r = h
-        .backend
-        .verify(&microsandbox::VerifyOptions { repair: true })
-        .unwrap();
-    assert_eq!(r.corrupt_artifacts.len(), 1, "{r:?}");
+    assert_eq!(r.corrupt_artifacts.len(), 3);
+    assert!(
+        !disk.layers[1].path.exists() && !disk.fsmeta_path.exists() && !disk.vmdk_path.exists()
+    );
+    assert!(disk.layers[0].path.exists(), "a sound layer image stays");
     assert!(h.backend.verify(&Default::default()).unwrap().is_clean());
     let again = materialize(&h, "rich");
     assert_eq!(again, disk);

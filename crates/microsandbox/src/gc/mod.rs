@@ -253,7 +253,10 @@ pub fn plan(
         vm.push((*kind, name.clone()));
         report.count_artifact(*kind, *bytes);
     }
-    vm.sort_by(|a, b| (a.0.as_str(), &a.1).cmp(&(b.0.as_str(), &b.1)));
+    // Dependents first (a VMDK names its fsmeta and layer images, an
+    // fsmeta its layer images): a sweep cut short never leaves one naming
+    // a file that is gone.
+    vm.sort_by_key(|(kind, name)| (kind.dependents_first(), name.clone()));
     if options.vm_only {
         return Ok(Plan {
             index,

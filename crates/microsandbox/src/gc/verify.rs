@@ -83,15 +83,6 @@ impl VerifyReport {
     }
 }
 
-/// The directory of a kind under `cache/vm/`, for reports.
-fn dir_name(kind: ArtifactKind) -> &'static str {
-    match kind {
-        ArtifactKind::Layer => "layers",
-        ArtifactKind::Fsmeta => "fsmeta",
-        ArtifactKind::Vmdk => "vmdk",
-    }
-}
-
 /// Where repair puts corrupt blobs: beside the layout, not in it.
 pub const QUARANTINE: &str = "quarantine";
 
@@ -251,12 +242,14 @@ pub fn verify(layout: &Layout, options: &VerifyOptions) -> MicrosandboxResult<Ve
     report.artifacts_checked = checked;
     report.corrupt_artifacts = bad_artifacts
         .iter()
-        .map(|b| format!("vm/{}/{}: {}", dir_name(b.kind), b.name, b.why))
+        .map(|b| format!("vm/{}/{}: {}", b.kind.dir_name(), b.name, b.why))
         .collect();
 
     if let Some(exclusive) = &exclusive {
         let mut touched: Vec<ArtifactKind> = Vec::new();
-        for b in &bad_artifacts {
+        let mut doomed: Vec<&crate::vm::check::Bad> = bad_artifacts.iter().collect();
+        doomed.sort_by_key(|b| b.kind.dependents_first());
+        for b in doomed {
             if b.kind.dir(layout).remove(&b.name)? && !touched.contains(&b.kind) {
                 touched.push(b.kind);
             }

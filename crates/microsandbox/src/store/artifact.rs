@@ -76,6 +76,25 @@ impl ArtifactKind {
         }
     }
 
+    /// Its rank in a deletion: a VMDK before the fsmeta it names, an
+    /// fsmeta before the layer images it names.
+    pub fn dependents_first(self) -> u8 {
+        match self {
+            ArtifactKind::Vmdk => 0,
+            ArtifactKind::Fsmeta => 1,
+            ArtifactKind::Layer => 2,
+        }
+    }
+
+    /// Its directory's name under `cache/vm/`.
+    pub fn dir_name(self) -> &'static str {
+        match self {
+            ArtifactKind::Layer => "layers",
+            ArtifactKind::Fsmeta => "fsmeta",
+            ArtifactKind::Vmdk => "vmdk",
+        }
+    }
+
     fn extension(self) -> &'static str {
         match self {
             ArtifactKind::Layer | ArtifactKind::Fsmeta => "erofs",

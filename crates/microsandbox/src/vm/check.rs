@@ -36,9 +36,11 @@ pub fn check_all(layout: &Layout, files: &ArtifactFiles) -> MicrosandboxResult<(
     let mut bad = Vec::new();
     let mut checked = 0;
     let mut layers: HashMap<Digest, u64> = HashMap::new();
+    let mut fsmeta: HashMap<Digest, u64> = HashMap::new();
     let mut ids: Vec<_> = files.present.keys().cloned().collect();
-    // Layers first: the others are checked against them.
-    ids.sort_by_key(|(k, d)| (*k != ArtifactKind::Layer, k.as_str(), d.clone()));
+    // What others name first: layers, then fsmeta, then VMDKs, each held
+    // against the sound ones before it.
+    ids.sort_by_key(|(k, d)| (std::cmp::Reverse(k.dependents_first()), d.clone()));
     for (kind, key) in ids {
         let Some(file) = artifact::open(layout, kind, &key).ok().flatten() else {
             continue;
@@ -48,8 +50,10 @@ pub fn check_all(layout: &Layout, files: &ArtifactFiles) -> MicrosandboxResult<(
             ArtifactKind::Layer => check_layer(&file).inspect(|size| {
                 layers.insert(key.clone(), *size);
             }),
-            ArtifactKind::Fsmeta => check_fsmeta(layout, &file, &layers),
-            ArtifactKind::Vmdk => check_vmdk(layout, &file, &key),
+            ArtifactKind::Fsmeta => check_fsmeta(layout, &file, &layers).inspect(|size| {
+                fsmeta.insert(key.clone(), *size);
+            }),
+            ArtifactKind::Vmdk => check_vmdk(layout, &file, &key, &layers, &fsmeta),
         };
         if let Err(why) = verdict {
             bad.push(Bad {
@@ -101,7 +105,13 @@ fn check_fsmeta(layout: &Layout, file: &File, sound: &HashMap<Digest, u64>) -> R
     len(file)
 }
 
-fn check_vmdk(layout: &Layout, file: &File, manifest: &Digest) -> Result<u64, String> {
+fn check_vmdk(
+    layout: &Layout,
+    file: &File,
+    manifest: &Digest,
+    layers: &HashMap<Digest, u64>,
+    fsmeta: &HashMap<Digest, u64>,
+) -> Result<u64, String> {
     let path = artifact::path(layout, ArtifactKind::Vmdk, manifest);
     let bytes = crate::store::fs::read_file_bounded(
         file.try_clone().map_err(|e| e.to_string())?,
@@ -112,11 +122,11 @@ fn check_vmdk(layout: &Layout, file: &File, manifest: &Digest) -> Result<u64, St
     let text = String::from_utf8(bytes).map_err(|_| "not text".to_owned())?;
     let desc = erofs::vmdk::parse(&text).map_err(|e| e.to_string())?;
     let parts = desc.files().map_err(|e| e.to_string())?;
-    let fsmeta = format!("../fsmeta/{}", ArtifactKind::Fsmeta.name(manifest));
+    let own_fsmeta = format!("../fsmeta/{}", ArtifactKind::Fsmeta.name(manifest));
     for (i, part) in parts.iter().enumerate() {
         let (kind, name) = match part.path.strip_prefix("../layers/") {
             Some(name) if i > 0 => (ArtifactKind::Layer, name),
-            _ if i == 0 && part.path == fsmeta => {
+            _ if i == 0 && part.path == own_fsmeta => {
                 (ArtifactKind::Fsmeta, &part.path["../fsmeta/".len()..])
             }
             _ => return Err(format!("extent {i} names {:?}", part.path)),
@@ -124,11 +134,16 @@ fn check_vmdk(layout: &Layout, file: &File, manifest: &Digest) -> Result<u64, St
         let key = kind
             .key_of(name)
             .ok_or_else(|| format!("extent {i} names {:?}", part.path))?;
-        let size = artifact::stat(layout, kind, &key)
-            .ok()
-            .flatten()
-            .map(|s| s.st_size as u64)
-            .ok_or_else(|| format!("{} is missing", part.path))?;
+        // Held against the files already found sound, never a stat of a
+        // name that may be missing or damaged.
+        let sound = match kind {
+            ArtifactKind::Layer => layers,
+            _ => fsmeta,
+        };
+        let size = sound
+            .get(&key)
+            .copied()
+            .ok_or_else(|| format!("{} is missing or damaged", part.path))?;
         if size != part.size {
             return Err(format!(
                 "{} has {size} bytes, the descriptor says {}",
