@@ -1,9 +1,10 @@
 // Helpers shared by the benchmarks: timing, statistics, the machine's
 // description, tar headers, and running commands under /usr/bin/time.
 
-import { spawnSync } from 'node:child_process'
+import { spawn, spawnSync } from 'node:child_process'
 import crypto from 'node:crypto'
 import fs from 'node:fs'
+import net from 'node:net'
 import os from 'node:os'
 import path from 'node:path'
 
@@ -161,3 +162,33 @@ export async function runBenchmark(main, cleanup) {
   }
   if (failed) process.exit(1)
 }
+
+/** A free TCP port on 127.0.0.1. */
+export async function freePort() {
+  return new Promise((resolve) => {
+    const srv = net.createServer().listen(0, '127.0.0.1', () => {
+      const { port } = srv.address()
+      srv.close(() => resolve(port))
+    })
+  })
+}
+
+/** Starts Debian's docker-registry on 127.0.0.1 with its data in `dir`; `{ addr, child }`. */
+export async function startRegistry(dir) {
+  const port = await freePort()
+  const addr = `127.0.0.1:${port}`
+  const config = path.join(dir, 'config.yml')
+  fs.writeFileSync(config, `version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: ${dir}/data\nhttp:\n  addr: ${addr}\n`)
+  const child = spawn('docker-registry', ['serve', config], { stdio: 'ignore' })
+  for (let i = 0; ; i++) {
+    const up = await new Promise((resolve) => {
+      const s = net.connect(port, '127.0.0.1', () => { s.destroy(); resolve(true) })
+      s.on('error', () => resolve(false))
+    })
+    if (up) break
+    if (i > 400) throw new Error('the registry did not start')
+    await new Promise((r) => setTimeout(r, 50))
+  }
+  return { addr, child }
+}
+

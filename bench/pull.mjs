@@ -24,16 +24,14 @@
 // `node bench/pull.mjs --child HOME REF` is the child mode.
 
 import assert from 'node:assert/strict'
-import { spawn } from 'node:child_process'
 import crypto from 'node:crypto'
 import fs from 'node:fs'
 import { createRequire } from 'node:module'
-import net from 'node:net'
 import os from 'node:os'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import zlib from 'node:zlib'
-import { MiB, fmtS, fmtX, log, machine, median, msSince, now, runner, runBenchmark, stats, tarHeader, writeLayout } from './lib.mjs'
+import { MiB, fmtS, fmtX, log, machine, median, msSince, now, runner, runBenchmark, startRegistry, stats, tarHeader, writeLayout } from './lib.mjs'
 
 const HERE = path.dirname(fileURLToPath(import.meta.url))
 const ROOT = path.resolve(HERE, '..')
@@ -109,33 +107,6 @@ async function buildLayout(dir) {
   const image = writeLayout(dir, layers, 'application/vnd.oci.image.layer.v1.tar+gzip')
   fs.writeFileSync(done, JSON.stringify(image))
   return image
-}
-
-async function freePort() {
-  return new Promise((resolve) => {
-    const srv = net.createServer().listen(0, '127.0.0.1', () => {
-      const { port } = srv.address()
-      srv.close(() => resolve(port))
-    })
-  })
-}
-
-async function startRegistry(dir) {
-  const port = await freePort()
-  const addr = `127.0.0.1:${port}`
-  const config = path.join(dir, 'config.yml')
-  fs.writeFileSync(config, `version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: ${dir}/data\nhttp:\n  addr: ${addr}\n`)
-  const child = spawn('docker-registry', ['serve', config], { stdio: 'ignore' })
-  for (let i = 0; ; i++) {
-    const up = await new Promise((resolve) => {
-      const s = net.connect(port, '127.0.0.1', () => { s.destroy(); resolve(true) })
-      s.on('error', () => resolve(false))
-    })
-    if (up) break
-    if (i > 400) throw new Error('the registry did not start')
-    await new Promise((r) => setTimeout(r, 50))
-  }
-  return { addr, child }
 }
 
 const results = { date: new Date().toISOString(), machine: machine(), quick: QUICK, reps: REPS }

@@ -408,7 +408,11 @@ impl LocalBackend {
         path: &Path,
         options: &LoadOptions,
     ) -> MicrosandboxResult<Vec<ImageHandle>> {
-        let handles = transfer::load(&*self.layout()?, path, options)?;
+        let layout = self.layout()?;
+        let sinks = options
+            .materialize
+            .then(|| crate::vm::layer::sinks(layout.clone()));
+        let handles = transfer::load(&layout, path, options, sinks)?;
         if options.materialize {
             let vm = MaterializeOptions {
                 progress: options.progress.clone(),
@@ -479,7 +483,11 @@ impl LocalBackend {
             }
             PullPolicy::Always => {}
         }
-        transfer::pull(&*self.layout()?, &r, options)
+        let layout = self.layout()?;
+        let sinks = options
+            .materialize
+            .then(|| crate::vm::layer::sinks(layout.clone()));
+        transfer::pull(&layout, &r, options, sinks)
     }
 
     /// Writes the images `references` name into one archive at `path`.

@@ -188,16 +188,48 @@ pub fn claim(
     key: &Digest,
     mut waiting: impl FnMut() -> MicrosandboxResult<()>,
 ) -> MicrosandboxResult<Claim> {
+    let claimed = claim_with(layout, kind, key, || {
+        waiting()?;
+        Ok(true)
+    })?;
+    Ok(claimed.expect("a claim that waits always ends with one"))
+}
+
+/// [`claim`] without waiting: `None` when another maker holds it (a
+/// transfer that makes layer images on the way never waits for one while
+/// it holds a download's claim, so two transfers cannot wait on each
+/// other).
+///
+/// # Errors
+///
+/// As [`claim`].
+pub fn try_claim(
+    layout: &Layout,
+    kind: ArtifactKind,
+    key: &Digest,
+) -> MicrosandboxResult<Option<Claim>> {
+    claim_with(layout, kind, key, || Ok(false))
+}
+
+/// The claim loop; `busy` says whether to go on waiting for another maker.
+fn claim_with(
+    layout: &Layout,
+    kind: ArtifactKind,
+    key: &Digest,
+    mut busy: impl FnMut() -> MicrosandboxResult<bool>,
+) -> MicrosandboxResult<Option<Claim>> {
     let tmp = layout.tmp_dir();
     let name = kind.claim_name(key);
     let path = tmp.join(&name);
     loop {
         if let Some(file) = open(layout, kind, key)? {
-            return Ok(Claim::Present(file));
+            return Ok(Some(Claim::Present(file)));
         }
         let file = tmp.open_or_create(&name)?;
         if !try_flock(&file, LockMode::Exclusive).at("lock", &path)? {
-            waiting()?;
+            if !busy()? {
+                return Ok(None);
+            }
             std::thread::sleep(POLL);
             continue;
         }
@@ -214,16 +246,16 @@ pub fn claim(
         };
         if let Some(present) = open(layout, kind, key)? {
             tmp_file.unlink();
-            return Ok(Claim::Present(present));
+            return Ok(Some(Claim::Present(present)));
         }
         // A dead maker's bytes are not trusted: start from nothing.
         tmp_file.file.set_len(0).at("truncate", &path)?;
         tmp_file.file.seek(SeekFrom::Start(0)).at("seek", &path)?;
-        return Ok(Claim::Mine(ArtifactWriter {
+        return Ok(Some(Claim::Mine(ArtifactWriter {
             tmp: tmp_file,
             kind,
             key: key.clone(),
-        }));
+        })));
     }
 }
 

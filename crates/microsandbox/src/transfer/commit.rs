@@ -16,6 +16,7 @@ use crate::oci::digest::Digest;
 use crate::oci::model::{
     Descriptor, ANN_CREATED, ANN_IMAGE_CREATED, ANN_LAST_USED, ANN_LAYERS, ANN_SIZE,
 };
+use crate::store::artifact::ArtifactWriter;
 use crate::store::blob::{sync_all, BlobWriter, ParkedBlob, VerifiedBlob};
 use crate::store::catalog::{handle_of, name_descriptor};
 use crate::store::diffid;
@@ -23,7 +24,7 @@ use crate::store::index::{self, IndexTxn};
 use crate::store::layout::Layout;
 use crate::store::lease::TransferPin;
 use crate::store::lock::Exclusive;
-use crate::transfer::layer::{check_diff_id, uncompressed_digest};
+use crate::transfer::layer::{check_diff_id, feed_layer, LayerSink};
 use crate::transfer::progress::{Phase, Progress};
 use crate::util::time;
 
@@ -77,7 +78,7 @@ pub(super) fn ingest_and_commit(
     let mut verified: Vec<VerifiedBlob> = Vec::new();
     let mut written: HashSet<Digest> = HashSet::new();
     let mut seen_layers: HashSet<Digest> = HashSet::new();
-    let mut layers: Vec<(Descriptor, String)> = Vec::new();
+    let mut layers: Vec<(Descriptor, String, Digest)> = Vec::new();
     for p in distinct(planned) {
         let shown = p.reference.familiar();
         let json = [
@@ -95,7 +96,11 @@ pub(super) fn ingest_and_commit(
         }
         for (i, d) in p.layers.iter().enumerate() {
             if seen_layers.insert(d.digest.clone()) {
-                layers.push((d.clone(), format!("layer {i} of {shown}")));
+                layers.push((
+                    d.clone(),
+                    format!("layer {i} of {shown}"),
+                    p.diff_ids[i].clone(),
+                ));
             }
         }
     }
@@ -106,9 +111,12 @@ pub(super) fn ingest_and_commit(
     let pin = Mutex::new(pin);
     let renew = || pin.lock().unwrap_or_else(|e| e.into_inner()).renew_if_due();
     let progress = source.progress.as_ref();
-    let brought = crate::util::par::queue(&layers, source.parallelism(), |(d, what)| {
-        let digest_of = |file: &std::fs::File, path: &Path| {
-            uncompressed_digest(
+    let brought = crate::util::par::queue(&layers, source.parallelism(), |(d, what, diff_id)| {
+        // A new blob's uncompressed bytes also feed the sink of its
+        // layer (a VM layer image made in the same pass), if any.
+        let sink = || source.sinks.as_ref().and_then(|make| make(diff_id));
+        let digest_of = |file: &std::fs::File, path: &Path, sink| {
+            feed_layer(
                 file,
                 path,
                 &d.digest,
@@ -116,6 +124,7 @@ pub(super) fn ingest_and_commit(
                 what,
                 progress,
                 source.max_layer_bytes,
+                sink,
             )
         };
         // A blob the cache holds was checked when it entered: what it
@@ -134,36 +143,41 @@ pub(super) fn ingest_and_commit(
                     ),
                 )
             })?;
-            digest_of(&file, &path)
+            digest_of(&file, &path, None).map(|(found, _)| found)
         };
+        // The sink's image, finished and flushed before the lock; a layer
+        // it cannot make is left to a later materialize, which says why.
+        let made = |sink: Option<Box<dyn LayerSink>>| sink.and_then(|s| s.finish(what).ok());
         if present(layout, d, what)? {
-            return Ok((None, cached()?));
+            return Ok((None, cached()?, None));
         }
         renew()?;
-        Ok(match source.stage(layout, d, what, renew)? {
+        Ok(match source.stage(layout, d, Some(diff_id), what, renew)? {
             Staged::Written(blob) => {
-                let found = digest_of(blob.file(), &blob.path())?;
-                (Some(Arrived::Written(blob)), found)
+                let (found, sink) = digest_of(blob.file(), &blob.path(), sink())?;
+                (Some(Arrived::Written(blob)), found, made(sink))
             }
             Staged::Partial(blob, tap) => {
-                let found = match tap {
+                let (found, sink) = match tap {
                     Some(tap) => tap.finish(&d.digest, what)?,
-                    None => digest_of(blob.file(), &blob.path())?,
+                    None => digest_of(blob.file(), &blob.path(), None)?,
                 };
-                (Some(Arrived::Parked(blob.park()?)), found)
+                (Some(Arrived::Parked(blob.park()?)), found, made(sink))
             }
-            Staged::Present => (None, cached()?),
+            Staged::Present => (None, cached()?, None),
         })
     })?;
     let mut parked: Vec<ParkedBlob> = Vec::new();
     let mut uncompressed: HashMap<&Digest, Option<Digest>> = HashMap::new();
-    for ((d, _), (arrived, found)) in layers.iter().zip(brought) {
+    let mut images: Vec<ArtifactWriter> = Vec::new();
+    for ((d, _, _), (arrived, found, image)) in layers.iter().zip(brought) {
         match arrived {
             Some(Arrived::Written(blob)) => verified.push(blob),
             Some(Arrived::Parked(blob)) => parked.push(blob),
             None => {}
         }
         uncompressed.insert(&d.digest, found);
+        images.extend(image);
     }
     for p in distinct(planned) {
         for (i, d) in p.layers.iter().enumerate() {
@@ -223,6 +237,11 @@ pub(super) fn ingest_and_commit(
         .filter(|(blob, diff_id)| blob != diff_id)
         .collect();
     diffid::put_all(layout, &guard, &pairs);
+    // The layer images made on the way, now that their layers are checked
+    // and in the cache.
+    for image in images {
+        image.commit(layout, &guard)?;
+    }
     let now = time::format(time::now());
     let index = &mut txn.index;
     // The new entries replace every spelling of their names; the newest of

@@ -35,10 +35,14 @@ fn is_plain_tar(media_type: &str) -> bool {
 /// positioned reads (a cache blob, or a verified temporary); `path` names
 /// it in messages.
 ///
+/// The uncompressed bytes also feed `sink` (then the whole file is read,
+/// whatever its kind).
+///
 /// # Errors
 ///
 /// [`ErrorKind::InvalidArchive`] naming `what` for a corrupt gzip stream.
-pub fn uncompressed_digest(
+#[allow(clippy::too_many_arguments)]
+pub fn feed_layer(
     file: &File,
     path: &Path,
     stored: &Digest,
@@ -46,8 +50,9 @@ pub fn uncompressed_digest(
     what: &str,
     progress: Option<&ProgressFn>,
     limit: u64,
-) -> MicrosandboxResult<Option<Digest>> {
-    let feed = |reader: &mut dyn Read, digester: &mut LayerDigester, upto: Option<u64>| {
+    sink: Option<Box<dyn LayerSink>>,
+) -> MicrosandboxResult<Fed> {
+    let feed = |reader: &mut dyn Read, tap: &mut LayerTap, upto: Option<u64>| {
         let mut buf = vec![0u8; CHUNK];
         let mut reader = reader.take(upto.unwrap_or(u64::MAX));
         loop {
@@ -55,15 +60,17 @@ pub fn uncompressed_digest(
             if n == 0 {
                 return Ok::<(), MicrosandboxError>(());
             }
-            digester.update(&buf[..n]);
+            Tap::update(tap, &buf[..n]);
         }
     };
-    // The first bytes tell the kind; only gzip needs the rest, read again
-    // from the start with progress.
-    let mut digester = LayerDigester::new(media_type, limit);
-    feed(&mut ReadAt::new(file), &mut digester, Some(512))?;
-    if !digester.is_gzip() {
-        return digester.finish(stored, what);
+    // The first bytes tell the kind; only gzip (or a sink) needs the rest,
+    // read again from the start with progress.
+    if sink.is_none() {
+        let mut head = LayerTap::new(media_type, limit, None);
+        feed(&mut ReadAt::new(file), &mut head, Some(512))?;
+        if !head.digester.is_gzip() {
+            return head.finish(stored, what);
+        }
     }
     let size = file.metadata().at("stat", path)?.len();
     let mut reader = ProgressReader::new(
@@ -73,9 +80,9 @@ pub fn uncompressed_digest(
         Some(stored.to_string()),
         Some(size),
     );
-    let mut digester = LayerDigester::new(media_type, limit);
-    feed(&mut reader, &mut digester, None)?;
-    digester.finish(stored, what)
+    let mut tap = LayerTap::new(media_type, limit, sink);
+    feed(&mut reader, &mut tap, None)?;
+    tap.finish(stored, what)
 }
 
 /// The most bytes a layer may decompress to before it is refused as a
@@ -90,7 +97,7 @@ fn bomb(what: &str, stored: &Digest, limit: u64) -> MicrosandboxError {
 }
 
 /// A layer's uncompressed digest, computed as its bytes stream by (a
-/// download), with the same rules as [`uncompressed_digest`]: gzip (by its
+/// download), with the same rules as [`feed_layer`]: gzip (by its
 /// magic) is decompressed and hashed, a tar is its own digest, anything
 /// else cannot be checked here.
 pub struct LayerDigester {
@@ -285,6 +292,77 @@ impl LayerDigester {
     }
 }
 
+/// What else a layer's uncompressed stream feeds, in the same pass as its
+/// diff_id check: a VM layer image being written (made by `crate::vm`;
+/// transfer only hands the bytes on).
+pub trait LayerSink: Send {
+    /// Where the uncompressed bytes go, from the first.
+    fn forward(&self) -> Forward;
+    /// The stream is whole: the image is finished and flushed, ready for
+    /// the commit.
+    ///
+    /// # Errors
+    ///
+    /// A layer the sink cannot make (the caller carries on without it).
+    fn finish(
+        self: Box<Self>,
+        what: &str,
+    ) -> MicrosandboxResult<crate::store::artifact::ArtifactWriter>;
+}
+
+/// What a pass over a layer found (its uncompressed digest, `None` when
+/// it cannot be told) and its sink, which saw the whole stream.
+pub type Fed = (Option<Digest>, Option<Box<dyn LayerSink>>);
+
+/// Makes the sink of a layer, by its diff_id; `None` when there is
+/// nothing to make (its image exists, or another process is making it).
+pub type LayerSinks = std::sync::Arc<dyn Fn(&Digest) -> Option<Box<dyn LayerSink>> + Send + Sync>;
+
+/// The tap of a layer's download: its uncompressed digest, and a sink fed
+/// the same uncompressed bytes.
+pub struct LayerTap {
+    digester: LayerDigester,
+    sink: Option<Box<dyn LayerSink>>,
+}
+
+impl LayerTap {
+    /// A tap for a layer of `media_type` (decompression bounded by
+    /// `limit`), feeding `sink` too.
+    pub fn new(media_type: &str, limit: u64, sink: Option<Box<dyn LayerSink>>) -> LayerTap {
+        let mut digester = LayerDigester::new(media_type, limit);
+        if let Some(s) = &sink {
+            digester = digester.forwarding(s.forward());
+        }
+        LayerTap { digester, sink }
+    }
+
+    /// The uncompressed digest (as [`LayerDigester::finish`]) and the
+    /// sink, which saw the whole stream.
+    ///
+    /// # Errors
+    ///
+    /// As [`LayerDigester::finish`].
+    pub fn finish(self, stored: &Digest, what: &str) -> MicrosandboxResult<Fed> {
+        let digest = self.digester.finish(stored, what)?;
+        // A layer told by its content as neither gzip nor tar handed on
+        // nothing: no image can come of it.
+        let sink = self.sink.filter(|_| digest.is_some());
+        Ok((digest, sink))
+    }
+}
+
+impl Tap for LayerTap {
+    fn update(&mut self, bytes: &[u8]) {
+        self.digester.update(bytes)
+    }
+}
+
+impl std::fmt::Debug for LayerTap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LayerTap")
+    }
+}
+
 /// Checks a layer's uncompressed digest against its config's `diff_id`.
 ///
 /// # Errors
@@ -333,7 +411,7 @@ mod tests {
             let path = dir.path().join("layer");
             std::fs::write(&path, bytes).unwrap();
             let file = File::open(&path).unwrap();
-            let from_file = uncompressed_digest(
+            let from_file = feed_layer(
                 &file,
                 &path,
                 &stored,
@@ -341,7 +419,9 @@ mod tests {
                 "t",
                 None,
                 DEFAULT_MAX_LAYER_BYTES,
-            );
+                None,
+            )
+            .map(|(d, _)| d);
             // Fed in small, uneven pieces, as a download comes.
             let mut d = LayerDigester::new(media_type, DEFAULT_MAX_LAYER_BYTES);
             for piece in bytes.chunks(7) {

@@ -20,6 +20,7 @@ use crate::oci::model::Platform;
 use crate::oci::platform;
 use crate::oci::reference::Reference;
 use crate::store::layout::{Layout, JSON_BLOB_LIMIT};
+use crate::transfer::layer::LayerSinks;
 pub use crate::transfer::layer::DEFAULT_MAX_LAYER_BYTES;
 use crate::transfer::progress::{ProgressFn, PullProgress};
 use crate::transfer::registry::{PullOptions, RegistryOrigin};
@@ -73,9 +74,11 @@ pub fn load(
     layout: &Layout,
     path: &Path,
     options: &LoadOptions,
+    sinks: Option<LayerSinks>,
 ) -> MicrosandboxResult<Vec<ImageHandle>> {
     let limit = options.max_layer_bytes.unwrap_or(DEFAULT_MAX_LAYER_BYTES);
-    let source = open(layout, path, options.progress.clone(), limit)?;
+    let mut source = open(layout, path, options.progress.clone(), limit)?;
+    source.sinks = sinks;
     let planned = plan(&source, options)?;
     ingest(layout, &source, &planned)
 }
@@ -92,6 +95,7 @@ pub fn pull(
     layout: &Layout,
     reference: &Reference,
     options: &PullOptions,
+    sinks: Option<LayerSinks>,
 ) -> MicrosandboxResult<ImageHandle> {
     let mirrors = crate::transfer::registry::mirrors::for_registry(
         reference.domain(),
@@ -119,6 +123,7 @@ pub fn pull(
         progress: options.progress.clone(),
         json: Mutex::default(),
         max_layer_bytes: options.max_layer_bytes.unwrap_or(DEFAULT_MAX_LAYER_BYTES),
+        sinks,
     };
     source.json_cache().insert(top.digest.clone(), bytes.into());
     let want = options.platform.clone().unwrap_or_else(platform::host);

@@ -15,7 +15,7 @@ use crate::oci::digest::Digest;
 use crate::oci::model::Descriptor;
 use crate::store::blob::{ParkedBlob, VerifiedBlob};
 use crate::store::layout::{Layout, JSON_BLOB_LIMIT};
-use crate::transfer::layer::LayerDigester;
+use crate::transfer::layer::{LayerSink, LayerSinks, LayerTap};
 use crate::transfer::progress::{Phase, Progress, ProgressFn, ProgressReader};
 use crate::transfer::registry::{Fetched, RegistryOrigin};
 
@@ -37,6 +37,9 @@ pub(super) struct Source<'a> {
     pub(super) json: Mutex<HashMap<Digest, Arc<[u8]>>>,
     /// The decompression limit of a layer.
     pub(super) max_layer_bytes: u64,
+    /// What else each layer's uncompressed stream feeds (VM layer images,
+    /// for a materializing load or pull).
+    pub(super) sinks: Option<LayerSinks>,
 }
 
 impl Source<'_> {
@@ -150,9 +153,12 @@ impl Source<'_> {
         &self,
         layout: &Layout,
         d: &Descriptor,
+        diff_id: Option<&Digest>,
         what: &str,
         waiting: impl FnMut() -> MicrosandboxResult<()>,
     ) -> MicrosandboxResult<Staged> {
+        let make = |diff_id: &Digest| self.sinks.as_ref().and_then(|f| f(diff_id));
+        let sink = diff_id.map(|id| move || make(id));
         Ok(match &self.origin {
             Origin::Dir(o) => Staged::Written(o.stage(layout, d, what, self.progress.clone())?),
             Origin::Tar(t) => {
@@ -177,6 +183,8 @@ impl Source<'_> {
                     what,
                     self.progress.as_ref(),
                     self.max_layer_bytes,
+                    sink.as_ref()
+                        .map(|f| f as &dyn Fn() -> Option<Box<dyn LayerSink>>),
                     waiting,
                 )? {
                     Fetched::Present => Staged::Present,
@@ -211,7 +219,7 @@ pub(super) enum Staged {
     Written(VerifiedBlob),
     /// Downloaded to its partial file, still locked, with the layer's
     /// uncompressed digest when it was computed on the way.
-    Partial(Box<VerifiedBlob>, Option<LayerDigester>),
+    Partial(Box<VerifiedBlob>, Option<LayerTap>),
     /// Committed to the cache by another pull meanwhile.
     Present,
 }
@@ -287,5 +295,6 @@ pub(super) fn open<'a>(
         progress,
         json: Mutex::default(),
         max_layer_bytes: max_bytes,
+        sinks: None,
     })
 }

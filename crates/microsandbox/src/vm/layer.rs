@@ -14,11 +14,11 @@ use sha2::{Digest as _, Sha256};
 
 use crate::error::{ErrorKind, IoContext, MicrosandboxError, MicrosandboxResult};
 use crate::oci::digest::Digest;
-use crate::store::artifact::ArtifactWriter;
+use crate::store::artifact::{self, ArtifactKind, ArtifactWriter, Claim};
 use crate::store::blob::ReadAt;
 use crate::store::fs::read_full;
 use crate::store::layout::Layout;
-use crate::transfer::layer::{check_diff_id, Forward, LayerDigester};
+use crate::transfer::layer::{check_diff_id, Forward, LayerDigester, LayerSink, LayerSinks};
 use crate::transfer::progress::{Phase, ProgressFn, ProgressReader};
 
 const CHUNK: usize = 256 * 1024;
@@ -113,6 +113,50 @@ impl Write for ErofsSink {
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
     }
+}
+
+/// A layer image made while a load or a pull brings its blob in.
+struct InPassImage {
+    writer: ArtifactWriter,
+    erofs: ErofsSink,
+}
+
+impl LayerSink for InPassImage {
+    fn forward(&self) -> Forward {
+        self.erofs.forward()
+    }
+
+    fn finish(self: Box<Self>, what: &str) -> MicrosandboxResult<ArtifactWriter> {
+        let InPassImage { writer, erofs } = *self;
+        let info = erofs.finish(what)?;
+        let path = writer.path();
+        let len = writer.file().metadata().at("stat", &path)?.len();
+        if len != info.size_bytes() {
+            return Err(MicrosandboxError::corrupt(format!(
+                "{}: {len} bytes written for an image of {}",
+                path.display(),
+                info.size_bytes()
+            )));
+        }
+        writer.file().sync_all().at("fsync", &path)?;
+        Ok(writer)
+    }
+}
+
+/// The sinks of a materializing load or pull: each layer whose image is
+/// neither in the cache nor being made elsewhere gets one, fed in the
+/// same pass as its diff_id check. (One another maker holds is left to
+/// the materialize after the commit, which waits for it.)
+pub fn sinks(layout: Arc<Layout>) -> LayerSinks {
+    Arc::new(move |diff_id: &Digest| {
+        let Ok(Some(Claim::Mine(writer))) =
+            artifact::try_claim(&layout, ArtifactKind::Layer, diff_id)
+        else {
+            return None;
+        };
+        let erofs = ErofsSink::new(writer.file(), &writer.path()).ok()?;
+        Some(Box::new(InPassImage { writer, erofs }) as Box<dyn LayerSink>)
+    })
 }
 
 /// An EROFS writer's error as the cache's: the disk's failures are `Io`,

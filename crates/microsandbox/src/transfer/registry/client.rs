@@ -19,7 +19,7 @@ use crate::oci::reference::Reference;
 use crate::store::blob::{BlobWriter, VerifiedBlob};
 use crate::store::layout::Layout;
 use crate::store::partial::{self, Claim};
-use crate::transfer::layer::LayerDigester;
+use crate::transfer::layer::{LayerSink, LayerTap};
 use crate::transfer::progress::{Phase, Progress, ProgressFn, STEP};
 use crate::transfer::registry::auth::{self, Credentials};
 use crate::transfer::registry::mirrors::Mirror;
@@ -64,11 +64,11 @@ pub enum Fetched {
     Present,
     /// The blob, verified, in its partial file (still locked), with the
     /// layer's uncompressed digest computed on the way, for a layer.
-    Verified(Box<VerifiedBlob>, Option<LayerDigester>),
+    Verified(Box<VerifiedBlob>, Option<LayerTap>),
 }
 
-/// A download in progress: a partial blob with a layer digester tapped in.
-type PartialWriter = BlobWriter<Option<LayerDigester>>;
+/// A download in progress: a partial blob with a layer tap.
+type PartialWriter = BlobWriter<Option<LayerTap>>;
 
 /// Whether a download ran to its end or must start over.
 enum Download {
@@ -508,7 +508,10 @@ impl RegistryOrigin {
     /// of the same blob running elsewhere is waited for (`waiting` is
     /// called at each look); bytes an earlier attempt left are kept and
     /// the download goes on after them (HTTP `Range`), as it does when a
-    /// transfer is cut midway, a few times, before the pull fails.
+    /// transfer is cut midway, a few times, before the pull fails. A
+    /// layer's uncompressed bytes also feed the sink `sink` makes (each
+    /// attempt its own, from the first byte).
+    #[allow(clippy::too_many_arguments)]
     pub fn stage(
         &self,
         layout: &Layout,
@@ -516,11 +519,16 @@ impl RegistryOrigin {
         what: &str,
         progress: Option<&ProgressFn>,
         max_layer_bytes: u64,
+        sink: Option<&dyn Fn() -> Option<Box<dyn LayerSink>>>,
         mut waiting: impl FnMut() -> MicrosandboxResult<()>,
     ) -> MicrosandboxResult<Fetched> {
         let what = format!("{}: {what}", self.shown);
         let layer = is_layer(d);
-        let tap = || layer.then(|| LayerDigester::new(&d.media_type, max_layer_bytes));
+        let tap = || {
+            layer.then(|| {
+                LayerTap::new(&d.media_type, max_layer_bytes, sink.and_then(|make| make()))
+            })
+        };
         loop {
             let mut writer = match partial::claim(layout, &d.digest, d.size, tap, &mut waiting)? {
                 Claim::Present => return Ok(Fetched::Present),
