@@ -194,6 +194,11 @@ export declare class ImageHandle {
   get createdAt(): Date | null
   /** When the image was built (its config's `created`), if it says. */
   get imageCreatedAt(): Date | null
+  /**
+   * Whether the image's VM disk was made when this handle was read
+   * (`Image.materialize`).
+   */
+  get diskReady(): boolean
   /** A plain object with the same fields. */
   toJSON(): ImageHandleJson
 }
@@ -357,6 +362,7 @@ export interface ImageHandleJson {
   lastUsedAt: Date | null
   createdAt: Date | null
   imageCreatedAt: Date | null
+  diskReady: boolean
 }
 
 /** One step of an image's history, oldest first. */

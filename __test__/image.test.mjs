@@ -43,7 +43,7 @@ const AMD64 = MANIFEST['multiarch/amd64'];
 const ARM64 = MANIFEST['multiarch/arm64'];
 const HANDLE_FIELDS = [
   'reference', 'sizeBytes', 'manifestDigest', 'architecture', 'os', 'layerCount', 'lastUsedAt', 'createdAt',
-  'imageCreatedAt',
+  'imageCreatedAt', 'diskReady',
 ];
 const LEASE_FIELDS = ['id', 'kind', 'reference', 'manifestDigest', 'createdAt', 'expiresAt', 'disk'];
 

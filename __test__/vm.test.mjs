@@ -119,6 +119,10 @@ describe('the CLI and VM disks', () => {
     const json = JSON.parse(ok(runCli(['image', 'materialize', '--json', 'rich'], { home })).stdout);
     assert.equal(json.vmdkPath, vmdk);
     assert.equal(json.layers.length, 3);
+    const ls = ok(runCli(['image', 'ls'], { home })).stdout.split('\n');
+    assert.match(ls[0], /LAST USED\s+DISK$/);
+    assert.match(ls[1], /^rich:latest\s.*\sready$/);
+    assert.equal((await Image.getLocal(backend, 'rich')).diskReady, true);
     const df = ok(runCli(['image', 'df'], { home })).stdout;
     assert.match(df, /^VM disks\s+-\s+-\s+\S+/m);
     assert.ok(JSON.parse(ok(runCli(['image', 'df', '--json'], { home })).stdout).vmBytes > 0);
@@ -128,6 +132,8 @@ describe('the CLI and VM disks', () => {
     assert.match(prune, /1 VM disk\b/);
     assert.ok(!fs.existsSync(vmdk));
     assert.equal((await Image.listLocal(backend)).length, 1, 'images stay');
+    assert.equal((await Image.getLocal(backend, 'rich')).diskReady, false);
+    assert.doesNotMatch(ok(runCli(['image', 'ls'], { home })).stdout, /DISK/);
     const bad = runCli(['image', 'materialize'], { home });
     assert.equal(bad.status, 2, bad.stderr);
   });

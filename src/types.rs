@@ -56,6 +56,7 @@ pub struct ImageHandleJson {
     pub last_used_at: Option<DateTime<Utc>>,
     pub created_at: Option<DateTime<Utc>>,
     pub image_created_at: Option<DateTime<Utc>>,
+    pub disk_ready: bool,
 }
 
 #[napi]
@@ -115,6 +116,13 @@ impl ImageHandle {
         self.inner.image_created_at()
     }
 
+    /// Whether the image's VM disk was made when this handle was read
+    /// (`Image.materialize`).
+    #[napi(getter)]
+    pub fn disk_ready(&self) -> bool {
+        self.inner.disk_ready()
+    }
+
     /// A plain object with the same fields.
     #[napi(js_name = "toJSON")]
     pub fn to_json(&self) -> ImageHandleJson {
@@ -129,6 +137,7 @@ impl ImageHandle {
             last_used_at: h.last_used_at(),
             created_at: h.created_at(),
             image_created_at: h.image_created_at(),
+            disk_ready: h.disk_ready(),
         }
     }
 }

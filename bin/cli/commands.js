@@ -69,6 +69,8 @@ async function ls({ backend, values, positionals }) {
   } else if (values.quiet) {
     for (const h of images) process.stdout.write(`${h.reference}\n`);
   } else {
+    // DISK (whether the VM disk is made) once the cache has any.
+    const disks = images.some((h) => h.diskReady);
     const rows = images.map((h) => [
       h.reference,
       values.digests ? h.manifestDigest : shortDigest(h.manifestDigest),
@@ -77,10 +79,12 @@ async function ls({ backend, values, positionals }) {
       agoOrDash(h.imageCreatedAt),
       agoOrDash(h.createdAt),
       ago(h.lastUsedAt),
+      ...(disks ? [h.diskReady ? 'ready' : '-'] : []),
     ]);
     // CREATED as docker images: when the image was built; ADDED: when it
     // entered this cache (unknown for an entry another tool wrote).
-    process.stdout.write(`${table(['REFERENCE', 'DIGEST', 'PLATFORM', 'SIZE', 'CREATED', 'ADDED', 'LAST USED'], rows)}\n`);
+    const header = ['REFERENCE', 'DIGEST', 'PLATFORM', 'SIZE', 'CREATED', 'ADDED', 'LAST USED', ...(disks ? ['DISK'] : [])];
+    process.stdout.write(`${table(header, rows)}\n`);
   }
   return 0;
 }
@@ -489,7 +493,8 @@ const COMMANDS = {
     summary: 'List images, newest first.',
     about:
       'Columns: CREATED is when the image was built (its config says; - if not), ADDED when it\n' +
-      'entered this cache (- for an entry another tool wrote), LAST USED when a lease last took it.\n' +
+      'entered this cache (- for an entry another tool wrote), LAST USED when a lease last took it,\n' +
+      'DISK (once the cache holds any VM disk) ready when image materialize made its disk.\n' +
       '-q prints references only; --digests full digests. --orphans lists instead the blobs no image\n' +
       'or lease needs (DIGEST KIND SIZE MODIFIED) and a summary: what image gc would remove.',
     options: { quiet: { type: 'boolean', short: 'q' }, digests: { type: 'boolean' }, orphans: { type: 'boolean' } },

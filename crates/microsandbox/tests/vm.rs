@@ -692,3 +692,31 @@ fn load_with_materialize_makes_the_disks_and_a_failed_acquire_leaves_no_lease() 
     assert_eq!(err.kind(), ErrorKind::InvalidArchive);
     assert!(bad.backend.list_leases().unwrap().is_empty());
 }
+
+#[test]
+fn a_size_budget_counts_the_vm_disks() {
+    let h = home();
+    h.load("pair");
+    let blobs = h.backend.disk_usage().unwrap().blobs_bytes;
+    // The blobs alone fit the budget: nothing would go.
+    let dry = |max: u64| {
+        h.backend
+            .prune_images_with(&microsandbox::PruneOptions {
+                dry_run: true,
+                max_bytes: Some(max),
+                ..Default::default()
+            })
+            .unwrap()
+    };
+    assert_eq!(dry(blobs).image_refs_removed, 0);
+    materialize(&h, "base");
+    materialize(&h, "app");
+    let du = h.backend.disk_usage().unwrap();
+    assert!(du.vm_bytes > 0);
+    // With the disks, the same budget is exceeded: the least recently
+    // used image goes, with its disk.
+    let report = dry(blobs);
+    assert!(report.image_refs_removed >= 1, "{report:?}");
+    assert!(report.vmdk_removed >= 1, "{report:?}");
+    assert_eq!(dry(blobs + du.vm_bytes).image_refs_removed, 0);
+}

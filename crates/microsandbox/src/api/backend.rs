@@ -202,7 +202,10 @@ impl LocalBackend {
         };
         let _guard = layout.lock::<Shared>()?;
         let catalog = self.inner.catalog.current(&layout)?;
-        Ok(catalog.entries().iter().map(|e| e.handle.clone()).collect())
+        let mut handles: Vec<ImageHandle> =
+            catalog.entries().iter().map(|e| e.handle.clone()).collect();
+        mark_disks(&layout, &mut handles)?;
+        Ok(handles)
     }
 
     /// Runs `f` on the entry a reference names, under the shared lock.
@@ -227,12 +230,21 @@ impl LocalBackend {
 
     /// The handle of one reference. Blocking.
     pub fn get_image(&self, reference: &str) -> MicrosandboxResult<ImageHandle> {
-        self.with_entry(reference, |_, e| Ok(e.handle.clone()))
+        self.with_entry(reference, |layout, e| {
+            let mut handle = [e.handle.clone()];
+            mark_disks(layout, &mut handle)?;
+            let [handle] = handle;
+            Ok(handle)
+        })
     }
 
     /// The handle, config and layers of one reference. Blocking.
     pub fn inspect_image(&self, reference: &str) -> MicrosandboxResult<ImageDetail> {
-        self.with_entry(reference, inspect_entry)
+        self.with_entry(reference, |layout, e| {
+            let mut detail = inspect_entry(layout, e)?;
+            mark_disks(layout, std::slice::from_mut(&mut detail.handle))?;
+            Ok(detail)
+        })
     }
 
     /// Makes whatever the image's VM disk lacks and returns it. Blocking.
@@ -412,15 +424,16 @@ impl LocalBackend {
         let sinks = options
             .materialize
             .then(|| crate::vm::layer::sinks(layout.clone()));
-        let handles = transfer::load(&layout, path, options, sinks)?;
+        let mut handles = transfer::load(&layout, path, options, sinks)?;
         if options.materialize {
             let vm = MaterializeOptions {
                 progress: options.progress.clone(),
                 pull_progress: None,
                 max_layer_bytes: options.max_layer_bytes,
             };
-            for h in &handles {
+            for h in &mut handles {
                 self.materialize(h.reference(), &vm)?;
+                h.disk_ready = true;
             }
         }
         Ok(handles)
@@ -439,7 +452,7 @@ impl LocalBackend {
         reference: &str,
         options: &PullOptions,
     ) -> MicrosandboxResult<ImageHandle> {
-        let handle = self.pull_only(reference, options)?;
+        let mut handle = self.pull_only(reference, options)?;
         if options.materialize {
             let vm = MaterializeOptions {
                 progress: options.progress.clone(),
@@ -447,6 +460,7 @@ impl LocalBackend {
                 max_layer_bytes: options.max_layer_bytes,
             };
             self.materialize(handle.reference(), &vm)?;
+            handle.disk_ready = true;
         }
         Ok(handle)
     }
@@ -691,6 +705,27 @@ impl LocalBackend {
             .map(lease_view)
             .collect())
     }
+}
+
+/// Sets `disk_ready` on each handle whose manifest has a VMDK (one
+/// listing of `cache/vm/vmdk/`, however many handles).
+fn mark_disks(layout: &Layout, handles: &mut [ImageHandle]) -> MicrosandboxResult<()> {
+    let dir = ArtifactKind::Vmdk.dir(layout);
+    if handles.is_empty() || !dir.exists() {
+        return Ok(());
+    }
+    let made: std::collections::HashSet<crate::oci::digest::Digest> = dir
+        .entries()?
+        .into_iter()
+        .filter_map(|e| ArtifactKind::Vmdk.key_of(&e.name))
+        .collect();
+    for h in handles {
+        h.disk_ready = h
+            .manifest_digest
+            .parse::<crate::oci::digest::Digest>()
+            .is_ok_and(|d| made.contains(&d));
+    }
+    Ok(())
 }
 
 /// The size of a layer's VM image, if it has one.

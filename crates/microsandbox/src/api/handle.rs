@@ -18,6 +18,7 @@ pub struct ImageHandle {
     pub(crate) created_at: Option<DateTime<Utc>>,
     pub(crate) last_used_at: Option<DateTime<Utc>>,
     pub(crate) image_created_at: Option<DateTime<Utc>>,
+    pub(crate) disk_ready: bool,
 }
 
 impl ImageHandle {
@@ -72,6 +73,12 @@ impl ImageHandle {
     /// When the image was built: its config's `created`, if it says.
     pub fn image_created_at(&self) -> Option<DateTime<Utc>> {
         self.image_created_at
+    }
+
+    /// Whether the image's VM disk was made when this handle was read
+    /// (see `Image::materialize`).
+    pub fn disk_ready(&self) -> bool {
+        self.disk_ready
     }
 }
 

@@ -55,7 +55,6 @@ pub fn select(
     let Snapshot {
         pins,
         index,
-        sizes,
         graphs,
         ..
     } = snapshot;
@@ -88,6 +87,13 @@ pub fn select(
         }
     }
     if let Some(budget) = options.max_bytes {
+        // The budget counts VM artifacts too: each image's graph gains its
+        // disk's artifacts as nodes of their own.
+        let with_vm = with_artifacts(snapshot);
+        let sizes = &with_vm.sizes;
+        let graph_of =
+            |graphs: &std::collections::HashMap<Digest, MicrosandboxResult<Graph>>,
+             root: &Digest| { graph_of(graphs, root).map(|g| with_vm.extend(g)) };
         let mut fixed: Vec<Graph> = Vec::new();
         let mut lru: Vec<(SystemTime, String, usize)> = Vec::new();
         for (i, d) in entries.iter().enumerate() {
@@ -213,4 +219,57 @@ pub fn vm_keeps<'a>(
     }
     keep.extend(kept_candidates);
     (keep, total.saturating_sub(budget))
+}
+
+/// The sizes and graphs of a census with the VM artifacts in them, for a
+/// size budget: each artifact present becomes a node named by a digest of
+/// its kind and key (no blob can share it), in the graph of every image
+/// whose disk it belongs to.
+struct WithArtifacts<'a> {
+    sizes: std::borrow::Cow<'a, std::collections::HashMap<Digest, u64>>,
+    disks: &'a crate::gc::artifacts::Disks,
+    present: &'a std::collections::HashMap<crate::gc::artifacts::ArtifactId, u64>,
+}
+
+fn node(id: &crate::gc::artifacts::ArtifactId) -> Digest {
+    Digest::of(format!("vm-artifact {} {}", id.0.as_str(), id.1).as_bytes())
+}
+
+fn with_artifacts(snapshot: &Snapshot) -> WithArtifacts<'_> {
+    let present = &snapshot.artifacts.present;
+    let sizes = if present.is_empty() {
+        std::borrow::Cow::Borrowed(&snapshot.sizes)
+    } else {
+        let mut sizes = snapshot.sizes.clone();
+        sizes.extend(present.iter().map(|(id, bytes)| (node(id), *bytes)));
+        std::borrow::Cow::Owned(sizes)
+    };
+    WithArtifacts {
+        sizes,
+        disks: &snapshot.disks,
+        present,
+    }
+}
+
+impl WithArtifacts<'_> {
+    fn extend(&self, g: Graph) -> Graph {
+        if self.present.is_empty() {
+            return g;
+        }
+        let mut out: Vec<(Digest, crate::gc::census::Kind)> = g.iter().cloned().collect();
+        for (m, _) in g
+            .iter()
+            .filter(|(_, k)| *k == crate::gc::census::Kind::Manifest)
+        {
+            let Some(Some(disk)) = self.disks.get(m) else {
+                continue;
+            };
+            out.extend(
+                disk.iter()
+                    .filter(|id| self.present.contains_key(*id))
+                    .map(|id| (node(id), crate::gc::census::Kind::Layer)),
+            );
+        }
+        out.into()
+    }
 }

@@ -232,6 +232,7 @@ fn handle_with(
         created_at,
         last_used_at,
         image_created_at: ann(ANN_IMAGE_CREATED).and_then(|t| time::parse_utc(t)),
+        disk_ready: false,
     };
     if size.is_none() || layers.is_none() || d.platform.is_none() {
         // Another tool wrote this entry. What its blobs cannot tell (an
