@@ -115,7 +115,7 @@ describe('diskUsage', () => {
     const home = tempHome(t);
     setAmbientHome(t, home);
     const u = await Image.diskUsage();
-    assert.deepEqual({ ...u, totalBytes: 0 }, { totalBytes: 0, blobsBytes: 0, tmpBytes: 0, reclaimableBytes: 0, images: [] });
+    assert.deepEqual({ ...u, totalBytes: 0 }, { totalBytes: 0, blobsBytes: 0, vmBytes: 0, tmpBytes: 0, reclaimableBytes: 0, images: [] });
     // A read-only call makes no cache where there is none.
     assert.ok(!fs.existsSync(path.join(home, 'cache')));
     await rejectsWith(() => Image.diskUsageLocal({}), 'InvalidArgument');

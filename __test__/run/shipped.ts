@@ -2,7 +2,8 @@
 // dist/image.d.ts, pull-policy.d.ts, pull-progress.d.ts) keeps working
 // here: Image.load(path, { tag }), Image.save(refs, { outputPath, format })
 // with "docker" the default, the pull policy "if-missing", and PullProgress
-// events beside our ProgressEvent. Type-checked by tsc, then run by
+// events beside our ProgressEvent (the download kinds, and the package's
+// layerMaterialize* and stitch* kinds, which a pull with materialize emits). Type-checked by tsc, then run by
 // __test__/typed-run.test.mjs with the ambient home set and a registry
 // holding REGISTRY/team/rich:1.
 import { Image } from "microsandbox";
@@ -24,6 +25,22 @@ function describe(e: PullProgress): string {
       return `layer ${e.layerIndex} done ${e.downloadedBytes}`;
     case "layerDownloadVerifying":
       return `layer ${e.layerIndex} verifying ${e.digest}`;
+    case "layerMaterializeStarted":
+      return `layer ${e.layerIndex} materializing ${e.diffId}`;
+    case "layerMaterializeProgress":
+      return `layer ${e.layerIndex} materialized ${e.bytesRead}/${e.totalBytes ?? "?"}`;
+    case "layerMaterializeWriting":
+      return `layer ${e.layerIndex} writing`;
+    case "layerMaterializeComplete":
+      return `layer ${e.layerIndex} image ${e.erofsSizeBytes}`;
+    case "stitchMergingTrees":
+      return `merging ${e.layerCount}`;
+    case "stitchWritingFsmeta":
+      return "writing fsmeta";
+    case "stitchWritingVmdk":
+      return "writing vmdk";
+    case "stitchComplete":
+      return `disk ${e.vmdkPath}`;
     case "complete":
       return `complete ${e.reference} ${e.layerCount}`;
   }
