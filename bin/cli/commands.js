@@ -577,11 +577,12 @@ const COMMANDS = {
   materialize: {
     run: materialize,
     usage: 'image materialize [-q] [--json] REF',
-    summary: "Make an image's VM disk (EROFS layers, fsmeta, VMDK) and print the VMDK's path.",
+    summary: "Make an image's VM disk and print its VMDK's path.",
     about:
-      'Each layer image is made once for every image that shares the layer; a disk already made is\n' +
-      'checked and returned at once. Progress on stderr: bars on a terminal, else a line per layer\n' +
-      'image made. --json prints the whole disk (paths and sizes).',
+      'The disk: an EROFS image per layer (made once for every image that shares the layer), the\n' +
+      'merged fsmeta and the VMDK joining them. A disk already made is checked and returned at\n' +
+      'once. Progress on stderr: bars on a terminal, else a line per layer image made. --json\n' +
+      'prints the whole disk (paths and sizes).',
     options: { quiet: { type: 'boolean', short: 'q' } },
   },
   load: {
