@@ -126,8 +126,8 @@ fn valid_ns(ns: &str) -> bool {
             Some((h, p)) if h.parse::<std::net::Ipv6Addr>().is_ok() => (None, p),
             _ => return false,
         },
-        None => match ns.rsplit_once(':') {
-            Some((h, p)) => (Some(h), p),
+        None => match ns.find(':') {
+            Some(i) => (Some(&ns[..i]), &ns[i..]),
             None => (Some(ns), ""),
         },
     };

@@ -34,6 +34,8 @@
 //! (the runtime, connections, graceful stop).
 
 #![deny(missing_docs)]
+// An early answer (`Err(Reply)`) is made at most once per request.
+#![allow(clippy::result_large_err)]
 
 mod app;
 mod auth;
