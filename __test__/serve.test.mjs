@@ -104,6 +104,7 @@ function startCli(args, env = {}) {
     });
     child.on('exit', (code) => reject(new Error(`exited ${code}: ${stderr}`)));
   });
+  listening.catch(() => {}); // a start meant to fail is awaited through `exited`
   const exited = new Promise((resolve) => child.on('exit', (code, signal) => resolve({ code, signal })));
   return { child, listening, exited, stderr: () => stderr };
 }
