@@ -70,7 +70,14 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> MicrosandboxResult<T> {
     } else {
         bytes
     };
-    serde_json::from_slice(bytes).map_err(|e| invalid(format!("invalid JSON request body: {e}")))
+    let bad = |e: serde_json::Error| invalid(format!("invalid JSON request body: {e}"));
+    let value: serde_json::Value = serde_json::from_slice(bytes).map_err(bad)?;
+    // serde would take a struct from an array of its fields too: only an
+    // object is a request.
+    if !value.is_object() {
+        return Err(invalid("the JSON request body must be an object"));
+    }
+    serde_json::from_value(value).map_err(bad)
 }
 
 /// A query string, decoded: `+` is a space and `%XX` a byte, as Go's
@@ -171,6 +178,10 @@ mod tests {
         assert!(e.message().contains("forse"), "{e}");
         assert!(parse_json::<R>(b"{\"force\": 1}").is_err());
         assert!(parse_json::<R>(b"[").is_err());
+        assert!(
+            parse_json::<R>(b"[true]").is_err(),
+            "an array is no request"
+        );
     }
 
     #[test]

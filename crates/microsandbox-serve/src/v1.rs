@@ -54,7 +54,9 @@ struct PruneRequest {
     dry_run: bool,
     #[serde(default)]
     dangling: bool,
+    #[serde(default, deserialize_with = "present")]
     unused_for: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
     max_bytes: Option<Value>,
 }
 
@@ -76,7 +78,9 @@ struct VerifyRequest {
 #[serde(deny_unknown_fields)]
 struct PullRequest {
     reference: String,
+    #[serde(default, deserialize_with = "present")]
     platform: Option<String>,
+    #[serde(default, deserialize_with = "present")]
     policy: Option<String>,
 }
 
@@ -84,7 +88,9 @@ struct PullRequest {
 #[serde(deny_unknown_fields)]
 struct LoadRequest {
     path: String,
+    #[serde(default, deserialize_with = "present")]
     reference: Option<String>,
+    #[serde(default, deserialize_with = "present")]
     platform: Option<String>,
 }
 
@@ -100,6 +106,7 @@ enum OneOrMany {
 struct SaveRequest {
     references: OneOrMany,
     path: String,
+    #[serde(default, deserialize_with = "present")]
     format: Option<String>,
 }
 
@@ -107,9 +114,22 @@ struct SaveRequest {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct AcquireRequest {
     reference: String,
+    #[serde(default, deserialize_with = "present")]
     id: Option<String>,
+    #[serde(default, deserialize_with = "present")]
     kind: Option<String>,
+    #[serde(default, deserialize_with = "present")]
     expires_in_seconds: Option<f64>,
+}
+
+/// An optional field that, when given, holds a value: `null` is refused
+/// as the type's own error (a client that means "absent" leaves it out).
+fn present<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(d).map(Some)
 }
 
 /// `unusedFor`: seconds, or text such as `7d`.
