@@ -555,18 +555,6 @@ fn v2_serves_manifests_blobs_ranges_and_tags_as_a_registry_does() {
     server.stop();
 }
 
-fn skopeo_ok(args: &[&str]) {
-    let out = Command::new("skopeo")
-        .args(args)
-        .output()
-        .expect("skopeo is required");
-    assert!(
-        out.status.success(),
-        "skopeo {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// The blob digests under a layout's blobs/sha256.
 fn layout_blobs(dir: &Path) -> BTreeSet<String> {
     std::fs::read_dir(dir.join("blobs/sha256"))
@@ -582,7 +570,7 @@ fn skopeo_copies_from_the_served_cache_byte_identical() {
     let server = tcp(&h);
     let out = tempfile::tempdir().unwrap();
     let dest = out.path().join("copy");
-    skopeo_ok(&[
+    common::skopeo(&[
         "copy",
         "--insecure-policy",
         "--src-tls-verify=false",
