@@ -58,7 +58,7 @@ fn config(options: Unknown) -> core::MicrosandboxResult<http::Config> {
     config.token = http::resolve_token(token.as_deref(), file.as_deref().map(AsRef::as_ref))?;
     config.public_registry = args::opt_bool(&opts, "publicRegistry")?.unwrap_or(false);
     if let Some(n) = args::opt_number(&opts, "maxConcurrentPulls")? {
-        if !(n >= 1.0 && n <= 1024.0 && n.fract() == 0.0) {
+        if !((1.0..=1024.0).contains(&n) && n.fract() == 0.0) {
             return Err(core::MicrosandboxError::new(
                 core::ErrorKind::InvalidArgument,
                 format!("maxConcurrentPulls must be a whole number from 1 to 1024, got {n}"),
@@ -84,6 +84,8 @@ fn config(options: Unknown) -> core::MicrosandboxResult<http::Config> {
     ts_args_type = "options?: { listen?: string; token?: string; tokenFile?: string; home?: string; publicRegistry?: boolean; maxConcurrentPulls?: number; log?: boolean }",
     ts_return_type = "Promise<Server>"
 )]
+// Called from JS only: #[napi] registers it, Rust never calls it.
+#[allow(dead_code)]
 pub fn serve(options: Unknown) -> AsyncTask<CoreTask<Server>> {
     let task = match config(options) {
         Ok(config) => CoreTask::new(move || {
