@@ -65,7 +65,7 @@ pub async fn read_body(mut body: Incoming, limit: usize) -> Result<Bytes, BodyEr
 /// [`ErrorKind::InvalidArgument`] saying where and why it does not parse
 /// (unknown fields, wrong types, missing required ones).
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> MicrosandboxResult<T> {
-    let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
+    let bytes: &[u8] = if bytes.is_empty() {
         b"{}"
     } else {
         bytes
@@ -173,6 +173,7 @@ mod tests {
             force: Option<bool>,
         }
         assert!(parse_json::<R>(b"").is_ok());
+        assert!(parse_json::<R>(b"\t").is_err(), "white space is no JSON");
         assert!(parse_json::<R>(b" {\"force\": true}").is_ok());
         let e = parse_json::<R>(b"{\"forse\": true}").unwrap_err();
         assert!(e.message().contains("forse"), "{e}");
