@@ -127,11 +127,12 @@ export declare class Image {
    * reference, or a docker-archive (`'docker'`) that `docker load`
    * accepts. The same images give byte-identical archives. The archive
    * is written beside `path` and renamed into place, so a failed save
-   * leaves nothing half-written there.
+   * leaves nothing half-written there. `'minibox'` writes MiniBox's
+   * archive of one image (`meta.json` and `blobs/sha256/...`).
    */
-  static save(references: string | Array<string>, path: string | { outputPath: string; format?: 'docker' | 'oci' }, options?: { format?: 'docker' | 'oci' }): Promise<void>
+  static save(references: string | Array<string>, path: string | { outputPath: string; format?: 'docker' | 'oci' | 'minibox' }, options?: { format?: 'docker' | 'oci' | 'minibox' }): Promise<void>
   /** `Image.save` on a given backend. */
-  static saveLocal(backend: LocalBackend, references: string | Array<string>, path: string | { outputPath: string; format?: 'docker' | 'oci' }, options?: { format?: 'docker' | 'oci' }): Promise<void>
+  static saveLocal(backend: LocalBackend, references: string | Array<string>, path: string | { outputPath: string; format?: 'docker' | 'oci' | 'minibox' }, options?: { format?: 'docker' | 'oci' | 'minibox' }): Promise<void>
   /**
    * Pulls an image from its registry (Docker Hub for `docker.io`).
    * `policy`: `'missing'` (default: a cached reference is returned with
@@ -237,6 +238,20 @@ export declare class LocalBackend {
   constructor(options?: { home?: string; lockTimeoutMs?: number })
   /** The absolute home directory. */
   get home(): string
+}
+
+/**
+ * A running server: `address` (`unix:PATH` or `IP:PORT`) and `close()`.
+ * It does not keep the Node process alive by itself.
+ */
+export declare class Server {
+  /** Where it listens: `unix:PATH`, or `IP:PORT` with the port it got. */
+  get address(): string
+  /**
+   * Stops accepting, lets the requests in flight finish (a pull goes on
+   * to its commit), removes its socket. Closing twice is a no-op.
+   */
+  close(): Promise<void>
 }
 
 /** What the cache takes on disk; every size is allocated bytes. */
@@ -515,6 +530,18 @@ export interface RemovedImage {
    */
   uniqueBytes: number
 }
+
+/**
+ * Serves the cache over HTTP: MiniBox's image endpoints, `/v1/` JSON for
+ * every `Image` call, and a read-only registry at `/v2/`. `listen`:
+ * `unix:PATH` (default `$MSB_HOME/serve.sock`, mode 0600) or `HOST:PORT`
+ * (needs a token). `token`, else `tokenFile`, else `MSB_API_TOKEN` or
+ * `MINIBOX_API_TOKEN`. `publicRegistry` serves `/v2/` without the token.
+ * `maxConcurrentPulls` (4). `log` writes one JSON line per request to
+ * stderr. Rejects `InvalidArgument` (TCP without a token, a bad option),
+ * `Io` (the address cannot be bound).
+ */
+export declare function serve(options?: { listen?: string; token?: string; tokenFile?: string; home?: string; publicRegistry?: boolean; maxConcurrentPulls?: number; log?: boolean }): Promise<Server>
 
 /** What `verify` found (and, with `repair`, did). */
 export interface VerifyReport {

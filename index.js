@@ -839,5 +839,7 @@ module.exports.Image = nativeBinding.Image
 module.exports.ImageHandle = nativeBinding.ImageHandle
 module.exports.ImageLease = nativeBinding.ImageLease
 module.exports.LocalBackend = nativeBinding.LocalBackend
+module.exports.Server = nativeBinding.Server
 module.exports.ErrorCode = nativeBinding.ErrorCode
 module.exports.LeaseKind = nativeBinding.LeaseKind
+module.exports.serve = nativeBinding.serve

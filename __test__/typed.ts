@@ -7,6 +7,8 @@ import {
   ImageHandle,
   LeaseKind,
   LocalBackend,
+  Server,
+  serve,
   __napiBindingTarget,
 } from 'microsandbox';
 import type {
@@ -232,4 +234,25 @@ async function disks(backend: LocalBackend): Promise<string> {
   return disk.fsmetaPath + disk.manifestDigest + disk.reference + disk.totalBytes;
 }
 
-export { ambient, disks, local, wrong };
+async function served(): Promise<void> {
+  await Image.save('rich', '/tmp/rich.tar', { format: 'minibox' });
+  const server: Server = await serve({
+    listen: '127.0.0.1:0',
+    token: '0123456789abcdef',
+    home: '/var/lib/msb',
+    publicRegistry: true,
+    maxConcurrentPulls: 2,
+    log: true,
+  });
+  const address: string = server.address;
+  await server.close();
+  const local: Server = await serve();
+  const viaFile: Server = await serve({ listen: 'unix:/run/msb.sock', tokenFile: '/etc/msb/token' });
+  log(address, local.address, viaFile.address);
+  // @ts-expect-error listen is a string
+  await serve({ listen: 8080 });
+  // @ts-expect-error the address is read-only
+  server.address = 'x';
+}
+
+export { ambient, disks, local, wrong, served };

@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 'use strict';
 // The `microsandbox` command: `npx microsandbox image ls|inspect|rm|prune|
-// df|pull|load|save|verify|leases`, on the addon. Exit codes: 0 success, 1 a
+// df|pull|load|save|verify|leases`, and `microsandbox serve`, on the addon. Exit codes: 0 success, 1 a
 // failed operation (`error: Code: message` on stderr), 2 a usage error
 // (printed with the command's help). A reader that goes away (`... | head
 // -1`) ends the command quietly, as git and docker do; no stack trace ever
@@ -52,6 +52,7 @@ process.on('unhandledRejection', fatal);
 function topHelp() {
   const lines = [
     `Usage: ${NAME} image COMMAND [OPTIONS]`,
+    `       ${NAME} serve [OPTIONS]    (the cache over HTTP; ${NAME} serve --help)`,
     '',
     'Manage the local OCI image cache ($MSB_HOME, else ~/.microsandbox).',
     '',
@@ -112,6 +113,7 @@ async function main(argv) {
     process.stdout.write(`${topHelp()}\n`);
     return argv.length === 0 ? 2 : 0;
   }
+  if (argv[0] === 'serve') return require('./cli/serve').main(argv.slice(1));
   if (argv[0] !== 'image') {
     process.stderr.write(`error: unknown command ${argv[0]}\n\n${topHelp()}\n`);
     return 2;

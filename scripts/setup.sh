@@ -19,6 +19,13 @@ if [ ${#need[@]} -gt 0 ]; then
   $sudo apt-get install -y -qq --no-install-recommends skopeo umoci jq util-linux bsdutils docker-registry apache2-utils openssl e2fsprogs erofs-utils debootstrap qemu-utils >/dev/null
 fi
 
+# schemathesis (PyPI, pinned) checks the HTTP server against its OpenAPI
+# document (__test__/schemathesis.test.mjs).
+SCHEMATHESIS_VERSION=4.32.5
+if ! st --version 2>/dev/null | grep -qF "$SCHEMATHESIS_VERSION"; then
+  python3 -m pip install -q --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION"
+fi
+
 # `npm install` (with the committed package-lock.json) runs the `prepare`
 # script: the release build of the addon, which also regenerates index.js
 # and index.d.ts. Not `npm ci`: the registry this project builds from lacks

@@ -591,9 +591,10 @@ impl Image {
     /// reference, or a docker-archive (`'docker'`) that `docker load`
     /// accepts. The same images give byte-identical archives. The archive
     /// is written beside `path` and renamed into place, so a failed save
-    /// leaves nothing half-written there.
+    /// leaves nothing half-written there. `'minibox'` writes MiniBox's
+    /// archive of one image (`meta.json` and `blobs/sha256/...`).
     #[napi(
-        ts_args_type = "references: string | Array<string>, path: string | { outputPath: string; format?: 'docker' | 'oci' }, options?: { format?: 'docker' | 'oci' }",
+        ts_args_type = "references: string | Array<string>, path: string | { outputPath: string; format?: 'docker' | 'oci' | 'minibox' }, options?: { format?: 'docker' | 'oci' | 'minibox' }",
         ts_return_type = "Promise<void>"
     )]
     pub fn save(references: Unknown, path: Unknown, options: Unknown) -> AsyncTask<CoreTask<()>> {
@@ -602,7 +603,7 @@ impl Image {
 
     /// `Image.save` on a given backend.
     #[napi(
-        ts_args_type = "backend: LocalBackend, references: string | Array<string>, path: string | { outputPath: string; format?: 'docker' | 'oci' }, options?: { format?: 'docker' | 'oci' }",
+        ts_args_type = "backend: LocalBackend, references: string | Array<string>, path: string | { outputPath: string; format?: 'docker' | 'oci' | 'minibox' }, options?: { format?: 'docker' | 'oci' | 'minibox' }",
         ts_return_type = "Promise<void>"
     )]
     pub fn save_local(

@@ -7,5 +7,6 @@
 mod args;
 mod backend;
 mod image;
+mod serve;
 mod task;
 mod types;

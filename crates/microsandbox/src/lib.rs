@@ -62,6 +62,7 @@ pub use api::handle::{
     ImageHistory, ImageLayerDetail, ImageLease, ImagePruneReport, ImageUsage, RemovedImage,
 };
 pub use api::image::Image;
+pub use api::serving::{ServedBlob, ServedManifest};
 pub use error::{ErrorKind, MicrosandboxError, MicrosandboxResult};
 pub use gc::orphans::OrphanBlob;
 pub use gc::policy::{parse_duration, parse_size, PruneOptions};

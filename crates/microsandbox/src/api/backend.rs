@@ -195,6 +195,21 @@ impl LocalBackend {
         self.inner.home.existing()
     }
 
+    /// [`LocalBackend::existing`], for the serving reads (`serving.rs`).
+    pub(crate) fn existing_layout(&self) -> MicrosandboxResult<Option<Arc<Layout>>> {
+        self.existing()
+    }
+
+    /// The backend's parsed view of `index.json`.
+    pub(crate) fn catalog_cache(&self) -> &CatalogCache {
+        &self.inner.catalog
+    }
+
+    /// The backend's remembered blob graphs.
+    pub(crate) fn census_cache(&self) -> &CensusCache {
+        &self.inner.census
+    }
+
     /// Every reference, newest first. Blocking.
     pub fn list_images(&self) -> MicrosandboxResult<Vec<ImageHandle>> {
         let Some(layout) = self.existing()? else {

@@ -145,8 +145,9 @@ pub(super) fn plan(source: &Source, options: &LoadOptions) -> MicrosandboxResult
     Ok(planned)
 }
 
-/// A MiniBox archive: `meta.json` (`{"image", "manifest_digest"}`) and the
-/// blobs under `blobs/sha256/`.
+/// A MiniBox archive: `meta.json` (`{"image", "manifest_digest"}`, the
+/// digest as `sha256:<hex>`, or as the bare hex MiniBox's own save writes)
+/// and the blobs under `blobs/sha256/`.
 pub(super) fn plan_minibox(
     source: &Source,
     options: &LoadOptions,
@@ -164,10 +165,12 @@ pub(super) fn plan_minibox(
         None => Reference::parse(&meta.image)
             .map_err(|e| source.invalid(format!("meta.json names an invalid reference: {e}")))?,
     };
-    let digest: Digest = meta
-        .manifest_digest
-        .parse()
-        .map_err(|e| source.invalid(format!("meta.json: manifest_digest: {e}")))?;
+    let spelled = &meta.manifest_digest;
+    let digest: Digest = match spelled.contains(':') {
+        true => spelled.parse(),
+        false => Digest::from_hex(spelled),
+    }
+    .map_err(|e| source.invalid(format!("meta.json: manifest_digest: {e}")))?;
     let size = source.blob_size(&digest)?.ok_or_else(|| {
         source.invalid(format!(
             "meta.json names manifest {digest}, which is missing"

@@ -1,5 +1,6 @@
-//! Saving images into one archive: an OCI archive (the default) or a
-//! docker-archive that `docker load` and skopeo read.
+//! Saving images into one archive: a docker-archive (the default) that
+//! `docker load` and skopeo read, an OCI archive, or MiniBox's archive
+//! (`meta.json` and `blobs/sha256/<hex>`, one image).
 //!
 //! The archive is deterministic: entries sorted, times 0, owners 0, modes
 //! fixed, so the same images give the same bytes. It is written to a
@@ -39,10 +40,15 @@ pub enum SaveFormat {
     /// default (as in microsandbox's SDK).
     #[default]
     Docker,
+    /// MiniBox's archive of one image: `meta.json` (`{"image",
+    /// "manifest_digest"}`, the digest as bare hex, as MiniBox's own save
+    /// writes it and its load reads it) and the manifest, config and layer
+    /// blobs under `blobs/sha256/`.
+    Minibox,
 }
 
 impl SaveFormat {
-    /// `"docker"` or `"oci"`.
+    /// `"docker"`, `"oci"` or `"minibox"`.
     ///
     /// # Errors
     ///
@@ -51,8 +57,9 @@ impl SaveFormat {
         match text {
             "docker" => Ok(SaveFormat::Docker),
             "oci" => Ok(SaveFormat::Oci),
+            "minibox" => Ok(SaveFormat::Minibox),
             other => Err(MicrosandboxError::invalid_argument(format!(
-                "format must be 'docker' or 'oci', got {other:?}"
+                "format must be 'docker', 'oci' or 'minibox', got {other:?}"
             ))),
         }
     }
@@ -142,6 +149,12 @@ pub fn save(
     // The same images in any order, or named twice, give the same archive.
     chosen.sort_by_key(|c| c.reference.canonical());
     chosen.dedup_by_key(|c| c.reference.canonical());
+    if options.format == SaveFormat::Minibox && chosen.len() > 1 {
+        return Err(MicrosandboxError::invalid_argument(format!(
+            "a MiniBox archive holds one image, not {}: save them one at a time",
+            chosen.len()
+        )));
+    }
     // Pin what the archive needs, then write without the lock: a prune may
     // run meanwhile and keeps every pinned blob.
     let blobs: BTreeSet<Digest> = chosen
@@ -286,6 +299,9 @@ fn write_archive(
     out: &mut BufWriter<File>,
     pin: &mut TransferPin,
 ) -> MicrosandboxResult<()> {
+    if format == SaveFormat::Minibox {
+        return write_minibox(layout, &chosen[0], out, pin);
+    }
     let mut files: BTreeMap<String, Vec<u8>> = BTreeMap::new();
     let blobs: BTreeMap<&Digest, u64> = chosen
         .iter()
@@ -323,44 +339,87 @@ fn write_archive(
         tar.append_data(&mut h, dir, io::empty()).map_err(io_err)?;
     }
     for (digest, declared) in blobs {
-        pin.renew_if_due()?;
-        let path = layout.blob_path(digest);
-        let file = layout.open_blob(digest)?.ok_or_else(|| {
-            MicrosandboxError::corrupt(format!("blob {digest} is missing from the cache"))
-        })?;
-        // The disk is not trusted: a blob of the wrong length is refused
-        // before a byte is copied, one of the wrong content after its
-        // last byte, and the archive (a temporary) never appears.
-        let size = file.metadata().at("stat", &path)?.len();
-        if size != declared {
-            return Err(MicrosandboxError::corrupt(format!(
-                "blob {digest} has {size} bytes where its descriptor says {declared}: \
-                 the cache was changed behind its back (verify --repair)"
-            )));
-        }
-        let mut hashing = Hashing::new(io::Read::take(file, size));
-        let mut h = header(size, tar::EntryType::Regular, 0o644);
-        tar.append_data(&mut h, blob_name(digest), &mut hashing)
-            .map_err(|e| MicrosandboxError::io("copy into the archive", &path, e))?;
-        // A blob that shrank midway gave fewer bytes than its header says.
-        if hashing.count != size {
-            return Err(MicrosandboxError::corrupt(format!(
-                "blob {digest} changed while it was saved ({} of {size} bytes)",
-                hashing.count
-            )));
-        }
-        let actual = hashing.digest();
-        if &actual != digest {
-            return Err(MicrosandboxError::corrupt(format!(
-                "blob {digest} hashes to {actual}: the cache was changed behind its back \
-                 (verify --repair)"
-            )));
-        }
+        copy_blob(layout, &mut tar, digest, declared, pin)?;
     }
     for (name, bytes) in &files {
         add_bytes(&mut tar, name, bytes).map_err(io_err)?;
     }
     tar.finish().map_err(io_err)
+}
+
+/// MiniBox's archive of one image: `meta.json`, then the manifest, the
+/// config and the layers, in that order, as MiniBox writes them.
+fn write_minibox(
+    layout: &Layout,
+    chosen: &Chosen,
+    out: &mut BufWriter<File>,
+    pin: &mut TransferPin,
+) -> MicrosandboxResult<()> {
+    #[derive(Serialize)]
+    struct Meta<'a> {
+        image: String,
+        manifest_digest: &'a str,
+    }
+    let meta = Meta {
+        image: chosen.reference.familiar(),
+        manifest_digest: chosen.manifest.digest.hex(),
+    };
+    let mut tar = tar::Builder::new(out);
+    tar.mode(tar::HeaderMode::Deterministic);
+    let io_err = |e: io::Error| MicrosandboxError::io("write archive", layout.oci_dir().path(), e);
+    let meta = serde_json::to_vec(&meta).expect("meta.json always serializes");
+    add_bytes(&mut tar, "meta.json", &meta).map_err(io_err)?;
+    let mut done = BTreeSet::new();
+    for (digest, declared) in &chosen.sizes {
+        if done.insert(digest) {
+            copy_blob(layout, &mut tar, digest, *declared, pin)?;
+        }
+    }
+    tar.finish().map_err(io_err)
+}
+
+/// Copies one blob of the cache into the archive as `blobs/sha256/<hex>`.
+/// The disk is not trusted: a blob of the wrong length is refused before
+/// a byte is copied, one of the wrong content after its last byte, and the
+/// archive (a temporary) never appears.
+fn copy_blob(
+    layout: &Layout,
+    tar: &mut tar::Builder<&mut BufWriter<File>>,
+    digest: &Digest,
+    declared: u64,
+    pin: &mut TransferPin,
+) -> MicrosandboxResult<()> {
+    pin.renew_if_due()?;
+    let path = layout.blob_path(digest);
+    let file = layout.open_blob(digest)?.ok_or_else(|| {
+        MicrosandboxError::corrupt(format!("blob {digest} is missing from the cache"))
+    })?;
+    let size = file.metadata().at("stat", &path)?.len();
+    if size != declared {
+        return Err(MicrosandboxError::corrupt(format!(
+            "blob {digest} has {size} bytes where its descriptor says {declared}: \
+             the cache was changed behind its back (verify --repair)"
+        )));
+    }
+    let mut hashing = Hashing::new(io::Read::take(file, size));
+    let mut h = header(size, tar::EntryType::Regular, 0o644);
+    tar.append_data(&mut h, blob_name(digest), &mut hashing)
+        .map_err(|e| MicrosandboxError::io("copy into the archive", &path, e))?;
+    // A blob that shrank midway gave fewer bytes than its header says.
+    if hashing.count != size {
+        return Err(MicrosandboxError::corrupt(format!(
+            "blob {digest} changed while it was saved ({} of {size} bytes)",
+            hashing.count
+        )));
+    }
+    let actual = hashing.digest();
+    if &actual != digest {
+        return Err(MicrosandboxError::corrupt(format!(
+            "blob {digest} hashes to {actual}: the cache was changed behind its back \
+             (verify --repair)"
+        )));
+    }
+    Ok(())
 }
 
 /// A reader that hashes what passes through it.

@@ -47,6 +47,10 @@ struct Endpoint {
     credentials: Option<Credentials>,
     /// Set when a mirror could not be reached: the pull stops asking it.
     dead: AtomicBool,
+    /// `?ns=<registry>` for a mirror (containerd's convention: one mirror
+    /// can serve several registries and tell them apart); empty for the
+    /// origin.
+    query: String,
 }
 
 /// One repository of one registry, with the mirrors in front of it.
@@ -95,6 +99,20 @@ pub(super) fn is_loopback(domain: &str) -> bool {
     };
     host.parse::<std::net::IpAddr>()
         .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// `?ns=<registry>`, the registry percent-encoded where it is not a plain
+/// host and port (an IPv6 address's brackets).
+fn ns_query(domain: &str) -> String {
+    let mut q = String::from("?ns=");
+    for b in domain.bytes() {
+        if b.is_ascii_alphanumeric() || b".-_~:".contains(&b) {
+            q.push(b as char);
+        } else {
+            q.push_str(&format!("%{b:02X}"));
+        }
+    }
+    q
 }
 
 /// Whether a token realm may be asked, and whether the docker config's
@@ -163,19 +181,25 @@ impl RegistryOrigin {
             .user_agent(USER_AGENT)
             .build()
             .into();
-        let endpoint = |base: String, host: &str, credentials_for: &str| Endpoint {
+        let endpoint = |base: String, host: &str, credentials_for: &str, query: String| Endpoint {
             authority: url_host(&base).map_or_else(String::new, |(_, h)| h.to_ascii_lowercase()),
             base,
             host: host.to_owned(),
             authorization: Mutex::default(),
             credentials: auth::lookup(credentials_for, docker_config),
             dead: AtomicBool::new(false),
+            query,
         };
         let mut endpoints: Vec<Endpoint> = mirrors
             .iter()
-            .map(|m| endpoint(m.base(), m.host(), m.host()))
+            .map(|m| endpoint(m.base(), m.host(), m.host(), ns_query(domain)))
             .collect();
-        endpoints.push(endpoint(format!("{scheme}://{host}"), host, domain));
+        endpoints.push(endpoint(
+            format!("{scheme}://{host}"),
+            host,
+            domain,
+            String::new(),
+        ));
         RegistryOrigin {
             agent,
             endpoints,
@@ -253,7 +277,10 @@ impl RegistryOrigin {
         accept: Option<&str>,
         from: u64,
     ) -> MicrosandboxResult<ureq::http::Response<ureq::Body>> {
-        let url = format!("{}/v2/{}/{path}", endpoint.base, self.repository);
+        let url = format!(
+            "{}/v2/{}/{path}{}",
+            endpoint.base, self.repository, endpoint.query
+        );
         for attempt in 0..2 {
             let mut request = self.agent.get(&url);
             if let Some(a) = accept {
@@ -650,6 +677,13 @@ mod tests {
         );
         assert_eq!(parts.len(), 3);
         assert!(parts[2].contains("pull,push"));
+    }
+
+    #[test]
+    fn mirrors_hear_the_registry_as_ns() {
+        assert_eq!(ns_query("docker.io"), "?ns=docker.io");
+        assert_eq!(ns_query("127.0.0.1:5000"), "?ns=127.0.0.1:5000");
+        assert_eq!(ns_query("[::1]:5000"), "?ns=%5B::1%5D:5000");
     }
 
     #[test]

@@ -8,7 +8,9 @@
 //! `registry-1.docker.io`. Anonymous bearer tokens are fetched from the
 //! `WWW-Authenticate` challenge, with the docker config's credentials
 //! when it has some for the registry (basic auth likewise). Mirrors
-//! (pull-through caches) are asked first, the origin last.
+//! (pull-through caches) are asked first, the origin last; a mirror hears
+//! which registry is meant from the `ns` query parameter, as containerd
+//! sends it (`/v2/library/alpine/manifests/3?ns=docker.io`).
 
 pub mod auth;
 mod client;
