@@ -13,6 +13,9 @@ import { Image, LocalBackend, ROOT, addon, blobFiles, fixture, freePort, tempDir
 
 const TOKEN = 'schemathesis-token-0123456789';
 const SCHEMA = path.join(ROOT, 'crates', 'microsandbox-serve', 'openapi.yaml');
+// setup.sh installs it in a virtual environment of its own; else from PATH.
+const VENV_ST = path.join(ROOT, 'target', 'schemathesis', 'bin', 'st');
+const ST = fs.existsSync(VENV_ST) ? VENV_ST : 'st';
 
 /** What a client could change: index.json, the blob names, the lease files. */
 function state(home) {
@@ -27,7 +30,7 @@ function st(port, cwd, extra) {
     '-n', '20', '--seed', '17', '--max-time', '60', '--workers', '1', '--phases', 'coverage,fuzzing',
     '--exclude-path-regex', '/(pull|save|load)$', ...extra,
   ];
-  const r = spawnSync('st', args, { cwd, encoding: 'utf8', timeout: 240_000 });
+  const r = spawnSync(ST, args, { cwd, encoding: 'utf8', timeout: 240_000 });
   assert.ok(!r.error, `schemathesis is required (pip install schemathesis, scripts/setup.sh): ${r.error}`);
   assert.equal(r.status, 0, `st ${args.join(' ')}\n${r.stdout}\n${r.stderr}`);
   return r.stdout;

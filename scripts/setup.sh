@@ -20,10 +20,19 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 
 # schemathesis (PyPI, pinned) checks the HTTP server against its OpenAPI
-# document (__test__/schemathesis.test.mjs).
+# document (__test__/schemathesis.test.mjs). In a virtual environment of its
+# own under target/, so neither a system Python that refuses pip installs
+# (PEP 668) nor another project's packages get in the way.
 SCHEMATHESIS_VERSION=4.32.5
-if ! st --version 2>/dev/null | grep -qF "$SCHEMATHESIS_VERSION"; then
-  python3 -m pip install -q --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION"
+VENV=target/schemathesis
+if ! "$VENV/bin/st" --version 2>/dev/null | grep -qF "$SCHEMATHESIS_VERSION"; then
+  if ! python3 -m venv "$VENV" 2>/dev/null; then
+    sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    $sudo apt-get install -y -qq --no-install-recommends python3-venv >/dev/null
+    python3 -m venv "$VENV"
+  fi
+  "$VENV/bin/pip" install -q --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION"
 fi
 
 # `npm install` (with the committed package-lock.json) runs the `prepare`

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Mutex;
 
+use common::debian::{debian_tar, tar_of};
 use common::view::{snapshot, Opts};
 use common::{cache_dir, fsck, need, oci, run, Mount};
 
@@ -20,22 +21,6 @@ static HEAVY: Mutex<()> = Mutex::new(());
 
 fn heavy() -> std::sync::MutexGuard<'static, ()> {
     HEAVY.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// `tar` of paths under `base`, the way layers are made.
-fn tar_of(base: &Path, paths: &[&str], out: &Path) {
-    run(Command::new("tar")
-        .args([
-            "--format=posix",
-            "--xattrs",
-            "--xattrs-include=*",
-            "--numeric-owner",
-            "-cf",
-        ])
-        .arg(out)
-        .arg("-C")
-        .arg(base)
-        .args(paths));
 }
 
 /// Builds, fscks, mounts and compares one layer tar with its extraction.
@@ -110,84 +95,6 @@ fn subtrees_of_this_machine_mount_as_tar_extracts_them() {
         info.inodes
     );
     assert!(info.inodes > 2000);
-}
-
-/// The host's Debian mirror and suite, from apt's sources.
-fn mirror() -> (String, String) {
-    if let Ok(m) = std::env::var("EROFS_TEST_DEBIAN_MIRROR") {
-        return (
-            m,
-            std::env::var("EROFS_TEST_DEBIAN_SUITE").unwrap_or_else(|_| "bookworm".into()),
-        );
-    }
-    let os = std::fs::read_to_string("/etc/os-release").unwrap_or_default();
-    let suite = os
-        .lines()
-        .find_map(|l| l.strip_prefix("VERSION_CODENAME="))
-        .unwrap_or("bookworm")
-        .trim_matches('"')
-        .to_string();
-    let mut texts = Vec::new();
-    for d in ["/etc/apt/sources.list.d", "/etc/apt"] {
-        if let Ok(rd) = std::fs::read_dir(d) {
-            let mut ps: Vec<PathBuf> = rd.map(|e| e.unwrap().path()).collect();
-            ps.sort();
-            for p in ps {
-                let name = p.file_name().unwrap().to_string_lossy().into_owned();
-                if name.ends_with(".sources") || name.ends_with(".list") {
-                    texts.push(std::fs::read_to_string(&p).unwrap_or_default());
-                }
-            }
-        }
-    }
-    for t in &texts {
-        for line in t.lines() {
-            let line = line.trim();
-            if let Some(u) = line.strip_prefix("URIs:") {
-                let u = u.split_whitespace().next().unwrap_or("");
-                if !u.contains("security") && u.starts_with("http") {
-                    return (u.to_string(), suite);
-                }
-            }
-            if let Some(rest) = line.strip_prefix("deb ") {
-                let mut it = rest.split_whitespace().filter(|w| !w.starts_with('['));
-                if let Some(u) = it.next() {
-                    if !u.contains("security") && u.starts_with("http") {
-                        return (u.to_string(), suite);
-                    }
-                }
-            }
-        }
-    }
-    ("http://deb.debian.org/debian".into(), suite)
-}
-
-/// A Debian minbase root as a tar, made once and kept between runs.
-fn debian_tar() -> PathBuf {
-    let cache = cache_dir("debian");
-    let tarp = cache.join("minbase.tar");
-    let lock = std::fs::File::create(cache.join("lock")).unwrap();
-    use std::os::fd::AsRawFd;
-    assert_eq!(unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) }, 0);
-    if tarp.is_file() {
-        return tarp;
-    }
-    let root = cache.join("rootfs");
-    let _ = std::fs::remove_dir_all(&root);
-    let (url, suite) = mirror();
-    eprintln!(
-        "debootstrap --variant=minbase {suite} from {url} (once; kept in {})",
-        cache.display()
-    );
-    run(Command::new("debootstrap")
-        .args(["--variant=minbase", &suite])
-        .arg(&root)
-        .arg(&url));
-    let tmp = cache.join("minbase.tar.partial");
-    tar_of(&root, &["."], &tmp);
-    std::fs::rename(&tmp, &tarp).unwrap();
-    std::fs::remove_dir_all(&root).unwrap();
-    tarp
 }
 
 #[test]

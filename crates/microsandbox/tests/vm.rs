@@ -720,3 +720,51 @@ fn a_size_budget_counts_the_vm_disks() {
     assert!(report.vmdk_removed >= 1, "{report:?}");
     assert_eq!(dry(blobs + du.vm_bytes).image_refs_removed, 0);
 }
+
+#[test]
+fn a_debian_root_materializes_and_boots_as_umoci_unpacks_it() {
+    if !need(
+        "a_debian_root_materializes_and_boots_as_umoci_unpacks_it",
+        &[
+            "mount",
+            "losetup",
+            "qemu-img",
+            "umoci",
+            "fsck.erofs",
+            "debootstrap",
+            "skopeo",
+        ],
+    ) {
+        return;
+    }
+    let tar = erofs_common::debian::debian_tar();
+    let dir = tempfile::tempdir().unwrap();
+    let plain = dir.path().join("plain");
+    erofs_common::oci::layout(&plain, &[tar]);
+    // As a registry would serve it: one gzip layer.
+    let gz = dir.path().join("gz");
+    run(Command::new("skopeo")
+        .args([
+            "copy",
+            "-q",
+            "--dest-compress-format",
+            "gzip",
+            "--dest-compress",
+        ])
+        .arg(format!("oci:{}:t", plain.display()))
+        .arg(format!("oci:{}:debian", gz.display())));
+    let h = home();
+    h.backend
+        .load_images(
+            &gz,
+            &microsandbox::LoadOptions {
+                materialize: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let disk = materialize(&h, "debian");
+    assert!(disk.layers[0].size_bytes > 100 << 20, "{disk:?}");
+    prove(&disk, &format!("{}:debian", gz.display()), dir.path());
+    assert!(h.backend.verify(&Default::default()).unwrap().is_clean());
+}

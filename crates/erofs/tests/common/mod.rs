@@ -4,6 +4,7 @@
 //! trees as seen through the file system.
 #![allow(dead_code)]
 
+pub mod debian;
 pub mod oci;
 pub mod tarw;
 pub mod view;
