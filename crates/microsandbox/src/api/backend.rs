@@ -18,7 +18,7 @@ use crate::gc;
 use crate::gc::census::CensusCache;
 use crate::gc::policy::PruneOptions;
 use crate::oci::digest::Digest;
-use crate::oci::model::{Platform, Shape, ANN_LAST_USED};
+use crate::oci::model::{Platform, ANN_LAST_USED};
 use crate::oci::platform;
 use crate::oci::reference::Reference;
 use crate::store::artifact::{self, ArtifactKind};
@@ -796,23 +796,13 @@ fn lease_view(l: &LeaseRecord) -> ImageLease {
 
 /// The config and layers of an entry, read from its blobs.
 fn inspect_entry(layout: &Layout, entry: &Entry) -> MicrosandboxResult<ImageDetail> {
-    let (manifest, doc) = content::resolve_image(layout, &entry.descriptor)?;
-    let Ok(Shape::Image { config, layers }) = doc.shape() else {
-        return Err(MicrosandboxError::corrupt(format!(
-            "manifest {} is not an image manifest",
-            manifest.digest
-        )));
-    };
-    let cfg = content::read_config(layout, config)?;
+    let content::ImageParts {
+        config,
+        cfg,
+        layers,
+        ..
+    } = content::image_parts(layout, &entry.descriptor)?;
     let diff_ids = cfg.rootfs().diff_ids();
-    if diff_ids.len() != layers.len() {
-        return Err(MicrosandboxError::corrupt(format!(
-            "config {} lists {} diff_ids for {} layers",
-            config.digest,
-            diff_ids.len(),
-            layers.len()
-        )));
-    }
     let layers = layers
         .iter()
         .zip(diff_ids)

@@ -154,13 +154,7 @@ pub fn plan(
         graph_ref(root)?;
     }
     let keep = mark(roots.into_iter().chain(&pins.blobs), |node| {
-        Ok::<_, MicrosandboxError>(
-            graphs
-                .get(node)
-                .and_then(|g| g.as_ref().ok())
-                .into_iter()
-                .flat_map(|g| g.iter().skip(1).map(|(child, _)| child)),
-        )
+        Ok::<_, MicrosandboxError>(children(graphs, node))
     })?;
 
     let mut report = ImagePruneReport {
@@ -219,13 +213,7 @@ pub fn plan(
     // that is no artifact of this format version.
     let vm_kept: HashSet<&Digest> = if options.vm_only {
         let pinned = mark(pins.manifests.iter(), |node| {
-            Ok::<_, MicrosandboxError>(
-                graphs
-                    .get(node)
-                    .and_then(|g| g.as_ref().ok())
-                    .into_iter()
-                    .flat_map(|g| g.iter().skip(1).map(|(child, _)| child)),
-            )
+            Ok::<_, MicrosandboxError>(children(graphs, node))
         })?;
         let (kept, over) = vm_keeps(layout, snapshot, options, &pinned, now);
         report.over_budget_bytes = over;
@@ -314,6 +302,19 @@ pub fn plan(
         vm,
         report,
     })
+}
+
+/// The edges of the mark: a root's graph is its whole closure, so a root
+/// points at everything in it and nothing else points anywhere.
+fn children<'a>(
+    graphs: &'a HashMap<Digest, MicrosandboxResult<crate::gc::census::Graph>>,
+    node: &Digest,
+) -> impl Iterator<Item = &'a Digest> {
+    graphs
+        .get(node)
+        .and_then(|g| g.as_ref().ok())
+        .into_iter()
+        .flat_map(|g| g.iter().skip(1).map(|(child, _)| child))
 }
 
 /// Sets each removed image's `unique_bytes`: the blobs that go (none of

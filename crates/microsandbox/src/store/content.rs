@@ -57,6 +57,53 @@ pub fn resolve_image(
     Ok((chosen, child))
 }
 
+/// An image's parts as its blobs say: the resolved manifest, its config
+/// (descriptor and document) and its layers, with one diff_id per layer.
+pub struct ImageParts {
+    /// The image manifest (the host's of an index).
+    pub manifest: Descriptor,
+    /// The config's descriptor.
+    pub config: Descriptor,
+    /// The config.
+    pub cfg: oci_spec::image::ImageConfiguration,
+    /// The layers, bottom first.
+    pub layers: Vec<Descriptor>,
+}
+
+/// Reads the parts of the image an index entry names, checking that the
+/// manifest is an image manifest and that its config lists one diff_id
+/// per layer.
+///
+/// # Errors
+///
+/// [`crate::ErrorKind::CorruptCache`] for a blob that is missing, not what
+/// its name says, or does not fit; `PlatformNotFound` for an index
+/// without the host's platform.
+pub fn image_parts(layout: &Layout, entry: &Descriptor) -> MicrosandboxResult<ImageParts> {
+    let (manifest, doc) = resolve_image(layout, entry)?;
+    let Ok(Shape::Image { config, layers }) = doc.shape() else {
+        return Err(MicrosandboxError::corrupt(format!(
+            "manifest {} is not an image manifest",
+            manifest.digest
+        )));
+    };
+    let cfg = read_config(layout, config)?;
+    let diff_ids = cfg.rootfs().diff_ids().len();
+    if diff_ids != layers.len() {
+        return Err(MicrosandboxError::corrupt(format!(
+            "config {} lists {diff_ids} diff_ids for {} layers",
+            config.digest,
+            layers.len()
+        )));
+    }
+    Ok(ImageParts {
+        config: config.clone(),
+        layers: layers.to_vec(),
+        cfg,
+        manifest,
+    })
+}
+
 /// What `list` shows of an image, computed from its blobs: used for entries
 /// that another tool wrote without this cache's annotations.
 #[derive(Clone, Debug)]
@@ -77,14 +124,12 @@ pub struct Summary {
 
 /// Computes a [`Summary`] from the blobs.
 pub fn summarize(layout: &Layout, entry: &Descriptor) -> MicrosandboxResult<Summary> {
-    let (manifest, doc) = resolve_image(layout, entry)?;
-    let Ok(Shape::Image { config, layers }) = doc.shape() else {
-        return Err(MicrosandboxError::corrupt(format!(
-            "manifest {} is not an image manifest",
-            manifest.digest
-        )));
-    };
-    let cfg = read_config(layout, config)?;
+    let ImageParts {
+        manifest,
+        config,
+        cfg,
+        layers,
+    } = image_parts(layout, entry)?;
     let size = [manifest.size, config.size]
         .into_iter()
         .chain(layers.iter().map(|l| l.size))

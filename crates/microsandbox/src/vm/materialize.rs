@@ -15,7 +15,7 @@ use std::fs::File;
 use crate::api::handle::{ImageDisk, ImageDiskLayer};
 use crate::error::{IoContext, MicrosandboxError, MicrosandboxResult};
 use crate::oci::digest::Digest;
-use crate::oci::model::{Descriptor, Shape};
+use crate::oci::model::Descriptor;
 use crate::store::artifact::{self, ArtifactKind, Claim};
 use crate::store::content;
 use crate::store::layout::Layout;
@@ -64,23 +64,13 @@ pub fn plan(
     entry: &Descriptor,
     reference: String,
 ) -> MicrosandboxResult<DiskPlan> {
-    let (manifest, doc) = content::resolve_image(layout, entry)?;
-    let Ok(Shape::Image { config, layers }) = doc.shape() else {
-        return Err(MicrosandboxError::corrupt(format!(
-            "manifest {} is not an image manifest",
-            manifest.digest
-        )));
-    };
-    let cfg = content::read_config(layout, config)?;
+    let content::ImageParts {
+        manifest,
+        config,
+        cfg,
+        layers,
+    } = content::image_parts(layout, entry)?;
     let diff_ids = cfg.rootfs().diff_ids();
-    if diff_ids.len() != layers.len() {
-        return Err(MicrosandboxError::corrupt(format!(
-            "config {} lists {} diff_ids for {} layers",
-            config.digest,
-            diff_ids.len(),
-            layers.len()
-        )));
-    }
     let specs = layers
         .iter()
         .zip(diff_ids)
