@@ -22,7 +22,7 @@ use crate::oci::model::{Platform, ANN_LAST_USED};
 use crate::oci::platform;
 use crate::oci::reference::Reference;
 use crate::store::artifact::{self, ArtifactKind};
-use crate::store::catalog::{check_target_text, CatalogCache, Entry, Target};
+use crate::store::catalog::{check_target_text, target_by_name, CatalogCache, Entry, Target};
 use crate::store::content;
 use crate::store::index::{self, IndexTxn};
 use crate::store::layout::{Home, Layout};
@@ -300,12 +300,15 @@ impl LocalBackend {
             return Err(not_found(reference));
         };
         let guard = layout.lock::<Exclusive>()?;
-        let target = self.inner.catalog.current(&layout)?.target(reference)?;
+        let mut txn = IndexTxn::begin(&layout, &guard)?;
+        let target = match target_by_name(&txn.index, reference) {
+            Some(t) => t,
+            None => self.inner.catalog.current(&layout)?.target(reference)?,
+        };
         let shown = match &target {
             Target::Name(r) => r.familiar(),
             Target::Manifest(d) => d.to_string(),
         };
-        let mut txn = IndexTxn::begin(&layout, &guard)?;
         let index = &mut txn.index;
         let positions: std::collections::HashSet<usize> = match &target {
             Target::Name(r) => index::spellings(index, r).into_iter().collect(),
@@ -627,17 +630,22 @@ impl LocalBackend {
         let guard = layout.lock::<Exclusive>()?;
         // The lease pins what `get` answers with: the newest spelling (or
         // the manifest a digest prefix names).
-        let entry = self.inner.catalog.current(&layout)?;
-        let target = entry.target(reference)?;
-        let r = match &target {
-            Target::Name(r) => r.clone(),
-            Target::Manifest(_) => entry
-                .entries_of(&target)
-                .first()
-                .map(|e| e.reference.clone())
-                .ok_or_else(|| not_found(reference))?,
-        };
         let mut txn = IndexTxn::begin(&layout, &guard)?;
+        let r = match target_by_name(&txn.index, reference) {
+            Some(Target::Name(r)) => r,
+            _ => {
+                let catalog = self.inner.catalog.current(&layout)?;
+                let target = catalog.target(reference)?;
+                match &target {
+                    Target::Name(r) => r.clone(),
+                    Target::Manifest(_) => catalog
+                        .entries_of(&target)
+                        .first()
+                        .map(|e| e.reference.clone())
+                        .ok_or_else(|| not_found(reference))?,
+                }
+            }
+        };
         let Some(chosen) = index::resolve(&txn.index, &r) else {
             return Err(not_found(reference));
         };

@@ -116,6 +116,28 @@ pub fn plan(
     options: &PruneOptions,
     now: SystemTime,
 ) -> MicrosandboxResult<Plan> {
+    plan_with(layout, snapshot, options, now, Detail::Images)
+}
+
+/// How much of the report a plan works out.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Detail {
+    /// Everything, each removed image with its bytes (a prune's report).
+    Images,
+    /// The counts and bytes alone, `removed` and the plan's index left
+    /// empty (what disk usage needs of a dry run): a report, never a plan
+    /// to carry out.
+    Totals,
+}
+
+/// [`plan`], working out the report to `detail`.
+pub(crate) fn plan_with(
+    layout: &Layout,
+    snapshot: &Snapshot,
+    options: &PruneOptions,
+    now: SystemTime,
+    detail: Detail,
+) -> MicrosandboxResult<Plan> {
     let Snapshot {
         leases,
         pins,
@@ -167,7 +189,9 @@ pub fn plan(
     let mut removed_graphs: Vec<&[(Digest, Kind)]> = Vec::new();
     for (d, goes) in entries.iter().zip(&goes) {
         if !goes {
-            kept_entries.push(d.clone());
+            if detail == Detail::Images {
+                kept_entries.push(d.clone());
+            }
             continue;
         }
         // A removed root that does not parse still goes; its children
@@ -186,7 +210,7 @@ pub fn plan(
             report.image_refs_removed += 1;
         }
         // A pin record is no image: it goes silently with its lease.
-        if !is_pin_record(d) {
+        if detail == Detail::Images && !is_pin_record(d) {
             report.removed.push(RemovedImage {
                 reference: shown_name(d),
                 manifest_digest: d.digest.to_string(),
@@ -226,6 +250,9 @@ pub fn plan(
                     .unwrap_or_else(|| vec![m])
             })
             .collect()
+    } else if artifacts.present.is_empty() {
+        // No artifact to keep: nothing to work out.
+        HashSet::new()
     } else {
         keep.iter().copied().collect()
     };

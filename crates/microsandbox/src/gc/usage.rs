@@ -48,6 +48,9 @@ pub fn disk_usage(
     } = &snapshot;
     // The VM artifacts present of the disk of each manifest a graph holds.
     let vm_of = |g: &Graph| -> Vec<ArtifactId> {
+        if artifacts.present.is_empty() {
+            return Vec::new();
+        }
         g.iter()
             .filter(|(_, k)| *k == Kind::Manifest)
             .filter_map(|(m, _)| disks.get(m).cloned().flatten())
@@ -148,8 +151,8 @@ pub fn disk_usage(
     };
     // A prune refuses to run while a root it keeps cannot be read; until
     // that is repaired, nothing is reclaimable.
-    let reclaimable_bytes =
-        gc::plan(layout, &snapshot, &dry, now).map_or(0, |p| p.report.bytes_reclaimed.unwrap_or(0));
+    let reclaimable_bytes = gc::plan_with(layout, &snapshot, &dry, now, gc::Detail::Totals)
+        .map_or(0, |p| p.report.bytes_reclaimed.unwrap_or(0));
     let vm_bytes = artifacts.bytes();
     Ok(DiskUsage {
         total_bytes: blobs_bytes + vm_bytes + tmp_bytes + other,

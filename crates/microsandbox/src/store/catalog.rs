@@ -146,6 +146,20 @@ fn digest_prefix(input: &str) -> Option<&str> {
     ok.then_some(hex)
 }
 
+/// What `input` names, settled from `index` alone when it can be: a
+/// reference one of the index's entries spells, or text that is no digest
+/// prefix, is that reference (what [`Catalog::target`] answers too); `None`
+/// when only the catalog's digests can tell. Writers that hold the index
+/// read for their change use it, so they never build the whole catalog
+/// for a name.
+pub fn target_by_name(index: &IndexFile, input: &str) -> Option<Target> {
+    let r = Reference::parse(input).ok()?;
+    if digest_prefix(input).is_none() || !index::spellings(index, &r).is_empty() {
+        return Some(Target::Name(r));
+    }
+    None
+}
+
 impl Catalog {
     /// What `input` names: a reference the cache holds by name first, else
     /// the one manifest whose digest starts with it, else the reference
