@@ -37,8 +37,10 @@ use crate::store::lock::{try_flock, unlock, ExclusiveGuard, LockMode};
 /// The prefix of an ingest writer's file in `tmp/`.
 pub const INGEST_PREFIX: &str = "ingest-";
 const CHUNK: usize = 256 * 1024;
-/// How many written bytes are handed to the disk at a time, so the fsync
-/// at the end waits for little.
+/// How many written bytes a download hands to the disk at a time, so the
+/// fsync at the end waits for little. An ingest (a load from a local
+/// archive, whose reads would compete with that writeback for the disk)
+/// hands its blob over once, when it ends.
 const WRITEBACK: u64 = 8 << 20;
 
 /// What sees every byte of a blob as it is written.
@@ -60,7 +62,8 @@ impl<T: Tap> Tap for Option<T> {
     }
 }
 
-/// Whether a writer's file goes or stays when it is dropped uncommitted.
+/// Whether a writer's file goes or stays when it is dropped uncommitted
+/// (and whether it starts writeback as it goes: a partial does).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Mode {
     Ingest,
@@ -228,7 +231,7 @@ impl<T: Tap> BlobWriter<T> {
         self.tap.update(bytes);
         self.written += bytes.len() as u64;
         self.tmp.file.write_all(bytes).at("write", &self.path())?;
-        if self.written - self.handed_to_disk >= WRITEBACK {
+        if self.mode == Mode::Partial && self.written - self.handed_to_disk >= WRITEBACK {
             start_writeback(
                 &self.tmp.file,
                 self.handed_to_disk,
