@@ -64,20 +64,6 @@ pub struct Server {
     socket: Option<SocketName>,
 }
 
-/// Makes the home for its socket, as the cache makes a home: 0700.
-fn make_home(home: &std::path::Path) -> MicrosandboxResult<()> {
-    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-    if home.exists() {
-        return Ok(());
-    }
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(home)
-        .and_then(|()| std::fs::set_permissions(home, std::fs::Permissions::from_mode(0o700)))
-        .map_err(|e| MicrosandboxError::io("create directory", home, e))
-}
-
 impl Server {
     /// Checks the settings, binds, and starts serving on a runtime of the
     /// server's own. Blocking (briefly); call it outside an async context.
@@ -90,7 +76,7 @@ impl Server {
         let listen = match config.listen.clone() {
             Some(l) => l,
             None => {
-                make_home(config.backend.home())?;
+                config.backend.ensure_home()?;
                 Listen::default_for(config.backend.home())
             }
         };

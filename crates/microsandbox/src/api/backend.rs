@@ -184,6 +184,18 @@ impl LocalBackend {
         self.inner.home.path()
     }
 
+    /// Makes the home and its cache if they are not there yet, as every
+    /// writing operation does (0700, whatever the umask; a link, a foreign
+    /// owner or a group-writable home refused), for a caller that puts a
+    /// file of its own there (the server's socket).
+    ///
+    /// # Errors
+    ///
+    /// `CorruptCache` or `Io` naming the path, as the writing operations.
+    pub fn ensure_home(&self) -> MicrosandboxResult<()> {
+        self.layout().map(drop)
+    }
+
     /// The open cache, made on first use (for the crate's tests through
     /// `testing::layout`).
     pub(crate) fn layout(&self) -> MicrosandboxResult<Arc<Layout>> {
@@ -737,16 +749,24 @@ fn mark_disks(layout: &Layout, handles: &mut [ImageHandle]) -> MicrosandboxResul
     if handles.is_empty() || !dir.exists() {
         return Ok(());
     }
+    let digest = |h: &ImageHandle| h.manifest_digest.parse::<crate::oci::digest::Digest>().ok();
+    // One handle (get, inspect) asks for its own file; a list reads the
+    // directory once.
+    if let [h] = handles {
+        h.disk_ready = match digest(h) {
+            Some(d) => artifact::stat(layout, ArtifactKind::Vmdk, &d)?
+                .is_some_and(|s| crate::store::fs::kind(&s) == rustix::fs::FileType::RegularFile),
+            None => false,
+        };
+        return Ok(());
+    }
     let made: std::collections::HashSet<crate::oci::digest::Digest> = dir
         .entries()?
         .into_iter()
         .filter_map(|e| ArtifactKind::Vmdk.key_of(&e.name))
         .collect();
     for h in handles {
-        h.disk_ready = h
-            .manifest_digest
-            .parse::<crate::oci::digest::Digest>()
-            .is_ok_and(|d| made.contains(&d));
+        h.disk_ready = digest(h).is_some_and(|d| made.contains(&d));
     }
     Ok(())
 }
