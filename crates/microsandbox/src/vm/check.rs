@@ -70,7 +70,9 @@ fn len(file: &File) -> Result<u64, String> {
     file.metadata().map(|m| m.len()).map_err(|e| e.to_string())
 }
 
-fn check_layer(file: &File) -> Result<u64, String> {
+/// Checks a layer image (superblock, checksum, a size that is its file's,
+/// no device table); its size when sound.
+pub(crate) fn check_layer(file: &File) -> Result<u64, String> {
     let info = erofs::check_image(file).map_err(|e| e.to_string())?;
     let len = len(file)?;
     if info.size_bytes() != len || !info.devices.is_empty() {

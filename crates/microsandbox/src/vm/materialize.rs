@@ -120,11 +120,7 @@ pub fn materialize(
     let mut files: Vec<(File, u64)> = Vec::with_capacity(plan.layers.len());
     for (i, spec) in plan.layers.iter().enumerate() {
         let what = format!("layer {i} of {}", plan.reference);
-        let check = |f: &File| {
-            let len = f.metadata().map(|m| m.len()).unwrap_or(0);
-            erofs::check_image(f)
-                .is_ok_and(|info| info.size_bytes() == len && info.devices.is_empty())
-        };
+        let check = |f: &File| crate::vm::check::check_layer(f).is_ok();
         let file = obtain(
             layout,
             ArtifactKind::Layer,
