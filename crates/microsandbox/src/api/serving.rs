@@ -92,7 +92,8 @@ impl Repository {
 /// (or none, for a digest-only name), then each unexpired lease's
 /// manifest.
 struct Kept {
-    tagged: Vec<(Option<String>, Digest, String)>,
+    /// Tag, manifest digest, media type and size, as the index has them.
+    tagged: Vec<(Option<String>, Digest, String, u64)>,
     roots: Vec<Digest>,
 }
 
@@ -112,18 +113,22 @@ impl LocalBackend {
                     e.reference.tag().map(str::to_owned),
                     e.descriptor.digest.clone(),
                     e.descriptor.media_type.clone(),
+                    e.descriptor.size,
                 ));
                 roots.push(e.descriptor.digest.clone());
             }
         }
         let now = time::now();
         for l in lease::list(layout)? {
+            let Some(d) = l.manifest_digest.clone().filter(|_| !l.is_expired(now)) else {
+                continue;
+            };
             let ours = l
                 .reference
                 .as_deref()
                 .and_then(|r| Reference::parse(r).ok())
                 .is_some_and(|r| repository.holds(&r));
-            if let (true, false, Some(d)) = (ours, l.is_expired(now), l.manifest_digest) {
+            if ours {
                 roots.push(d);
             }
         }
@@ -182,21 +187,23 @@ impl LocalBackend {
         };
         let _shared = layout.lock::<Shared>()?;
         let kept = self.kept(&layout, &repo)?;
-        let (digest, declared) = match digest_asked {
+        let (digest, declared, size) = match digest_asked {
             None => match kept
                 .tagged
                 .iter()
-                .find(|(tag, _, _)| tag.as_deref() == Some(reference))
+                .find(|(tag, ..)| tag.as_deref() == Some(reference))
             {
-                Some((_, d, media_type)) => (d.clone(), Some(media_type.clone())),
+                Some((_, d, media_type, size)) => {
+                    (d.clone(), Some(media_type.clone()), Some(*size))
+                }
                 None => return Err(missing()),
             },
             Some(d) => match self.reach(&layout, &kept.roots, &d)? {
-                Some(Kind::Manifest) => (d, None),
+                Some(Kind::Manifest) => (d, None, None),
                 _ => return Err(missing()),
             },
         };
-        let bytes = layout.read_json_blob(&digest, None)?;
+        let bytes = layout.read_json_blob(&digest, size)?;
         let doc = ManifestDoc::parse(&bytes).map_err(|e| {
             MicrosandboxError::corrupt(format!("manifest {digest} is invalid: {e}"))
         })?;
@@ -263,7 +270,7 @@ impl LocalBackend {
         if kept.roots.is_empty() {
             return Err(missing());
         }
-        let mut tags: Vec<String> = kept.tagged.into_iter().filter_map(|(t, _, _)| t).collect();
+        let mut tags: Vec<String> = kept.tagged.into_iter().filter_map(|(t, ..)| t).collect();
         tags.sort();
         tags.dedup();
         Ok(tags)
