@@ -58,10 +58,17 @@ fn config(options: Unknown) -> core::MicrosandboxResult<http::Config> {
     config.token = http::resolve_token(token.as_deref(), file.as_deref().map(AsRef::as_ref))?;
     config.public_registry = args::opt_bool(&opts, "publicRegistry")?.unwrap_or(false);
     if let Some(n) = args::opt_number(&opts, "maxConcurrentPulls")? {
-        if !((1.0..=1024.0).contains(&n) && n.fract() == 0.0) {
+        // The range is the server's rule (http::check_pulls).
+        let whole = n >= 0.0 && n.fract() == 0.0 && n <= u32::MAX as f64;
+        let why = if whole {
+            http::check_pulls(n as usize).err()
+        } else {
+            Some(format!("must be a whole number, got {n}"))
+        };
+        if let Some(why) = why {
             return Err(core::MicrosandboxError::new(
                 core::ErrorKind::InvalidArgument,
-                format!("maxConcurrentPulls must be a whole number from 1 to 1024, got {n}"),
+                format!("maxConcurrentPulls {why}"),
             ));
         }
         config.max_concurrent_pulls = n as usize;

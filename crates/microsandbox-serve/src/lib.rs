@@ -51,7 +51,7 @@ mod server;
 mod v1;
 
 pub use auth::{resolve as resolve_token, Token, MIN_TOKEN_LEN};
-pub use limits::DEFAULT_PULLS;
+pub use limits::{check_pulls, DEFAULT_PULLS, MAX_PULLS};
 pub use listen::Listen;
 pub use log::{stderr as log_to_stderr, LogSink};
 pub use openapi::DOCUMENT as OPENAPI;

@@ -26,6 +26,22 @@ pub const BODY_TIMEOUT: Duration = Duration::from_secs(30);
 pub const STALL_TIMEOUT: Duration = Duration::from_secs(60);
 /// Pulls at once, unless set.
 pub const DEFAULT_PULLS: usize = 4;
+/// The most pulls at once a server takes.
+pub const MAX_PULLS: usize = 1024;
+
+/// Whether `n` pulls at once is a setting the server takes; why not, if
+/// not.
+///
+/// # Errors
+///
+/// The range, and what was given.
+pub fn check_pulls(n: usize) -> Result<(), String> {
+    if (1..=MAX_PULLS).contains(&n) {
+        Ok(())
+    } else {
+        Err(format!("must be from 1 to {MAX_PULLS}, got {n}"))
+    }
+}
 
 /// Why a body was not read.
 #[derive(Debug)]

@@ -15,7 +15,7 @@ use tokio::sync::{oneshot, watch};
 
 use crate::app::{self, App};
 use crate::auth::{Auth, Token};
-use crate::limits::{Pulls, DEFAULT_PULLS, HEADER_TIMEOUT};
+use crate::limits::{check_pulls, Pulls, DEFAULT_PULLS, HEADER_TIMEOUT};
 use crate::listen::{bind, Bound, Listen, SocketName};
 use crate::log::LogSink;
 
@@ -34,7 +34,8 @@ pub struct Config {
     pub token: Option<Token>,
     /// Serve `/v2/` without a token (the management endpoints never).
     pub public_registry: bool,
-    /// Pulls at once; more are answered `503 Busy`. 4 if 0.
+    /// Pulls at once, from 1 to [`crate::MAX_PULLS`]; more are answered `503
+    /// Busy`. Four unless set.
     pub max_concurrent_pulls: usize,
     /// Where the request log goes (one JSON line per request); none if unset.
     pub log: Option<LogSink>,
@@ -87,6 +88,9 @@ impl Server {
                  MINIBOX_API_TOKEN); without one, listen on a unix socket",
             ));
         }
+        check_pulls(config.max_concurrent_pulls).map_err(|why| {
+            MicrosandboxError::new(ErrorKind::InvalidArgument, format!("pulls at once {why}"))
+        })?;
         let bound = bind(&listen)?;
         let address = bound.address();
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -101,11 +105,7 @@ impl Server {
                 token: config.token,
                 public_registry: config.public_registry,
             },
-            pulls: Pulls::new(if config.max_concurrent_pulls == 0 {
-                DEFAULT_PULLS
-            } else {
-                config.max_concurrent_pulls
-            }),
+            pulls: Pulls::new(config.max_concurrent_pulls),
             log: config.log,
         });
         let (stop_tx, stop_rx) = watch::channel(false);
