@@ -59,6 +59,28 @@ describe('Image.materialize', () => {
   });
 });
 
+describe('materialize with load, pull and acquire', () => {
+  test('a load with materialize makes the disk; an acquire with it hands the lease the same disk', async (t) => {
+    const { backend } = freshBackend(t);
+    await Image.loadLocal(backend, fixture('pair'));
+    assert.equal((await Image.getLocal(backend, 'app')).diskReady, false);
+    const loaded = await Image.loadLocal(backend, fixture('rich'), { materialize: true });
+    assert.equal((await Image.getLocal(backend, loaded[0].reference)).diskReady, true);
+    const lease = await Image.acquireLocal(backend, 'rich', { kind: 'sandbox', materialize: true });
+    const disk = await Image.materializeLocal(backend, 'rich');
+    assert.deepEqual(lease.disk, disk);
+    assert.deepEqual(lease.toJSON().disk, disk);
+    for (const p of [disk.vmdkPath, disk.fsmetaPath]) assert.ok(fs.statSync(p).isFile(), p);
+    // Without materialize a lease has no disk.
+    const bare = await Image.acquireLocal(backend, 'app');
+    assert.equal(bare.disk, null);
+    assert.equal(bare.toJSON().disk, null);
+    assert.equal((await Image.getLocal(backend, 'app')).diskReady, false);
+    await Image.releaseLocal(backend, lease.id);
+    await Image.releaseLocal(backend, bare.id);
+  });
+});
+
 describe('VM artifacts in disk control and verify', () => {
   test('diskUsage counts vmBytes; prune counts and removes artifacts; vmOnly keeps blobs', async (t) => {
     const { backend } = freshBackend(t);
