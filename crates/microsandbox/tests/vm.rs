@@ -260,16 +260,7 @@ fn hostile(layers: &[Vec<u8>], gzip: bool) -> (Home, tempfile::TempDir) {
     erofs_common::oci::layout(&plain, &tars);
     let src: PathBuf = if gzip {
         let gz = dir.path().join("gz");
-        run(Command::new("skopeo")
-            .args([
-                "copy",
-                "-q",
-                "--dest-compress-format",
-                "gzip",
-                "--dest-compress",
-            ])
-            .arg(format!("oci:{}:t", plain.display()))
-            .arg(format!("oci:{}:t", gz.display())));
+        gzip_copy(&plain, &gz, "t");
         gz
     } else {
         plain
@@ -743,16 +734,7 @@ fn a_debian_root_materializes_and_boots_as_umoci_unpacks_it() {
     erofs_common::oci::layout(&plain, &[tar]);
     // As a registry would serve it: one gzip layer.
     let gz = dir.path().join("gz");
-    run(Command::new("skopeo")
-        .args([
-            "copy",
-            "-q",
-            "--dest-compress-format",
-            "gzip",
-            "--dest-compress",
-        ])
-        .arg(format!("oci:{}:t", plain.display()))
-        .arg(format!("oci:{}:debian", gz.display())));
+    gzip_copy(&plain, &gz, "debian");
     let h = home();
     h.backend
         .load_images(
@@ -767,4 +749,19 @@ fn a_debian_root_materializes_and_boots_as_umoci_unpacks_it() {
     assert!(disk.layers[0].size_bytes > 100 << 20, "{disk:?}");
     prove(&disk, &format!("{}:debian", gz.display()), dir.path());
     assert!(h.backend.verify(&Default::default()).unwrap().is_clean());
+}
+
+/// skopeo's copy of the layout `plain` (tag `t`) into `gz` as `tag`, its
+/// layers gzip'ed, as a registry would serve them.
+fn gzip_copy(plain: &Path, gz: &Path, tag: &str) {
+    run(Command::new("skopeo")
+        .args([
+            "copy",
+            "-q",
+            "--dest-compress-format",
+            "gzip",
+            "--dest-compress",
+        ])
+        .arg(format!("oci:{}:t", plain.display()))
+        .arg(format!("oci:{}:{tag}", gz.display())));
 }
