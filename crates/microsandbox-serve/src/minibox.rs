@@ -18,7 +18,6 @@
 //! absolute, as MiniBox's page says: a relative one would be relative to
 //! wherever the server was started.
 
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use hyper::body::Incoming;
@@ -32,7 +31,7 @@ use serde_json::json;
 
 use crate::app::{blocking, no_route, not_allowed, App};
 use crate::limits::{query, STALL_TIMEOUT};
-use crate::reply::{self, error_text, invalid, Reply};
+use crate::reply::{self, absolute, error_text, invalid, Reply};
 
 /// Routes MiniBox's paths.
 pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Reply {
@@ -87,22 +86,12 @@ async fn list(b: microsandbox::LocalBackend) -> MicrosandboxResult<Reply> {
     Ok(reply::json(StatusCode::OK, &serde_json::Value::Array(out)))
 }
 
-fn absolute(path: String) -> MicrosandboxResult<PathBuf> {
-    let p = PathBuf::from(&path);
-    if !p.is_absolute() {
-        return Err(invalid(format!(
-            "{path}: give an absolute path on the server's host"
-        )));
-    }
-    Ok(p)
-}
-
 async fn save(
     b: microsandbox::LocalBackend,
     image: String,
     path: String,
 ) -> MicrosandboxResult<Reply> {
-    let target = absolute(path.clone())?;
+    let target = absolute(&path)?;
     let name = image.clone();
     blocking(move || {
         let options = SaveOptions {
@@ -118,7 +107,7 @@ async fn save(
 }
 
 async fn load(b: microsandbox::LocalBackend, path: String) -> MicrosandboxResult<Reply> {
-    let source = absolute(path.clone())?;
+    let source = absolute(&path)?;
     let handles = blocking(move || b.load_images(&source, &LoadOptions::default())).await?;
     let lines: Vec<String> = handles
         .iter()

@@ -20,7 +20,6 @@
 //! | `POST /v1/leases` `{ reference, id?, kind?, expiresInSeconds? }` | `acquire` |
 //! | `DELETE /v1/leases/{id}` | `release` |
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -37,7 +36,7 @@ use serde_json::{json, Value};
 use crate::app::{blocking, body, no_route, not_allowed, App};
 use crate::json;
 use crate::limits::{parse_json, query};
-use crate::reply::{self, error_json, invalid, Reply};
+use crate::reply::{self, absolute, error_json, invalid, Reply};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -175,16 +174,6 @@ fn size(v: &Value, name: &str) -> MicrosandboxResult<u64> {
 
 fn platform(p: Option<String>) -> MicrosandboxResult<Option<Platform>> {
     p.map(|p| Platform::parse(&p)).transpose()
-}
-
-fn absolute(path: &str) -> MicrosandboxResult<PathBuf> {
-    let p = PathBuf::from(path);
-    match p.is_absolute() {
-        true => Ok(p),
-        false => Err(invalid(format!(
-            "path {path:?}: give an absolute path on the server's host"
-        ))),
-    }
 }
 
 /// The `reference` query parameter.
