@@ -145,6 +145,67 @@ fn every_fixture_image_boots_as_umoci_unpacks_it() {
 }
 
 #[test]
+fn zstd_images_boot_as_umoci_unpacks_their_gzip_originals() {
+    if !need(
+        "zstd_images_boot_as_umoci_unpacks_their_gzip_originals",
+        TOOLS,
+    ) {
+        return;
+    }
+    // umoci 0.4 reads no zstd layer, but a zstd copy decompresses to the
+    // same diff_ids as its original: the original's unpack is the truth.
+    for format in ["zstd", "zstd:chunked"] {
+        let work = tempfile::tempdir().unwrap();
+        let h = home();
+        for (layout, tags, in_pass) in [
+            ("rich", &["rich"][..], true),
+            ("pair", &["base", "app"][..], false),
+        ] {
+            let z = work.path().join(layout);
+            for tag in tags {
+                compress_copy(&fixtures().join(layout), tag, &z, tag, format);
+            }
+            h.backend
+                .load_images(
+                    &z,
+                    &microsandbox::LoadOptions {
+                        materialize: in_pass,
+                        ..Default::default()
+                    },
+                )
+                .unwrap();
+            for tag in tags {
+                let disk = materialize(&h, tag);
+                let detail = h.backend.inspect_image(tag).unwrap();
+                assert!(detail.layers.iter().all(|l| l
+                    .media_type
+                    .as_deref()
+                    .is_some_and(|m| m.ends_with("+zstd"))));
+                let original = format!("{}:{tag}", fixtures().join(layout).display());
+                prove(&disk, &original, tempfile::tempdir().unwrap().path());
+            }
+        }
+        assert!(h.backend.verify(&Default::default()).unwrap().is_clean());
+        h.assert_invariants();
+    }
+}
+
+/// skopeo's copy of `from:from_tag` into the layout `to` as `to_tag`,
+/// its layers recompressed in `format` (`gzip`, `zstd`, `zstd:chunked`).
+fn compress_copy(from: &Path, from_tag: &str, to: &Path, to_tag: &str, format: &str) {
+    run(Command::new("skopeo")
+        .args([
+            "copy",
+            "-q",
+            "--dest-compress-format",
+            format,
+            "--dest-compress",
+        ])
+        .arg(format!("oci:{}:{from_tag}", from.display()))
+        .arg(format!("oci:{}:{to_tag}", to.display())));
+}
+
+#[test]
 fn shared_layers_are_made_once_and_a_made_disk_returns_at_once() {
     let h = home();
     h.load("pair");
@@ -754,14 +815,5 @@ fn a_debian_root_materializes_and_boots_as_umoci_unpacks_it() {
 /// skopeo's copy of the layout `plain` (tag `t`) into `gz` as `tag`, its
 /// layers gzip'ed, as a registry would serve them.
 fn gzip_copy(plain: &Path, gz: &Path, tag: &str) {
-    run(Command::new("skopeo")
-        .args([
-            "copy",
-            "-q",
-            "--dest-compress-format",
-            "gzip",
-            "--dest-compress",
-        ])
-        .arg(format!("oci:{}:t", plain.display()))
-        .arg(format!("oci:{}:{tag}", gz.display())));
+    compress_copy(plain, "t", gz, tag, "gzip");
 }

@@ -17,10 +17,10 @@ use crate::oci::digest::Digest;
 use crate::oci::model::{Descriptor, ManifestDoc, Platform, MAX_LAYERS, MEDIA_OCI_MANIFEST};
 use crate::oci::reference::Reference;
 use crate::store::layout::JSON_BLOB_LIMIT;
+use crate::transfer::layer::Compression;
 
 const MEDIA_OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
 const MEDIA_OCI_LAYER_TAR: &str = "application/vnd.oci.image.layer.v1.tar";
-const MEDIA_OCI_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
 
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
@@ -134,8 +134,8 @@ fn plan_item(source: &Source, stage: &TarStage, item: &Item) -> MicrosandboxResu
     let mut layers = Vec::with_capacity(item.layers.len());
     for (path, diff_id) in item.layers.iter().zip(diff_ids) {
         let (digest, size) = stage.entry(path).ok_or_else(|| lacking(path))?;
-        let gzip = stage.is_gzip(&digest);
-        if !gzip && digest.as_str() != diff_id {
+        let compression = stage.compression(&digest);
+        if compression.is_none() && digest.as_str() != diff_id {
             return Err(MicrosandboxError::new(
                 ErrorKind::DigestMismatch,
                 format!(
@@ -144,11 +144,7 @@ fn plan_item(source: &Source, stage: &TarStage, item: &Item) -> MicrosandboxResu
                 ),
             ));
         }
-        let media = if gzip {
-            MEDIA_OCI_LAYER_GZIP
-        } else {
-            MEDIA_OCI_LAYER_TAR
-        };
+        let media = compression.map_or(MEDIA_OCI_LAYER_TAR, Compression::oci_layer_media_type);
         layers.push(Descriptor::new(media, digest, size));
     }
     let manifest_bytes = serde_json::to_vec(&OciManifest {

@@ -1,8 +1,8 @@
 //! Layers: decompression and the diff_id check. A layer's uncompressed
-//! digest is told by its content, not its label (gzip by its magic, a tar
-//! by its `ustar` header), computed as the blob streams in (a
+//! digest is told by its content, not its label (gzip and zstd by their
+//! magic, a tar by its `ustar` header), computed as the blob streams in (a
 //! [`LayerDigester`] is the blob writer's tap) or from a file, and bounded:
-//! a gzip layer that inflates past the limit is a decompression bomb.
+//! a compressed layer that inflates past the limit is a decompression bomb.
 
 use std::fs::File;
 use std::io::{self, Read, Write};
@@ -15,6 +15,7 @@ use crate::oci::digest::Digest;
 use crate::store::blob::{ReadAt, Tap};
 use crate::store::fs::read_full;
 use crate::transfer::progress::{Phase, ProgressFn, ProgressReader};
+use crate::transfer::zstd_stream::{is_zstd, ZstdWriter};
 
 const CHUNK: usize = 256 * 1024;
 
@@ -28,10 +29,49 @@ fn is_plain_tar(media_type: &str) -> bool {
     )
 }
 
+/// A compression a layer (or an archive) may come in, told by its first
+/// bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Compression {
+    /// gzip (RFC 1952), one member or several.
+    Gzip,
+    /// zstd (RFC 8878), one frame or several, skippable frames included.
+    Zstd,
+}
+
+impl Compression {
+    /// The compression whose magic `head` opens with (4 bytes tell both).
+    pub fn sniff(head: &[u8]) -> Option<Compression> {
+        if head.starts_with(&[0x1f, 0x8b]) {
+            Some(Compression::Gzip)
+        } else if is_zstd(head) {
+            Some(Compression::Zstd)
+        } else {
+            None
+        }
+    }
+
+    /// Its name in messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            Compression::Gzip => "gzip",
+            Compression::Zstd => "zstd",
+        }
+    }
+
+    /// The OCI media type of a tar layer in this compression.
+    pub fn oci_layer_media_type(self) -> &'static str {
+        match self {
+            Compression::Gzip => "application/vnd.oci.image.layer.v1.tar+gzip",
+            Compression::Zstd => "application/vnd.oci.image.layer.v1.tar+zstd",
+        }
+    }
+}
+
 /// The digest of a layer's uncompressed content, told by the content, not
-/// by the label: gzip (by its magic) is decompressed and hashed; a tar
-/// (`ustar` magic, or labelled a plain tar) is its own digest. `None` for
-/// what cannot be checked here (zstd, unknown). `file` is read with
+/// by the label: gzip and zstd (by their magic) are decompressed and
+/// hashed; a tar (`ustar` magic, or labelled a plain tar) is its own
+/// digest. `None` for what cannot be checked here (an unknown kind). `file` is read with
 /// positioned reads (a cache blob, or a verified temporary); `path` names
 /// it in messages.
 ///
@@ -40,7 +80,8 @@ fn is_plain_tar(media_type: &str) -> bool {
 ///
 /// # Errors
 ///
-/// [`ErrorKind::InvalidArchive`] naming `what` for a corrupt gzip stream.
+/// [`ErrorKind::InvalidArchive`] naming `what` for a corrupt compressed
+/// stream, or one that inflates past `limit`.
 #[allow(clippy::too_many_arguments)]
 pub fn feed_layer(
     file: &File,
@@ -63,12 +104,12 @@ pub fn feed_layer(
             Tap::update(tap, &buf[..n]);
         }
     };
-    // The first bytes tell the kind; only gzip (or a sink) needs the rest,
-    // read again from the start with progress.
+    // The first bytes tell the kind; only a compressed layer (or a sink)
+    // needs the rest, read again from the start with progress.
     if sink.is_none() {
         let mut head = LayerTap::new(media_type, limit, None);
         feed(&mut ReadAt::new(file), &mut head, Some(512))?;
-        if !head.digester.is_gzip() {
+        if !head.digester.is_compressed() {
             return head.finish(stored, what);
         }
     }
@@ -97,14 +138,16 @@ fn bomb(what: &str, stored: &Digest, limit: u64) -> MicrosandboxError {
 }
 
 /// A layer's uncompressed digest, computed as its bytes stream by (a
-/// download), with the same rules as [`feed_layer`]: gzip (by its
-/// magic) is decompressed and hashed, a tar is its own digest, anything
-/// else cannot be checked here.
+/// download), with the same rules as [`feed_layer`]: gzip and zstd (by
+/// their magic) are decompressed and hashed, a tar is its own digest,
+/// anything else cannot be checked here.
 pub struct LayerDigester {
     media_type: String,
     limit: u64,
     head: Vec<u8>,
     state: DigesterState,
+    /// What the layer was told to be compressed with, once told.
+    compression: Option<Compression>,
     /// Where the uncompressed bytes go too, until the kind is told.
     forward: Option<Forward>,
 }
@@ -118,6 +161,7 @@ enum DigesterState {
     /// Fewer bytes than it takes to tell the kind.
     Sniffing,
     Gzip(Box<flate2::write::MultiGzDecoder<HashSink>>),
+    Zstd(Box<ZstdWriter<HashSink>>),
     Tar,
     Unknown,
     Corrupt(String),
@@ -155,6 +199,9 @@ impl Write for HashSink {
 /// Bytes it takes to see a tar header's `ustar` magic.
 const SNIFF: usize = 262;
 
+/// Bytes it takes to tell a compression by its magic.
+const MAGIC: usize = 4;
+
 impl LayerDigester {
     /// A digester for a layer of `media_type` that refuses to decompress
     /// more than `limit` bytes.
@@ -164,12 +211,13 @@ impl LayerDigester {
             limit,
             head: Vec::new(),
             state: DigesterState::Sniffing,
+            compression: None,
             forward: None,
         }
     }
 
     /// Hands the uncompressed bytes (a tar stream) to `to` as well: a
-    /// gzip layer's as they inflate, a plain tar's as they come. A layer
+    /// compressed layer's as they inflate, a plain tar's as they come. A layer
     /// of another kind hands on nothing ([`LayerDigester::finish`] then
     /// says it cannot be told).
     pub fn forwarding(mut self, to: Forward) -> LayerDigester {
@@ -194,17 +242,12 @@ impl Tap for LayerDigester {
         if let DigesterState::Sniffing = self.state {
             let want = (SNIFF - self.head.len()).min(bytes.len());
             self.head.extend_from_slice(&bytes[..want]);
-            if self.head.len() >= 2 && self.head.starts_with(&[0x1f, 0x8b]) {
-                let head = std::mem::take(&mut self.head);
-                self.state =
-                    DigesterState::Gzip(Box::new(flate2::write::MultiGzDecoder::new(HashSink {
-                        hasher: Sha256::new(),
-                        left: self.limit,
-                        forward: self.forward.take(),
-                    })));
-                self.feed(&head);
-                self.feed(&bytes[want..]);
-                return;
+            if self.head.len() >= MAGIC {
+                if let Some(c) = Compression::sniff(&self.head) {
+                    self.inflate(c);
+                    self.feed(&bytes[want..]);
+                    return;
+                }
             }
             if self.head.len() < SNIFF {
                 return;
@@ -218,15 +261,39 @@ impl Tap for LayerDigester {
 }
 
 impl LayerDigester {
-    /// Whether the bytes so far are a gzip stream.
-    pub fn is_gzip(&self) -> bool {
+    /// Whether the bytes so far are a compressed stream (gzip or zstd).
+    pub fn is_compressed(&self) -> bool {
         matches!(
             self.state,
-            DigesterState::Gzip(_) | DigesterState::Corrupt(_)
+            DigesterState::Gzip(_) | DigesterState::Zstd(_) | DigesterState::Corrupt(_)
         )
     }
 
+    /// Starts inflating a stream of compression `c`, from the bytes held.
+    fn inflate(&mut self, c: Compression) {
+        self.compression = Some(c);
+        let sink = HashSink {
+            hasher: Sha256::new(),
+            left: self.limit,
+            forward: self.forward.take(),
+        };
+        self.state = match c {
+            Compression::Gzip => {
+                DigesterState::Gzip(Box::new(flate2::write::MultiGzDecoder::new(sink)))
+            }
+            Compression::Zstd => match ZstdWriter::new(sink) {
+                Ok(z) => DigesterState::Zstd(Box::new(z)),
+                Err(e) => DigesterState::Corrupt(e.to_string()),
+            },
+        };
+        let head = std::mem::take(&mut self.head);
+        self.feed(&head);
+    }
+
     fn decide(&mut self) {
+        if let Some(c) = Compression::sniff(&self.head) {
+            return self.inflate(c);
+        }
         let ustar = self.head.get(257..262) == Some(b"ustar".as_slice());
         self.state = if ustar || is_plain_tar(&self.media_type) {
             DigesterState::Tar
@@ -245,6 +312,11 @@ impl LayerDigester {
                     self.state = DigesterState::Corrupt(e.to_string());
                 }
             }
+            DigesterState::Zstd(z) => {
+                if let Err(e) = z.write_all(bytes) {
+                    self.state = DigesterState::Corrupt(e.to_string());
+                }
+            }
             DigesterState::Tar => {
                 if let Some(f) = &mut self.forward {
                     // A forward records its own failures.
@@ -260,15 +332,17 @@ impl LayerDigester {
     ///
     /// # Errors
     ///
-    /// [`ErrorKind::InvalidArchive`] naming `what` for a corrupt gzip stream.
+    /// [`ErrorKind::InvalidArchive`] naming `what` for a corrupt compressed
+    /// stream, or one that inflates past the limit.
     pub fn finish(mut self, stored: &Digest, what: &str) -> MicrosandboxResult<Option<Digest>> {
         if let DigesterState::Sniffing = self.state {
             self.decide();
         }
+        let kind = self.compression.map_or("compressed", Compression::name);
         let corrupt = |e: String| {
             MicrosandboxError::new(
                 ErrorKind::InvalidArchive,
-                format!("{what}: corrupt gzip layer {stored}: {e}"),
+                format!("{what}: corrupt {kind} layer {stored}: {e}"),
             )
         };
         let limit = self.limit;
@@ -283,6 +357,10 @@ impl LayerDigester {
             DigesterState::Gzip(mut gz) => {
                 gz.try_finish().map_err(|e| fail(e.to_string()))?;
                 let sink = gz.finish().map_err(|e| fail(e.to_string()))?;
+                Ok(Some(Digest::from_hasher(sink.hasher)))
+            }
+            DigesterState::Zstd(z) => {
+                let sink = z.finish().map_err(|e| fail(e.to_string()))?;
                 Ok(Some(Digest::from_hasher(sink.hasher)))
             }
             DigesterState::Tar => Ok(Some(stored.clone())),
@@ -399,8 +477,14 @@ mod tests {
         let gzip = gz.finish().unwrap();
         let mut truncated = gzip.clone();
         truncated.truncate(gzip.len() - 6);
-        let cases: [(&[u8], &str); 5] = [
+        let zstd = zstd::encode_all(&tar[..], 3).unwrap();
+        let cut_zstd = &zstd[..zstd.len() - 2];
+        let cases: [(&[u8], &str); 8] = [
             (&gzip, "application/vnd.oci.image.layer.v1.tar+gzip"),
+            (&zstd, "application/vnd.oci.image.layer.v1.tar+zstd"),
+            // Told by the content, whatever the label says.
+            (&zstd, "application/vnd.oci.image.layer.v1.tar+gzip"),
+            (cut_zstd, "application/vnd.oci.image.layer.v1.tar+zstd"),
             (&tar, "application/vnd.oci.image.layer.v1.tar"),
             (b"zstd?", "application/vnd.oci.image.layer.v1.tar+zstd"),
             (b"x", "application/vnd.oci.image.layer.v1.tar"),
@@ -428,6 +512,9 @@ mod tests {
                 d.update(piece);
             }
             let streamed = d.finish(&stored, "t");
+            if bytes == zstd {
+                assert_eq!(streamed.as_ref().unwrap().as_ref(), Some(&Digest::of(&tar)));
+            }
             match (from_file, streamed) {
                 (Ok(a), Ok(b)) => assert_eq!(a, b, "{media_type}"),
                 (Err(a), Err(b)) => assert_eq!(a.kind(), b.kind()),
@@ -442,5 +529,14 @@ mod tests {
         let err = d.finish(&Digest::of(&truncated), "layer 2").unwrap_err();
         assert_eq!(err.kind(), ErrorKind::InvalidArchive);
         assert!(err.to_string().contains("layer 2"), "{err}");
+        let mut d = LayerDigester::new("application/vnd.oci.image.layer.v1.tar+zstd", 4096);
+        d.update(&zstd::encode_all(&vec![0u8; 1 << 20][..], 3).unwrap());
+        let err = d.finish(&Digest::of(b"z"), "layer 3").unwrap_err();
+        assert!(err.to_string().contains("more than 4096 bytes"), "{err}");
+        let mut d = LayerDigester::new("application/vnd.oci.image.layer.v1.tar+zstd", 1 << 20);
+        d.update(cut_zstd);
+        let err = d.finish(&Digest::of(cut_zstd), "layer 4").unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidArchive);
+        assert!(err.to_string().contains("corrupt zstd layer"), "{err}");
     }
 }

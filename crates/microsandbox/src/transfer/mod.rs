@@ -39,6 +39,7 @@ pub mod registry;
 mod save;
 mod source;
 mod tarball;
+mod zstd_stream;
 
 pub use save::{save, SaveFormat, SaveOptions};
 

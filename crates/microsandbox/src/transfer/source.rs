@@ -15,9 +15,10 @@ use crate::oci::digest::Digest;
 use crate::oci::model::Descriptor;
 use crate::store::blob::{ParkedBlob, VerifiedBlob};
 use crate::store::layout::{Layout, JSON_BLOB_LIMIT};
-use crate::transfer::layer::{LayerSink, LayerSinks, LayerTap};
+use crate::transfer::layer::{Compression, LayerSink, LayerSinks, LayerTap};
 use crate::transfer::progress::{Phase, Progress, ProgressFn, ProgressReader};
 use crate::transfer::registry::{Fetched, RegistryOrigin};
+use crate::transfer::zstd_stream::WINDOW_LOG_MAX;
 
 /// Where a load reads from.
 pub(super) enum Origin {
@@ -266,14 +267,24 @@ pub(super) fn open<'a>(
         let len = stat.st_size as u64;
         let counted = ProgressReader::new(file, progress.clone(), Phase::Read, None, Some(len));
         let mut reader = io::BufReader::with_capacity(1 << 20, counted);
-        let gzip = io::BufRead::fill_buf(&mut reader)
-            .map_err(|e| MicrosandboxError::io("read", path, e))?
-            .starts_with(&[0x1f, 0x8b]);
-        let stage = if gzip {
-            let inflated = flate2::bufread::MultiGzDecoder::new(reader);
-            TarStage::from_reader(layout, inflated, &label, max_bytes)?
-        } else {
-            TarStage::from_reader(layout, reader, &label, max_bytes)?
+        let head = io::BufRead::fill_buf(&mut reader)
+            .map_err(|e| MicrosandboxError::io("read", path, e))?;
+        // A whole archive may be compressed too (`.tar.gz`, `.tar.zst`).
+        let stage = match Compression::sniff(head) {
+            Some(Compression::Gzip) => {
+                let inflated = flate2::bufread::MultiGzDecoder::new(reader);
+                TarStage::from_reader(layout, inflated, &label, max_bytes)?
+            }
+            Some(Compression::Zstd) => {
+                let inflated = zstd::stream::read::Decoder::with_buffer(reader)
+                    .and_then(|mut d| {
+                        d.window_log_max(WINDOW_LOG_MAX)?;
+                        Ok(d)
+                    })
+                    .map_err(|e| MicrosandboxError::io("read", path, e))?;
+                TarStage::from_reader(layout, inflated, &label, max_bytes)?
+            }
+            None => TarStage::from_reader(layout, reader, &label, max_bytes)?,
         };
         // tar stops at its end marker, before the reader sees EOF.
         if let Some(p) = &progress {

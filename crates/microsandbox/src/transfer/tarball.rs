@@ -20,6 +20,7 @@ use crate::oci::digest::Digest;
 use crate::oci::model::Descriptor;
 use crate::store::blob::{BlobWriter, VerifiedBlob};
 use crate::store::layout::Layout;
+use crate::transfer::layer::Compression;
 
 const MEMORY_ENTRY_LIMIT: u64 = 1 << 20;
 /// What the tar reader may buffer between two entries (headers, GNU long
@@ -418,10 +419,12 @@ impl TarStage {
         }
     }
 
-    /// Whether the content of `digest` starts with the gzip magic.
-    pub fn is_gzip(&self, digest: &Digest) -> bool {
-        self.read(digest, 1, "layer")
-            .is_ok_and(|head| head.starts_with(&[0x1f, 0x8b]))
+    /// The compression the content of `digest` is in, told by its magic.
+    pub fn compression(&self, digest: &Digest) -> Option<Compression> {
+        // `read` gives one byte past its limit: the four a magic takes.
+        self.read(digest, 3, "layer")
+            .ok()
+            .and_then(|head| Compression::sniff(&head))
     }
 }
 

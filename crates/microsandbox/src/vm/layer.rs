@@ -183,7 +183,8 @@ fn erofs_error(e: erofs::Error, what: &str, path: &std::path::Path) -> Microsand
 /// [`ErrorKind::CorruptCache`] when the blob is missing or not what its
 /// name says; [`ErrorKind::DigestMismatch`] when it does not decompress
 /// to its diff_id; [`ErrorKind::Unsupported`] for a compression this
-/// crate cannot read (zstd); [`ErrorKind::InvalidArchive`] for a tar EROFS
+/// crate cannot read (neither gzip nor zstd, nor a plain tar);
+/// [`ErrorKind::InvalidArchive`] for a tar EROFS
 /// cannot hold; `Io`.
 pub fn build(
     layout: &Layout,
@@ -206,8 +207,8 @@ pub fn build(
         Some(layer.blob.to_string()),
         Some(layer.size),
     );
-    // A plain tar is its own diff_id: its bytes are hashed here (a gzip
-    // layer's uncompressed hash is the digester's).
+    // A plain tar is its own diff_id: its bytes are hashed here (a
+    // compressed layer's uncompressed hash is the digester's).
     let mut raw = Sha256::new();
     let mut raw_len = 0u64;
     let mut buf = vec![0u8; CHUNK];
@@ -217,7 +218,7 @@ pub fn build(
             break;
         }
         digester.update(&buf[..n]);
-        if !digester.is_gzip() {
+        if !digester.is_compressed() {
             raw.update(&buf[..n]);
         }
         raw_len += n as u64;
@@ -231,7 +232,7 @@ pub fn build(
             .finish(what)
             .map(|_| unreachable!("a failed sink fails"));
     }
-    let gzip = digester.is_gzip();
+    let compressed = digester.is_compressed();
     let uncompressed = digester.finish(&layer.blob, what)?.ok_or_else(|| {
         MicrosandboxError::new(
             ErrorKind::Unsupported,
@@ -241,7 +242,7 @@ pub fn build(
             ),
         )
     })?;
-    if !gzip && (Digest::from_hasher(raw) != layer.blob || raw_len != layer.size) {
+    if !compressed && (Digest::from_hasher(raw) != layer.blob || raw_len != layer.size) {
         return Err(MicrosandboxError::corrupt(format!(
             "{what}: blob {} does not hash to its name",
             layer.blob
