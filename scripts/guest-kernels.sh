@@ -3,7 +3,8 @@
 # disks with, unpacked (never installed) under
 # ${CARGO_TARGET_DIR:-target}/guest-kernels/<suite>/:
 #
-#   bookworm            linux-image-amd64 of Debian 12 (6.1.x)
+#   bookworm            linux-image-amd64 of Debian 12's current point
+#                       release (6.1.x; the suite itself, not bookworm-security)
 #   bookworm-backports  linux-image-amd64 of bookworm-backports (6.12.x)
 #
 # Each suite's directory holds `root/` (dpkg -x of the kernel package:

@@ -5,8 +5,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
-for tool in skopeo umoci jq flock script docker-registry htpasswd openssl chattr fsck.erofs debootstrap qemu-img; do
+for tool in skopeo umoci jq flock script docker-registry htpasswd openssl chattr fsck.erofs debootstrap qemu-img \
+  qemu-system-x86_64 gcc depmod xz; do
   command -v "$tool" >/dev/null 2>&1 || need+=("$tool")
+done
+# The guest boots (crates/microsandbox/tests/boot.rs) need a static busybox
+# and a static libc to link their probe with: packages, not commands.
+for pkg in busybox-static libc6-dev; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""
@@ -15,9 +21,17 @@ if [ ${#need[@]} -gt 0 ]; then
   $sudo apt-get update -qq
   # flock comes with util-linux, script with bsdutils, htpasswd with
   # apache2-utils, chattr with e2fsprogs, fsck.erofs with erofs-utils,
-  # qemu-img with qemu-utils; the rest are packages of the same name.
-  $sudo apt-get install -y -qq --no-install-recommends skopeo umoci jq util-linux bsdutils docker-registry apache2-utils openssl e2fsprogs erofs-utils debootstrap qemu-utils >/dev/null
+  # qemu-img with qemu-utils, qemu-system-x86_64 with qemu-system-x86,
+  # depmod with kmod, xz with xz-utils; the rest are packages of the same
+  # name.
+  $sudo apt-get install -y -qq --no-install-recommends skopeo umoci jq util-linux bsdutils docker-registry apache2-utils openssl e2fsprogs erofs-utils debootstrap qemu-utils \
+    qemu-system-x86 busybox-static gcc libc6-dev kmod xz-utils >/dev/null
 fi
+
+# The guest kernels the boot tests run (Debian bookworm's 6.1 and
+# bookworm-backports' 6.12), unpacked under target/guest-kernels/ and never
+# installed; cached, so a second run fetches nothing.
+bash scripts/guest-kernels.sh
 
 # schemathesis (PyPI, pinned) checks the HTTP server against its OpenAPI
 # document (__test__/schemathesis.test.mjs). In a virtual environment of its

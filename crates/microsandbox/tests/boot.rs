@@ -97,7 +97,7 @@ fn layout(dir: &Path, tars: &[PathBuf], tag: &str, config: serde_json::Value) {
 }
 
 /// The size of the sparse file: over 4 GiB, not a multiple of a block.
-const SPARSE: u64 = (5 << 30) + 12_345;
+const SPARSE: u64 = (4 << 30) + (8 << 20) + 12_345;
 
 /// The crafted image: three layers with whiteouts, an opaque directory,
 /// hard links (within and across directories), symlinks (relative,
@@ -317,24 +317,11 @@ fn prepared() -> &'static Prepared {
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir).unwrap();
         let t0 = std::time::Instant::now();
-        let crafted_layout = crafted(&dir);
-        let debian_layout = debian(&dir);
-        let backend = LocalBackend::builder()
-            .home(dir.join("home"))
-            .build_blocking()
-            .unwrap();
-        for l in [&crafted_layout, &debian_layout] {
-            backend.load_images(l, &Default::default()).unwrap();
-        }
-        let image = |name: &'static str, layout: &Path, run: &dyn Fn(&Path) -> String| {
-            let disk = backend
-                .materialize(name, &MaterializeOptions::default())
-                .unwrap();
-            let config = backend
-                .inspect_image(name)
-                .unwrap()
-                .config
-                .expect("a config");
+        let stage = |what: &str| eprintln!("[{:6.1} s] {what}", t0.elapsed().as_secs_f64());
+        // The reference of each image: umoci's unpack, walked by the probe
+        // and read for what its config's run must print (the unpack goes
+        // after: the crafted one holds 5 GiB of written-out zeros).
+        let reference = |name: &str, layout: &Path, run: &dyn Fn(&Path) -> String| {
             let bundle = dir.join(format!("{name}-bundle"));
             erofs_common::run(
                 Command::new("umoci")
@@ -343,51 +330,103 @@ fn prepared() -> &'static Prepared {
                     .arg(&bundle),
             );
             let rootfs = bundle.join("rootfs");
-            let walk = run_probe_walk(&rootfs);
+            let out = (run_probe_walk(&rootfs), run(&rootfs));
+            fs::remove_dir_all(&bundle).unwrap();
+            stage(&format!("{name}: umoci unpack walked"));
+            out
+        };
+        let ((crafted_layout, crafted_ref), (debian_layout, debian_ref)) =
+            std::thread::scope(|s| {
+                let c = s.spawn(|| {
+                    let l = crafted(&dir);
+                    stage("crafted: layout made");
+                    let r = reference("crafted", &l, &|_| {
+                        [
+                            "uid=1000 euid=1000 gid=1000 egid=1000",
+                            "groups=",
+                            "cwd=/home/app",
+                            "argv[0]=probe",
+                            "argv[1]=whoami",
+                            "argv[2]=first",
+                            "argv[3]=second arg",
+                            "env=EMPTY=",
+                            "env=PATH=/usr/bin:/bin",
+                            "env=VAR=crafted value",
+                            "",
+                        ]
+                        .join("\n")
+                    });
+                    (l, r)
+                });
+                let d = s.spawn(|| {
+                    let l = debian(&dir);
+                    stage("debian: layout made");
+                    let r = reference("debian", &l, &|rootfs| {
+                        let passwd = fs::read_to_string(rootfs.join("etc/passwd")).unwrap();
+                        let name = passwd
+                            .lines()
+                            .find(|l| l.split(':').nth(2) == Some("65534"))
+                            .and_then(|l| l.split(':').next())
+                            .expect("uid 65534 in the image's /etc/passwd")
+                            .to_string();
+                        format!(
+                            "{}65534\n65534\n{name}\n/usr/share\nhello from the config\n{}\n",
+                            fs::read_to_string(rootfs.join("etc/debian_version")).unwrap(),
+                            fs::read_link(rootfs.join("bin/sh")).unwrap().display()
+                        )
+                    });
+                    (l, r)
+                });
+                (c.join().unwrap(), d.join().unwrap())
+            });
+        let backend = LocalBackend::builder()
+            .home(dir.join("home"))
+            .build_blocking()
+            .unwrap();
+        let image = |name: &'static str, layout: &Path, (walk, run): (String, String)| {
+            // The layer images are made in the load's own pass over each
+            // blob; materialize then finds them and returns the disk.
+            backend
+                .load_images(
+                    layout,
+                    &microsandbox::LoadOptions {
+                        materialize: true,
+                        ..Default::default()
+                    },
+                )
+                .unwrap();
+            let disk = backend
+                .materialize(name, &MaterializeOptions::default())
+                .unwrap();
+            let config = backend
+                .inspect_image(name)
+                .unwrap()
+                .config
+                .expect("a config");
+            stage(&format!("{name}: loaded and materialized"));
             Image {
                 name,
                 disk,
                 spec: guest::spec(&config),
                 walk,
-                run: run(&rootfs),
+                run,
             }
         };
-        let crafted = image("crafted", &crafted_layout, &|_| {
-            [
-                "uid=1000 euid=1000 gid=1000 egid=1000",
-                "groups=",
-                "cwd=/home/app",
-                "argv[0]=probe",
-                "argv[1]=whoami",
-                "argv[2]=first",
-                "argv[3]=second arg",
-                "env=EMPTY=",
-                "env=PATH=/usr/bin:/bin",
-                "env=VAR=crafted value",
-                "",
-            ]
-            .join("\n")
-        });
-        let debian = image("debian", &debian_layout, &|rootfs| {
-            let passwd = fs::read_to_string(rootfs.join("etc/passwd")).unwrap();
-            let name = passwd
-                .lines()
-                .find(|l| l.split(':').nth(2) == Some("65534"))
-                .and_then(|l| l.split(':').next())
-                .expect("uid 65534 in the image's /etc/passwd")
-                .to_string();
-            format!(
-                "{}65534\n65534\n{name}\n/usr/share\nhello from the config\n{}\n",
-                fs::read_to_string(rootfs.join("etc/debian_version")).unwrap(),
-                fs::read_link(rootfs.join("bin/sh")).unwrap().display()
-            )
-        });
-        eprintln!(
-            "images made, loaded, materialized and unpacked in {:.1} s",
-            t0.elapsed().as_secs_f64()
-        );
+        let crafted = image("crafted", &crafted_layout, crafted_ref);
+        let debian = image("debian", &debian_layout, debian_ref);
         Prepared { crafted, debian }
     })
+}
+
+/// The boot tests of this file: the last one to pass removes the work
+/// directory (a failed one leaves it, logs and disks, to look at).
+const BOOT_TESTS: usize = 2;
+
+fn passed() {
+    static DONE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    if DONE.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1 == BOOT_TESTS {
+        let _ = fs::remove_dir_all(run_dir());
+    }
 }
 
 fn run_probe_walk(rootfs: &Path) -> String {
@@ -507,6 +546,7 @@ fn linux_6_1_mounts_the_fsmeta_with_one_raw_disk_per_layer() {
             "the kernel log does not say why {dev} did not mount"
         ));
     }
+    passed();
 }
 
 #[test]
@@ -538,4 +578,5 @@ fn linux_6_12_mounts_the_vmdk_alone_with_no_options() {
         }
         check(&b, img, img.name);
     }
+    passed();
 }
