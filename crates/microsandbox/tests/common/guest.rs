@@ -633,6 +633,9 @@ fi
     if exit.is_none() {
         b.fail(&format!("the guest did not power off within {timeout:?}"));
     }
+    if let Some(l) = b.console.lines().find(|l| l.contains("init: insmod")) {
+        b.fail(&format!("a module did not load: {l}"));
+    }
     if !b.sections.get("").is_some_and(|s| s.contains_key("end")) {
         b.fail("the guest's init did not finish");
     }
