@@ -277,14 +277,17 @@ pub(crate) fn components(path: &[u8]) -> Result<Vec<&[u8]>> {
     Ok(out)
 }
 
-/// Chooses how a file with these data runs is stored: `(chunk shift, which
-/// chunks are stored)`, or `None` for plain contiguous blocks.
-fn sparse_plan(runs: &[(u64, u64)], size: u64) -> Option<(u32, Vec<bool>)> {
+/// Chooses how a file with these data runs is stored: the log2 of the
+/// chunk size of a block map, or `None` for plain contiguous blocks. It
+/// only counts: the chunk map is made (and paid for) by the caller.
+/// `runs` are sorted, apart and inside `size` (checked by the tar parser),
+/// and `size` is at most 2^63-1.
+fn sparse_plan(runs: &[(u64, u64)], size: u64) -> Option<u32> {
     if size == 0 {
         return None;
     }
     let bs = BLOCK_SIZE;
-    let flat_cost = size.div_ceil(bs) * bs;
+    let flat_cost = size.div_ceil(bs).saturating_mul(bs);
     let mut best: Option<(u64, u32)> = None;
     let mut k = 0u32;
     loop {
@@ -295,7 +298,7 @@ fn sparse_plan(runs: &[(u64, u64)], size: u64) -> Option<(u32, Vec<bool>)> {
         let mut last: Option<u64> = None;
         for &(o, len) in runs.iter().filter(|r| r.1 > 0) {
             let first = o >> shift;
-            let end = (o + len - 1) >> shift;
+            let end = o.saturating_add(len - 1) >> shift;
             let from = match last {
                 Some(l) if l >= first => l + 1,
                 _ => first,
@@ -305,14 +308,16 @@ fn sparse_plan(runs: &[(u64, u64)], size: u64) -> Option<(u32, Vec<bool>)> {
             }
             last = Some(end);
         }
-        let mut bytes = stored * chunk;
+        let mut bytes = stored.saturating_mul(chunk);
         if let Some(l) = last {
             if l == n - 1 {
-                bytes -= chunk - (flat_cost - l * chunk);
+                // The last chunk is stored only up to the file's last block.
+                let tail = flat_cost.saturating_sub(l.saturating_mul(chunk));
+                bytes = bytes.saturating_sub(chunk.saturating_sub(tail));
             }
         }
         // A chunk costs 4 bytes here and 8 in an fsmeta's chunk indexes.
-        let cost = bytes + 12 * n;
+        let cost = bytes.saturating_add(n.saturating_mul(12));
         if best.is_none_or(|(c, _)| cost <= c) {
             best = Some((cost, shift));
         }
@@ -325,14 +330,29 @@ fn sparse_plan(runs: &[(u64, u64)], size: u64) -> Option<(u32, Vec<bool>)> {
     if cost >= flat_cost {
         return None;
     }
-    let n = size.div_ceil(1 << shift) as usize;
-    let mut stored = vec![false; n];
-    for &(o, len) in runs.iter().filter(|r| r.1 > 0) {
-        for c in (o >> shift)..=((o + len - 1) >> shift) {
-            stored[c as usize] = true;
+    Some(shift)
+}
+
+/// The block map of `n` chunks of `1 << shift` bytes for these runs (sorted
+/// and apart), the stored chunks placed one after the other from block
+/// `first`; and the block after the last one stored.
+fn chunk_map(runs: &[(u64, u64)], shift: u32, n: usize, first: u64) -> Result<(Vec<u32>, u64)> {
+    let per = (1u64 << shift) / BLOCK_SIZE;
+    let mut map = Vec::with_capacity(n);
+    let mut runs = runs.iter().filter(|r| r.1 > 0).peekable();
+    let mut next = first;
+    for c in 0..n as u64 {
+        let lo = c << shift;
+        let hi = lo.saturating_add(1 << shift);
+        while runs.next_if(|&&(o, len)| o.saturating_add(len) <= lo).is_some() {}
+        if runs.peek().is_some_and(|&&(o, _)| o < hi) {
+            map.push(u32::try_from(next).map_err(|_| image_too_large())?);
+            next = next.checked_add(per).ok_or_else(image_too_large)?;
+        } else {
+            map.push(NULL_ADDR);
         }
     }
-    Some((shift, stored))
+    Ok((map, next))
 }
 
 impl<W: Write> Layer<W> {
@@ -446,31 +466,32 @@ impl<W: Write> Layer<W> {
 
     fn start_file(&mut self, e: &Entry, ino: Option<Ino>) -> Result<()> {
         let size = e.size;
+        if size > crate::tar::MAX_SIZE {
+            return Err(err(
+                ErrorKind::LimitExceeded,
+                format!("a file of {size} bytes (an inode holds at most 2^63-1)"),
+            ));
+        }
         let bs = BLOCK_SIZE;
         let start = self.out.pos;
+        // Whole blocks up to the file's end (at most 2^63, so no overflow).
+        let blocks_bytes = size.div_ceil(bs) * bs;
         let runs = e.sparse.clone().unwrap_or_else(|| vec![(0, size)]);
         let (shift, map, end, flat) = if ino.is_none() {
             (63, vec![], start, true)
         } else {
             match e.sparse.as_ref().and_then(|r| sparse_plan(r, size)) {
-                Some((shift, stored)) => {
-                    let per = (1u64 << shift) / bs;
-                    let mut next = start / bs;
-                    let mut map = Vec::with_capacity(stored.len());
-                    for s in &stored {
-                        if *s {
-                            map.push(u32::try_from(next).map_err(|_| image_too_large())?);
-                            next += per;
-                        } else {
-                            map.push(NULL_ADDR);
-                        }
+                Some(shift) => {
+                    let n = size.div_ceil(1 << shift);
+                    // The map is paid for before it is made.
+                    self.charge(n.saturating_mul(4))?;
+                    let n = usize::try_from(n).map_err(|_| image_too_large())?;
+                    let (map, next) = chunk_map(&runs, shift, n, start / bs)?;
+                    let mut end = next.checked_mul(bs).ok_or_else(image_too_large)?;
+                    if map.last().is_some_and(|&b| b != NULL_ADDR) {
+                        let last_start = (n as u64 - 1) << shift;
+                        end -= (1u64 << shift) - (blocks_bytes - last_start);
                     }
-                    let mut end = next * bs;
-                    if stored.last() == Some(&true) {
-                        let last_start = (stored.len() as u64 - 1) << shift;
-                        end -= (1u64 << shift) - (size.div_ceil(bs) * bs - last_start);
-                    }
-                    self.charge(4 * map.len() as u64)?;
                     (shift, map, end, false)
                 }
                 None => {
@@ -479,7 +500,10 @@ impl<W: Write> Layer<W> {
                     } else {
                         u32::try_from(start / bs).map_err(|_| image_too_large())?
                     };
-                    (63, vec![blk], start + size.div_ceil(bs) * bs, true)
+                    let end = start
+                        .checked_add(blocks_bytes)
+                        .ok_or_else(image_too_large)?;
+                    (63, vec![blk], end, true)
                 }
             }
         };
@@ -755,18 +779,44 @@ mod tests {
         assert!(components(&long[..255]).is_ok());
     }
 
+    fn plan_map(runs: &[(u64, u64)], size: u64) -> Option<(u32, Vec<bool>)> {
+        let shift = sparse_plan(runs, size)?;
+        let n = size.div_ceil(1 << shift) as usize;
+        let (map, _) = chunk_map(runs, shift, n, 1).unwrap();
+        Some((shift, map.iter().map(|&b| b != NULL_ADDR).collect()))
+    }
+
     #[test]
     fn sparse_plans_choose_chunks_by_cost() {
         // All holes: one chunk, nothing stored.
-        let (shift, stored) = sparse_plan(&[(5 << 30, 0)], 5 << 30).unwrap();
+        let (shift, stored) = plan_map(&[(5 << 30, 0)], 5 << 30).unwrap();
         assert_eq!(stored, vec![false]);
         assert!(1u64 << shift >= 5 << 30);
         // No holes: plain blocks.
         assert!(sparse_plan(&[(0, 10_000)], 10_000).is_none());
         // Data at the start and the end of 1 GiB.
-        let (shift, stored) = sparse_plan(&[(0, 4096), ((1 << 30) - 100, 100)], 1 << 30).unwrap();
+        let (shift, stored) = plan_map(&[(0, 4096), ((1 << 30) - 100, 100)], 1 << 30).unwrap();
         assert_eq!(stored.iter().filter(|s| **s).count(), 2);
         assert!(*stored.first().unwrap() && *stored.last().unwrap());
         assert!(shift >= 12);
+        // A run across a chunk boundary stores both chunks.
+        let (shift, stored) = plan_map(&[(0, 1), (20 << 20, 8192)], 64 << 20).unwrap();
+        let c = ((20u64 << 20) >> shift) as usize;
+        let c2 = (((20u64 << 20) + 8191) >> shift) as usize;
+        assert!(stored[0] && stored[c] && stored[c2]);
+        assert_eq!(
+            stored.iter().filter(|s| **s).count(),
+            if c == c2 { 2 } else { 3 }
+        );
+    }
+
+    #[test]
+    fn the_largest_sizes_plan_without_overflow() {
+        let max = i64::MAX as u64;
+        // One byte at the end of the largest file: a block map of many
+        // chunks, never flat blocks (2^63 bytes), counted without overflow.
+        let shift = sparse_plan(&[(max - 1, 1)], max).unwrap();
+        assert!((12..=43).contains(&shift));
+        assert!(sparse_plan(&[(0, 10)], max).is_some());
     }
 }

@@ -82,7 +82,10 @@ pub(crate) struct Parser {
     member_at: u64,
     long_name: Option<Vec<u8>>,
     long_link: Option<Vec<u8>>,
-    pax: Vec<(Vec<u8>, Vec<u8>)>,
+    /// The records of the member's PAX headers, checked, as they came.
+    pax: Vec<u8>,
+    /// Bytes of the member's extension headers so far (`L`, `K`, `x`).
+    ext_bytes: u64,
     global: Vec<(Vec<u8>, Vec<u8>)>,
     pending: Option<Entry>,
     /// Padding after the current member's data.
@@ -91,7 +94,13 @@ pub(crate) struct Parser {
     current: Option<Vec<u8>>,
     max_ext: u64,
     max_runs: usize,
+    /// Where the scan of a GNU sparse 1.0 map is.
+    map: MapScan,
 }
+
+/// The largest size or offset a tar may give: Linux's `loff_t` (and an
+/// EROFS inode's `i_size`) is signed.
+pub(crate) const MAX_SIZE: u64 = i64::MAX as u64;
 
 fn err(kind: ErrorKind, msg: impl Into<String>) -> Error {
     Error::new(kind, msg)
@@ -113,12 +122,14 @@ impl Parser {
             long_name: None,
             long_link: None,
             pax: Vec::new(),
+            ext_bytes: 0,
             global: Vec::new(),
             pending: None,
             pad: 0,
             current: None,
             max_ext,
             max_runs,
+            map: MapScan::default(),
         }
     }
 
@@ -273,7 +284,7 @@ impl Parser {
                     remaining: remaining - got,
                 };
                 if full {
-                    if let Some(runs) = parse_sparse_map_1(&self.buf, self.max_runs)? {
+                    if let Some(runs) = self.map.scan(&self.buf, self.max_runs)? {
                         self.buf.clear();
                         let State::SparseMap { remaining } = self.state else {
                             unreachable!()
@@ -304,7 +315,7 @@ impl Parser {
     }
 
     fn header(&mut self, h: &[u8; BLOCK], start: u64, sink: &mut impl Sink) -> Result<()> {
-        if self.long_name.is_none() && self.long_link.is_none() && self.pax.is_empty() {
+        if self.long_name.is_none() && self.long_link.is_none() && self.ext_bytes == 0 {
             self.member_at = start;
             self.current = None;
         }
@@ -339,24 +350,33 @@ impl Parser {
         let size = number(&h[124..136], "size")?;
         match typeflag {
             b'L' | b'K' | b'x' | b'g' => {
-                if size > self.max_ext {
-                    return Err(err(
-                        ErrorKind::LimitExceeded,
-                        format!(
-                            "an extension header of {size} bytes (the limit is {})",
-                            self.max_ext
-                        ),
-                    ));
+                // One member's extension headers together, and each global
+                // one, stay within the limit.
+                let before = if typeflag == b'g' { 0 } else { self.ext_bytes };
+                let total = before.saturating_add(size);
+                let size = usize::try_from(size)
+                    .ok()
+                    .filter(|_| total <= self.max_ext)
+                    .ok_or_else(|| {
+                        err(
+                            ErrorKind::LimitExceeded,
+                            format!(
+                                "extension headers of {total} bytes for one member (the limit is {})",
+                                self.max_ext
+                            ),
+                        )
+                    })?;
+                if typeflag != b'g' {
+                    // Counted even when empty: the member has begun.
+                    self.ext_bytes = total.max(1);
                 }
-                self.state = State::Ext {
-                    typeflag,
-                    size: size as usize,
-                };
+                self.state = State::Ext { typeflag, size };
                 self.buf.clear();
                 return Ok(());
             }
             _ => {}
         }
+        self.ext_bytes = 0;
         let ustar = &h[257..263] == b"ustar\0";
         let gnu = &h[257..265] == b"ustar  \0";
         let mut path = match self.long_name.take() {
@@ -434,9 +454,16 @@ impl Parser {
             sparse: None,
         };
         let mut stream = size;
-        let records: Vec<(Vec<u8>, Vec<u8>)> = std::mem::take(&mut self.pax);
-        let mut sp = PaxSparse::default();
-        for (k, v) in self.global.iter().chain(records.iter()) {
+        let records = std::mem::take(&mut self.pax);
+        let mut sp = PaxSparse {
+            max_runs: self.max_runs,
+            ..Default::default()
+        };
+        for (k, v) in &self.global {
+            apply_pax(&mut e, &mut path, &mut link, &mut stream, &mut sp, k, v)?;
+        }
+        let mut rest = &records[..];
+        while let Some((k, v)) = next_record(&mut rest)? {
             apply_pax(&mut e, &mut path, &mut link, &mut stream, &mut sp, k, v)?;
         }
         self.check_runs(sp.offsets.len() + sp.map.len() / 2)?;
@@ -481,6 +508,7 @@ impl Parser {
                 self.pending = Some(e);
                 self.pad = padding(stream);
                 self.buf.clear();
+                self.map = MapScan::default();
                 self.state = State::SparseMap { remaining: stream };
                 return Ok(());
             }
@@ -526,19 +554,38 @@ impl Parser {
             b'L' => self.long_name = Some(cstr(&content).to_vec()),
             b'K' => self.long_link = Some(cstr(&content).to_vec()),
             b'x' => {
-                let recs = parse_pax(&content)?;
-                self.pax.extend(recs);
+                // Checked now, applied (without copies) at the member's header.
+                let mut rest = &content[..];
+                while next_record(&mut rest)?.is_some() {}
+                self.pax.extend_from_slice(&content);
             }
             b'g' => {
-                for (k, v) in parse_pax(&content)? {
-                    if matches!(&k[..], b"path" | b"linkpath" | b"size")
-                        || k.starts_with(b"GNU.sparse.")
+                let mut rest = &content[..];
+                while let Some((k, v)) = next_record(&mut rest)? {
+                    if matches!(k, b"path" | b"linkpath" | b"size") || k.starts_with(b"GNU.sparse.")
                     {
                         continue;
                     }
-                    self.global.retain(|(gk, _)| *gk != k);
+                    self.global.retain(|(gk, _)| gk[..] != *k);
                     if !v.is_empty() {
-                        self.global.push((k, v));
+                        // What the globals hold together stays within the
+                        // limit of one extension header (a record's
+                        // overhead counted as 64 bytes).
+                        let held: u64 = self
+                            .global
+                            .iter()
+                            .map(|(k, v)| (k.len() + v.len()) as u64 + 64)
+                            .sum();
+                        if held + (k.len() + v.len()) as u64 + 64 > self.max_ext {
+                            return Err(err(
+                                ErrorKind::LimitExceeded,
+                                format!(
+                                    "global PAX records of more than {} bytes",
+                                    self.max_ext
+                                ),
+                            ));
+                        }
+                        self.global.push((k.to_vec(), v.to_vec()));
                     }
                 }
             }
@@ -551,6 +598,8 @@ impl Parser {
 /// The sparse records of a PAX header.
 #[derive(Default)]
 struct PaxSparse {
+    /// The most runs a map may have.
+    max_runs: usize,
     major: Option<u64>,
     minor: Option<u64>,
     name: Option<Vec<u8>>,
@@ -588,6 +637,28 @@ impl PaxSparse {
             })
             .collect()
     }
+}
+
+/// A PAX size or offset: a number up to [`MAX_SIZE`], `kind` if it is not one.
+fn pax_size(v: &[u8], key: &[u8], kind: ErrorKind) -> Result<u64> {
+    let n = pax_number(v, key).map_err(|e| Error::new(kind, e.to_string()))?;
+    if n > MAX_SIZE {
+        return Err(err(
+            kind,
+            format!(
+                "the PAX record {} is {n}, past 2^63-1",
+                String::from_utf8_lossy(key)
+            ),
+        ));
+    }
+    Ok(n)
+}
+
+fn too_many_runs(max: usize) -> Error {
+    err(
+        ErrorKind::LimitExceeded,
+        format!("a sparse map of more than {max} runs"),
+    )
 }
 
 fn pax_number(v: &[u8], key: &[u8]) -> Result<u64> {
@@ -656,7 +727,7 @@ fn apply_pax(
         b"path" => *path = v.to_vec(),
         b"linkpath" => *link = v.to_vec(),
         b"size" => {
-            *stream = pax_number(v, k)?;
+            *stream = pax_size(v, k, ErrorKind::InvalidPax)?;
             e.size = *stream;
         }
         b"uid" => e.uid = pax_number(v, k)?,
@@ -667,10 +738,18 @@ fn apply_pax(
         b"GNU.sparse.major" => sp.major = Some(pax_number(v, k)?),
         b"GNU.sparse.minor" => sp.minor = Some(pax_number(v, k)?),
         b"GNU.sparse.name" => sp.name = Some(v.to_vec()),
-        b"GNU.sparse.realsize" | b"GNU.sparse.size" => sp.realsize = Some(pax_number(v, k)?),
-        b"GNU.sparse.offset" => sp.offsets.push((pax_number(v, k)?, None)),
+        b"GNU.sparse.realsize" | b"GNU.sparse.size" => {
+            sp.realsize = Some(pax_size(v, k, ErrorKind::InvalidSparse)?)
+        }
+        b"GNU.sparse.offset" => {
+            if sp.offsets.len() >= sp.max_runs {
+                return Err(too_many_runs(sp.max_runs));
+            }
+            sp.offsets
+                .push((pax_size(v, k, ErrorKind::InvalidSparse)?, None))
+        }
         b"GNU.sparse.numbytes" => match sp.offsets.last_mut() {
-            Some((_, n @ None)) => *n = Some(pax_number(v, k)?),
+            Some((_, n @ None)) => *n = Some(pax_size(v, k, ErrorKind::InvalidSparse)?),
             _ => {
                 return Err(err(
                     ErrorKind::InvalidSparse,
@@ -682,8 +761,14 @@ fn apply_pax(
             sp.has_map = true;
             sp.map.clear();
             if !v.is_empty() {
+                // Counted before anything is held: two numbers per run.
+                let numbers = v.iter().filter(|&&b| b == b',').count() + 1;
+                if numbers / 2 > sp.max_runs {
+                    return Err(too_many_runs(sp.max_runs));
+                }
+                sp.map.reserve_exact(numbers);
                 for part in v.split(|&b| b == b',') {
-                    sp.map.push(pax_number(part, k)?);
+                    sp.map.push(pax_size(part, k, ErrorKind::InvalidSparse)?);
                 }
             }
         }
@@ -715,83 +800,121 @@ fn set_xattr(e: &mut Entry, name: Vec<u8>, value: Vec<u8>) {
     e.xattrs.push((name, value));
 }
 
-/// Parses PAX records `LEN KEY=VALUE\n`.
-pub(crate) fn parse_pax(mut b: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+/// The next PAX record `LEN KEY=VALUE\n` of `b` as `(key, value)`,
+/// advancing `b`; `None` at the end (or at NUL padding some writers leave).
+fn next_record<'a>(b: &mut &'a [u8]) -> Result<Option<(&'a [u8], &'a [u8])>> {
     let bad = |m: &str| {
         err(
             ErrorKind::InvalidPax,
             format!("a PAX header is malformed: {m}"),
         )
     };
+    let all = *b;
+    if all.iter().all(|&c| c == 0) {
+        *b = &[];
+        return Ok(None);
+    }
+    let sp = all
+        .iter()
+        .take(20)
+        .position(|&c| c == b' ')
+        .ok_or_else(|| bad("no length"))?;
+    let len: usize = std::str::from_utf8(&all[..sp])
+        .ok()
+        .filter(|s| !s.is_empty() && s.bytes().all(|c| c.is_ascii_digit()))
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| bad("a length that is not a number"))?;
+    if len <= sp + 1 || len > all.len() || all[len - 1] != b'\n' {
+        return Err(bad("a record length that does not fit"));
+    }
+    let rec = &all[sp + 1..len - 1];
+    let eq = rec
+        .iter()
+        .position(|&c| c == b'=')
+        .ok_or_else(|| bad("a record without '='"))?;
+    if eq == 0 {
+        return Err(bad("an empty key"));
+    }
+    *b = &all[len..];
+    Ok(Some((&rec[..eq], &rec[eq + 1..])))
+}
+
+/// Parses PAX records (for tests: the parser reads them in place).
+#[cfg(test)]
+fn parse_pax(mut b: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
     let mut out = Vec::new();
-    while !b.is_empty() {
-        if b.iter().all(|&c| c == 0) {
-            break; // NUL padding some writers leave
-        }
-        let sp = b
-            .iter()
-            .take(20)
-            .position(|&c| c == b' ')
-            .ok_or_else(|| bad("no length"))?;
-        let len: usize = std::str::from_utf8(&b[..sp])
-            .ok()
-            .filter(|s| !s.is_empty() && s.bytes().all(|c| c.is_ascii_digit()))
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| bad("a length that is not a number"))?;
-        if len <= sp + 1 || len > b.len() || b[len - 1] != b'\n' {
-            return Err(bad("a record length that does not fit"));
-        }
-        let rec = &b[sp + 1..len - 1];
-        let eq = rec
-            .iter()
-            .position(|&c| c == b'=')
-            .ok_or_else(|| bad("a record without '='"))?;
-        if eq == 0 {
-            return Err(bad("an empty key"));
-        }
-        out.push((rec[..eq].to_vec(), rec[eq + 1..].to_vec()));
-        b = &b[len..];
+    while let Some((k, v)) = next_record(&mut b)? {
+        out.push((k.to_vec(), v.to_vec()));
     }
     Ok(out)
 }
 
-/// Parses the GNU sparse 1.0 map; `None` until the whole map is in `b`.
-fn parse_sparse_map_1(b: &[u8], max_runs: usize) -> Result<Option<Vec<(u64, u64)>>> {
-    let bad = || {
-        err(
-            ErrorKind::InvalidSparse,
-            "the GNU sparse 1.0 map is malformed",
-        )
-    };
-    let mut lines = Vec::new();
-    let mut start = 0;
-    let mut want: Option<usize> = None;
-    for (i, &c) in b.iter().enumerate() {
-        if c != b'\n' {
-            if !c.is_ascii_digit() {
-                return Err(bad());
+/// The scan of a GNU sparse 1.0 map (a count, then an offset and a size
+/// per run, one decimal number a line), resumed as its blocks arrive.
+#[derive(Default)]
+struct MapScan {
+    /// Bytes of the map scanned so far.
+    scanned: usize,
+    /// Where the line being scanned starts.
+    start: usize,
+    /// The count of numbers after the first line.
+    want: Option<usize>,
+    numbers: Vec<u64>,
+}
+
+impl MapScan {
+    /// Scans what `b` (the map so far) adds; the runs once all are in.
+    fn scan(&mut self, b: &[u8], max_runs: usize) -> Result<Option<Vec<(u64, u64)>>> {
+        let bad = || {
+            err(
+                ErrorKind::InvalidSparse,
+                "the GNU sparse 1.0 map is malformed",
+            )
+        };
+        for i in self.scanned..b.len() {
+            self.scanned = i + 1;
+            let c = b[i];
+            if c != b'\n' {
+                if !c.is_ascii_digit() {
+                    return Err(bad());
+                }
+                continue;
             }
-            continue;
-        }
-        let s = std::str::from_utf8(&b[start..i]).map_err(|_| bad())?;
-        let n: u64 = s.parse().map_err(|_| bad())?;
-        start = i + 1;
-        if want.is_none() {
-            if n as usize > max_runs || n > (u32::MAX as u64) {
-                return Err(err(
-                    ErrorKind::LimitExceeded,
-                    format!("a sparse map of more than {max_runs} runs"),
-                ));
+            let s = std::str::from_utf8(&b[self.start..i]).map_err(|_| bad())?;
+            let n: u64 = s.parse().map_err(|_| bad())?;
+            self.start = i + 1;
+            match self.want {
+                None => {
+                    if n > max_runs as u64 {
+                        return Err(too_many_runs(max_runs));
+                    }
+                    self.want = Some(n as usize * 2);
+                    self.numbers.reserve_exact(n as usize * 2);
+                }
+                Some(_) => {
+                    if n > MAX_SIZE {
+                        return Err(err(
+                            ErrorKind::InvalidSparse,
+                            format!("a GNU sparse 1.0 map number {n}, past 2^63-1"),
+                        ));
+                    }
+                    self.numbers.push(n);
+                }
             }
-            want = Some(n as usize * 2);
-        } else {
-            lines.push(n);
+            if self.want == Some(self.numbers.len()) {
+                let runs = self.numbers.chunks(2).map(|c| (c[0], c[1])).collect();
+                *self = MapScan::default();
+                return Ok(Some(runs));
+            }
         }
-        if want == Some(lines.len()) {
-            return Ok(Some(lines.chunks(2).map(|c| (c[0], c[1])).collect()));
-        }
+        Ok(None)
     }
-    Ok(None)
+}
+
+/// Parses a whole GNU sparse 1.0 map; `None` until all of it is in `b`.
+#[cfg(test)]
+fn parse_sparse_map_1(b: &[u8], max_runs: usize) -> Result<Option<Vec<(u64, u64)>>> {
+    MapScan::default().scan(b, max_runs)
 }
 
 fn old_sparse_run(b: &[u8]) -> Result<Option<(u64, u64)>> {
@@ -818,7 +941,9 @@ fn check_sparse(runs: &[(u64, u64)], size: u64, stream: u64) -> Result<()> {
         if end > size {
             return Err(bad("a sparse run ends past the file's size"));
         }
-        total += n;
+        total = total
+            .checked_add(n)
+            .ok_or_else(|| bad("the sparse runs overflow"))?;
     }
     if total != stream {
         return Err(bad("the sparse runs do not add up to the stored data"));
