@@ -111,6 +111,13 @@ EOF
   echo "guest kernel $suite: $deb (release $release, in $dir)"
 }
 
+# --mirror: print the mirror the suites are read from (scripts/setup.sh
+# takes bookworm-backports' qemu from it) and stop.
+if [ "${1:-}" = --mirror ]; then
+  echo "$MIRROR"
+  exit 0
+fi
+
 suites=("$@")
 [ ${#suites[@]} -gt 0 ] || suites=(bookworm bookworm-backports)
 for s in "${suites[@]}"; do fetch "$s"; done

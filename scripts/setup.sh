@@ -5,8 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
-for tool in skopeo umoci jq flock script docker-registry htpasswd openssl chattr fsck.erofs debootstrap qemu-img \
-  qemu-system-x86_64 gcc depmod xz; do
+for tool in skopeo umoci jq flock script docker-registry htpasswd openssl chattr fsck.erofs debootstrap \
+  gcc depmod xz; do
   command -v "$tool" >/dev/null 2>&1 || need+=("$tool")
 done
 # The guest boots (crates/microsandbox/tests/boot.rs) need a static busybox
@@ -21,11 +21,37 @@ if [ ${#need[@]} -gt 0 ]; then
   $sudo apt-get update -qq
   # flock comes with util-linux, script with bsdutils, htpasswd with
   # apache2-utils, chattr with e2fsprogs, fsck.erofs with erofs-utils,
-  # qemu-img with qemu-utils, qemu-system-x86_64 with qemu-system-x86,
   # depmod with kmod, xz with xz-utils; the rest are packages of the same
   # name.
-  $sudo apt-get install -y -qq --no-install-recommends skopeo umoci jq util-linux bsdutils docker-registry apache2-utils openssl e2fsprogs erofs-utils debootstrap qemu-utils \
-    qemu-system-x86 busybox-static gcc libc6-dev kmod xz-utils >/dev/null
+  $sudo apt-get install -y -qq --no-install-recommends skopeo umoci jq util-linux bsdutils docker-registry apache2-utils openssl e2fsprogs erofs-utils debootstrap \
+    busybox-static gcc libc6-dev kmod xz-utils >/dev/null
+fi
+
+# qemu-img (qemu-utils) and qemu-system-x86_64 (qemu-system-x86) must come
+# from one qemu release: these machines ship qemu-utils from
+# bookworm-backports, and bookworm's own qemu-system-x86 (7.2) makes apt
+# remove it. Both are taken from bookworm-backports, through an apt source
+# list of this script's own (the host's sources plus that suite, on the
+# host's mirror) so the host's configuration stays as it was.
+if ! command -v qemu-img >/dev/null 2>&1 || ! command -v qemu-system-x86_64 >/dev/null 2>&1 ||
+  [ "$(dpkg-query -W -f='${Version}' qemu-utils 2>/dev/null)" != "$(dpkg-query -W -f='${Version}' qemu-system-x86 2>/dev/null)" ]; then
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  mirror=$(bash scripts/guest-kernels.sh --mirror)
+  apt_dir=$(mktemp -d)
+  mkdir -p "$apt_dir/lists/partial" "$apt_dir/parts"
+  {
+    cat /etc/apt/sources.list 2>/dev/null || true
+    echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $mirror bookworm-backports main"
+  } >"$apt_dir/sources.list"
+  cp /etc/apt/sources.list.d/*.sources /etc/apt/sources.list.d/*.list "$apt_dir/parts/" 2>/dev/null || true
+  apt_opts=(-o "Dir::Etc::SourceList=$apt_dir/sources.list" -o "Dir::Etc::SourceParts=$apt_dir/parts"
+    -o "Dir::State::Lists=$apt_dir/lists" -o "APT::Sandbox::User=root")
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo apt-get "${apt_opts[@]}" update -qq
+  $sudo apt-get "${apt_opts[@]}" install -y -qq --no-install-recommends -t bookworm-backports \
+    qemu-utils qemu-system-x86 >/dev/null
+  rm -rf "$apt_dir"
 fi
 
 # The guest kernels the boot tests run (Debian bookworm's 6.1 and
