@@ -1,6 +1,7 @@
-//! The basic facts of an image and their check: [`check_image`] reads the
+//! The facts of an image and their check: [`check_image`] reads the
 //! superblock (magic, 4 KiB blocks, checksum, size against the file) and the
-//! device table; [`check_fsmeta`] also holds an fsmeta's device table
+//! device table, then walks every inode as the kernel would read it;
+//! [`check_fsmeta`] also holds an fsmeta's device table
 //! against the layer images it was built for.
 
 use crate::error::{Error, ErrorKind, Result};
@@ -57,11 +58,29 @@ impl DeviceInfo {
 
 /// Checks that `image` is an EROFS image of this crate's kind and returns
 /// its facts: magic, 4 KiB blocks, a superblock checksum (required), a size that matches
-/// the superblock, a device table that lies inside it, a root directory.
+/// the superblock, a device table that lies inside it (and each device
+/// inside 2^32 blocks), a root directory; and then every inode reachable
+/// from the root, as the kernel would check it when it reads it, without
+/// reading file data:
+///
+/// - the inode (and its xattrs) inside the image, a known type, a known
+///   uncompressed data layout, a size Linux reads as positive (at most
+///   2^63-1), at least one link;
+/// - a directory's or symlink's blocks inside the image, an inline tail
+///   inside one block, a symlink of 1 to 4095 bytes; a regular file's
+///   blocks inside the image, or each of its chunks (block map or chunk
+///   indexes) a hole or inside its device, the table inside the image;
+///   devices, FIFOs and sockets without data;
+/// - every directory block's entries: the first name offset, each name
+///   inside the block, 1 to 255 bytes, in order, a known file type that is
+///   its inode's, `.` and `..` naming the directory and its parent, no
+///   directory reachable by two paths, and as many inodes as the
+///   superblock counts.
 ///
 /// # Errors
 ///
-/// [`ErrorKind::InvalidImage`] naming what is wrong, or I/O errors.
+/// [`ErrorKind::InvalidImage`] naming what is wrong (and the path, when it
+/// is about an inode), or I/O errors.
 pub fn check_image(image: &dyn ReadAt) -> Result<ImageInfo> {
     let img = Image::open(image)?;
     // Every image this crate writes carries a superblock checksum; one
@@ -79,9 +98,10 @@ pub fn check_image(image: &dyn ReadAt) -> Result<ImageInfo> {
             "the root inode is not a directory",
         ));
     }
+    let inodes = img.check_all()?;
     Ok(ImageInfo {
         blocks: img.sb.blocks as u64,
-        inodes: img.sb.inos,
+        inodes,
         devices: img.devices.iter().map(DeviceInfo::of).collect(),
     })
 }

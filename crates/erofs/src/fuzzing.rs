@@ -7,7 +7,7 @@
 use std::io::Cursor;
 
 use crate::error::ErrorKind;
-use crate::read::Image;
+use crate::read::{Budget, Image};
 use crate::tree::{self, Body, Tree};
 use crate::{Builder, Limits, Merger};
 
@@ -59,7 +59,9 @@ pub fn layer(data: &[u8]) {
     assert_eq!(image.len() as u64, info.size_bytes());
     crate::check_image(&image).expect("a valid image");
     let img = Image::open(&image).expect("an image");
-    let back = img.tree(u64::MAX).expect("the tree reads back");
+    let back = img
+        .tree(&mut Budget::unbounded())
+        .expect("the tree reads back");
     assert_eq!(back.listing(), tree.listing());
 
     let mut again = Cursor::new(Vec::new());
@@ -78,7 +80,7 @@ pub fn layer(data: &[u8]) {
     crate::check_fsmeta(&fsmeta, &[&image]).expect("a valid fsmeta");
     let merged = Image::open(&fsmeta)
         .expect("an fsmeta")
-        .tree(u64::MAX)
+        .tree(&mut Budget::unbounded())
         .expect("its tree");
     assert_eq!(merged.listing(), without_markers(&back).listing());
 }

@@ -73,7 +73,9 @@
 //! # Checking artifacts
 //!
 //! [`check_image`] reads an image's facts back (magic, checksum, size,
-//! devices); [`check_fsmeta`] holds an fsmeta against its layers;
+//! devices) and checks every inode the way the kernel would read it
+//! (sizes, block and chunk addresses, directory entries), metadata only;
+//! [`check_fsmeta`] holds an fsmeta against its layers;
 //! [`vmdk::parse`] and [`vmdk::Descriptor::check_files`] check a
 //! descriptor. [`FORMAT_VERSION`] changes whenever the bytes written for
 //! the same input would.

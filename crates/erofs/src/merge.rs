@@ -27,7 +27,7 @@ use crate::check::ImageInfo;
 use crate::error::{Error, ErrorKind, Result};
 use crate::format::{BLOCK_SIZE, CHUNK_BLKBITS_MASK, DEVICE_TAG_SIZE, NULL_ADDR};
 use crate::meta::{self, Device};
-use crate::read::{Image, ReadAt};
+use crate::read::{Budget, Image, ReadAt};
 use crate::tree::{self, Body, FileData, Ino, Inode, Tree};
 
 /// Builds an fsmeta from layer images added bottom first. Memory holds the
@@ -54,7 +54,9 @@ impl Merger {
         }
     }
 
-    /// Sets the limits; `max_entries` bounds the inodes read from one layer.
+    /// Sets the limits: `max_entries` bounds the inodes read from one
+    /// layer, `max_metadata_bytes` what is held of its names, xattrs and
+    /// chunk tables.
     pub fn limits(&mut self, limits: Limits) -> &mut Merger {
         self.limits = limits;
         self
@@ -86,7 +88,10 @@ impl Merger {
             .with_entry(&name));
         }
         let layer = img
-            .tree(self.limits.max_entries)
+            .tree(&mut Budget {
+                inodes: self.limits.max_entries,
+                bytes: self.limits.max_metadata_bytes,
+            })
             .map_err(|e| e.with_entry(&name))?;
         self.apply(&layer, (k + 1) as u16)?;
         self.devices.push(Device {
