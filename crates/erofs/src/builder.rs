@@ -344,7 +344,10 @@ fn chunk_map(runs: &[(u64, u64)], shift: u32, n: usize, first: u64) -> Result<(V
     for c in 0..n as u64 {
         let lo = c << shift;
         let hi = lo.saturating_add(1 << shift);
-        while runs.next_if(|&&(o, len)| o.saturating_add(len) <= lo).is_some() {}
+        while runs
+            .next_if(|&&(o, len)| o.saturating_add(len) <= lo)
+            .is_some()
+        {}
         if runs.peek().is_some_and(|&&(o, _)| o < hi) {
             map.push(u32::try_from(next).map_err(|_| image_too_large())?);
             next = next.checked_add(per).ok_or_else(image_too_large)?;

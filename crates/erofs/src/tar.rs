@@ -579,10 +579,7 @@ impl Parser {
                         if held + (k.len() + v.len()) as u64 + 64 > self.max_ext {
                             return Err(err(
                                 ErrorKind::LimitExceeded,
-                                format!(
-                                    "global PAX records of more than {} bytes",
-                                    self.max_ext
-                                ),
+                                format!("global PAX records of more than {} bytes", self.max_ext),
                             ));
                         }
                         self.global.push((k.to_vec(), v.to_vec()));
