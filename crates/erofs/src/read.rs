@@ -15,8 +15,9 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::format::{
     self, ftype_of, mode, xattr_ibody_size, DeviceSlot, RawInode, Superblock, BLOCK_SIZE,
     CHUNK_BLKBITS_MASK, CHUNK_FORMAT_INDEXES, COMPAT_SB_CHKSUM, DEVICE_SLOT_SIZE, DIRENT_SIZE,
-    INCOMPAT_CHUNKED_FILE, INCOMPAT_DEVICE_TABLE, LAYOUT_CHUNK_BASED, LAYOUT_FLAT_INLINE,
-    LAYOUT_FLAT_PLAIN, NID_UNIT, NULL_ADDR, SUPER_OFFSET, SUPER_SIZE,
+    INCOMPAT_CHUNKED_FILE, INCOMPAT_DEVICE_TABLE, INODE_COMPACT_SIZE, INODE_EXTENDED_SIZE,
+    LAYOUT_CHUNK_BASED, LAYOUT_FLAT_INLINE, LAYOUT_FLAT_PLAIN, NID_UNIT, NULL_ADDR, SUPER_OFFSET,
+    SUPER_SIZE,
 };
 use crate::tree::{Body, FileData, Ino, Inode, Tree, Xattr};
 
@@ -238,7 +239,10 @@ impl<'a> Image<'a> {
     /// Reads an inode and its xattrs.
     pub fn node(&self, nid: u64) -> Result<Node> {
         let pos = self.nid_pos(nid)?;
-        let head = self.read(pos, (self.len - pos.min(self.len)).min(64))?;
+        if pos.saturating_add(INODE_COMPACT_SIZE) > self.len {
+            return Err(bad(format!("inode {nid} lies past the image's end")));
+        }
+        let head = self.read(pos, (self.len - pos).min(INODE_EXTENDED_SIZE))?;
         let raw = RawInode::decode(&head, &self.sb)?;
         if raw.size > MAX_ISIZE {
             return Err(bad(format!(
