@@ -305,11 +305,18 @@ pub struct ImageDisk {
     pub reference: String,
     /// The image manifest the disk is made of (the host's platform of an index).
     pub manifest_digest: String,
-    /// The VMDK descriptor joining the fsmeta and the layer images.
+    /// The VMDK descriptor joining the fsmeta and the layer images: one
+    /// disk that mounts with no options on guest kernels that address
+    /// several blobs on one device (Linux 6.4 and later; booted on 6.12 by
+    /// `tests/boot.rs`). Linux 6.1 does not mount it: give such a guest
+    /// [`ImageDisk::fsmeta_path`] and the layer images as separate disks.
     pub vmdk_path: std::path::PathBuf,
-    /// The merged metadata-only EROFS image.
+    /// The merged metadata-only EROFS image: the first disk of the form
+    /// Linux 6.1 mounts too (booted on 6.1 by `tests/boot.rs`): attach it, then each of [`ImageDisk::layers`] as its own disk, and
+    /// mount it with one `device=` option per layer, bottom first
+    /// (`mount -t erofs -o ro,device=/dev/vdb,device=/dev/vdc /dev/vda`).
     pub fsmeta_path: std::path::PathBuf,
-    /// The layer images, bottom first.
+    /// The layer images, bottom first: the `device=` disks of the fsmeta.
     pub layers: Vec<ImageDiskLayer>,
     /// The disk's size: the fsmeta and every layer image.
     pub total_bytes: u64,
