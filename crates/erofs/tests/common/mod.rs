@@ -5,7 +5,9 @@
 #![allow(dead_code)]
 
 pub mod debian;
+pub mod forge;
 pub mod oci;
+pub mod sparse;
 pub mod tarw;
 pub mod view;
 
