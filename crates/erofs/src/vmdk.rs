@@ -13,6 +13,9 @@ use crate::error::{Error, ErrorKind, Result};
 pub const SECTOR: u64 = 512;
 /// Sectors per extent line at most (2 GiB).
 pub const MAX_EXTENT_SECTORS: u64 = (2 << 30) / SECTOR;
+/// The most bytes a file (or an offset into it) may have: Linux's signed
+/// `loff_t`.
+const MAX_BYTES: u64 = i64::MAX as u64;
 
 /// A file of the disk, in disk order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,9 +50,12 @@ pub struct Descriptor {
 }
 
 impl Descriptor {
-    /// The disk's size in bytes.
+    /// The disk's size in bytes (saturating; [`parse`] keeps each extent
+    /// under 2^63 bytes, [`Descriptor::files`] refuses files past that).
     pub fn size(&self) -> u64 {
-        self.extents.iter().map(|e| e.sectors * SECTOR).sum()
+        self.extents.iter().fold(0u64, |t, e| {
+            t.saturating_add(e.sectors.saturating_mul(SECTOR))
+        })
     }
 
     /// The files in disk order with the bytes the extents take of each,
@@ -61,9 +67,17 @@ impl Descriptor {
     pub fn files(&self) -> Result<Vec<File>> {
         let mut out: Vec<File> = Vec::new();
         for e in &self.extents {
+            // parse() keeps both under 2^63 bytes.
+            let (offset, len) = (e.offset * SECTOR, e.sectors * SECTOR);
             match out.last_mut() {
-                Some(f) if f.path == e.path && f.size == e.offset * SECTOR => {
-                    f.size += e.sectors * SECTOR
+                Some(f) if f.path == e.path && f.size == offset => {
+                    f.size = f
+                        .size
+                        .checked_add(len)
+                        .filter(|&s| s <= MAX_BYTES)
+                        .ok_or_else(|| {
+                            bad(format!("the extents of {:?} pass 2^63 bytes", e.path))
+                        })?;
                 }
                 _ => {
                     if e.offset != 0 || out.iter().any(|f| f.path == e.path) {
@@ -74,7 +88,7 @@ impl Descriptor {
                     }
                     out.push(File {
                         path: e.path.clone(),
-                        size: e.sectors * SECTOR,
+                        size: len,
                     });
                 }
             }
@@ -197,6 +211,9 @@ pub fn parse(text: &str) -> Result<Descriptor> {
                 .next()
                 .and_then(|n| n.parse().ok())
                 .ok_or_else(|| at("an extent without a sector count"))?;
+            if sectors > MAX_BYTES / SECTOR {
+                return Err(at("an extent past 2^63 bytes"));
+            }
             let rest = parts.next().unwrap_or("");
             let rest = rest
                 .strip_prefix("FLAT ")
@@ -212,6 +229,9 @@ pub fn parse(text: &str) -> Result<Descriptor> {
                 .trim()
                 .parse()
                 .map_err(|_| at("an extent without a sector offset"))?;
+            if offset > MAX_BYTES / SECTOR {
+                return Err(at("an extent offset past 2^63 bytes"));
+            }
             extents.push(Extent {
                 sectors,
                 path,
@@ -299,6 +319,14 @@ mod tests {
         assert!(parse("RW 1 FLAT \"a\" 0\n").is_err());
         let gap = "createType=\"x\"\nRW 1 FLAT \"a\" 0\nRW 1 FLAT \"a\" 5\n";
         assert!(parse(gap).unwrap().files().is_err());
+        // Sizes that would overflow are refused, not wrapped.
+        let huge = format!("createType=\"x\"\nRW {} FLAT \"a\" 0\n", u64::MAX);
+        assert!(parse(&huge).is_err());
+        let n = MAX_BYTES / SECTOR;
+        let two = format!("createType=\"x\"\nRW {n} FLAT \"a\" 0\nRW {n} FLAT \"a\" {n}\n");
+        let d = parse(&two).unwrap();
+        assert_eq!(d.size(), u64::MAX.min(2 * n * SECTOR));
+        assert!(d.files().is_err());
     }
 
     #[test]
