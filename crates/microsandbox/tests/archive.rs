@@ -620,7 +620,15 @@ fn a_reference_names_a_single_image_source_and_only_such() {
 fn save(h: &Home, refs: &[&str], path: &Path, format: microsandbox::SaveFormat) {
     let refs: Vec<String> = refs.iter().map(|r| (*r).to_owned()).collect();
     h.backend
-        .save_images(&refs, path, &microsandbox::SaveOptions { format })
+        .save_images(
+            &refs,
+            path,
+            // Tests save over their own archives again.
+            &microsandbox::SaveOptions {
+                format,
+                overwrite: true,
+            },
+        )
         .unwrap();
 }
 
@@ -765,7 +773,12 @@ fn saves_are_deterministic_and_atomic() {
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::ImageNotFound);
     fs::write(&c, b"precious").unwrap();
-    // A save whose blob vanished fails midway and keeps the old file.
+    // A save whose blob vanished fails midway and keeps the old file
+    // (one asked to replace it, or it would not have started).
+    let replace = microsandbox::SaveOptions {
+        overwrite: true,
+        ..Default::default()
+    };
     let exp = expected();
     let layer = exp["pair/app"]["layers"][1].as_str().unwrap();
     fs::remove_file(
@@ -776,7 +789,7 @@ fn saves_are_deterministic_and_atomic() {
     .unwrap();
     let err = h
         .backend
-        .save_images(&["app".into()], &c, &Default::default())
+        .save_images(&["app".into()], &c, &replace)
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::CorruptCache, "{err}");
     assert_eq!(fs::read(&c).unwrap(), b"precious");

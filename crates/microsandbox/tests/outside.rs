@@ -322,6 +322,7 @@ fn a_docker_format_save_names_its_tags_in_full() {
             &tar,
             &microsandbox::SaveOptions {
                 format: microsandbox::SaveFormat::Docker,
+                ..Default::default()
             },
         )
         .unwrap();

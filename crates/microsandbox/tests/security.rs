@@ -685,8 +685,12 @@ fn save_keeps_a_private_file_private_and_zero_expiry_is_refused() {
     let existing = out.path().join("private.tar");
     fs::write(&existing, b"old").unwrap();
     fs::set_permissions(&existing, fs::Permissions::from_mode(0o600)).unwrap();
+    let replace = microsandbox::SaveOptions {
+        overwrite: true,
+        ..Default::default()
+    };
     h.backend
-        .save_images(&["rich".to_owned()], &existing, &Default::default())
+        .save_images(&["rich".to_owned()], &existing, &replace)
         .unwrap();
     assert_eq!(
         fs::metadata(&existing).unwrap().permissions().mode() & 0o777,

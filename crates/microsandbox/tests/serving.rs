@@ -183,6 +183,7 @@ fn minibox_archives_round_trip_as_minibox_writes_them() {
             &tar_path,
             &SaveOptions {
                 format: SaveFormat::Minibox,
+                ..Default::default()
             },
         )
         .unwrap();
@@ -230,6 +231,7 @@ fn minibox_archives_round_trip_as_minibox_writes_them() {
             &two,
             &SaveOptions {
                 format: SaveFormat::Minibox,
+                ..Default::default()
             },
         )
         .unwrap_err();

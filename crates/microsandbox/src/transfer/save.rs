@@ -5,7 +5,13 @@
 //! The archive is deterministic: entries sorted, times 0, owners 0, modes
 //! fixed, so the same images give the same bytes. It is written to a
 //! temporary file beside `path`, fsynced and renamed into place, so a
-//! failed save never leaves half an archive at `path`. Blobs stream from
+//! failed save never leaves half an archive at `path`. An existing file at
+//! `path` is replaced only when asked ([`SaveOptions::overwrite`]): without
+//! it the rename refuses to replace anything (`RENAME_NOREPLACE`), so a
+//! file that appears meanwhile is kept too. A link, a directory or
+//! anything but a regular file at `path` is never replaced, and writes
+//! never go through a link: the archive is a new file renamed over the
+//! name, never an open of the old one. Blobs stream from
 //! the cache into the archive; none is held in memory. A transfer lease
 //! pins them meanwhile, so a prune running alongside deletes none of them.
 
@@ -70,6 +76,10 @@ impl SaveFormat {
 pub struct SaveOptions {
     /// The kind of archive.
     pub format: SaveFormat,
+    /// Replace a regular file already at the path (never a link or
+    /// anything else). Off unless set: an existing file is refused with
+    /// [`crate::ErrorKind::InvalidArgument`] and left as it was.
+    pub overwrite: bool,
 }
 
 /// One image to save.
@@ -99,8 +109,10 @@ fn blob_name(d: &Digest) -> String {
 /// # Errors
 ///
 /// `ImageNotFound` or `InvalidReference` for a reference, `InvalidArgument`
-/// for an empty list, `Io` when the archive cannot be written; `path` is
-/// untouched on any error.
+/// for an empty list, for a path inside the home, or for something already
+/// at `path` (anything but a regular file, or one without
+/// [`SaveOptions::overwrite`]); `Io` when the archive cannot be written;
+/// `path` is untouched on any error.
 pub fn save(
     layout: &Layout,
     references: &[String],
@@ -166,7 +178,7 @@ pub fn save(
     drop(guard);
     let (dir, name) = destination(path)?;
     refuse_inside_home(layout, &dir, path)?;
-    write_atomically(layout, &dir, &name, |out| {
+    write_atomically(layout, &dir, &name, options.overwrite, |out| {
         write_archive(layout, &chosen, options.format, out, &mut pin)
     })
 }
@@ -218,10 +230,22 @@ fn refuse_inside_home(layout: &Layout, dir: &Dir, path: &Path) -> MicrosandboxRe
     )))
 }
 
-/// The mode of a new archive: an existing file keeps its own; a new one is
-/// private when the home is (0600 under a 0700 home), else the usual 0666
-/// less the umask.
-fn archive_mode(layout: &Layout, dir: &Dir, name: &str) -> MicrosandboxResult<Option<u32>> {
+fn exists(dir: &Dir, name: &str) -> MicrosandboxError {
+    MicrosandboxError::invalid_argument(format!(
+        "{} exists; save elsewhere, or pass overwrite to replace it",
+        dir.join(name).display()
+    ))
+}
+
+/// The mode of a new archive: an existing file (replaced only with
+/// `overwrite`) keeps its own; a new one is private when the home is (0600
+/// under a 0700 home), else the usual 0666 less the umask.
+fn archive_mode(
+    layout: &Layout,
+    dir: &Dir,
+    name: &str,
+    overwrite: bool,
+) -> MicrosandboxResult<Option<u32>> {
     if let Some(existing) = dir.stat(name)? {
         // Only a regular file is replaced: a link (to the home, say) or a
         // directory in the way is the caller's mistake, never overwritten.
@@ -232,6 +256,9 @@ fn archive_mode(layout: &Layout, dir: &Dir, name: &str) -> MicrosandboxResult<Op
                 crate::store::fs::kind(&existing)
             )));
         }
+        if !overwrite {
+            return Err(exists(dir, name));
+        }
         return Ok(Some(existing.st_mode & 0o7777));
     }
     let home = layout.home_dir().stat_self()?.st_mode;
@@ -239,16 +266,20 @@ fn archive_mode(layout: &Layout, dir: &Dir, name: &str) -> MicrosandboxResult<Op
 }
 
 /// Runs `write` on a temporary file beside the archive, then renames it
-/// into place, all through the directory's descriptor.
+/// into place, all through the directory's descriptor: over what is there
+/// with `overwrite` (a regular file, checked first; a rename replaces the
+/// name, whatever it has become, and never writes through it), else only
+/// if nothing is.
 fn write_atomically(
     layout: &Layout,
     dir: &Dir,
     name: &str,
+    overwrite: bool,
     write: impl FnOnce(&mut BufWriter<File>) -> MicrosandboxResult<()>,
 ) -> MicrosandboxResult<()> {
     let tmp = format!(".{name}{ATOMIC_TMP_MARK}{}", random_hex(8));
     let tmp_path = dir.join(&tmp);
-    let mode = archive_mode(layout, dir, name)?;
+    let mode = archive_mode(layout, dir, name, overwrite)?;
     let result = (|| {
         let file = dir.create_new(&tmp).at("create", &tmp_path)?;
         if let Some(mode) = mode {
@@ -262,8 +293,17 @@ fn write_atomically(
             .into_inner()
             .map_err(|e| MicrosandboxError::io("write", &tmp_path, e.into_error()))?;
         file.sync_all().at("fsync", &tmp_path)?;
-        dir.rename(&tmp, dir, name)
-            .at("rename into place", &dir.join(name))
+        if overwrite {
+            dir.rename(&tmp, dir, name)
+                .at("rename into place", &dir.join(name))
+        } else if dir
+            .rename_noreplace(&tmp, dir, name)
+            .at("rename into place", &dir.join(name))?
+        {
+            Ok(())
+        } else {
+            Err(exists(dir, name))
+        }
     })();
     if result.is_err() {
         let _ = dir.remove(&tmp);
