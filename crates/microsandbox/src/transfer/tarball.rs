@@ -62,6 +62,23 @@ fn invalid(label: &str, what: impl std::fmt::Display) -> MicrosandboxError {
     MicrosandboxError::new(ErrorKind::InvalidArchive, format!("{label}: {what}"))
 }
 
+/// What went wrong reading a tar, never quoting its bytes: the tar
+/// reader's own messages quote header fields and names (`numeric field
+/// was not a number: <bytes> when getting cksum for <bytes>`), so a file
+/// that is no archive (`/etc/shadow`) would be echoed into the error.
+/// Only the limits' messages (`InvalidData`, made here) and the system's
+/// own errors are told as they are.
+fn unreadable(e: &io::Error) -> String {
+    if e.raw_os_error().is_some() || e.kind() == io::ErrorKind::InvalidData {
+        return e.to_string();
+    }
+    match e.kind() {
+        io::ErrorKind::UnexpectedEof => "it ends midway".to_owned(),
+        _ => "not a tar archive, or a damaged one (a header or compressed block does not parse)"
+            .to_owned(),
+    }
+}
+
 /// `a/./b/` → `a/b`; `None` for an absolute path or one that climbs out.
 fn normalize(path: &Path) -> Option<String> {
     let mut parts: Vec<String> = Vec::new();
@@ -118,7 +135,8 @@ impl TarStage {
         };
         let mut in_memory = 0u64;
         let mut on_disk = 0usize;
-        let broken = |e: io::Error| invalid(label, format!("unreadable archive: {e}"));
+        let broken =
+            |e: io::Error| invalid(label, format!("unreadable archive: {}", unreadable(&e)));
         let mut entries = archive.entries().map_err(broken)?;
         let mut n = 0usize;
         loop {
@@ -185,7 +203,10 @@ impl TarStage {
                     .map_err(|e| {
                         invalid(
                             label,
-                            format!("entry {shown:?}: truncated or unreadable: {e}"),
+                            format!(
+                                "entry {shown:?}: truncated or unreadable: {}",
+                                unreadable(&e)
+                            ),
                         )
                     })?;
                 if bytes.len() as u64 != size {
@@ -461,7 +482,10 @@ fn skip_verified(
         let n = crate::store::fs::read_full(&mut entry, &mut buf).map_err(|e| {
             invalid(
                 label,
-                format!("entry {shown:?}: truncated or unreadable: {e}"),
+                format!(
+                    "entry {shown:?}: truncated or unreadable: {}",
+                    unreadable(&e)
+                ),
             )
         })?;
         if n == 0 {
@@ -564,7 +588,10 @@ fn stream_to_tmp(
     w.write_from(entry, &what, |e| {
         invalid(
             label,
-            format!("entry {shown:?}: truncated or unreadable: {e}"),
+            format!(
+                "entry {shown:?}: truncated or unreadable: {}",
+                unreadable(&e)
+            ),
         )
     })?;
     if w.written() != size {
