@@ -119,6 +119,10 @@ impl Budget {
     }
 }
 
+/// What [`Image::for_each_dirent`] calls with each entry: its name, nid
+/// and file type.
+pub(crate) type DirentFn<'f> = dyn FnMut(&[u8], u64, u8) -> Result<()> + 'f;
+
 /// An opened image.
 pub(crate) struct Image<'a> {
     src: &'a dyn ReadAt,
@@ -383,11 +387,7 @@ impl<'a> Image<'a> {
     /// Calls `f` with each entry of a directory, `.` and `..` included
     /// (name, nid, file type), reading one block at a time, checking each
     /// block's layout, the names' bounds and their order.
-    pub fn for_each_dirent(
-        &self,
-        n: &Node,
-        f: &mut dyn FnMut(&[u8], u64, u8) -> Result<()>,
-    ) -> Result<()> {
+    pub fn for_each_dirent(&self, n: &Node, f: &mut DirentFn<'_>) -> Result<()> {
         let size = n.raw.size;
         let (blk, full, _) = self.flat_extent(n)?;
         let mut prev: Vec<u8> = Vec::new();
