@@ -28,6 +28,8 @@ pub struct App {
     pub pulls: Pulls,
     /// Where log lines go.
     pub log: Option<LogSink>,
+    /// The directories a client's `load` and `save` paths may be in.
+    pub paths: crate::paths::Allowed,
 }
 
 /// Runs `op` on tokio's blocking pool: the cache's calls block on disks

@@ -21,10 +21,15 @@
 //! cache's back reaches the client cut short, never whole. Anything but
 //! `GET` and `HEAD` is `405 UNSUPPORTED`: this registry takes no pushes.
 
-use std::io::{Seek, SeekFrom};
-use std::time::Duration;
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
 
 use bytes::Bytes;
+use http_body::{Frame, SizeHint};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::header::{
     HeaderValue, ACCEPT_RANGES, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, ETAG, LINK, RANGE,
@@ -32,14 +37,16 @@ use hyper::header::{
 use hyper::{Method, Request, Response, StatusCode};
 use microsandbox::{Digest, ErrorKind, MicrosandboxError, ServedBlob};
 use sha2::Digest as _;
-use tokio::io::AsyncReadExt;
 
 use crate::app::{blocking, App};
-use crate::limits::{query, STALL_TIMEOUT};
+use crate::limits::query;
 use crate::reply::{self, header, Body, Reply};
 
 const API_VERSION: &str = "registry/2.0";
-const CHUNK: usize = 1 << 20;
+/// The most bytes of a blob read at once: what one connection pins while
+/// its client reads nothing (hyper's write buffer holds one more, see
+/// `server.rs`).
+pub const CHUNK: usize = 64 << 10;
 
 /// An OCI error answer: `{ "errors": [{ code, message }] }`.
 pub fn error(status: StatusCode, code: &str, message: &str) -> Reply {
@@ -408,72 +415,154 @@ fn blob_reply(blob: ServedBlob, range: Option<&str>, head: bool) -> Reply {
 }
 
 /// Streams `len` bytes of `file` from `start`; with `check`, the bytes
-/// must hash to it, else the answer is cut before its last chunk. A
-/// client that reads nothing for [`STALL_TIMEOUT`] is dropped.
+/// must hash to it, else the answer is cut before its last chunk.
+///
+/// The file is read one [`CHUNK`] at a time and only when hyper asks for
+/// the next frame, which it does once the bytes before have (nearly) gone
+/// to the socket: nothing is read ahead, so a client that reads nothing
+/// pins one chunk, however large the blob. Such a client is cut off by the
+/// connection's write timeout (`server.rs`).
 fn stream_file(file: std::fs::File, start: u64, len: u64, check: Option<Digest>) -> Body {
-    let (tx, body) = reply::channel(4, Some(len));
-    tokio::spawn(async move {
-        let cut = |why: String| Err(std::io::Error::other(why));
-        let mut file = file;
-        if start > 0 && file.seek(SeekFrom::Start(start)).is_err() {
-            let _ = tx.send(cut("seek failed".into())).await;
-            return;
-        }
-        let mut file = tokio::fs::File::from_std(file);
-        let mut hasher = check.as_ref().map(|_| sha2::Sha256::new());
-        let mut left = len;
-        let mut held: Option<Bytes> = None;
-        while left > 0 {
-            let mut buf = vec![0u8; CHUNK.min(left as usize)];
-            let n = match file.read(&mut buf).await {
-                Ok(0) => {
-                    let _ = tx
-                        .send(cut("the blob shrank while it was read".into()))
-                        .await;
-                    return;
-                }
-                Ok(n) => n,
-                Err(e) => {
-                    let _ = tx.send(Err(e)).await;
-                    return;
-                }
-            };
-            buf.truncate(n);
-            left -= n as u64;
-            if let Some(h) = hasher.as_mut() {
-                h.update(&buf);
-            }
-            if let Some(chunk) = held.replace(Bytes::from(buf)) {
-                if !send(&tx, Ok(chunk), STALL_TIMEOUT).await {
-                    return;
-                }
-            }
-        }
-        if let (Some(h), Some(want)) = (hasher, &check) {
-            let got = Digest::from_hasher(h);
-            if &got != want {
-                let _ = tx
-                    .send(cut(format!("blob {want} hashes to {got}: not sent")))
-                    .await;
-                return;
-            }
-        }
-        if let Some(chunk) = held {
-            send(&tx, Ok(chunk), STALL_TIMEOUT).await;
-        }
-    });
-    body
+    FileBody {
+        file: Arc::new(file),
+        offset: start,
+        left: len,
+        hasher: check.as_ref().map(|_| sha2::Sha256::new()),
+        check,
+        reading: None,
+        failed: false,
+    }
+    .boxed()
 }
 
-async fn send(
-    tx: &tokio::sync::mpsc::Sender<std::io::Result<Bytes>>,
-    chunk: std::io::Result<Bytes>,
-    within: Duration,
-) -> bool {
-    matches!(
-        tokio::time::timeout(within, tx.send(chunk)).await,
-        Ok(Ok(()))
-    )
+type Read = io::Result<(Bytes, Option<sha2::Sha256>)>;
+
+/// A blob's bytes, read as they are asked for (see [`stream_file`]).
+struct FileBody {
+    file: Arc<std::fs::File>,
+    offset: u64,
+    left: u64,
+    /// The hash of what was read so far (with `check`); it travels into
+    /// each read and back.
+    hasher: Option<sha2::Sha256>,
+    check: Option<Digest>,
+    /// The read in flight, on the blocking pool (a disk may be slow).
+    reading: Option<tokio::task::JoinHandle<Read>>,
+    failed: bool,
+}
+
+/// The chunk just read (`n` bytes of `buf`) into the hash; the last one
+/// (`n == want`) is given only if the whole hashes to `check`.
+fn finish(
+    mut buf: Vec<u8>,
+    n: usize,
+    want: u64,
+    mut hasher: Option<sha2::Sha256>,
+    check: Option<&Digest>,
+) -> Read {
+    if n == 0 {
+        return Err(io::Error::other("the blob shrank while it was read"));
+    }
+    buf.truncate(n);
+    if let Some(h) = hasher.as_mut() {
+        h.update(&buf);
+    }
+    if n as u64 == want {
+        if let (Some(h), Some(want)) = (hasher.take(), check) {
+            let got = Digest::from_hasher(h);
+            if &got != want {
+                return Err(io::Error::other(format!(
+                    "blob {want} hashes to {got}: not sent"
+                )));
+            }
+        }
+    }
+    Ok((Bytes::from(buf), hasher))
+}
+
+/// A read that may wait for the disk (on the blocking pool).
+fn read_blocking(file: &std::fs::File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+    use std::os::unix::fs::FileExt;
+    loop {
+        match file.read_at(buf, offset) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            r => return r,
+        }
+    }
+}
+
+/// A read of what the page cache already holds, which never waits for
+/// the disk: `None` when it would (or the system cannot tell).
+fn read_cached(file: &std::fs::File, buf: &mut [u8], offset: u64) -> Option<io::Result<usize>> {
+    use rustix::io::{preadv2, Errno, ReadWriteFlags};
+    let mut bufs = [io::IoSliceMut::new(buf)];
+    match preadv2(file, &mut bufs, offset, ReadWriteFlags::NOWAIT) {
+        Ok(n) => Some(Ok(n)),
+        Err(Errno::AGAIN | Errno::OPNOTSUPP | Errno::INVAL | Errno::NOSYS | Errno::INTR) => None,
+        Err(e) => Some(Err(e.into())),
+    }
+}
+
+impl http_body::Body for FileBody {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        let this = &mut *self;
+        if this.failed || (this.left == 0 && this.reading.is_none()) {
+            return Poll::Ready(None);
+        }
+        let read = match this.reading.as_mut() {
+            Some(reading) => {
+                let done = ready!(Pin::new(reading).poll(cx));
+                this.reading = None;
+                done.unwrap_or_else(|e| Err(io::Error::other(format!("the read failed: {e}"))))
+            }
+            None => {
+                let (offset, want) = (this.offset, this.left);
+                let mut buf = vec![0u8; CHUNK.min(want as usize)];
+                // Most blobs a mirror serves are in the page cache: read
+                // them here, and only a read that would wait for the disk
+                // goes to the blocking pool.
+                match read_cached(&this.file, &mut buf, offset) {
+                    Some(Ok(n)) => finish(buf, n, want, this.hasher.take(), this.check.as_ref()),
+                    Some(Err(e)) => Err(e),
+                    None => {
+                        let file = this.file.clone();
+                        let (hasher, check) = (this.hasher.take(), this.check.clone());
+                        this.reading = Some(tokio::task::spawn_blocking(move || {
+                            let n = read_blocking(&file, &mut buf, offset)?;
+                            finish(buf, n, want, hasher, check.as_ref())
+                        }));
+                        return self.poll_frame(cx);
+                    }
+                }
+            }
+        };
+        Poll::Ready(Some(match read {
+            Ok((chunk, hasher)) => {
+                this.offset += chunk.len() as u64;
+                this.left -= chunk.len() as u64;
+                this.hasher = hasher;
+                Ok(Frame::data(chunk))
+            }
+            Err(e) => {
+                this.failed = true;
+                Err(e)
+            }
+        }))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.failed || (self.left == 0 && self.reading.is_none())
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.left)
+    }
 }
 
 #[cfg(test)]

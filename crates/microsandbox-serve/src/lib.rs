@@ -27,7 +27,8 @@
 //! ```
 //!
 //! Modules, one job each: `listen` (the socket), `auth` (the token),
-//! `limits` (bounded bodies, time limits, pulls at once), `log` (a JSON
+//! `limits` (bounded bodies, time limits, pulls and connections at once),
+//! `paths` (the host paths a client may name), `log` (a JSON
 //! line per request), `reply` (bodies and the status of each error code),
 //! `json` (the cache's values as JSON), `app` (one request, start to end),
 //! `minibox`, `v1`, `distribution`, `openapi` (the endpoints), `server`
@@ -46,12 +47,16 @@ mod listen;
 mod log;
 mod minibox;
 mod openapi;
+mod paths;
 mod reply;
 mod server;
 mod v1;
 
 pub use auth::{resolve as resolve_token, Token, MIN_TOKEN_LEN};
-pub use limits::{check_pulls, DEFAULT_PULLS, MAX_PULLS};
+pub use limits::{
+    check_connections, check_pulls, DEFAULT_CONNECTIONS, DEFAULT_PULLS, MAX_CONNECTIONS, MAX_PULLS,
+    WRITE_TIMEOUT,
+};
 pub use listen::Listen;
 pub use log::{stderr as log_to_stderr, LogSink};
 pub use openapi::DOCUMENT as OPENAPI;

@@ -1,10 +1,17 @@
 //! Load held and bad input refused: bounded request bodies read within a
 //! time limit, JSON parsed into typed requests with clear 400s, query
-//! strings decoded strictly, slow clients timed out, and at most N pulls
-//! at once.
+//! strings decoded strictly, slow clients timed out (a request head in
+//! [`HEADER_TIMEOUT`], a body in [`BODY_TIMEOUT`], every write of an answer
+//! within the write timeout: [`WriteDeadline`]), at most N pulls at once,
+//! and at most [`DEFAULT_CONNECTIONS`] (or the configured number of)
+//! connections at once.
 
 use std::collections::HashMap;
+use std::future::Future as _;
+use std::io;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -12,7 +19,9 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use microsandbox::{ErrorKind, MicrosandboxError, MicrosandboxResult};
 use serde::de::DeserializeOwned;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::{Instant, Sleep};
 
 use crate::reply::invalid;
 
@@ -24,6 +33,18 @@ pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 pub const BODY_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a streamed answer may wait for a client that reads nothing.
 pub const STALL_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a write to a client may make no progress (its socket buffer
+/// full, the client reading nothing) before the connection is closed,
+/// unless set.
+pub const WRITE_TIMEOUT: Duration = STALL_TIMEOUT;
+/// Connections served at once, unless set; more wait in the listen
+/// backlog until one ends.
+pub const DEFAULT_CONNECTIONS: usize = 1024;
+/// The most connections at once a server takes.
+pub const MAX_CONNECTIONS: usize = 65536;
+/// The most a connection buffers on its own: a request head, and the
+/// answer's bytes on their way to the socket (hyper's `max_buf_size`).
+pub const CONN_BUFFER: usize = 64 << 10;
 /// Pulls at once, unless set.
 pub const DEFAULT_PULLS: usize = 4;
 /// The most pulls at once a server takes.
@@ -40,6 +61,118 @@ pub fn check_pulls(n: usize) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!("must be from 1 to {MAX_PULLS}, got {n}"))
+    }
+}
+
+/// Whether `n` connections at once is a setting the server takes; why
+/// not, if not.
+///
+/// # Errors
+///
+/// The range, and what was given.
+pub fn check_connections(n: usize) -> Result<(), String> {
+    if (1..=MAX_CONNECTIONS).contains(&n) {
+        Ok(())
+    } else {
+        Err(format!("must be from 1 to {MAX_CONNECTIONS}, got {n}"))
+    }
+}
+
+/// A connection whose writes must make progress: a write (or flush) that
+/// has waited `timeout` for the socket to take a byte fails with
+/// `TimedOut`, and hyper closes the connection. A client that stops
+/// reading a large answer so holds its connection for at most that long.
+/// Reads are left to hyper's own timeouts.
+pub struct WriteDeadline<I> {
+    io: I,
+    timeout: Duration,
+    /// Armed while a write waits; reset when one makes progress.
+    timer: Pin<Box<Sleep>>,
+    waiting: bool,
+}
+
+impl<I> WriteDeadline<I> {
+    /// `io`, its writes bounded by `timeout`.
+    pub fn new(io: I, timeout: Duration) -> WriteDeadline<I> {
+        WriteDeadline {
+            io,
+            timeout,
+            timer: Box::pin(tokio::time::sleep(timeout)),
+            waiting: false,
+        }
+    }
+
+    /// After a write attempt: progress clears the clock, waiting starts it
+    /// (once) and fails when it runs out.
+    fn watch<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        polled: Poll<io::Result<T>>,
+    ) -> Poll<io::Result<T>> {
+        match polled {
+            Poll::Pending => {
+                if !self.waiting {
+                    self.waiting = true;
+                    let deadline = Instant::now() + self.timeout;
+                    self.timer.as_mut().reset(deadline);
+                }
+                match self.timer.as_mut().poll(cx) {
+                    Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "the client read nothing within the write timeout",
+                    ))),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+            ready => {
+                self.waiting = false;
+                ready
+            }
+        }
+    }
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for WriteDeadline<I> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for WriteDeadline<I> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let polled = Pin::new(&mut self.io).poll_write(cx, buf);
+        self.watch(cx, polled)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let polled = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
+        self.watch(cx, polled)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let polled = Pin::new(&mut self.io).poll_flush(cx);
+        self.watch(cx, polled)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let polled = Pin::new(&mut self.io).poll_shutdown(cx);
+        self.watch(cx, polled)
     }
 }
 
@@ -195,6 +328,39 @@ mod tests {
             parse_json::<R>(b"[true]").is_err(),
             "an array is no request"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_write_that_waits_past_the_timeout_fails_and_progress_clears_the_clock() {
+        use tokio::io::AsyncWriteExt;
+        // A pipe of 1 KiB whose other end reads only when told.
+        let (near, mut far) = tokio::io::duplex(1024);
+        let mut w = WriteDeadline::new(near, Duration::from_secs(5));
+        w.write_all(&[0u8; 1024]).await.unwrap();
+        // Full: the next write waits, and 4 s in, a read lets it through.
+        let reader = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(4)).await;
+            let mut buf = [0u8; 1024];
+            tokio::io::AsyncReadExt::read_exact(&mut far, &mut buf)
+                .await
+                .unwrap();
+            far
+        });
+        w.write_all(&[1u8; 1024]).await.unwrap();
+        let _far = reader.await.unwrap();
+        // Nobody reads now: 5 s later the write fails.
+        let started = Instant::now();
+        let e = w.write_all(&[2u8; 1]).await.unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::TimedOut);
+        assert!(started.elapsed() >= Duration::from_secs(5));
+    }
+
+    #[test]
+    fn connections_at_once_are_in_range() {
+        assert!(check_connections(1).is_ok());
+        assert!(check_connections(MAX_CONNECTIONS).is_ok());
+        assert!(check_connections(0).is_err());
+        assert!(check_connections(MAX_CONNECTIONS + 1).is_err());
     }
 
     #[test]

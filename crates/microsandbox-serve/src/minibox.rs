@@ -7,7 +7,7 @@
 //! | `GET /ping` | `Daemon is running` |
 //! | `GET /images` | `[{ "name", "size_bytes" }]` |
 //! | `POST /images/pull?image=REF` | chunked `[pull] ...` lines, `[pull] Done`; `[error] pull failed: ...` |
-//! | `POST /images/save?image=REF&path=ABS` | `Saved image REF to ABS`: a MiniBox archive |
+//! | `POST /images/save?image=REF&path=ABS[&overwrite=true]` | `Saved image REF to ABS`: a MiniBox archive |
 //! | `POST /images/load?path=ABS` | `Loaded image REF from ABS` (one line per image) |
 //! | `POST /images/remove?image=REF` | `Image REF removed`; 404 when absent |
 //! | `POST /system/prune` | `{ "blobs_removed", "bytes_freed", "fuse_mounts_killed", ... }` |
@@ -15,8 +15,10 @@
 //! A pull asks the registry every time (MiniBox always pulls), and takes
 //! only the blobs the cache lacks. MiniBox's prune removes orphaned blobs
 //! and keeps every image: here it is the dangling prune. Paths must be
-//! absolute, as MiniBox's page says: a relative one would be relative to
-//! wherever the server was started.
+//! absolute, as MiniBox's page says (a relative one would be relative to
+//! wherever the server was started), and inside a directory the server
+//! allows (`paths`); a save replaces an existing file only with
+//! `overwrite=true`.
 
 use std::sync::{Arc, Mutex};
 
@@ -31,7 +33,7 @@ use serde_json::json;
 
 use crate::app::{blocking, no_route, not_allowed, App};
 use crate::limits::{query, STALL_TIMEOUT};
-use crate::reply::{self, absolute, error_text, invalid, Reply};
+use crate::reply::{self, error_text, invalid, Reply};
 
 /// Routes MiniBox's paths.
 pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Reply {
@@ -60,12 +62,13 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Reply {
             None => Err(invalid("Image name is required")),
             Some(image) => pull(&app, image).await,
         },
-        "/images/save" => match (get("image"), get("path")) {
-            (Some(image), Some(path)) => save(b, image, path).await,
+        "/images/save" => match (get("image"), get("path"), flag(&q, "overwrite")) {
+            (_, _, Err(e)) => Err(e),
+            (Some(image), Some(path), Ok(overwrite)) => save(&app, image, path, overwrite).await,
             _ => Err(invalid("missing image or path")),
         },
         "/images/load" => match get("path") {
-            Some(path) => load(b, path).await,
+            Some(path) => load(&app, path).await,
             None => Err(invalid("missing path")),
         },
         "/images/remove" => match get("image") {
@@ -86,29 +89,50 @@ async fn list(b: microsandbox::LocalBackend) -> MicrosandboxResult<Reply> {
     Ok(reply::json(StatusCode::OK, &serde_json::Value::Array(out)))
 }
 
+/// A yes-or-no query parameter: absent, `false` or `0` is no; `true` or
+/// `1` is yes.
+fn flag(q: &std::collections::HashMap<String, String>, key: &str) -> MicrosandboxResult<bool> {
+    match q.get(key).map(String::as_str) {
+        None | Some("false") | Some("0") => Ok(false),
+        Some("true") | Some("1") => Ok(true),
+        Some(other) => Err(invalid(format!(
+            "{key} must be true or false, got {other:?}"
+        ))),
+    }
+}
+
 async fn save(
-    b: microsandbox::LocalBackend,
+    app: &App,
     image: String,
     path: String,
+    overwrite: bool,
 ) -> MicrosandboxResult<Reply> {
-    let target = absolute(&path)?;
+    let named = app.paths.for_save(&path)?;
+    let target = named.path();
     let name = image.clone();
+    let b = app.backend.clone();
     blocking(move || {
         let options = SaveOptions {
             format: SaveFormat::Minibox,
+            overwrite,
         };
         b.save_images(&[name], &target, &options)
     })
-    .await?;
+    .await
+    .map_err(|e| named.tell(e))?;
     Ok(reply::text(
         StatusCode::OK,
         &format!("Saved image {image} to {path}"),
     ))
 }
 
-async fn load(b: microsandbox::LocalBackend, path: String) -> MicrosandboxResult<Reply> {
-    let source = absolute(&path)?;
-    let handles = blocking(move || b.load_images(&source, &LoadOptions::default())).await?;
+async fn load(app: &App, path: String) -> MicrosandboxResult<Reply> {
+    let named = app.paths.for_load(&path)?;
+    let source = named.path();
+    let b = app.backend.clone();
+    let handles = blocking(move || b.load_images(&source, &LoadOptions::default()))
+        .await
+        .map_err(|e| named.tell(e))?;
     let lines: Vec<String> = handles
         .iter()
         .map(|h| format!("Loaded image {} from {path}\n", h.reference()))

@@ -26,7 +26,7 @@ use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
 use hyper::{Response, StatusCode};
-use microsandbox::{ErrorKind, MicrosandboxError, MicrosandboxResult};
+use microsandbox::{ErrorKind, MicrosandboxError};
 use tokio::sync::mpsc;
 
 /// The body of every answer.
@@ -163,22 +163,6 @@ pub fn error_text(e: &MicrosandboxError) -> Reply {
 /// An `InvalidArgument` error.
 pub fn invalid(message: impl Into<String>) -> MicrosandboxError {
     MicrosandboxError::new(ErrorKind::InvalidArgument, message)
-}
-
-/// A path the client names on the server's host: it must be absolute (the
-/// server's working directory is nothing a client knows).
-///
-/// # Errors
-///
-/// `InvalidArgument` naming the path.
-pub fn absolute(path: &str) -> MicrosandboxResult<std::path::PathBuf> {
-    let p = std::path::PathBuf::from(path);
-    match p.is_absolute() {
-        true => Ok(p),
-        false => Err(invalid(format!(
-            "path {path:?}: give an absolute path on the server's host"
-        ))),
-    }
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 //! own, connections accepted until [`Server::stop`], and a graceful stop
 //! that lets every request in flight finish.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,13 +12,17 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use microsandbox::{ErrorKind, LocalBackend, MicrosandboxError, MicrosandboxResult};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{oneshot, watch, OwnedSemaphorePermit, Semaphore};
 
 use crate::app::{self, App};
 use crate::auth::{Auth, Token};
-use crate::limits::{check_pulls, Pulls, DEFAULT_PULLS, HEADER_TIMEOUT};
+use crate::limits::{
+    check_connections, check_pulls, Pulls, WriteDeadline, CONN_BUFFER, DEFAULT_CONNECTIONS,
+    DEFAULT_PULLS, HEADER_TIMEOUT, WRITE_TIMEOUT,
+};
 use crate::listen::{bind, Bound, Listen, SocketName};
 use crate::log::LogSink;
+use crate::paths::Allowed;
 
 /// How long a stop waits for requests in flight (and pulls their clients
 /// left) before it lets go.
@@ -39,11 +44,23 @@ pub struct Config {
     pub max_concurrent_pulls: usize,
     /// Where the request log goes (one JSON line per request); none if unset.
     pub log: Option<LogSink>,
+    /// Connections served at once, from 1 to [`crate::MAX_CONNECTIONS`]
+    /// ([`crate::DEFAULT_CONNECTIONS`] unless set). The next ones wait in
+    /// the listen backlog, unaccepted, until one ends: they cost the server
+    /// nothing meanwhile.
+    pub max_connections: usize,
+    /// How long a write to a client may make no progress before the
+    /// connection is closed ([`crate::WRITE_TIMEOUT`] unless set).
+    pub write_timeout: Duration,
+    /// The directories whose files a client may name to `load` and `save`
+    /// (absolute paths of existing directories, opened once at start).
+    /// None unless set: every request naming a host path is refused.
+    pub allow_paths: Vec<PathBuf>,
 }
 
 impl Config {
     /// A unix socket in the backend's home, no token, four pulls at once,
-    /// no log.
+    /// 1024 connections, no log, no host paths.
     pub fn new(backend: LocalBackend) -> Config {
         Config {
             backend,
@@ -52,6 +69,9 @@ impl Config {
             public_registry: false,
             max_concurrent_pulls: DEFAULT_PULLS,
             log: None,
+            max_connections: DEFAULT_CONNECTIONS,
+            write_timeout: WRITE_TIMEOUT,
+            allow_paths: Vec::new(),
         }
     }
 }
@@ -71,8 +91,9 @@ impl Server {
     ///
     /// # Errors
     ///
-    /// [`ErrorKind::InvalidArgument`] for TCP without a token; `Io` when
-    /// the address cannot be bound.
+    /// [`ErrorKind::InvalidArgument`] for TCP without a token, a count out
+    /// of range, or an allowed path that is not an absolute path of a
+    /// directory; `Io` when the address cannot be bound.
     pub fn start(config: Config) -> MicrosandboxResult<Server> {
         let listen = match config.listen.clone() {
             Some(l) => l,
@@ -91,6 +112,19 @@ impl Server {
         check_pulls(config.max_concurrent_pulls).map_err(|why| {
             MicrosandboxError::new(ErrorKind::InvalidArgument, format!("pulls at once {why}"))
         })?;
+        check_connections(config.max_connections).map_err(|why| {
+            MicrosandboxError::new(
+                ErrorKind::InvalidArgument,
+                format!("connections at once {why}"),
+            )
+        })?;
+        if config.write_timeout.is_zero() {
+            return Err(MicrosandboxError::new(
+                ErrorKind::InvalidArgument,
+                "the write timeout must be longer than zero",
+            ));
+        }
+        let paths = Allowed::open(&config.allow_paths)?;
         let bound = bind(&listen)?;
         let address = bound.address();
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -107,14 +141,19 @@ impl Server {
             },
             pulls: Pulls::new(config.max_concurrent_pulls),
             log: config.log,
+            paths,
         });
+        let limits = ConnLimits {
+            slots: Arc::new(Semaphore::new(config.max_connections)),
+            write_timeout: config.write_timeout,
+        };
         let (stop_tx, stop_rx) = watch::channel(false);
         let (done_tx, done_rx) = oneshot::channel();
         let socket = {
             let _entered = runtime.enter();
             let (listener, socket) = Listener::from_bound(bound)?;
             runtime.spawn(async move {
-                accept(listener, app, stop_rx).await;
+                accept(listener, app, limits, stop_rx).await;
                 let _ = done_tx.send(());
             });
             socket
@@ -193,24 +232,58 @@ impl Listener {
     }
 }
 
-async fn accept(listener: Listener, app: Arc<App>, mut stop: watch::Receiver<bool>) {
+/// What bounds the connections.
+struct ConnLimits {
+    /// One permit per connection served.
+    slots: Arc<Semaphore>,
+    write_timeout: Duration,
+}
+
+async fn accept(
+    listener: Listener,
+    app: Arc<App>,
+    limits: ConnLimits,
+    mut stop: watch::Receiver<bool>,
+) {
     let graceful = GracefulShutdown::new();
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_TIMEOUT)
+        // What hyper buffers of an answer before it stops asking the body
+        // for more: with a blob read one chunk at a time as it is asked
+        // for, a connection whose client reads nothing pins about this
+        // and one chunk (distribution.rs).
+        .max_buf_size(CONN_BUFFER)
         .keep_alive(true);
     loop {
+        // A place first, then a connection: past the limit, clients wait
+        // in the kernel's listen backlog, unaccepted, until one ends (a
+        // stalled one ends at the write timeout, an idle one at the header
+        // timeout). Answering them `503` instead would mean accepting and
+        // reading each, which is the cost the limit is there to refuse.
+        let slot = tokio::select! {
+            _ = stop.changed() => break,
+            s = limits.slots.clone().acquire_owned() => match s {
+                Ok(s) => s,
+                Err(_) => break,
+            },
+        };
         let accepted = tokio::select! {
             _ = stop.changed() => break,
             a = next(&listener) => a,
         };
+        let timeout = limits.write_timeout;
         match accepted {
             Ok(Conn::Tcp(s, peer)) => {
                 let _ = s.set_nodelay(true);
-                spawn_conn(&builder, &graceful, s, peer.into(), app.clone());
+                let io = WriteDeadline::new(s, timeout);
+                spawn_conn(&builder, &graceful, io, peer.into(), app.clone(), slot);
             }
-            Ok(Conn::Unix(s)) => spawn_conn(&builder, &graceful, s, "unix".into(), app.clone()),
+            Ok(Conn::Unix(s)) => {
+                let io = WriteDeadline::new(s, timeout);
+                spawn_conn(&builder, &graceful, io, "unix".into(), app.clone(), slot);
+            }
             // Out of descriptors, say: wait a little rather than spin.
             Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
         }
@@ -240,6 +313,7 @@ fn spawn_conn<I>(
     io: I,
     peer: Arc<str>,
     app: Arc<App>,
+    slot: OwnedSemaphorePermit,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -248,5 +322,6 @@ fn spawn_conn<I>(
     let watched = graceful.watch(conn);
     tokio::spawn(async move {
         let _ = watched.await;
+        drop(slot);
     });
 }

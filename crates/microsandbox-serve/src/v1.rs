@@ -15,7 +15,7 @@
 //! | `POST /v1/images/verify` `{ repair? }` | `verify` |
 //! | `POST /v1/images/pull` `{ reference, platform?, policy? }` | `pull` |
 //! | `POST /v1/images/load` `{ path, reference?, platform? }` | `load` |
-//! | `POST /v1/images/save` `{ references, path, format? }` | `save` |
+//! | `POST /v1/images/save` `{ references, path, format?, overwrite? }` | `save` |
 //! | `GET /v1/leases` | `leases` |
 //! | `POST /v1/leases` `{ reference, id?, kind?, expiresInSeconds? }` | `acquire` |
 //! | `DELETE /v1/leases/{id}` | `release` |
@@ -36,7 +36,7 @@ use serde_json::{json, Value};
 use crate::app::{blocking, body, no_route, not_allowed, App};
 use crate::json;
 use crate::limits::{parse_json, query};
-use crate::reply::{self, absolute, error_json, invalid, Reply};
+use crate::reply::{self, error_json, invalid, Reply};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -119,6 +119,8 @@ struct SaveRequest {
     path: String,
     #[serde(default, deserialize_with = "present")]
     format: Option<String>,
+    #[serde(default)]
+    overwrite: bool,
 }
 
 #[derive(Deserialize)]
@@ -332,16 +334,16 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Reply {
         }
         (_, "/v1/images/load") => {
             with_body(req, |r: LoadRequest| async move {
-                let path = absolute(&r.path)?;
+                let named = app.paths.for_load(&r.path)?;
+                let path = named.path();
                 let options = LoadOptions {
                     platform: platform(r.platform)?,
                     reference: r.reference.as_deref().map(Reference::parse).transpose()?,
                     materialize: r.materialize,
                     ..Default::default()
                 };
-                ok(json::handles(
-                    &blocking(move || b.load_images(&path, &options)).await?,
-                ))
+                let loaded = blocking(move || b.load_images(&path, &options)).await;
+                ok(json::handles(&loaded.map_err(|e| named.tell(e))?))
             })
             .await
         }
@@ -357,7 +359,8 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Reply {
         }
         (_, "/v1/images/save") => {
             with_body(req, |r: SaveRequest| async move {
-                let path = absolute(&r.path)?;
+                let named = app.paths.for_save(&r.path)?;
+                let path = named.path();
                 let references = match r.references {
                     OneOrMany::One(s) => vec![s],
                     OneOrMany::Many(v) => v,
@@ -369,7 +372,13 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Reply {
                     .transpose()?
                     .unwrap_or_default();
                 let names = references.clone();
-                blocking(move || b.save_images(&names, &path, &SaveOptions { format })).await?;
+                let options = SaveOptions {
+                    format,
+                    overwrite: r.overwrite,
+                };
+                blocking(move || b.save_images(&names, &path, &options))
+                    .await
+                    .map_err(|e| named.tell(e))?;
                 ok(json!({ "saved": references, "path": r.path }))
             })
             .await

@@ -19,14 +19,26 @@ use microsandbox_serve::{Config, Listen, Server, Token};
 const TOKEN: &str = "test-token-0123456789abcdef";
 
 fn tcp(h: &Home) -> Server {
+    tcp_allowing(h, &[])
+}
+
+/// Over TCP with the token, clients naming paths in `allow`.
+fn tcp_allowing(h: &Home, allow: &[&Path]) -> Server {
     let mut c = Config::new(h.backend.clone());
     c.listen = Some(Listen::parse("127.0.0.1:0").unwrap());
     c.token = Some(Token::new(TOKEN).unwrap());
+    c.allow_paths = allow.iter().map(|p| p.to_path_buf()).collect();
     Server::start(c).unwrap()
 }
 
 fn unix(h: &Home) -> Server {
-    Server::start(Config::new(h.backend.clone())).unwrap()
+    unix_allowing(h, &[])
+}
+
+fn unix_allowing(h: &Home, allow: &[&Path]) -> Server {
+    let mut c = Config::new(h.backend.clone());
+    c.allow_paths = allow.iter().map(|p| p.to_path_buf()).collect();
+    Server::start(c).unwrap()
 }
 
 /// Runs curl; returns (status, body).
@@ -64,7 +76,8 @@ fn minibox_calls_work_with_curl_as_its_page_shows() {
     let reg = registry();
     push(&reg, "rich:rich", "team/rich:1", false);
     let h = home();
-    let server = tcp(&h);
+    let out = tempfile::tempdir().unwrap();
+    let server = tcp_allowing(&h, &[out.path()]);
     let auth = format!("Authorization: Bearer {TOKEN}");
     let image = format!("{}/team/rich:1", reg.addr);
 
@@ -90,7 +103,6 @@ fn minibox_calls_work_with_curl_as_its_page_shows() {
         serde_json::json!([{ "name": image, "size_bytes": common::total_size("rich") }])
     );
 
-    let out = tempfile::tempdir().unwrap();
     let archive = out.path().join("rich.tar");
     let save = url(
         &server,
@@ -342,10 +354,11 @@ fn every_v1_endpoint_over_the_socket_and_over_tcp() {
         let h = home();
         h.load("rich");
         h.load("pair");
+        let out = tempfile::tempdir().unwrap();
         let server = if transport == "unix" {
-            unix(&h)
+            unix_allowing(&h, &[out.path()])
         } else {
-            tcp(&h)
+            tcp_allowing(&h, &[out.path()])
         };
         let c = |m: &str, p: &str, b: &str| call(&server, m, p, b);
         let (code, body) = c("GET", "/v1/images", "");
@@ -426,7 +439,6 @@ fn every_v1_endpoint_over_the_socket_and_over_tcp() {
         let (code, _) = c("DELETE", "/v1/leases/..%2Fx", "");
         assert_eq!(code, 400);
 
-        let out = tempfile::tempdir().unwrap();
         let archive = out.path().join("two.tar");
         let save = format!(
             r#"{{"references":["rich","app"],"path":"{}","format":"oci"}}"#,
