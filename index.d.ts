@@ -128,11 +128,14 @@ export declare class Image {
    * accepts. The same images give byte-identical archives. The archive
    * is written beside `path` and renamed into place, so a failed save
    * leaves nothing half-written there. `'minibox'` writes MiniBox's
-   * archive of one image (`meta.json` and `blobs/sha256/...`).
+   * archive of one image (`meta.json` and `blobs/sha256/...`). A file
+   * already at `path` is replaced only with `overwrite: true` (else
+   * `InvalidArgument`, the file untouched); a link or anything but a
+   * regular file there never is.
    */
-  static save(references: string | Array<string>, path: string | { outputPath: string; format?: 'docker' | 'oci' | 'minibox' }, options?: { format?: 'docker' | 'oci' | 'minibox' }): Promise<void>
+  static save(references: string | Array<string>, path: string | { outputPath: string; format?: 'docker' | 'oci' | 'minibox'; overwrite?: boolean }, options?: { format?: 'docker' | 'oci' | 'minibox'; overwrite?: boolean }): Promise<void>
   /** `Image.save` on a given backend. */
-  static saveLocal(backend: LocalBackend, references: string | Array<string>, path: string | { outputPath: string; format?: 'docker' | 'oci' | 'minibox' }, options?: { format?: 'docker' | 'oci' | 'minibox' }): Promise<void>
+  static saveLocal(backend: LocalBackend, references: string | Array<string>, path: string | { outputPath: string; format?: 'docker' | 'oci' | 'minibox'; overwrite?: boolean }, options?: { format?: 'docker' | 'oci' | 'minibox'; overwrite?: boolean }): Promise<void>
   /**
    * Pulls an image from its registry (Docker Hub for `docker.io`).
    * `policy`: `'missing'` (default: a cached reference is returned with
@@ -537,11 +540,15 @@ export interface RemovedImage {
  * `unix:PATH` (default `$MSB_HOME/serve.sock`, mode 0600) or `HOST:PORT`
  * (needs a token). `token`, else `tokenFile`, else `MSB_API_TOKEN` or
  * `MINIBOX_API_TOKEN`. `publicRegistry` serves `/v2/` without the token.
- * `maxConcurrentPulls` (4). `log` writes one JSON line per request to
- * stderr. Rejects `InvalidArgument` (TCP without a token, a bad option),
- * `Io` (the address cannot be bound).
+ * `maxConcurrentPulls` (4). `maxConnections` (1024) connections are
+ * served at once; the next wait unaccepted until one ends. `allowPaths`:
+ * the directories whose files clients may name to load and save (none
+ * unless given: every request naming a host path is refused). `log`
+ * writes one JSON line per request to stderr. Rejects `InvalidArgument`
+ * (TCP without a token, a bad option, an allowed path that is not an
+ * absolute path of a directory), `Io` (the address cannot be bound).
  */
-export declare function serve(options?: { listen?: string; token?: string; tokenFile?: string; home?: string; publicRegistry?: boolean; maxConcurrentPulls?: number; log?: boolean }): Promise<Server>
+export declare function serve(options?: { listen?: string; token?: string; tokenFile?: string; home?: string; publicRegistry?: boolean; maxConcurrentPulls?: number; maxConnections?: number; allowPaths?: string | Array<string>; log?: boolean }): Promise<Server>
 
 /** What `verify` found (and, with `repair`, did). */
 export interface VerifyReport {

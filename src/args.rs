@@ -127,6 +127,11 @@ pub fn opt_string(obj: &Option<Object>, key: &str) -> ArgResult<Option<String>> 
     field(obj, key)?.map(|v| string(Some(v), key)).transpose()
 }
 
+/// An optional field holding a string or an array of strings.
+pub fn opt_strings(obj: &Option<Object>, key: &str) -> ArgResult<Option<Vec<String>>> {
+    field(obj, key)?.map(|v| strings(Some(v), key)).transpose()
+}
+
 /// An optional boolean field.
 pub fn opt_bool(obj: &Option<Object>, key: &str) -> ArgResult<Option<bool>> {
     match field(obj, key)? {

@@ -205,7 +205,10 @@ fn save_with(
             None => core::SaveFormat::default(),
             Some(f) => core::SaveFormat::parse(f)?,
         };
-        let options = core::SaveOptions { format };
+        let options = core::SaveOptions {
+            format,
+            overwrite: args::opt_bool(&opts, "overwrite")?.unwrap_or(false),
+        };
         Ok(move || b.save_images(&references, path.as_ref(), &options))
     })
 }
@@ -592,9 +595,12 @@ impl Image {
     /// accepts. The same images give byte-identical archives. The archive
     /// is written beside `path` and renamed into place, so a failed save
     /// leaves nothing half-written there. `'minibox'` writes MiniBox's
-    /// archive of one image (`meta.json` and `blobs/sha256/...`).
+    /// archive of one image (`meta.json` and `blobs/sha256/...`). A file
+    /// already at `path` is replaced only with `overwrite: true` (else
+    /// `InvalidArgument`, the file untouched); a link or anything but a
+    /// regular file there never is.
     #[napi(
-        ts_args_type = "references: string | Array<string>, path: string | { outputPath: string; format?: 'docker' | 'oci' | 'minibox' }, options?: { format?: 'docker' | 'oci' | 'minibox' }",
+        ts_args_type = "references: string | Array<string>, path: string | { outputPath: string; format?: 'docker' | 'oci' | 'minibox'; overwrite?: boolean }, options?: { format?: 'docker' | 'oci' | 'minibox'; overwrite?: boolean }",
         ts_return_type = "Promise<void>"
     )]
     pub fn save(references: Unknown, path: Unknown, options: Unknown) -> AsyncTask<CoreTask<()>> {
@@ -603,7 +609,7 @@ impl Image {
 
     /// `Image.save` on a given backend.
     #[napi(
-        ts_args_type = "backend: LocalBackend, references: string | Array<string>, path: string | { outputPath: string; format?: 'docker' | 'oci' | 'minibox' }, options?: { format?: 'docker' | 'oci' | 'minibox' }",
+        ts_args_type = "backend: LocalBackend, references: string | Array<string>, path: string | { outputPath: string; format?: 'docker' | 'oci' | 'minibox'; overwrite?: boolean }, options?: { format?: 'docker' | 'oci' | 'minibox'; overwrite?: boolean }",
         ts_return_type = "Promise<void>"
     )]
     pub fn save_local(

@@ -73,6 +73,25 @@ fn config(options: Unknown) -> core::MicrosandboxResult<http::Config> {
         }
         config.max_concurrent_pulls = n as usize;
     }
+    if let Some(n) = args::opt_number(&opts, "maxConnections")? {
+        // The range is the server's rule (http::check_connections).
+        let whole = n >= 0.0 && n.fract() == 0.0 && n <= u32::MAX as f64;
+        let why = if whole {
+            http::check_connections(n as usize).err()
+        } else {
+            Some(format!("must be a whole number, got {n}"))
+        };
+        if let Some(why) = why {
+            return Err(core::MicrosandboxError::new(
+                core::ErrorKind::InvalidArgument,
+                format!("maxConnections {why}"),
+            ));
+        }
+        config.max_connections = n as usize;
+    }
+    if let Some(dirs) = args::opt_strings(&opts, "allowPaths")? {
+        config.allow_paths = dirs.into_iter().map(Into::into).collect();
+    }
     if args::opt_bool(&opts, "log")?.unwrap_or(false) {
         config.log = Some(http::log_to_stderr());
     }
@@ -84,11 +103,15 @@ fn config(options: Unknown) -> core::MicrosandboxResult<http::Config> {
 /// `unix:PATH` (default `$MSB_HOME/serve.sock`, mode 0600) or `HOST:PORT`
 /// (needs a token). `token`, else `tokenFile`, else `MSB_API_TOKEN` or
 /// `MINIBOX_API_TOKEN`. `publicRegistry` serves `/v2/` without the token.
-/// `maxConcurrentPulls` (4). `log` writes one JSON line per request to
-/// stderr. Rejects `InvalidArgument` (TCP without a token, a bad option),
-/// `Io` (the address cannot be bound).
+/// `maxConcurrentPulls` (4). `maxConnections` (1024) connections are
+/// served at once; the next wait unaccepted until one ends. `allowPaths`:
+/// the directories whose files clients may name to load and save (none
+/// unless given: every request naming a host path is refused). `log`
+/// writes one JSON line per request to stderr. Rejects `InvalidArgument`
+/// (TCP without a token, a bad option, an allowed path that is not an
+/// absolute path of a directory), `Io` (the address cannot be bound).
 #[napi(
-    ts_args_type = "options?: { listen?: string; token?: string; tokenFile?: string; home?: string; publicRegistry?: boolean; maxConcurrentPulls?: number; log?: boolean }",
+    ts_args_type = "options?: { listen?: string; token?: string; tokenFile?: string; home?: string; publicRegistry?: boolean; maxConcurrentPulls?: number; maxConnections?: number; allowPaths?: string | Array<string>; log?: boolean }",
     ts_return_type = "Promise<Server>"
 )]
 // Called from JS only: #[napi] registers it, Rust never calls it.

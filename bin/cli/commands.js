@@ -403,7 +403,7 @@ async function save({ backend, values, positionals }) {
     if (process.stdout.isTTY) throw new UsageError('refusing to write an archive to a terminal: give -o FILE (or -o - to force)');
     out = '-';
   }
-  const options = { format: values.format ?? 'oci' };
+  const options = { format: values.format ?? 'oci', overwrite: values.overwrite ?? false };
   if (out !== '-') {
     await Image.saveLocal(backend, positionals, out, options);
     if (values.json) printJson({ path: path.resolve(out), references: positionals });
@@ -594,12 +594,18 @@ const COMMANDS = {
   },
   save: {
     run: save,
-    usage: 'image save [--format oci|docker] [-q] -o FILE|- REF...',
+    usage: 'image save [--format oci|docker] [--overwrite] [-q] -o FILE|- REF...',
     summary: 'Write images to one archive.',
     about:
       '-o - (or no -o, stdout being a pipe) writes the archive to stdout; what was saved is then told\n' +
-      'on stderr. --format docker for docker load. -q tells nothing.',
-    options: { output: { type: 'string', short: 'o' }, format: { type: 'string' }, quiet: { type: 'boolean', short: 'q' } },
+      'on stderr. --format docker for docker load. An existing FILE is replaced only with --overwrite.\n' +
+      '-q tells nothing.',
+    options: {
+      output: { type: 'string', short: 'o' },
+      format: { type: 'string' },
+      overwrite: { type: 'boolean' },
+      quiet: { type: 'boolean', short: 'q' },
+    },
   },
   verify: {
     run: verify,

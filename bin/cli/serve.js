@@ -3,12 +3,15 @@
 // the requests in flight finish and the socket goes. The token comes from
 // --token-file, else MSB_API_TOKEN, else MINIBOX_API_TOKEN; TCP refuses to
 // start without one. One JSON line per request on stderr (none with -q).
+// Clients may name host paths to load and save only inside the
+// directories given with --allow-path (none by default).
 
 const { parseArgs } = require('node:util');
 const { reportError } = require('./commands');
 
 const USAGE = `Usage: microsandbox serve [--listen unix:PATH | HOST:PORT] [--token-file FILE] [--home DIR]
-                          [--public-registry] [--max-pulls N] [-q]
+                          [--public-registry] [--max-pulls N] [--max-connections N]
+                          [--allow-path DIR]... [-q]
 
 Serve the image cache over HTTP: MiniBox's image endpoints (GET /images, POST /images/pull|save|
 load|remove, POST /system/prune), JSON for every Image call under /v1/ (openapi.yaml at
@@ -20,6 +23,9 @@ Options:
   --home DIR           the cache home (else $MSB_HOME, else ~/.microsandbox)
   --public-registry    serve /v2/ without the token (the management endpoints never)
   --max-pulls N        pulls at once (4); more are answered 503 Busy
+  --max-connections N  connections served at once (1024); more wait, unaccepted, until one ends
+  --allow-path DIR     a directory whose files clients may load and save (repeatable); with none,
+                       every request naming a host path is refused
   -q, --quiet          no request log on stderr
   -h, --help           this help`;
 
@@ -29,6 +35,8 @@ const OPTIONS = {
   home: { type: 'string' },
   'public-registry': { type: 'boolean' },
   'max-pulls': { type: 'string' },
+  'max-connections': { type: 'string' },
+  'allow-path': { type: 'string', multiple: true },
   quiet: { type: 'boolean', short: 'q' },
   help: { type: 'boolean', short: 'h' },
 };
@@ -56,6 +64,13 @@ async function main(argv) {
     pulls = Number(values['max-pulls']);
     if (!Number.isInteger(pulls) || pulls < 1) return usage(`--max-pulls needs a whole number of 1 or more, got ${values['max-pulls']}`);
   }
+  let connections;
+  if (values['max-connections'] !== undefined) {
+    connections = Number(values['max-connections']);
+    if (!Number.isInteger(connections) || connections < 1) {
+      return usage(`--max-connections needs a whole number of 1 or more, got ${values['max-connections']}`);
+    }
+  }
   const { serve } = require('../../index.js');
   let server;
   try {
@@ -65,6 +80,8 @@ async function main(argv) {
       home: values.home,
       publicRegistry: values['public-registry'] ?? false,
       maxConcurrentPulls: pulls,
+      maxConnections: connections,
+      allowPaths: values['allow-path'] ?? [],
       log: !values.quiet,
     });
   } catch (e) {
