@@ -347,9 +347,19 @@ export interface ImageDisk {
   reference: string
   /** The image manifest the disk is made of. */
   manifestDigest: string
-  /** The VMDK descriptor: fsmeta, then the layer images. */
+  /**
+   * The VMDK descriptor: fsmeta, then the layer images, as one disk that
+   * mounts with no options on guest kernels 6.4 and later (booted on
+   * 6.12 by the tests). Linux 6.1 does not mount it: give such a guest
+   * `fsmetaPath` and each of `layers` as separate disks instead.
+   */
   vmdkPath: string
-  /** The merged metadata-only EROFS image. */
+  /**
+   * The merged metadata-only EROFS image: the first disk of the form
+   * Linux 6.1 mounts too (booted on 6.1 by the tests), with
+   * each of `layers` as its own disk and one `device=` option per layer,
+   * bottom first: `mount -t erofs -o ro,device=/dev/vdb,device=/dev/vdc /dev/vda`.
+   */
   fsmetaPath: string
   /** The layer images, bottom first. */
   layers: Array<ImageDiskLayer>
