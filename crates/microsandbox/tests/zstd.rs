@@ -29,6 +29,19 @@ fn zstd_copy(dir: &Path, format: &str) {
     ]);
 }
 
+/// skopeo's copy of the layout `dir`'s `rich` to the registry as `name`,
+/// its bytes kept as they are.
+fn push_rich(dir: &Path, name: &str) {
+    skopeo(&[
+        "copy",
+        "-q",
+        "--insecure-policy",
+        "--dest-tls-verify=false",
+        &format!("oci:{}:rich", dir.display()),
+        &format!("docker://{name}"),
+    ]);
+}
+
 fn read_json(path: &Path) -> Value {
     serde_json::from_slice(&fs::read(path).unwrap()).unwrap()
 }
@@ -120,14 +133,7 @@ fn zstd_and_zstd_chunked_images_load_pull_and_save_with_every_diff_id_checked() 
 
         // Pull: the registry keeps skopeo's bytes, so the digests agree.
         let name = format!("{}/zstd/rich:{}", reg.addr, format.replace(':', "-"));
-        skopeo(&[
-            "copy",
-            "-q",
-            "--insecure-policy",
-            "--dest-tls-verify=false",
-            &format!("oci:{}:rich", z.display()),
-            &format!("docker://{name}"),
-        ]);
+        push_rich(&z, &name);
         let p = home();
         let pulled = p.backend.pull_image(&name, &Default::default()).unwrap();
         assert_eq!(
@@ -242,14 +248,7 @@ fn a_forged_zstd_diff_id_is_refused_by_load_and_pull_and_nothing_is_stored() {
     assert!(h.tmp_names().is_empty(), "{:?}", h.tmp_names());
 
     let name = format!("{}/zstd/forged:1", reg.addr);
-    skopeo(&[
-        "copy",
-        "-q",
-        "--insecure-policy",
-        "--dest-tls-verify=false",
-        &format!("oci:{}:rich", z.display()),
-        &format!("docker://{name}"),
-    ]);
+    push_rich(&z, &name);
     for materialize in [false, true] {
         let err = h
             .backend
