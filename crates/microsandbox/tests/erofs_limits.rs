@@ -55,22 +55,6 @@ fn gzip_layout(dir: &Path, tar: &[u8]) -> usize {
     gz.len()
 }
 
-/// The VM artifacts in the cache, as `dir/name`.
-fn artifacts(h: &Home) -> Vec<String> {
-    let mut out = Vec::new();
-    for dir in ["layers", "fsmeta", "vmdk"] {
-        let d = h.dir.path().join("cache/vm").join(dir);
-        for e in fs::read_dir(&d).into_iter().flatten() {
-            out.push(format!(
-                "{dir}/{}",
-                e.unwrap().file_name().to_string_lossy()
-            ));
-        }
-    }
-    out.sort();
-    out
-}
-
 fn load(h: &Home, src: &Path) -> microsandbox::MicrosandboxResult<()> {
     h.backend
         .load_images(
@@ -105,7 +89,7 @@ fn sparse_layers_past_an_inode_are_refused_and_nothing_is_committed() {
             msg.contains("GNU.sparse.realsize") && msg.contains("GNUSparseFile.0/big"),
             "{what}: {msg}"
         );
-        assert!(artifacts(&h).is_empty(), "{what}: {:?}", artifacts(&h));
+        assert!(h.artifacts().is_empty(), "{what}: {:?}", h.artifacts());
         assert!(h.tmp_names().is_empty(), "{what}: {:?}", h.tmp_names());
         // If the load kept the image, making its disk again fails the same way.
         if let Ok(images) = h.backend.list_images() {
@@ -115,7 +99,7 @@ fn sparse_layers_past_an_inode_are_refused_and_nothing_is_committed() {
                     .materialize("hostile", &Default::default())
                     .unwrap_err();
                 assert_eq!(err.kind(), ErrorKind::InvalidArchive, "{what}: {err}");
-                assert!(artifacts(&h).is_empty(), "{what}: {:?}", artifacts(&h));
+                assert!(h.artifacts().is_empty(), "{what}: {:?}", h.artifacts());
             }
         }
         let report = h.backend.verify(&Default::default()).unwrap();

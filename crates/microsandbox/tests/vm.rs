@@ -84,21 +84,6 @@ fn started(seen: &Mutex<Vec<PullProgress>>) -> usize {
         .count()
 }
 
-fn artifacts(h: &Home) -> Vec<String> {
-    let mut out = Vec::new();
-    for dir in ["layers", "fsmeta", "vmdk"] {
-        let d = h.dir.path().join("cache/vm").join(dir);
-        for e in fs::read_dir(&d).into_iter().flatten() {
-            out.push(format!(
-                "{dir}/{}",
-                e.unwrap().file_name().to_string_lossy()
-            ));
-        }
-    }
-    out.sort();
-    out
-}
-
 #[test]
 fn every_fixture_image_boots_as_umoci_unpacks_it() {
     if !need("every_fixture_image_boots_as_umoci_unpacks_it", TOOLS) {
@@ -244,7 +229,7 @@ fn shared_layers_are_made_once_and_a_made_disk_returns_at_once() {
         ["layer", "stitched", "layer", "layer", "stitched", "layer", "layer", "stitched"]
     );
     // 2 layer images, an fsmeta and a VMDK per image.
-    assert_eq!(artifacts(&h).len(), 6, "{:?}", artifacts(&h));
+    assert_eq!(h.artifacts().len(), 6, "{:?}", h.artifacts());
     assert!(h.tmp_names().is_empty());
 }
 
@@ -304,7 +289,7 @@ fn materialize_of_an_absent_reference_is_image_not_found() {
         .materialize("nope", &MaterializeOptions::default())
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::ImageNotFound);
-    assert!(artifacts(&h).is_empty());
+    assert!(h.artifacts().is_empty());
 }
 
 /// A layout of one image `t` of these layer tars, loaded into a new home
@@ -399,7 +384,7 @@ fn hostile_layers_are_refused_and_leave_the_cache_as_it_was() {
             err.to_string().contains("layer 0 of hostile"),
             "{what}: {err}"
         );
-        assert!(artifacts(&h).is_empty(), "{what}: {:?}", artifacts(&h));
+        assert!(h.artifacts().is_empty(), "{what}: {:?}", h.artifacts());
         assert!(h.tmp_names().is_empty(), "{what}: {:?}", h.tmp_names());
         h.assert_untouched(&before, what);
         assert!(h.backend.list_leases().unwrap().is_empty(), "{what}");
@@ -461,7 +446,7 @@ fn prune_takes_the_artifacts_of_what_it_takes_and_a_lease_keeps_them() {
     h.backend.release_lease(&lease.id).unwrap();
     let report = h.backend.prune_images().unwrap();
     assert_eq!((report.fsmeta_removed, report.vmdk_removed), (1, 1));
-    assert!(artifacts(&h).is_empty(), "{:?}", artifacts(&h));
+    assert!(h.artifacts().is_empty(), "{:?}", h.artifacts());
 }
 
 #[test]
@@ -571,7 +556,7 @@ fn a_vm_only_prune_drops_artifacts_and_keeps_blobs_and_references() {
         })
         .unwrap();
     assert_eq!((report.fsmeta_removed, report.vmdk_removed), (2, 2));
-    assert!(artifacts(&h).is_empty());
+    assert!(h.artifacts().is_empty());
     assert_eq!(h.blob_names(), blobs);
     let err = h
         .backend
@@ -702,7 +687,7 @@ fn a_sandbox_pulls_leases_its_disk_boots_it_and_cleans_up() {
         report.layers_removed, 6,
         "3 layer blobs and 3 layer images: {report:?}"
     );
-    assert!(artifacts(&h).is_empty());
+    assert!(h.artifacts().is_empty());
     assert!(h.blob_names().is_empty());
 }
 
@@ -729,7 +714,7 @@ fn load_with_materialize_makes_the_disks_and_a_failed_acquire_leaves_no_lease() 
     // again for its image afterwards.
     assert!(!phases.lock().unwrap().contains(&microsandbox::Phase::Erofs));
     // base and app: 2 layer images, 2 fsmeta, 2 VMDK.
-    assert_eq!(artifacts(&h).len(), 6, "{:?}", artifacts(&h));
+    assert_eq!(h.artifacts().len(), 6, "{:?}", h.artifacts());
     let (bad, _src) = hostile(&[tar(&[Ent::file("../x", b"x")])], false);
     let err = bad
         .backend

@@ -140,6 +140,20 @@ impl Home {
         assert!(self.backend.list_leases().unwrap().is_empty(), "{what}");
     }
 
+    /// The VM artifacts in the cache, as `dir/name`, sorted.
+    pub fn artifacts(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for dir in ["layers", "fsmeta", "vmdk"] {
+            let d = self.dir.path().join("cache/vm").join(dir);
+            for e in fs::read_dir(&d).into_iter().flatten() {
+                let name = e.unwrap().file_name();
+                out.push(format!("{dir}/{}", name.to_string_lossy()));
+            }
+        }
+        out.sort();
+        out
+    }
+
     pub fn tmp_names(&self) -> Vec<String> {
         fs::read_dir(self.dir.path().join("cache/tmp"))
             .map(|rd| {
