@@ -365,6 +365,14 @@ export interface ImageDisk {
   layers: Array<ImageDiskLayer>
   /** The fsmeta and every layer image, in bytes. */
   totalBytes: number
+  /**
+   * What this call found damaged in the cache's `vm/` and made again
+   * (or took away first), each as `vm/layers/<name>: why`: an artifact
+   * whose seal or structure did not check, a link or a directory under
+   * an artifact's name, a link or a file where one of its directories
+   * belongs. Empty when the disk was sound.
+   */
+  remade: Array<string>
 }
 
 /** One layer image of an `ImageDisk`. */
@@ -590,8 +598,11 @@ export interface VerifyReport {
   /** VM artifacts checked. */
   artifactsChecked: number
   /**
-   * VM artifacts that fail their check (`vm/layers/NAME: why`); with
-   * `repair`, deleted (made again by the next materialize).
+   * VM artifacts that fail their check or their seal (`vm/layers/NAME:
+   * why`), entries under an artifact's name that are no artifact (a
+   * link, a directory), and a link or a file where `vm/` or one of its
+   * directories belongs (`vm: why`); with `repair`, taken away (made
+   * again by the next materialize).
    */
   corruptArtifacts: Array<string>
 }

@@ -231,6 +231,8 @@ async function disks(backend: LocalBackend): Promise<string> {
   // @ts-expect-error the disk's paths are strings
   const n: number = disk.vmdkPath;
   log(n);
+  const remade: string[] = disk.remade;
+  log(remade);
   return disk.fsmetaPath + disk.manifestDigest + disk.reference + disk.totalBytes;
 }
 

@@ -125,6 +125,42 @@ describe('VM artifacts in disk control and verify', () => {
   });
 });
 
+describe('damage in the cache\'s vm/', () => {
+  test('an edited layer image is made again and named in remade; a linked vm/ keeps the cache working', async (t) => {
+    const { home, backend } = freshBackend(t);
+    await Image.loadLocal(backend, fixture('rich'));
+    const disk = await Image.materializeLocal(backend, 'rich');
+    assert.deepEqual(disk.remade, []);
+    const layer = disk.layers[1].path;
+    const good = fs.readFileSync(layer);
+    const fd = fs.openSync(layer, 'r+');
+    fs.writeSync(fd, Buffer.from([good[4096] ^ 0x20]), 0, 1, 4096);
+    fs.closeSync(fd);
+    const again = await Image.materializeLocal(backend, 'rich');
+    assert.equal(again.remade.length, 1, again.remade.join());
+    assert.match(again.remade[0], /^vm\/layers\/[0-9a-f]{64}\.v\d+\.erofs: it was changed after it was made/);
+    assert.deepEqual({ ...again, remade: [] }, disk);
+    assert.ok(fs.readFileSync(layer).equals(good), 'made again byte for byte');
+
+    // cache/vm moved outside and linked back in.
+    const outside = fs.mkdtempSync(path.join(path.dirname(home), 'outside-'));
+    t.after(() => fs.rmSync(outside, { recursive: true, force: true }));
+    const vm = path.join(home, 'cache', 'vm');
+    fs.renameSync(vm, path.join(outside, 'vm'));
+    fs.symlinkSync(path.join(outside, 'vm'), vm);
+    assert.equal((await Image.listLocal(backend)).length, 1);
+    assert.ok((await Image.diskUsageLocal(backend)).totalBytes > 0);
+    const report = await Image.verifyLocal(backend);
+    assert.equal(report.clean, false);
+    assert.ok(report.corruptArtifacts.some((c) => /^vm: .*symbolic link/.test(c)), report.corruptArtifacts.join());
+    const third = await Image.materializeLocal(backend, 'rich');
+    assert.match(third.remade[0], /^vm: .*symbolic link/);
+    assert.ok(fs.lstatSync(vm).isDirectory());
+    assert.ok(fs.readFileSync(path.join(outside, 'vm', 'layers', path.basename(layer))).equals(good), 'the outside tree untouched');
+    assert.equal((await Image.verifyLocal(backend)).clean, true);
+  });
+});
+
 describe('the CLI and VM disks', () => {
   const ok = (r) => {
     assert.equal(r.status, 0, `exit ${r.status}: ${r.stderr}`);
@@ -156,6 +192,14 @@ describe('the CLI and VM disks', () => {
     assert.equal((await Image.listLocal(backend)).length, 1, 'images stay');
     assert.equal((await Image.getLocal(backend, 'rich')).diskReady, false);
     assert.doesNotMatch(ok(runCli(['image', 'ls'], { home })).stdout, /DISK/);
+    // A planted link at an artifact's name: made again, with a warning.
+    const made = JSON.parse(ok(runCli(['image', 'materialize', '--json', 'rich'], { home })).stdout);
+    const victim = made.layers[0].path;
+    fs.rmSync(victim);
+    fs.symlinkSync('/etc/passwd', victim);
+    const warned = ok(runCli(['image', 'materialize', '-q', 'rich'], { home }));
+    assert.match(warned.stderr, /^warning: remade vm\/layers\/[0-9a-f]{64}\.v\d+\.erofs: .*symbolic link/m);
+    assert.ok(fs.lstatSync(victim).isFile());
     const bad = runCli(['image', 'materialize'], { home });
     assert.equal(bad.status, 2, bad.stderr);
   });

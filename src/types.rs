@@ -562,8 +562,11 @@ pub struct VerifyReport {
     pub removed_references: Vec<String>,
     /// VM artifacts checked.
     pub artifacts_checked: f64,
-    /// VM artifacts that fail their check (`vm/layers/NAME: why`); with
-    /// `repair`, deleted (made again by the next materialize).
+    /// VM artifacts that fail their check or their seal (`vm/layers/NAME:
+    /// why`), entries under an artifact's name that are no artifact (a
+    /// link, a directory), and a link or a file where `vm/` or one of its
+    /// directories belongs (`vm: why`); with `repair`, taken away (made
+    /// again by the next materialize).
     pub corrupt_artifacts: Vec<String>,
 }
 
@@ -786,6 +789,12 @@ pub struct ImageDisk {
     pub layers: Vec<ImageDiskLayer>,
     /// The fsmeta and every layer image, in bytes.
     pub total_bytes: f64,
+    /// What this call found damaged in the cache's `vm/` and made again
+    /// (or took away first), each as `vm/layers/<name>: why`: an artifact
+    /// whose seal or structure did not check, a link or a directory under
+    /// an artifact's name, a link or a file where one of its directories
+    /// belongs. Empty when the disk was sound.
+    pub remade: Vec<String>,
 }
 
 /// One layer image of an `ImageDisk`.
@@ -819,6 +828,7 @@ impl From<core::ImageDisk> for ImageDisk {
                 })
                 .collect(),
             total_bytes: num(d.total_bytes),
+            remade: d.remade,
         }
     }
 }

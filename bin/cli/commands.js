@@ -320,6 +320,7 @@ async function pull({ backend, values, positionals }) {
         printJson({ ...handleJson(h), disk });
         return 0;
       }
+      warnRemade(disk);
       if (!values.quiet) process.stderr.write(`disk ${disk.vmdkPath}\n`);
     }
     printHandles(values, [h]);
@@ -355,8 +356,16 @@ async function materialize({ backend, values, positionals }) {
     if (r) r.close();
   }
   if (values.json) printJson(disk);
-  else process.stdout.write(`${disk.vmdkPath}\n`);
+  else {
+    warnRemade(disk);
+    process.stdout.write(`${disk.vmdkPath}\n`);
+  }
   return 0;
+}
+
+/** Says on stderr what a materialize found damaged and made again (always: it is news even with -q). */
+function warnRemade(disk) {
+  for (const what of disk.remade) process.stderr.write(`warning: remade ${what}\n`);
 }
 
 /** A temporary directory under the OS's, removed by `cleanup`. */

@@ -139,6 +139,7 @@ pub fn disk(d: &core::ImageDisk) -> Value {
             "sizeBytes": l.size_bytes,
         })).collect::<Vec<_>>(),
         "totalBytes": d.total_bytes,
+        "remade": d.remade,
     })
 }
 

@@ -294,8 +294,7 @@ impl LocalBackend {
                 entry.handle.reference().to_owned(),
             )
         })?;
-        let layout = self.inner.home.layout()?;
-        crate::vm::materialize::materialize(&layout, &plan, options)
+        crate::vm::materialize::materialize_in(&self.inner.home, &plan, options)
     }
 
     /// Removes a reference (every spelling of it); its content stays until

@@ -320,6 +320,12 @@ pub struct ImageDisk {
     pub layers: Vec<ImageDiskLayer>,
     /// The disk's size: the fsmeta and every layer image.
     pub total_bytes: u64,
+    /// What this call found damaged in `cache/vm/` and made again (or took
+    /// away first), each as `vm/layers/<name>: why`: an artifact whose seal
+    /// or structure did not check, a link or a directory under an
+    /// artifact's name, a link or a file in the place of one of its
+    /// directories. Empty when the disk was sound.
+    pub remade: Vec<String>,
 }
 
 /// One layer image of an [`ImageDisk`].

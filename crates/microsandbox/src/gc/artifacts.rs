@@ -7,7 +7,8 @@
 //! Artifacts are derived data: one whose image is gone, or written by
 //! another format version, is an orphan, and a file in `cache/vm/` that
 //! is no artifact at all is swept with them. Anything but a regular file
-//! is left alone, as in `blobs/`.
+//! is left alone by prune, as in `blobs/`, and listed as bad for verify to
+//! report and repair to take away.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -34,6 +35,9 @@ pub struct ArtifactFiles {
     /// Other regular files of its directories (another version's, stray
     /// names), with their allocated bytes.
     pub strays: Vec<(ArtifactKind, String, u64)>,
+    /// Entries that are not regular files (a link, a directory, a FIFO),
+    /// with what they are.
+    pub bad: Vec<(ArtifactKind, String, String)>,
 }
 
 impl ArtifactFiles {
@@ -50,7 +54,18 @@ impl ArtifactFiles {
                 let Some(stat) = dir.stat(&entry.name)? else {
                     continue;
                 };
-                if kind(&stat) != FileType::RegularFile {
+                let found = kind(&stat);
+                if found != FileType::RegularFile {
+                    let what = match found {
+                        FileType::Symlink => "a symbolic link".to_owned(),
+                        FileType::Directory => "a directory".to_owned(),
+                        other => format!("not a regular file ({other:?})"),
+                    };
+                    out.bad.push((
+                        k,
+                        entry.name,
+                        format!("{what}, where only artifacts belong"),
+                    ));
                     continue;
                 }
                 match k.key_of(&entry.name) {
@@ -62,6 +77,8 @@ impl ArtifactFiles {
             }
         }
         out.strays
+            .sort_by(|a, b| (a.0.as_str(), &a.1).cmp(&(b.0.as_str(), &b.1)));
+        out.bad
             .sort_by(|a, b| (a.0.as_str(), &a.1).cmp(&(b.0.as_str(), &b.1)));
         Ok(out)
     }

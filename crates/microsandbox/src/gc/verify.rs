@@ -19,7 +19,7 @@ use crate::gc::artifacts::ArtifactFiles;
 use crate::gc::census::walk;
 use crate::gc::sweep::{atomic_leftovers, stale_tmp};
 use crate::oci::digest::Digest;
-use crate::store::artifact::ArtifactKind;
+use crate::store::artifact;
 use crate::store::fs::{kind, read_full, Dir};
 use crate::store::index::{self, is_pin_record, shown_name, IndexTxn};
 use crate::store::layout::Layout;
@@ -39,7 +39,7 @@ pub struct VerifyOptions {
 pub struct VerifyReport {
     /// Blob files checked.
     pub blobs_checked: u64,
-    /// Bytes hashed.
+    /// Bytes hashed (blobs and VM artifacts).
     pub bytes_checked: u64,
     /// Blobs whose content does not hash to their name, or that are not
     /// regular files (a symlink, a directory).
@@ -65,8 +65,13 @@ pub struct VerifyReport {
     pub removed_references: Vec<String>,
     /// VM artifacts checked (layer images, fsmeta, VMDK descriptors).
     pub artifacts_checked: u64,
-    /// VM artifacts that fail their check (`vm/layers/<name>: why`); with
-    /// `repair` they are deleted (the next materialize makes them again).
+    /// VM artifacts that fail their check or their seal
+    /// (`vm/layers/<name>: why`), entries under an artifact's name that are
+    /// no artifact (a link, a directory), and a link or a file where
+    /// `cache/vm/` or one of its directories belongs (`vm: why`); with
+    /// `repair` they are taken away (a directory moved whole into
+    /// `cache/quarantine/`), and the next materialize makes the artifacts
+    /// again.
     pub corrupt_artifacts: Vec<String>,
 }
 
@@ -83,8 +88,7 @@ impl VerifyReport {
     }
 }
 
-/// Where repair puts corrupt blobs: beside the layout, not in it.
-pub const QUARANTINE: &str = "quarantine";
+pub use crate::store::layout::QUARANTINE;
 
 /// What a file of `blobs/` turned out to be.
 enum Found {
@@ -236,27 +240,30 @@ pub fn verify(layout: &Layout, options: &VerifyOptions) -> MicrosandboxResult<Ve
             .push(format!("{}/{name}", dir.shown()));
     }
 
-    // Invariant 7: every VM artifact whole, and made over what exists.
-    let (checked, bad_artifacts) =
-        crate::vm::check::check_all(layout, &ArtifactFiles::list(layout)?)?;
-    report.artifacts_checked = checked;
-    report.corrupt_artifacts = bad_artifacts
+    // Invariant 7: every VM artifact whole, sealed, and made over what
+    // exists; and nothing else where cache/vm/ or its directories belong.
+    let checked = crate::vm::check::check_all(layout, &ArtifactFiles::list(layout)?)?;
+    report.artifacts_checked = checked.count;
+    report.bytes_checked += checked.bytes;
+    report.corrupt_artifacts = layout
+        .vm_damage()
         .iter()
-        .map(|b| format!("vm/{}/{}: {}", b.kind.dir_name(), b.name, b.why))
+        .map(|d| format!("{}: {}", d.shown, d.why))
+        .chain(
+            checked
+                .bad
+                .iter()
+                .map(|b| format!("vm/{}/{}: {}", b.kind.dir_name(), b.name, b.why)),
+        )
         .collect();
 
     if let Some(exclusive) = &exclusive {
-        let mut touched: Vec<ArtifactKind> = Vec::new();
-        let mut doomed: Vec<&crate::vm::check::Bad> = bad_artifacts.iter().collect();
+        let mut doomed: Vec<&crate::vm::check::Bad> = checked.bad.iter().collect();
         doomed.sort_by_key(|b| b.kind.dependents_first());
         for b in doomed {
-            if b.kind.dir(layout).remove(&b.name)? && !touched.contains(&b.kind) {
-                touched.push(b.kind);
-            }
+            artifact::discard(layout, b.kind, &b.name, exclusive)?;
         }
-        for k in touched {
-            k.dir(layout).sync()?;
-        }
+        artifact::clear_damage(layout, exclusive)?;
         // References first: a crash between the two steps then leaves no
         // reference to a blob that was moved aside.
         let unreadable = !index.manifests.unreadable.is_empty();
@@ -279,10 +286,7 @@ pub fn verify(layout: &Layout, options: &VerifyOptions) -> MicrosandboxResult<Ve
             IndexTxn::of(layout, exclusive, index).commit()?;
         }
         if !corrupt.is_empty() {
-            let aside = layout
-                .cache_dir()
-                .open_dir(QUARANTINE, Some(0o700))?
-                .expect("a directory just made exists");
+            let aside = layout.quarantine_dir()?;
             for d in &corrupt {
                 blobs_dir
                     .rename(d.hex(), &aside, d.hex())

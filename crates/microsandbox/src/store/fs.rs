@@ -280,6 +280,30 @@ impl Dir {
         }
     }
 
+    /// Deletes `name` unless it is a directory (never following a link):
+    /// `Some(true)` deleted, `Some(false)` absent, `None` a directory, left
+    /// in place.
+    pub fn remove_unless_dir(&self, name: &str) -> MicrosandboxResult<Option<bool>> {
+        match self
+            .fd()
+            .and_then(|fd| rfs::unlinkat(fd, name, AtFlags::empty()))
+        {
+            Ok(()) => Ok(Some(true)),
+            Err(rustix::io::Errno::NOENT) => Ok(Some(false)),
+            Err(rustix::io::Errno::ISDIR) | Err(rustix::io::Errno::PERM) => {
+                match self.stat(name)? {
+                    Some(s) if kind(&s) == FileType::Directory => Ok(None),
+                    _ => Err(MicrosandboxError::io(
+                        "delete",
+                        &self.join(name),
+                        std::io::Error::from(std::io::ErrorKind::PermissionDenied),
+                    )),
+                }
+            }
+            Err(e) => Err(MicrosandboxError::io("delete", &self.join(name), e.into())),
+        }
+    }
+
     /// Renames `name` to `to_name` in `to`, replacing what is there.
     pub fn rename(&self, name: &str, to: &Dir, to_name: &str) -> io::Result<()> {
         self.fd()

@@ -21,6 +21,12 @@
 //! itself may be a link only if the caller owns the link. Descriptors are
 //! kept while the directories they name stay the same; a home removed or
 //! replaced behind the backend's back is opened afresh.
+//!
+//! `cache/vm/` and its three directories hold derived data only, so one
+//! that is a link, not a directory, or not to be trusted does not take the
+//! cache down: it reads as absent and is recorded as [`VmDamage`], which
+//! verify reports and the writer of `cache/vm/` clears
+//! ([`crate::store::artifact::clear_damage`]).
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -34,6 +40,9 @@ use crate::store::fs::{identity, kind, Dir, Stat};
 use crate::store::index;
 use crate::store::lock::{lock_in, LockGuard, Mode as LockKind};
 
+/// Where repairs put corrupt blobs and bad entries: beside the layout,
+/// not in it.
+pub const QUARANTINE: &str = "quarantine";
 /// The largest manifest, index or config blob read into memory.
 pub const JSON_BLOB_LIMIT: u64 = 16 << 20;
 const OCI_LAYOUT: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
@@ -86,7 +95,9 @@ impl Home {
         if let Some(layout) = slot.as_ref() {
             // A writer needs every directory; a reader's view may lack some.
             let complete = !create || layout.ids.iter().all(Option::is_some);
-            if complete && layout.still_current() {
+            // A damaged cache/vm is looked at afresh each time: a repair
+            // elsewhere may have cleared it.
+            if complete && layout.vm_damage.is_empty() && layout.still_current() {
                 return Ok(Some(layout.clone()));
             }
             *slot = None;
@@ -113,9 +124,25 @@ pub struct Layout {
     leases: Dir,
     /// `cache/vm/layers`, `cache/vm/fsmeta`, `cache/vm/vmdk`.
     vm: [Dir; 3],
+    /// What stands where `cache/vm/` or one of its directories should be.
+    vm_damage: Vec<VmDamage>,
     /// `(device, inode)` of each directory above, in that order, as opened
     /// (`None`: it did not exist).
     ids: [Option<(u64, u64)>; 9],
+}
+
+/// Something in the place of `cache/vm/` or one of its directories that
+/// the cache does not use: a link, a file, a directory it must not trust.
+#[derive(Debug)]
+pub struct VmDamage {
+    /// The directory that holds it (`cache/` or `cache/vm/`).
+    pub parent: Dir,
+    /// Its name there.
+    pub name: String,
+    /// Its path below `cache/` (`vm`, `vm/layers`), for reports.
+    pub shown: String,
+    /// What is wrong with it.
+    pub why: String,
 }
 
 /// Who this process is, for the ownership checks.
@@ -220,11 +247,36 @@ impl Layout {
         let blobs = below(&below(&oci, "blobs")?, "sha256")?;
         let tmp = below(&cache, "tmp")?;
         let leases = below(&home, "leases")?;
-        let vm_root = below(&cache, "vm")?;
+        // Derived data: a bad directory here is damage to report and
+        // clear, never a reason to refuse the cache.
+        let mut vm_damage = Vec::new();
+        let mut vm_below = |dir: &Dir, name: &str, shown: &str| -> MicrosandboxResult<Dir> {
+            let path = dir.join(name);
+            if !dir.exists() {
+                return Ok(Dir::absent(path));
+            }
+            let why = match dir.open_dir(name, sub_mode) {
+                Ok(None) => return Ok(Dir::absent(path)),
+                Ok(Some(d)) => match me.check(&d.stat_self()?, d.path()) {
+                    Ok(()) => return Ok(d),
+                    Err(e) => e.to_string(),
+                },
+                Err(e) if e.kind() == crate::ErrorKind::CorruptCache => e.to_string(),
+                Err(e) => return Err(e),
+            };
+            vm_damage.push(VmDamage {
+                parent: dir.clone(),
+                name: name.to_owned(),
+                shown: shown.to_owned(),
+                why,
+            });
+            Ok(Dir::absent(path))
+        };
+        let vm_root = vm_below(&cache, "vm", "vm")?;
         let vm = [
-            below(&vm_root, "layers")?,
-            below(&vm_root, "fsmeta")?,
-            below(&vm_root, "vmdk")?,
+            vm_below(&vm_root, "layers", "vm/layers")?,
+            vm_below(&vm_root, "fsmeta", "vm/fsmeta")?,
+            vm_below(&vm_root, "vmdk", "vm/vmdk")?,
         ];
         let id = |d: &Dir| -> MicrosandboxResult<Option<(u64, u64)>> {
             Ok(match d.exists() {
@@ -253,6 +305,7 @@ impl Layout {
             tmp,
             leases,
             vm,
+            vm_damage,
             ids,
         };
         if !initialized {
@@ -337,6 +390,35 @@ impl Layout {
     /// `leases/`.
     pub fn leases_dir(&self) -> &Dir {
         &self.leases
+    }
+
+    /// What stands where `cache/vm/` or one of its directories should be
+    /// (they read as absent meanwhile).
+    pub fn vm_damage(&self) -> &[VmDamage] {
+        &self.vm_damage
+    }
+
+    /// Whether `cache/vm/` and its three directories are there, as
+    /// directories the cache uses, so artifacts can be committed.
+    pub fn vm_ready(&self) -> bool {
+        self.vm.iter().all(Dir::exists)
+    }
+
+    /// `cache/quarantine/`, made if missing: where repairs put aside what
+    /// they take out of the cache and cannot simply delete.
+    ///
+    /// # Errors
+    ///
+    /// `Io`; `CorruptCache` for a link in its place.
+    pub fn quarantine_dir(&self) -> MicrosandboxResult<Dir> {
+        self.cache
+            .open_dir(QUARANTINE, Some(0o700))?
+            .ok_or_else(|| {
+                MicrosandboxError::corrupt(format!(
+                    "{} vanished",
+                    self.cache.join(QUARANTINE).display()
+                ))
+            })
     }
 
     /// `cache/vm/layers/`, `cache/vm/fsmeta/` and `cache/vm/vmdk/`, in

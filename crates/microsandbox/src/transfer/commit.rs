@@ -16,7 +16,7 @@ use crate::oci::digest::Digest;
 use crate::oci::model::{
     Descriptor, ANN_CREATED, ANN_IMAGE_CREATED, ANN_LAST_USED, ANN_LAYERS, ANN_SIZE,
 };
-use crate::store::artifact::ArtifactWriter;
+use crate::store::artifact::SealedArtifact;
 use crate::store::blob::{sync_all, BlobWriter, ParkedBlob, VerifiedBlob};
 use crate::store::catalog::{handle_of, name_descriptor};
 use crate::store::diffid;
@@ -169,7 +169,7 @@ pub(super) fn ingest_and_commit(
     })?;
     let mut parked: Vec<ParkedBlob> = Vec::new();
     let mut uncompressed: HashMap<&Digest, Option<Digest>> = HashMap::new();
-    let mut images: Vec<ArtifactWriter> = Vec::new();
+    let mut images: Vec<SealedArtifact> = Vec::new();
     for ((d, _, _), (arrived, found, image)) in layers.iter().zip(brought) {
         match arrived {
             Some(Arrived::Written(blob)) => verified.push(blob),

@@ -385,7 +385,7 @@ pub trait LayerSink: Send {
     fn finish(
         self: Box<Self>,
         what: &str,
-    ) -> MicrosandboxResult<crate::store::artifact::ArtifactWriter>;
+    ) -> MicrosandboxResult<crate::store::artifact::SealedArtifact>;
 }
 
 /// What a pass over a layer found (its uncompressed digest, `None` when

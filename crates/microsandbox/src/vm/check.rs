@@ -1,9 +1,11 @@
 //! Checks of the VM artifacts in the cache, for verify: each layer image
 //! is an EROFS image whose superblock (magic, checksum, block count)
-//! matches its file; each fsmeta's device table names layer images that
-//! exist with the sizes it was made for (invariant 7); each VMDK's
-//! extents name this image's fsmeta and layer images, inside `cache/vm/`,
-//! with their sizes.
+//! matches its file and whose every inode reads as the kernel reads it;
+//! each fsmeta's device table names layer images that exist with the sizes
+//! it was made for (invariant 7); each VMDK's extents name this image's
+//! fsmeta and layer images, inside `cache/vm/`, with their sizes; and
+//! every artifact's bytes hash to the seal its maker put on it
+//! ([`crate::store::artifact::seal`]).
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -26,27 +28,45 @@ pub struct Bad {
     pub why: String,
 }
 
-/// Checks every artifact `files` lists; returns how many were checked
-/// and those that failed.
+/// What [`check_all`] found.
+#[derive(Debug, Default)]
+pub struct Checked {
+    /// Artifacts checked.
+    pub count: u64,
+    /// Their bytes hashed against their seals.
+    pub bytes: u64,
+    /// Those that failed, and the entries that are no artifact file at all
+    /// (a link, a directory under an artifact's name).
+    pub bad: Vec<Bad>,
+}
+
+/// Checks every artifact `files` lists, hashing them on a few threads.
 ///
 /// # Errors
 ///
 /// `Io`.
-pub fn check_all(layout: &Layout, files: &ArtifactFiles) -> MicrosandboxResult<(u64, Vec<Bad>)> {
-    let mut bad = Vec::new();
-    let mut checked = 0;
+pub fn check_all(layout: &Layout, files: &ArtifactFiles) -> MicrosandboxResult<Checked> {
+    let mut out = Checked::default();
     let mut layers: HashMap<Digest, u64> = HashMap::new();
     let mut fsmeta: HashMap<Digest, u64> = HashMap::new();
     let mut ids: Vec<_> = files.present.keys().cloned().collect();
     // What others name first: layers, then fsmeta, then VMDKs, each held
     // against the sound ones before it.
     ids.sort_by_key(|(k, d)| (std::cmp::Reverse(k.dependents_first()), d.clone()));
-    for (kind, key) in ids {
-        let Some(file) = artifact::open(layout, kind, &key).ok().flatten() else {
-            continue;
-        };
-        checked += 1;
-        let verdict = match kind {
+    let opened: Vec<_> = ids
+        .into_iter()
+        .filter_map(|(kind, key)| {
+            let file = artifact::open(layout, kind, &key).ok().flatten()?;
+            Some((kind, key, file))
+        })
+        .collect();
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get().min(4));
+    let sealed = crate::util::par::queue(&opened, threads, |(_, _, file)| {
+        Ok(artifact::seal::check_full(file))
+    })?;
+    for ((kind, key, file), seal) in opened.into_iter().zip(sealed) {
+        out.count += 1;
+        let structure = match kind {
             ArtifactKind::Layer => check_layer(&file).inspect(|size| {
                 layers.insert(key.clone(), *size);
             }),
@@ -55,15 +75,29 @@ pub fn check_all(layout: &Layout, files: &ArtifactFiles) -> MicrosandboxResult<(
             }),
             ArtifactKind::Vmdk => check_vmdk(layout, &file, &key, &layers, &fsmeta),
         };
+        // The structure's fault first: it says more than a digest.
+        let verdict = structure.and_then(|_| seal.map(|bytes| out.bytes += bytes));
         if let Err(why) = verdict {
-            bad.push(Bad {
+            // Not sound: nothing after it is held against it.
+            match kind {
+                ArtifactKind::Layer => layers.remove(&key),
+                ArtifactKind::Fsmeta => fsmeta.remove(&key),
+                ArtifactKind::Vmdk => None,
+            };
+            out.bad.push(Bad {
                 kind,
                 name: kind.name(&key),
                 why,
             });
         }
     }
-    Ok((checked, bad))
+    out.bad
+        .extend(files.bad.iter().map(|(kind, name, why)| Bad {
+            kind: *kind,
+            name: name.clone(),
+            why: why.clone(),
+        }));
+    Ok(out)
 }
 
 fn len(file: &File) -> Result<u64, String> {

@@ -14,7 +14,7 @@ use sha2::{Digest as _, Sha256};
 
 use crate::error::{ErrorKind, IoContext, MicrosandboxError, MicrosandboxResult};
 use crate::oci::digest::Digest;
-use crate::store::artifact::{self, ArtifactKind, ArtifactWriter, Claim};
+use crate::store::artifact::{self, ArtifactKind, ArtifactWriter, Claim, SealedArtifact};
 use crate::store::blob::ReadAt;
 use crate::store::fs::read_full;
 use crate::store::layout::Layout;
@@ -126,7 +126,7 @@ impl LayerSink for InPassImage {
         self.erofs.forward()
     }
 
-    fn finish(self: Box<Self>, what: &str) -> MicrosandboxResult<ArtifactWriter> {
+    fn finish(self: Box<Self>, what: &str) -> MicrosandboxResult<SealedArtifact> {
         let InPassImage { writer, erofs } = *self;
         let info = erofs.finish(what)?;
         let path = writer.path();
@@ -138,8 +138,7 @@ impl LayerSink for InPassImage {
                 info.size_bytes()
             )));
         }
-        writer.file().sync_all().at("fsync", &path)?;
-        Ok(writer)
+        writer.seal()
     }
 }
 
@@ -149,6 +148,11 @@ impl LayerSink for InPassImage {
 /// the materialize after the commit, which waits for it.)
 pub fn sinks(layout: Arc<Layout>) -> LayerSinks {
     Arc::new(move |diff_id: &Digest| {
+        // With `cache/vm/` damaged nothing can be committed: the
+        // materialize after the commit clears it and makes the images.
+        if !layout.vm_ready() {
+            return None;
+        }
         let Ok(Some(Claim::Mine(writer))) =
             artifact::try_claim(&layout, ArtifactKind::Layer, diff_id)
         else {

@@ -6,11 +6,16 @@
 //! ([`crate::store::artifact::claim`]): two processes materializing the
 //! same image, or two images sharing a layer, make it once and both get
 //! the same path. An artifact already in the cache is checked before it
-//! is handed out (a layer image's superblock and size, the fsmeta's device
-//! table against the layer images, the descriptor's extents); one that
-//! fails is replaced.
+//! is handed out: its seal against the file's size and modification time
+//! ([`crate::store::artifact::seal::check_quick`]), then its structure (a
+//! layer image's every inode as the kernel reads it, the fsmeta's device
+//! table against the layer images, the descriptor's extents). One that
+//! fails, and anything else found under its name (a link, a directory), is
+//! taken away and made again, and the disk's `remade` says which and why;
+//! so does a `cache/vm/` directory that had to be cleared first.
 
 use std::fs::File;
+use std::sync::Arc;
 
 use crate::api::handle::{ImageDisk, ImageDiskLayer};
 use crate::error::{IoContext, MicrosandboxError, MicrosandboxResult};
@@ -18,7 +23,7 @@ use crate::oci::digest::Digest;
 use crate::oci::model::Descriptor;
 use crate::store::artifact::{self, ArtifactKind, Claim};
 use crate::store::content;
-use crate::store::layout::Layout;
+use crate::store::layout::{Home, Layout};
 use crate::store::lease::TransferPin;
 use crate::store::lock::{Exclusive, Shared};
 use crate::transfer::layer::DEFAULT_MAX_LAYER_BYTES;
@@ -99,12 +104,49 @@ pub fn plan(
     })
 }
 
+/// The home's layout with `cache/vm/` whole: what stood in the place of
+/// one of its directories is taken away (under the exclusive lock) and the
+/// layout opened again, which makes them. Also what was taken away.
+///
+/// # Errors
+///
+/// `Busy`; `Io`; as [`Home::layout`].
+pub fn ready(home: &Home) -> MicrosandboxResult<(Arc<Layout>, Vec<String>)> {
+    let layout = home.layout()?;
+    if layout.vm_damage().is_empty() {
+        return Ok((layout, Vec::new()));
+    }
+    let cleared = {
+        let exclusive = layout.lock::<Exclusive>()?;
+        artifact::clear_damage(&layout, &exclusive)?
+    };
+    Ok((home.layout()?, cleared))
+}
+
+/// [`materialize`] in `home`, clearing a damaged `cache/vm/` first
+/// ([`ready`]); what was cleared leads the disk's `remade`.
+///
+/// # Errors
+///
+/// As [`ready`] and [`materialize`].
+pub fn materialize_in(
+    home: &Home,
+    plan: &DiskPlan,
+    options: &MaterializeOptions,
+) -> MicrosandboxResult<ImageDisk> {
+    let (layout, cleared) = ready(home)?;
+    let mut disk = materialize(&layout, plan, options)?;
+    disk.remade.splice(0..0, cleared);
+    Ok(disk)
+}
+
 /// Makes what the disk of `plan` lacks and returns it.
 ///
 /// # Errors
 ///
 /// As [`layer::build`] for a layer that cannot be made; `Busy` when a
-/// cache lock cannot be had for a commit; `Io`.
+/// cache lock cannot be had for a commit; `Io`; `CorruptCache` when
+/// `cache/vm/` is damaged (see [`materialize_in`]).
 pub fn materialize(
     layout: &Layout,
     plan: &DiskPlan,
@@ -117,15 +159,23 @@ pub fn materialize(
         }
     };
     let limit = options.max_layer_bytes.unwrap_or(DEFAULT_MAX_LAYER_BYTES);
+    if let Some(d) = layout.vm_damage().first() {
+        return Err(MicrosandboxError::corrupt(format!(
+            "cache/{}: {} (verify --repair takes it away)",
+            d.shown, d.why
+        )));
+    }
+    let mut remade: Vec<String> = Vec::new();
     let mut files: Vec<(File, u64)> = Vec::with_capacity(plan.layers.len());
     for (i, spec) in plan.layers.iter().enumerate() {
         let what = format!("layer {i} of {}", plan.reference);
-        let check = |f: &File| crate::vm::check::check_layer(f).is_ok();
+        let check = |f: &File| crate::vm::check::check_layer(f).map(drop);
         let file = obtain(
             layout,
             ArtifactKind::Layer,
             &spec.diff_id,
             &mut pin,
+            &mut remade,
             check,
             |w| {
                 report(PullProgress::LayerMaterializeStarted {
@@ -185,7 +235,12 @@ pub fn materialize(
         ArtifactKind::Fsmeta,
         &plan.manifest,
         &mut pin,
-        |f| stitch::fsmeta_matches(f, &disk_layers),
+        &mut remade,
+        |f| {
+            stitch::fsmeta_matches(f, &disk_layers)
+                .then_some(())
+                .ok_or_else(|| "its device table does not name this image's layer images".into())
+        },
         |w| {
             report(PullProgress::StitchMergingTrees {
                 layer_count: disk_layers.len(),
@@ -202,15 +257,20 @@ pub fn materialize(
         ArtifactKind::Vmdk,
         &plan.manifest,
         &mut pin,
+        &mut remade,
         |f| {
-            crate::store::fs::read_file_bounded(
+            let text = crate::store::fs::read_file_bounded(
                 f.try_clone().expect("a descriptor reopens"),
                 stitch::VMDK_LIMIT,
                 &fsmeta_path,
             )
             .ok()
-            .and_then(|b| String::from_utf8(b).ok())
-            .is_some_and(|t| stitch::vmdk_matches(&t, &plan.manifest, fsmeta_size, &disk_layers))
+            .and_then(|b| String::from_utf8(b).ok());
+            text.is_some_and(|t| {
+                stitch::vmdk_matches(&t, &plan.manifest, fsmeta_size, &disk_layers)
+            })
+            .then_some(())
+            .ok_or_else(|| "its extents are not this image's fsmeta and layer images".into())
         },
         |w| {
             report(PullProgress::StitchWritingVmdk);
@@ -241,42 +301,58 @@ pub fn materialize(
         fsmeta_path,
         layers,
         total_bytes,
+        remade,
     })
 }
 
-/// The artifact of `key`: the one in the cache if `whole` says it is,
-/// else made by `make` into a claimed file and committed. One that fails
-/// `whole` is deleted (under the exclusive lock, if it is still the file
-/// looked at) and made again.
+/// The artifact of `key`: the one in the cache if its seal and `whole`
+/// say it is sound, else made by `make` into a claimed file, sealed and
+/// committed. One that fails is deleted (under the exclusive lock, if it
+/// is still the file looked at), as is anything but a regular file under
+/// its name, each noted in `remade` with why, and made again.
+#[allow(clippy::too_many_arguments)]
 fn obtain(
     layout: &Layout,
     kind: ArtifactKind,
     key: &Digest,
     pin: &mut TransferPin<'_>,
-    whole: impl Fn(&File) -> bool,
+    remade: &mut Vec<String>,
+    whole: impl Fn(&File) -> Result<(), String>,
     mut make: impl FnMut(&crate::store::artifact::ArtifactWriter) -> MicrosandboxResult<()>,
 ) -> MicrosandboxResult<File> {
+    let sound = |f: &File| artifact::seal::check_quick(f).and_then(|()| whole(f));
+    let note = |why: &str| format!("vm/{}/{}: {why}", kind.dir_name(), kind.name(key));
     for _ in 0..3 {
         match artifact::claim(layout, kind, key, || pin.renew_if_due())? {
             Claim::Present(file) => {
-                if whole(&file) {
+                let Err(why) = sound(&file) else {
                     return Ok(file);
-                }
+                };
                 let exclusive = layout.lock::<Exclusive>()?;
-                artifact::remove_if_same(layout, kind, key, &file, &exclusive)?;
+                if artifact::remove_if_same(layout, kind, key, &file, &exclusive)? {
+                    remade.push(note(&why));
+                }
+            }
+            Claim::Damaged(why) => {
+                let exclusive = layout.lock::<Exclusive>()?;
+                if artifact::discard_if_bad(layout, kind, key, &exclusive)? {
+                    remade.push(note(&why));
+                }
             }
             Claim::Mine(writer) => {
                 make(&writer)?;
+                let sealed = writer.seal()?;
                 pin.renew_if_due()?;
                 let shared = layout.lock::<Shared>()?;
-                let file = writer.commit(layout, &shared)?;
-                if whole(&file) {
-                    return Ok(file);
-                }
-                return Err(MicrosandboxError::corrupt(format!(
-                    "{} does not check after it was made",
-                    artifact::path(layout, kind, key).display()
-                )));
+                let file = sealed.commit(layout, &shared)?;
+                drop(shared);
+                return match sound(&file) {
+                    Ok(()) => Ok(file),
+                    Err(why) => Err(MicrosandboxError::corrupt(format!(
+                        "{} does not check after it was made: {why}",
+                        artifact::path(layout, kind, key).display()
+                    ))),
+                };
             }
         }
     }

@@ -19,12 +19,14 @@
 //! exclusive one), then fsyncs the directory. A reader never sees a
 //! partial artifact.
 
+pub mod seal;
+
 use std::fs::File;
 use std::io::{Seek, SeekFrom};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::error::{IoContext, MicrosandboxResult};
+use crate::error::{ErrorKind, IoContext, MicrosandboxResult};
 use crate::oci::digest::Digest;
 use crate::store::blob::{move_in, names_file, TmpFile};
 use crate::store::fs::{Dir, Stat};
@@ -136,6 +138,109 @@ pub fn open(layout: &Layout, kind: ArtifactKind, key: &Digest) -> MicrosandboxRe
     kind.dir(layout).open_regular(&kind.name(key))
 }
 
+/// What stands under an artifact's name.
+enum Look {
+    Absent,
+    File(File),
+    /// Not a regular file (a link, a directory, a FIFO): why.
+    Bad(String),
+}
+
+fn look(layout: &Layout, kind: ArtifactKind, key: &Digest) -> MicrosandboxResult<Look> {
+    match open(layout, kind, key) {
+        Ok(Some(file)) => Ok(Look::File(file)),
+        Ok(None) => Ok(Look::Absent),
+        Err(e) if e.kind() == ErrorKind::CorruptCache => Ok(Look::Bad(e.to_string())),
+        Err(e) => Err(e),
+    }
+}
+
+/// Takes away what stands at `name` in `dir`, never following it: a
+/// directory (with whatever it holds) is moved whole into
+/// `cache/quarantine/` as `vm-<shown>-<time>`, anything else is unlinked.
+/// Whether anything was there.
+fn take_away(layout: &Layout, dir: &Dir, name: &str, shown: &str) -> MicrosandboxResult<bool> {
+    if let Some(removed) = dir.remove_unless_dir(name)? {
+        return Ok(removed);
+    }
+    let aside = layout.quarantine_dir()?;
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos();
+    let to = format!(
+        "vm-{}-{stamp}-{}",
+        shown.replace('/', "-"),
+        std::process::id()
+    );
+    dir.rename(name, &aside, &to)
+        .at("move aside", &dir.join(name))?;
+    aside.sync()?;
+    Ok(true)
+}
+
+/// Takes away an entry of an artifact directory that is not a regular
+/// file (as found by a claim, verify or a listing), fsyncing the directory.
+///
+/// # Errors
+///
+/// `Io`.
+pub fn discard(
+    layout: &Layout,
+    kind: ArtifactKind,
+    name: &str,
+    _exclusive: &ExclusiveGuard,
+) -> MicrosandboxResult<bool> {
+    let dir = kind.dir(layout);
+    let shown = format!("vm/{}/{name}", kind.dir_name());
+    let gone = take_away(layout, dir, name, &shown)?;
+    if gone {
+        dir.sync()?;
+    }
+    Ok(gone)
+}
+
+/// Takes away what stands under the artifact name of `key` if it is
+/// anything but a regular file (looked at again under the lock, so an
+/// artifact committed since is never touched), fsyncing the directory.
+///
+/// # Errors
+///
+/// `Io`.
+pub fn discard_if_bad(
+    layout: &Layout,
+    kind: ArtifactKind,
+    key: &Digest,
+    exclusive: &ExclusiveGuard,
+) -> MicrosandboxResult<bool> {
+    match look(layout, kind, key)? {
+        Look::Bad(_) => discard(layout, kind, &kind.name(key), exclusive),
+        Look::File(_) | Look::Absent => Ok(false),
+    }
+}
+
+/// Takes away whatever stands in the place of `cache/vm/` or one of its
+/// directories ([`Layout::vm_damage`]); each one taken, as
+/// `vm/layers: why`. The layout must be opened again after (its `cache/vm`
+/// directories were absent).
+///
+/// # Errors
+///
+/// `Io`.
+pub fn clear_damage(
+    layout: &Layout,
+    _exclusive: &ExclusiveGuard,
+) -> MicrosandboxResult<Vec<String>> {
+    let mut cleared = Vec::new();
+    for d in layout.vm_damage() {
+        if take_away(layout, &d.parent, &d.name, &d.shown)? {
+            d.parent.sync()?;
+            cleared.push(format!("{}: {}", d.shown, d.why));
+        }
+    }
+    Ok(cleared)
+}
+
 /// The stat of an artifact (not following a link); `None` if absent.
 pub fn stat(layout: &Layout, kind: ArtifactKind, key: &Digest) -> MicrosandboxResult<Option<Stat>> {
     kind.dir(layout).stat(&kind.name(key))
@@ -173,6 +278,9 @@ pub enum Claim {
     Present(File),
     /// Ours to make: an empty, locked file in `tmp/`.
     Mine(ArtifactWriter),
+    /// Something else is under its name (a link, a directory): why. To be
+    /// [`discard`]ed before the artifact can be made.
+    Damaged(String),
 }
 
 /// Claims the artifact of `key`: waits while another maker holds it,
@@ -180,8 +288,7 @@ pub enum Claim {
 ///
 /// # Errors
 ///
-/// `Io` when `tmp/` cannot be used; `CorruptCache` for a link in the
-/// artifact's place; whatever `waiting` returns.
+/// `Io` when `tmp/` cannot be used; whatever `waiting` returns.
 pub fn claim(
     layout: &Layout,
     kind: ArtifactKind,
@@ -222,8 +329,10 @@ fn claim_with(
     let name = kind.claim_name(key);
     let path = tmp.join(&name);
     loop {
-        if let Some(file) = open(layout, kind, key)? {
-            return Ok(Some(Claim::Present(file)));
+        match look(layout, kind, key)? {
+            Look::File(file) => return Ok(Some(Claim::Present(file))),
+            Look::Bad(why) => return Ok(Some(Claim::Damaged(why))),
+            Look::Absent => {}
         }
         let file = tmp.open_or_create(&name)?;
         if !try_flock(&file, LockMode::Exclusive).at("lock", &path)? {
@@ -244,9 +353,16 @@ fn claim_with(
             file,
             unlink_on_drop: true,
         };
-        if let Some(present) = open(layout, kind, key)? {
-            tmp_file.unlink();
-            return Ok(Some(Claim::Present(present)));
+        match look(layout, kind, key)? {
+            Look::File(present) => {
+                tmp_file.unlink();
+                return Ok(Some(Claim::Present(present)));
+            }
+            Look::Bad(why) => {
+                tmp_file.unlink();
+                return Ok(Some(Claim::Damaged(why)));
+            }
+            Look::Absent => {}
         }
         // A dead maker's bytes are not trusted: start from nothing.
         tmp_file.file.set_len(0).at("truncate", &path)?;
@@ -284,6 +400,26 @@ impl ArtifactWriter {
         self.tmp.path()
     }
 
+    /// Seals the finished file ([`seal::seal`]) and fsyncs it; only a
+    /// sealed artifact can be committed. Made before any cache lock is
+    /// taken: it reads the whole file.
+    ///
+    /// # Errors
+    ///
+    /// `Io`.
+    pub fn seal(self) -> MicrosandboxResult<SealedArtifact> {
+        let path = self.tmp.path();
+        seal::seal(&self.tmp.file, &path)?;
+        self.tmp.file.sync_all().at("fsync", &path)?;
+        Ok(SealedArtifact(self))
+    }
+}
+
+/// A finished artifact with its seal, ready to commit.
+#[derive(Debug)]
+pub struct SealedArtifact(ArtifactWriter);
+
+impl SealedArtifact {
     /// Fsyncs the file and links it into its directory (unless an artifact
     /// is there already), fsyncs the directory, and opens what is there.
     ///
@@ -291,20 +427,20 @@ impl ArtifactWriter {
     ///
     /// `Io`; `CorruptCache` when the temporary was removed or replaced.
     pub fn commit<M: Mode>(
-        mut self,
+        self,
         layout: &Layout,
         _lock: &LockGuard<M>,
     ) -> MicrosandboxResult<File> {
-        self.tmp.file.sync_all().at("fsync", &self.tmp.path())?;
-        let dir = self.kind.dir(layout);
-        let name = self.kind.name(&self.key);
-        if move_in(&self.tmp, dir, &name, "artifact-before-rename")? {
-            self.tmp.unlink_on_drop = false;
+        let SealedArtifact(mut this) = self;
+        let dir = this.kind.dir(layout);
+        let name = this.kind.name(&this.key);
+        if move_in(&this.tmp, dir, &name, "artifact-before-rename")? {
+            this.tmp.unlink_on_drop = false;
             dir.sync()?;
         } else {
-            self.tmp.unlink();
+            this.tmp.unlink();
         }
-        open(layout, self.kind, &self.key)?.ok_or_else(|| {
+        open(layout, this.kind, &this.key)?.ok_or_else(|| {
             crate::error::MicrosandboxError::corrupt(format!(
                 "{} vanished as it was committed",
                 dir.join(&name).display()
@@ -356,7 +492,7 @@ mod tests {
         assert_eq!(looks, 1);
         w.file().write_all(b"image").unwrap();
         let guard = layout.lock::<Shared>().unwrap();
-        let committed = w.commit(&layout, &guard).unwrap();
+        let committed = w.seal().unwrap().commit(&layout, &guard).unwrap();
         assert_eq!(committed.metadata().unwrap().len(), 5);
         drop(guard);
         assert!(matches!(
