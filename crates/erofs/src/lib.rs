@@ -84,10 +84,13 @@
 
 mod builder;
 mod check;
+mod chunks;
 mod error;
+mod extract;
 mod format;
 #[doc(hidden)]
 pub mod fuzzing;
+mod limits;
 mod merge;
 mod meta;
 mod read;
@@ -95,10 +98,11 @@ mod tar;
 mod tree;
 pub mod vmdk;
 
-pub use builder::{Builder, LayerWriter, Limits};
+pub use builder::{Builder, LayerWriter};
 pub use check::{check_fsmeta, check_image, DeviceInfo, ImageInfo};
 pub use error::{Error, ErrorKind, Result};
 pub use format::BLOCK_SIZE;
+pub use limits::Limits;
 pub use merge::{merge, Merger};
 pub use read::ReadAt;
 

@@ -22,10 +22,10 @@
 use std::collections::HashMap;
 use std::io::{Seek, Write};
 
-use crate::builder::Limits;
 use crate::check::ImageInfo;
 use crate::error::{Error, ErrorKind, Result};
 use crate::format::{BLOCK_SIZE, CHUNK_BLKBITS_MASK, DEVICE_TAG_SIZE, NULL_ADDR};
+use crate::limits::Limits;
 use crate::meta::{self, Device};
 use crate::read::{Budget, Image, ReadAt};
 use crate::tree::{self, Body, FileData, Ino, Inode, Tree};

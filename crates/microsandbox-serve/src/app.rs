@@ -8,92 +8,16 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, ALLOW, CONTENT_LENGTH, WWW_AUTHENTICATE};
-use hyper::{Method, Request, StatusCode};
-use microsandbox::{ErrorKind, LocalBackend, MicrosandboxError, MicrosandboxResult};
+use hyper::header::{HeaderValue, CONTENT_LENGTH, WWW_AUTHENTICATE};
+use hyper::{Request, StatusCode};
+use microsandbox::{ErrorKind, MicrosandboxError};
 
-use crate::auth::{Area, Auth};
-use crate::limits::{BodyError, Pulls, BODY_LIMIT};
-use crate::log::{Entry, LogSink};
-use crate::reply::{self, Reply};
+use crate::auth::Area;
+use crate::limits::BODY_LIMIT;
+use crate::log::Entry;
+use crate::reply::{self, MapStatus, Reply};
+use crate::state::App;
 use crate::{distribution, minibox, openapi, v1};
-
-/// What every request shares.
-pub struct App {
-    /// The cache.
-    pub backend: LocalBackend,
-    /// The token rule.
-    pub auth: Auth,
-    /// The pulls allowed at once.
-    pub pulls: Pulls,
-    /// Where log lines go.
-    pub log: Option<LogSink>,
-    /// The directories a client's `load` and `save` paths may be in.
-    pub paths: crate::paths::Allowed,
-}
-
-/// Runs `op` on tokio's blocking pool: the cache's calls block on disks
-/// and locks.
-pub async fn blocking<T: Send + 'static>(
-    op: impl FnOnce() -> MicrosandboxResult<T> + Send + 'static,
-) -> MicrosandboxResult<T> {
-    tokio::task::spawn_blocking(op).await.unwrap_or_else(|e| {
-        Err(MicrosandboxError::new(
-            ErrorKind::Io,
-            format!("internal error: the cache operation failed: {e}"),
-        ))
-    })
-}
-
-/// The request body, read bounded, or the answer that refuses it.
-pub async fn body(req: Request<Incoming>) -> Result<bytes::Bytes, Reply> {
-    crate::limits::read_body(req.into_body(), BODY_LIMIT)
-        .await
-        .map_err(|e| match e {
-            BodyError::TooLarge => reply::error_json(&reply::invalid(format!(
-                "the request body is over {BODY_LIMIT} bytes"
-            )))
-            .map_status(StatusCode::PAYLOAD_TOO_LARGE),
-            BodyError::TooSlow => {
-                reply::error_json(&reply::invalid("the request body did not arrive in time"))
-                    .map_status(StatusCode::REQUEST_TIMEOUT)
-            }
-            BodyError::Broken => reply::error_json(&reply::invalid("the request body broke off")),
-        })
-}
-
-/// Changing a reply's status.
-pub trait MapStatus {
-    /// The same answer with another status.
-    fn map_status(self, status: StatusCode) -> Self;
-}
-
-impl MapStatus for Reply {
-    fn map_status(mut self, status: StatusCode) -> Self {
-        *self.status_mut() = status;
-        self
-    }
-}
-
-/// 405 naming the methods a path takes.
-pub fn not_allowed(allow: &'static str, json: bool) -> Reply {
-    let message = format!("method not allowed; this path takes {allow}");
-    let mut r = if json {
-        reply::error_json(&reply::invalid(message))
-    } else {
-        reply::text(StatusCode::METHOD_NOT_ALLOWED, &message)
-    };
-    *r.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
-    r.headers_mut()
-        .insert(ALLOW, HeaderValue::from_static(allow));
-    r
-}
-
-/// 404 for a path no endpoint serves.
-pub fn no_route(method: &Method, path: &str) -> Reply {
-    let e = reply::invalid(format!("no such endpoint: {method} {path}"));
-    reply::error_json(&e).map_status(StatusCode::NOT_FOUND)
-}
 
 fn unauthorized(area: Area, path: &str) -> Reply {
     let (mut r, challenge) = match area {

@@ -38,9 +38,9 @@ use hyper::{Method, Request, Response, StatusCode};
 use microsandbox::{Digest, ErrorKind, MicrosandboxError, ServedBlob};
 use sha2::Digest as _;
 
-use crate::app::{blocking, App};
 use crate::limits::query;
 use crate::reply::{self, header, Body, Reply};
+use crate::state::{blocking, App};
 
 const API_VERSION: &str = "registry/2.0";
 /// The most bytes of a blob read at once: what one connection pins while

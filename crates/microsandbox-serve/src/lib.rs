@@ -50,6 +50,7 @@ mod openapi;
 mod paths;
 mod reply;
 mod server;
+mod state;
 mod v1;
 
 pub use auth::{resolve as resolve_token, Token, MIN_TOKEN_LEN};

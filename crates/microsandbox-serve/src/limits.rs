@@ -17,13 +17,14 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
+use hyper::{Request, StatusCode};
 use microsandbox::{ErrorKind, MicrosandboxError, MicrosandboxResult};
 use serde::de::DeserializeOwned;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::{Instant, Sleep};
 
-use crate::reply::invalid;
+use crate::reply::{error_json, invalid, MapStatus, Reply};
 
 /// The largest request body read (every JSON request is far smaller).
 pub const BODY_LIMIT: usize = 1 << 20;
@@ -205,6 +206,21 @@ pub async fn read_body(mut body: Incoming, limit: usize) -> Result<Bytes, BodyEr
     tokio::time::timeout(BODY_TIMEOUT, read)
         .await
         .map_err(|_| BodyError::TooSlow)?
+}
+
+/// The request body, read bounded, or the answer that refuses it.
+pub async fn body(req: Request<Incoming>) -> Result<Bytes, Reply> {
+    read_body(req.into_body(), BODY_LIMIT)
+        .await
+        .map_err(|e| match e {
+            BodyError::TooLarge => error_json(&invalid(format!(
+                "the request body is over {BODY_LIMIT} bytes"
+            )))
+            .map_status(StatusCode::PAYLOAD_TOO_LARGE),
+            BodyError::TooSlow => error_json(&invalid("the request body did not arrive in time"))
+                .map_status(StatusCode::REQUEST_TIMEOUT),
+            BodyError::Broken => error_json(&invalid("the request body broke off")),
+        })
 }
 
 /// A JSON request body as `T`; an empty body is `{}`.

@@ -31,9 +31,9 @@ use microsandbox::{
 };
 use serde_json::json;
 
-use crate::app::{blocking, no_route, not_allowed, App};
 use crate::limits::{query, STALL_TIMEOUT};
-use crate::reply::{self, error_text, invalid, Reply};
+use crate::reply::{self, error_text, invalid, no_route, not_allowed, Reply};
+use crate::state::{blocking, App};
 
 /// Routes MiniBox's paths.
 pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Reply {

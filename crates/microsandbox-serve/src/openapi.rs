@@ -4,8 +4,7 @@
 use hyper::body::Incoming;
 use hyper::{Method, Request, StatusCode};
 
-use crate::app::not_allowed;
-use crate::reply::{self, Reply};
+use crate::reply::{self, not_allowed, Reply};
 
 /// The document.
 pub const DOCUMENT: &str = include_str!("../openapi.yaml");

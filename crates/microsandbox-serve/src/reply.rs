@@ -1,6 +1,7 @@
 //! Answers: the body type every handler returns (a whole buffer, or a
-//! stream fed through a bounded channel), JSON and text answers, and the
-//! one mapping from the cache's error kinds to HTTP statuses.
+//! stream fed through a bounded channel), JSON and text answers (the 404
+//! and 405 every route gives among them), and the one mapping from the
+//! cache's error kinds to HTTP statuses.
 //!
 //! | code | status |
 //! | --- | --- |
@@ -24,8 +25,8 @@ use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Empty, Full};
-use hyper::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
-use hyper::{Response, StatusCode};
+use hyper::header::{HeaderValue, ALLOW, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
+use hyper::{Method, Response, StatusCode};
 use microsandbox::{ErrorKind, MicrosandboxError};
 use tokio::sync::mpsc;
 
@@ -163,6 +164,39 @@ pub fn error_text(e: &MicrosandboxError) -> Reply {
 /// An `InvalidArgument` error.
 pub fn invalid(message: impl Into<String>) -> MicrosandboxError {
     MicrosandboxError::new(ErrorKind::InvalidArgument, message)
+}
+
+/// Changing a reply's status.
+pub trait MapStatus {
+    /// The same answer with another status.
+    fn map_status(self, status: StatusCode) -> Self;
+}
+
+impl MapStatus for Reply {
+    fn map_status(mut self, status: StatusCode) -> Self {
+        *self.status_mut() = status;
+        self
+    }
+}
+
+/// 405 naming the methods a path takes.
+pub fn not_allowed(allow: &'static str, json: bool) -> Reply {
+    let message = format!("method not allowed; this path takes {allow}");
+    let mut r = if json {
+        error_json(&invalid(message))
+    } else {
+        text(StatusCode::METHOD_NOT_ALLOWED, &message)
+    };
+    *r.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
+    r.headers_mut()
+        .insert(ALLOW, HeaderValue::from_static(allow));
+    r
+}
+
+/// 404 for a path no endpoint serves.
+pub fn no_route(method: &Method, path: &str) -> Reply {
+    let e = invalid(format!("no such endpoint: {method} {path}"));
+    error_json(&e).map_status(StatusCode::NOT_FOUND)
 }
 
 #[cfg(test)]

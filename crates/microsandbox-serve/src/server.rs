@@ -14,7 +14,7 @@ use microsandbox::{ErrorKind, LocalBackend, MicrosandboxError, MicrosandboxResul
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{oneshot, watch, OwnedSemaphorePermit, Semaphore};
 
-use crate::app::{self, App};
+use crate::app;
 use crate::auth::{Auth, Token};
 use crate::limits::{
     check_connections, check_pulls, Pulls, WriteDeadline, CONN_BUFFER, DEFAULT_CONNECTIONS,
@@ -23,6 +23,7 @@ use crate::limits::{
 use crate::listen::{bind, Bound, Listen, SocketName};
 use crate::log::LogSink;
 use crate::paths::Allowed;
+use crate::state::App;
 
 /// How long a stop waits for requests in flight (and pulls their clients
 /// left) before it lets go.

@@ -33,10 +33,10 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::app::{blocking, body, no_route, not_allowed, App};
 use crate::json;
-use crate::limits::{parse_json, query};
-use crate::reply::{self, error_json, invalid, Reply};
+use crate::limits::{body, parse_json, query};
+use crate::reply::{self, error_json, invalid, no_route, not_allowed, Reply};
+use crate::state::{blocking, App};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]

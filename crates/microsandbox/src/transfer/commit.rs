@@ -8,7 +8,7 @@ use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::Mutex;
 
-use super::plan::{distinct, Planned};
+use super::planned::{distinct, Planned};
 use super::source::{Arrived, Source, Staged};
 use crate::api::handle::ImageHandle;
 use crate::error::{ErrorKind, MicrosandboxError, MicrosandboxResult};

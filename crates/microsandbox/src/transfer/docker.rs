@@ -8,10 +8,10 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::plan::{parse_diff_ids, Planned, PlannedImage, MAX_LAYER_NAMES, MAX_REFERENCES};
+use super::options::LoadOptions;
+use super::planned::{parse_diff_ids, Planned, PlannedImage, MAX_LAYER_NAMES, MAX_REFERENCES};
 use super::source::Source;
 use super::tarball::TarStage;
-use super::LoadOptions;
 use crate::error::{ErrorKind, MicrosandboxError, MicrosandboxResult};
 use crate::oci::digest::Digest;
 use crate::oci::model::{Descriptor, ManifestDoc, Platform, MAX_LAYERS, MEDIA_OCI_MANIFEST};

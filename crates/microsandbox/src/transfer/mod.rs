@@ -16,13 +16,12 @@ use std::sync::Mutex;
 
 use crate::api::handle::ImageHandle;
 use crate::error::MicrosandboxResult;
-use crate::oci::model::Platform;
 use crate::oci::platform;
 use crate::oci::reference::Reference;
 use crate::store::layout::{Layout, JSON_BLOB_LIMIT};
 use crate::transfer::layer::LayerSinks;
 pub use crate::transfer::layer::DEFAULT_MAX_LAYER_BYTES;
-use crate::transfer::progress::{ProgressFn, PullProgress};
+use crate::transfer::progress::PullProgress;
 use crate::transfer::registry::{PullOptions, RegistryOrigin};
 
 use commit::ingest;
@@ -33,7 +32,9 @@ mod commit;
 mod dir;
 mod docker;
 pub mod layer;
+mod options;
 mod plan;
+mod planned;
 pub mod progress;
 pub mod registry;
 mod save;
@@ -41,25 +42,8 @@ mod source;
 mod tarball;
 mod zstd_stream;
 
+pub use options::LoadOptions;
 pub use save::{save, SaveFormat, SaveOptions};
-
-/// How to load.
-#[derive(Clone, Debug, Default)]
-pub struct LoadOptions {
-    /// The platform to take from multi-platform indexes; the host's if unset.
-    pub platform: Option<Platform>,
-    /// The name to give the image of a single-image source, whatever (or
-    /// whether) the source names it.
-    pub reference: Option<Reference>,
-    /// Where progress events go.
-    pub progress: Option<ProgressFn>,
-    /// The most bytes a gzip layer may decompress to (checked while its
-    /// diff_id is computed); a larger one is refused as a decompression
-    /// bomb. [`crate::DEFAULT_MAX_LAYER_BYTES`] if unset.
-    pub max_layer_bytes: Option<u64>,
-    /// Also make each loaded image's VM disk (see `Image::materialize`).
-    pub materialize: bool,
-}
 
 /// Loads every named image of an OCI image layout directory, an OCI
 /// archive (a tar of a layout, plain or gzip) or a docker-archive (as

@@ -90,7 +90,7 @@ impl Mirror {
         if !prefix_ok {
             return Err(bad("the path may hold only plain segments"));
         }
-        let scheme = scheme.unwrap_or(if super::client::is_loopback(host) {
+        let scheme = scheme.unwrap_or(if super::hosts::is_loopback(host) {
             "http"
         } else {
             "https"

@@ -14,6 +14,7 @@
 
 pub mod auth;
 mod client;
+mod hosts;
 pub mod mirrors;
 
 pub use client::{Fetched, RegistryOrigin};
