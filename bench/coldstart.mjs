@@ -29,7 +29,7 @@
 // The page cache is not dropped: the registry's blobs are in it for every
 // variant alike. Prints a table and writes bench/coldstart-results.json
 // (git-ignored). BENCH_QUICK=1: the small image once. REPS_SMALL,
-// REPS_LARGE override the repetitions (3 and 2).
+// REPS_LARGE override the repetitions (3 each).
 
 import { spawn, spawnSync } from 'node:child_process'
 import crypto from 'node:crypto'
@@ -40,7 +40,7 @@ import os from 'node:os'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import zlib from 'node:zlib'
-import { MiB, log, machine, median, runBenchmark, startRegistry, tarHeader } from './lib.mjs'
+import { MiB, TIME, log, machine, median, runBenchmark, startRegistry, tarHeader } from './lib.mjs'
 
 const HERE = path.dirname(fileURLToPath(import.meta.url))
 const ROOT = path.resolve(HERE, '..')
@@ -60,7 +60,7 @@ const GUEST_TIMEOUT_MS = 5 * 60 * 1000
 // gzip halves them); the top one also holds /etc/coldstart-name.
 const IMAGES = [
   { name: 'small', dataLayers: 2, layerBytes: 100 * MiB, reps: Number(process.env.REPS_SMALL ?? 3) },
-  { name: 'large', dataLayers: 6, layerBytes: 340 * MiB, reps: Number(process.env.REPS_LARGE ?? 2) },
+  { name: 'large', dataLayers: 6, layerBytes: 340 * MiB, reps: Number(process.env.REPS_LARGE ?? 3) },
 ].filter((img) => !QUICK || img.name === 'small')
 if (QUICK) IMAGES[0].reps = 1
 const VARIANTS = ['ours-seq', 'ours-overlap', 'anchor-seq', 'anchor-overlap']
@@ -96,10 +96,15 @@ function sh(cmd, args, opts = {}) {
 
 const children = new Set()
 
-/** Runs a command without blocking the event loop; resolves with its stdout. */
-function exec(cmd, args, env = {}) {
+/**
+ * Runs a command without blocking the event loop (under /usr/bin/time when
+ * there is one, its report in `timeFile`); resolves with `{ out, cpuMs }`
+ * (user + system CPU time, null without /usr/bin/time).
+ */
+function exec(cmd, args, { env = {}, timeFile }) {
+  const argv = TIME ? [TIME, '-o', timeFile, '-f', '%U %S', cmd, ...args] : [cmd, ...args]
   return new Promise((resolve, reject) => {
-    const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } })
+    const child = spawn(argv[0], argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } })
     children.add(child)
     let out = ''
     let err = ''
@@ -110,8 +115,9 @@ function exec(cmd, args, env = {}) {
     child.on('close', (code, signal) => {
       clearTimeout(timer)
       children.delete(child)
-      if (code === 0) resolve(out)
-      else reject(new Error(`${cmd} ${args.join(' ')} failed (${code ?? signal}): ${err}`))
+      if (code !== 0) return reject(new Error(`${cmd} ${args.join(' ')} failed (${code ?? signal}): ${err}`))
+      const cpu = TIME ? fs.readFileSync(timeFile, 'utf8').trim().split('\n').pop().split(' ').map(Number) : null
+      resolve({ out, cpuMs: cpu ? (cpu[0] + cpu[1]) * 1000 : null })
     })
   })
 }
@@ -557,20 +563,26 @@ async function prepareAnchor(ctx, steps) {
   const layout = path.join(ctx.work, 'oci')
   const bundle = path.join(ctx.work, 'bundle')
   const erofs = path.join(ctx.work, 'image.erofs')
-  const env = { TMPDIR: ctx.work }
-  await step('skopeo copy', () => exec('skopeo', ['copy', '-q', '--insecure-policy', '--src-tls-verify=false', `docker://${ctx.ref}`, `oci:${layout}:img`], env))
-  await step('umoci unpack', () => exec('umoci', ['unpack', '--image', `${layout}:img`, bundle], env))
-  await step('mkfs.erofs', () => exec('mkfs.erofs', [erofs, path.join(bundle, 'rootfs')], env))
+  const opts = { env: { TMPDIR: ctx.work }, timeFile: path.join(ctx.work, 'time.out') }
+  await step('skopeo copy', () => exec('skopeo', ['copy', '-q', '--insecure-policy', '--src-tls-verify=false', `docker://${ctx.ref}`, `oci:${layout}:img`], opts))
+  await step('umoci unpack', () => exec('umoci', ['unpack', '--image', `${layout}:img`, bundle], opts))
+  await step('mkfs.erofs', () => exec('mkfs.erofs', [erofs, path.join(bundle, 'rootfs')], opts))
   return { disk: { path: erofs, format: 'raw' }, spec: specOfBundle(bundle) }
 }
 
-/** Times each step of a preparation (ms since t0 at its end, and its length). */
+/**
+ * Times each step of a preparation: its length, its end (ms since t0) and
+ * its CPU time (a command's from /usr/bin/time, else this process's, which
+ * counts the addon's threads).
+ */
 function stepper(ctx, steps) {
   return async (name, fn) => {
     const start = performance.now()
+    const cpu0 = process.cpuUsage()
     const v = await fn()
     const end = performance.now()
-    steps.push({ name, ms: end - start, at: end - ctx.t0 })
+    const cpu = process.cpuUsage(cpu0)
+    steps.push({ name, ms: end - start, at: end - ctx.t0, cpuMs: v?.cpuMs !== undefined ? v.cpuMs : (cpu.user + cpu.system) / 1000 })
     return v
   }
 }
@@ -643,7 +655,7 @@ async function main() {
         const ctx = { img, image, kernel, initrd, work: dir, ref: `${registry.addr}/coldstart-${img.name}:1` }
         const r = await coldStart(ctx, variant.startsWith('ours') ? prepareOurs : prepareAnchor, variant.endsWith('overlap'))
         runs[variant].push(r)
-        log(`${img.name} rep ${rep + 1}/${img.reps} ${variant}: first line at ${s(r.first)} (${r.steps.map((st) => `${st.name} ${s(st.ms)}`).join(', ')}; init at ${s(r.init)}, mounted at ${s(r.mounted)})`)
+        log(`${img.name} rep ${rep + 1}/${img.reps} ${variant}: first line at ${s(r.first)} (${r.steps.map((st) => `${st.name} ${s(st.ms)}, cpu ${s(st.cpuMs)}`).join('; ')}; init at ${s(r.init)}, mounted at ${s(r.mounted)})`)
         fs.rmSync(dir, { recursive: true, force: true })
         sh('sync', [])
       }
@@ -659,12 +671,14 @@ async function main() {
 /** The medians of a variant's runs: each phase's length and the totals. */
 function phases(runs) {
   const m = (f) => median(runs.map(f))
-  const step = (name) => m((r) => r.steps.find((st) => st.name === name)?.ms ?? NaN)
+  const step = (name, f) => m((r) => f(r.steps.find((st) => st.name === name)))
   return {
-    steps: Object.fromEntries(runs[0].steps.map((st) => [st.name, step(st.name)])),
+    steps: Object.fromEntries(runs[0].steps.map((st) => [st.name, step(st.name, (x) => x.ms)])),
+    stepsCpu: Object.fromEntries(runs[0].steps.map((st) => [st.name, step(st.name, (x) => x.cpuMs)])),
     ready: m((r) => r.ready),
     kernel: m((r) => r.init - r.spawned), // qemu spawned -> /init's first line
     modules: m((r) => r.waiting - r.init), // insmod of the modules
+    idle: m((r) => r.spec - r.waiting), // /init up, waiting for the host's spec (sent with the disk)
     diskSeen: m((r) => r.disk - Math.max(r.attached, r.spec)), // attached (and spec sent) -> /dev/vda seen
     mount: m((r) => r.mounted - r.disk), // erofs + tmpfs + overlay mounts
     exec: m((r) => r.first - r.mounted), // agent chroot + exec -> the first line
@@ -693,12 +707,14 @@ function report(results) {
     console.log(`|---|${VARIANTS.map(() => '---:').join('|')}|`)
     const line = (label, f) => console.log(`| ${label} | ${VARIANTS.map((v) => f(p[v], v)).join(' | ')} |`)
     const stepNames = [...new Set(VARIANTS.flatMap((v) => Object.keys(p[v].steps)))]
-    for (const st of stepNames) line(st, (q) => (st in q.steps ? s(q.steps[st]) : ''))
+    const cpu = (q, st) => (Number.isFinite(q.stepsCpu[st]) ? ` (cpu ${s(q.stepsCpu[st])})` : '')
+    for (const st of stepNames) line(st, (q) => (st in q.steps ? s(q.steps[st]) + cpu(q, st) : ''))
     line('disk ready at', (q) => s(q.ready))
     line('qemu spawn -> /init', (q) => s(q.kernel))
     line('modules loaded', (q) => s(q.modules))
-    line('/init waiting at', (q) => s(q.waitingAt))
-    line('attach -> /dev/vda seen', (q) => s(q.diskSeen))
+    line('/init up and waiting at', (q) => s(q.waitingAt))
+    line('/init idle until the disk', (q) => s(q.idle))
+    line('disk given -> /dev/vda seen', (q) => s(q.diskSeen))
     line('mount erofs + overlay', (q) => s(q.mount))
     line('exec -> first line', (q) => s(q.exec))
     line('**first line at**', (q) => `**${s(q.first)}** (${s(q.firstMin)}-${s(q.firstMax)})`)
