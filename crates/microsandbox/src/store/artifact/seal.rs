@@ -82,14 +82,13 @@ pub enum Found {
     Unsupported,
 }
 
-/// The file's size and modification time now, and how many names it has.
-fn now(file: &File) -> Result<(u64, (i64, i64), u64), String> {
+/// The file's size and modification time now. (Not its number of names:
+/// a maker killed between linking an artifact in and unlinking its claim
+/// file leaves a sound artifact with a second name in `tmp/`, which prune
+/// sweeps; a name elsewhere that writes to it changes its time.)
+fn now(file: &File) -> Result<(u64, (i64, i64)), String> {
     let st = fstat(file).map_err(|e| format!("cannot stat it: {e}"))?;
-    Ok((
-        st.st_size as u64,
-        (st.st_mtime, st.st_mtime_nsec as i64),
-        st.st_nlink,
-    ))
+    Ok((st.st_size as u64, (st.st_mtime, st.st_mtime_nsec as i64)))
 }
 
 /// The sha256 of every byte of `file`, and how many there were.
@@ -120,7 +119,7 @@ fn hash(file: &File) -> std::io::Result<(Digest, u64)> {
 /// reason.
 pub fn seal(file: &File, path: &Path) -> MicrosandboxResult<bool> {
     let (digest, size) = hash(file).at("read", path)?;
-    let (_, mtime, _) =
+    let (_, mtime) =
         now(file).map_err(|why| MicrosandboxError::io("stat", path, std::io::Error::other(why)))?;
     let seal = Seal {
         digest,
@@ -149,8 +148,8 @@ pub fn read(file: &File) -> Found {
     }
 }
 
-/// The check before an artifact is handed out: one name, and a seal that
-/// matches the file's size and modification time.
+/// The check before an artifact is handed out: a seal that matches the
+/// file's size and modification time.
 ///
 /// # Errors
 ///
@@ -160,12 +159,7 @@ pub fn check_quick(file: &File) -> Result<(), String> {
 }
 
 fn quick(file: &File) -> Result<Option<Seal>, String> {
-    let (size, mtime, names) = now(file)?;
-    if names != 1 {
-        return Err(format!(
-            "it has {names} names (a hard link the cache did not make)"
-        ));
-    }
+    let (size, mtime) = now(file)?;
     match read(file) {
         Found::Unsupported => Ok(None),
         Found::Unsealed => Err(
@@ -255,7 +249,7 @@ mod tests {
     }
 
     #[test]
-    fn no_seal_a_forged_one_and_a_second_name_fail() {
+    fn no_seal_and_a_forged_one_fail_and_a_second_name_does_not() {
         let (dir, f) = sealed(b"x");
         let path = dir.path().join("a");
         fsetxattr(&f, XATTR, b"sha256:zz 1 0.000000000", XattrFlags::empty()).unwrap();
@@ -264,7 +258,9 @@ mod tests {
         rustix::fs::fremovexattr(&f, XATTR).unwrap();
         assert!(check_full(&f).unwrap_err().contains("no seal"));
         seal(&f, &path).unwrap();
+        // As a maker killed after linking it in leaves it.
         std::fs::hard_link(&path, dir.path().join("b")).unwrap();
-        assert!(check_quick(&f).unwrap_err().contains("2 names"));
+        check_quick(&f).unwrap();
+        assert_eq!(check_full(&f).unwrap(), 1);
     }
 }
