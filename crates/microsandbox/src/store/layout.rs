@@ -145,6 +145,25 @@ pub struct VmDamage {
     pub why: String,
 }
 
+impl VmDamage {
+    /// Whether it still stands there, looked at again: another process may
+    /// have cleared it and made the directory (and artifacts in it) since
+    /// this layout was opened. Asked under the exclusive lock, so no
+    /// artifact is committed between the look and what follows it.
+    ///
+    /// # Errors
+    ///
+    /// `Io`.
+    pub fn still_there(&self) -> MicrosandboxResult<bool> {
+        Ok(match self.parent.open_dir(&self.name, None) {
+            Ok(None) => false,
+            Ok(Some(d)) => Me::now().check(&d.stat_self()?, d.path()).is_err(),
+            Err(e) if e.kind() == crate::ErrorKind::CorruptCache => true,
+            Err(e) => return Err(e),
+        })
+    }
+}
+
 /// Who this process is, for the ownership checks.
 struct Me {
     euid: u32,

@@ -233,7 +233,7 @@ pub fn clear_damage(
 ) -> MicrosandboxResult<Vec<String>> {
     let mut cleared = Vec::new();
     for d in layout.vm_damage() {
-        if take_away(layout, &d.parent, &d.name, &d.shown)? {
+        if d.still_there()? && take_away(layout, &d.parent, &d.name, &d.shown)? {
             d.parent.sync()?;
             cleared.push(format!("{}: {}", d.shown, d.why));
         }
@@ -507,6 +507,30 @@ mod tests {
             .map(|e| e.name)
             .collect();
         assert!(tmp_names.is_empty(), "{tmp_names:?}");
+    }
+
+    #[test]
+    fn damage_another_process_cleared_first_is_left_alone() {
+        let (dir, _layout) = layout();
+        let path = dir.path().join("home");
+        let vm = path.join("cache/vm");
+        std::fs::remove_dir_all(&vm).unwrap();
+        std::os::unix::fs::symlink("/nonexistent", &vm).unwrap();
+        let home = crate::store::layout::Home::new(path, std::time::Duration::from_secs(1));
+        let damaged = home.layout().unwrap();
+        assert_eq!(damaged.vm_damage().len(), 1);
+        // Another process clears it, makes the directories and an artifact.
+        std::fs::remove_file(&vm).unwrap();
+        std::fs::create_dir_all(vm.join("layers")).unwrap();
+        std::fs::write(vm.join("layers/kept"), b"x").unwrap();
+        let guard = damaged.lock::<crate::store::lock::Exclusive>().unwrap();
+        assert!(clear_damage(&damaged, &guard).unwrap().is_empty());
+        assert!(vm.join("layers/kept").is_file());
+        assert!(!path_exists(&dir.path().join("home/cache/quarantine")));
+    }
+
+    fn path_exists(p: &std::path::Path) -> bool {
+        std::fs::symlink_metadata(p).is_ok()
     }
 
     #[test]
