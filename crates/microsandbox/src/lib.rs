@@ -44,6 +44,7 @@ mod oci;
 mod store;
 mod transfer;
 mod util;
+mod values;
 mod vm;
 
 #[cfg(feature = "testing")]
@@ -57,10 +58,6 @@ pub mod backend {
 }
 
 pub use api::backend::{LeaseOptions, LocalBackend, LocalBackendBuilder};
-pub use api::handle::{
-    DiskUsage, ImageConfigDetail, ImageDetail, ImageDisk, ImageDiskLayer, ImageHandle,
-    ImageHistory, ImageLayerDetail, ImageLease, ImagePruneReport, ImageUsage, RemovedImage,
-};
 pub use api::image::Image;
 pub use api::serving::{ServedBlob, ServedManifest};
 pub use error::{ErrorKind, MicrosandboxError, MicrosandboxResult};
@@ -75,4 +72,8 @@ pub use store::lease::LeaseKind;
 pub use transfer::progress::{Phase, Progress, ProgressFn, PullProgress, PullProgressFn};
 pub use transfer::registry::{PullOptions, PullPolicy};
 pub use transfer::{LoadOptions, SaveFormat, SaveOptions, DEFAULT_MAX_LAYER_BYTES};
+pub use values::{
+    DiskUsage, ImageConfigDetail, ImageDetail, ImageDisk, ImageDiskLayer, ImageHandle,
+    ImageHistory, ImageLayerDetail, ImageLease, ImagePruneReport, ImageUsage, RemovedImage,
+};
 pub use vm::materialize::MaterializeOptions;

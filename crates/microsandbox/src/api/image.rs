@@ -10,11 +10,11 @@
 use std::path::{Path, PathBuf};
 
 use crate::api::backend::{default_backend, LeaseOptions, LocalBackend};
-use crate::api::handle::{DiskUsage, ImageDetail, ImageHandle, ImageLease, ImagePruneReport};
 use crate::error::{MicrosandboxError, MicrosandboxResult};
 use crate::gc::policy::PruneOptions;
 use crate::transfer::registry::PullOptions;
 use crate::transfer::{LoadOptions, SaveOptions};
+use crate::values::{DiskUsage, ImageDetail, ImageHandle, ImageLease, ImagePruneReport};
 
 /// The image cache's operations.
 pub struct Image;

@@ -19,7 +19,8 @@ use std::fs::File;
 
 use crate::api::backend::LocalBackend;
 use crate::error::{ErrorKind, MicrosandboxError, MicrosandboxResult};
-use crate::gc::census::{graph_of, Kind};
+use crate::gc::census::graph_of;
+use crate::gc::graph::Kind;
 use crate::oci::digest::Digest;
 use crate::oci::model::{ManifestDoc, Shape, MEDIA_OCI_INDEX, MEDIA_OCI_MANIFEST};
 use crate::oci::reference::Reference;

@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use rustix::fs::FileType;
 
 use crate::error::MicrosandboxResult;
-use crate::gc::census::{Graph, Kind};
+use crate::gc::graph::{Graph, Kind};
 use crate::oci::digest::Digest;
 use crate::oci::model::Descriptor;
 use crate::store::artifact::ArtifactKind;

@@ -17,26 +17,13 @@ use rustix::fs::FileType;
 
 use crate::error::{MicrosandboxError, MicrosandboxResult};
 use crate::gc::artifacts::{ArtifactFiles, DiffIdCache, Disks};
+use crate::gc::graph::{Graph, Kind};
 use crate::oci::digest::Digest;
 use crate::oci::model::{IndexFile, Shape};
 use crate::store::content;
 use crate::store::fs::{allocated, kind};
 use crate::store::layout::Layout;
 use crate::store::lease::{self, LeaseRecord, Pins};
-
-/// What a blob is, as far as the graph tells.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Kind {
-    /// A manifest or an index.
-    Manifest,
-    /// An image config.
-    Config,
-    /// A layer.
-    Layer,
-}
-
-/// The blobs one root needs, itself first.
-pub type Graph = Arc<[(Digest, Kind)]>;
 
 /// What stays true about immutable blobs, remembered between censuses.
 #[derive(Debug, Default)]

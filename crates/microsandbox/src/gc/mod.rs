@@ -13,6 +13,7 @@
 
 pub mod artifacts;
 pub mod census;
+pub mod graph;
 pub mod mark;
 pub mod orphans;
 pub mod policy;
@@ -25,10 +26,10 @@ pub mod verify;
 use std::collections::{HashMap, HashSet};
 use std::time::SystemTime;
 
-use crate::api::handle::{ImagePruneReport, RemovedImage};
 use crate::error::{MicrosandboxError, MicrosandboxResult};
 use crate::gc::artifacts::Needed;
-use crate::gc::census::{foreign_roots, CensusCache, Kind, Snapshot};
+use crate::gc::census::{foreign_roots, CensusCache, Snapshot};
+use crate::gc::graph::Kind;
 use crate::gc::mark::mark;
 use crate::gc::policy::PruneOptions;
 use crate::gc::select::{select, vm_keeps, Selection};
@@ -43,6 +44,7 @@ use crate::store::layout::Layout;
 use crate::store::lease::LeaseRecord;
 use crate::store::lock::{Exclusive, ExclusiveGuard, Shared};
 use crate::util::time;
+use crate::values::{ImagePruneReport, RemovedImage};
 
 /// Runs a prune: planned under the shared lock for a dry run, planned and
 /// carried out under the exclusive lock otherwise.
@@ -261,12 +263,12 @@ pub(crate) fn plan_with(
     for ((kind, key), bytes) in &artifacts.present {
         if !needed.keeps(&(*kind, key.clone())) {
             vm.push((*kind, kind.name(key)));
-            report.count_artifact(*kind, *bytes);
+            sweep::count_artifact(&mut report, *kind, *bytes);
         }
     }
     for (kind, name, bytes) in &artifacts.strays {
         vm.push((*kind, name.clone()));
-        report.count_artifact(*kind, *bytes);
+        sweep::count_artifact(&mut report, *kind, *bytes);
     }
     // Dependents first (a VMDK names its fsmeta and layer images, an
     // fsmeta its layer images): a sweep cut short never leaves one naming
@@ -334,7 +336,7 @@ pub(crate) fn plan_with(
 /// The edges of the mark: a root's graph is its whole closure, so a root
 /// points at everything in it and nothing else points anywhere.
 fn children<'a>(
-    graphs: &'a HashMap<Digest, MicrosandboxResult<crate::gc::census::Graph>>,
+    graphs: &'a HashMap<Digest, MicrosandboxResult<crate::gc::graph::Graph>>,
     node: &Digest,
 ) -> impl Iterator<Item = &'a Digest> {
     graphs

@@ -6,7 +6,8 @@
 use chrono::{DateTime, Utc};
 
 use crate::error::MicrosandboxResult;
-use crate::gc::census::{CensusCache, Kind};
+use crate::gc::census::CensusCache;
+use crate::gc::graph::Kind;
 use crate::gc::plan;
 use crate::gc::policy::PruneOptions;
 use crate::store::catalog::CatalogCache;

@@ -8,7 +8,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use crate::error::{ErrorKind, MicrosandboxError, MicrosandboxResult};
-use crate::gc::census::Graph;
+use crate::gc::graph::Graph;
 use crate::oci::digest::Digest;
 
 /// How to prune.
@@ -173,7 +173,7 @@ pub fn evict_to_budget(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gc::census::Kind;
+    use crate::gc::graph::Kind;
 
     #[test]
     fn sizes_and_durations_parse_like_docker() {

@@ -8,7 +8,6 @@
 //! go, through the one prune that knows how to take them. A transfer
 //! running meanwhile keeps its locked temporaries and fails at its commit.
 
-use crate::api::handle::ImagePruneReport;
 use crate::error::{ErrorKind, MicrosandboxError, MicrosandboxResult};
 use crate::gc::census::CensusCache;
 use crate::gc::policy::PruneOptions;
@@ -21,6 +20,7 @@ use crate::store::layout::Layout;
 use crate::store::lease;
 use crate::store::lock::Exclusive;
 use crate::util::time;
+use crate::values::ImagePruneReport;
 
 /// How to purge.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

@@ -9,7 +9,8 @@ use std::collections::HashSet;
 use std::time::SystemTime;
 
 use crate::error::MicrosandboxResult;
-use crate::gc::census::{foreign_roots, graph_of, Graph, Snapshot};
+use crate::gc::census::{foreign_roots, graph_of, Snapshot};
+use crate::gc::graph::Graph;
 use crate::gc::policy::{evict_to_budget, PruneOptions};
 use crate::oci::digest::Digest;
 use crate::oci::model::{Descriptor, ANN_CREATED, ANN_LAST_USED};
@@ -179,7 +180,7 @@ pub fn vm_keeps<'a>(
             .and_then(|g| g.as_ref().ok())
             .map(|g| {
                 g.iter()
-                    .filter(|(_, k)| *k == crate::gc::census::Kind::Manifest)
+                    .filter(|(_, k)| *k == crate::gc::graph::Kind::Manifest)
                     .map(|(d, _)| d)
                     .collect::<Vec<_>>()
             })
@@ -256,10 +257,10 @@ impl WithArtifacts<'_> {
         if self.present.is_empty() {
             return g;
         }
-        let mut out: Vec<(Digest, crate::gc::census::Kind)> = g.iter().cloned().collect();
+        let mut out: Vec<(Digest, crate::gc::graph::Kind)> = g.iter().cloned().collect();
         for (m, _) in g
             .iter()
-            .filter(|(_, k)| *k == crate::gc::census::Kind::Manifest)
+            .filter(|(_, k)| *k == crate::gc::graph::Kind::Manifest)
         {
             let Some(Some(disk)) = self.disks.get(m) else {
                 continue;
@@ -267,7 +268,7 @@ impl WithArtifacts<'_> {
             out.extend(
                 disk.iter()
                     .filter(|id| self.present.contains_key(*id))
-                    .map(|id| (node(id), crate::gc::census::Kind::Layer)),
+                    .map(|id| (node(id), crate::gc::graph::Kind::Layer)),
             );
         }
         out.into()

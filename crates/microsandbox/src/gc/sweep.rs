@@ -11,9 +11,8 @@ use std::collections::HashSet;
 
 use rustix::fs::FileType;
 
-use crate::api::handle::ImagePruneReport;
 use crate::error::MicrosandboxResult;
-use crate::gc::census::Kind;
+use crate::gc::graph::Kind;
 use crate::gc::Plan;
 use crate::oci::digest::Digest;
 use crate::store::artifact::ArtifactKind;
@@ -24,6 +23,7 @@ use crate::store::layout::Layout;
 use crate::store::lease;
 use crate::store::lock::ExclusiveGuard;
 use crate::store::partial::digest_of_name;
+use crate::values::ImagePruneReport;
 
 /// Carries a plan out under the exclusive lock. The report counts what
 /// was actually deleted.
@@ -81,7 +81,7 @@ pub(crate) fn execute(
     let mut vm_dirs: Vec<ArtifactKind> = Vec::new();
     for (kind, name) in &plan.vm {
         if let Some(size) = delete(kind.dir(layout), name)? {
-            report.count_artifact(*kind, size);
+            count_artifact(&mut report, *kind, size);
             if !vm_dirs.contains(kind) {
                 vm_dirs.push(*kind);
             }
@@ -191,4 +191,15 @@ pub fn atomic_leftovers(layout: &Layout) -> MicrosandboxResult<Vec<(Leftover, St
         out.extend(names.into_iter().map(|n| (which, n)));
     }
     Ok(out)
+}
+
+/// Counts one VM artifact (deleted, or to be) of `bytes` on disk in a
+/// prune's report.
+pub(crate) fn count_artifact(report: &mut ImagePruneReport, kind: ArtifactKind, bytes: u64) {
+    match kind {
+        ArtifactKind::Layer => report.layers_removed += 1,
+        ArtifactKind::Fsmeta => report.fsmeta_removed += 1,
+        ArtifactKind::Vmdk => report.vmdk_removed += 1,
+    }
+    report.reclaim(bytes);
 }

@@ -7,11 +7,11 @@ use std::collections::HashMap;
 
 use rustix::fs::FileType;
 
-use crate::api::handle::{DiskUsage, ImageUsage};
 use crate::error::MicrosandboxResult;
 use crate::gc;
 use crate::gc::artifacts::ArtifactId;
-use crate::gc::census::{graph_of, CensusCache, Graph, Kind, Snapshot};
+use crate::gc::census::{graph_of, CensusCache, Snapshot};
+use crate::gc::graph::{Graph, Kind};
 use crate::gc::policy::PruneOptions;
 use crate::oci::digest::Digest;
 use crate::oci::model::Descriptor;
@@ -22,6 +22,7 @@ use crate::store::index::{is_pin_record, shown_name};
 use crate::store::layout::Layout;
 use crate::store::lock::Shared;
 use crate::util::time;
+use crate::values::{DiskUsage, ImageUsage};
 
 /// Measures the cache.
 ///

@@ -9,7 +9,6 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use crate::api::handle::ImageHandle;
 use crate::error::{IoContext, MicrosandboxError, MicrosandboxResult};
 use crate::oci::digest::Digest;
 use crate::oci::model::{
@@ -22,6 +21,7 @@ use crate::store::fs::Stat;
 use crate::store::index::{self, same_image, INDEX};
 use crate::store::layout::Layout;
 use crate::util::time;
+use crate::values::ImageHandle;
 
 /// One reference of the index.
 #[derive(Debug)]

@@ -18,47 +18,10 @@ use crate::oci::digest::Digest;
 use crate::store::layout::Layout;
 use crate::util::time;
 
+pub use crate::values::LeaseKind;
+
 const LEASE_LIMIT: u64 = 16 << 20;
 const ID_MAX: usize = 128;
-
-/// What holds a lease.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LeaseKind {
-    /// A running sandbox.
-    Sandbox,
-    /// A snapshot built from the image.
-    Snapshot,
-    /// A load or pull in flight.
-    Ingest,
-}
-
-impl LeaseKind {
-    /// A kind a caller may ask for: `sandbox` or `snapshot` (`ingest`
-    /// leases are the cache's own, taken by loads and pulls in flight).
-    ///
-    /// # Errors
-    ///
-    /// [`crate::ErrorKind::InvalidArgument`] for any other text.
-    pub fn parse(text: &str) -> MicrosandboxResult<LeaseKind> {
-        match text {
-            "sandbox" => Ok(LeaseKind::Sandbox),
-            "snapshot" => Ok(LeaseKind::Snapshot),
-            other => Err(MicrosandboxError::invalid_argument(format!(
-                "lease kind must be 'sandbox' or 'snapshot', got {other:?}"
-            ))),
-        }
-    }
-
-    /// `sandbox`, `snapshot` or `ingest`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            LeaseKind::Sandbox => "sandbox",
-            LeaseKind::Snapshot => "snapshot",
-            LeaseKind::Ingest => "ingest",
-        }
-    }
-}
 
 /// A lease as stored in `leases/<id>.json`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -10,7 +10,6 @@ use std::sync::Mutex;
 
 use super::planned::{distinct, Planned};
 use super::source::{Arrived, Source, Staged};
-use crate::api::handle::ImageHandle;
 use crate::error::{ErrorKind, MicrosandboxError, MicrosandboxResult};
 use crate::oci::digest::Digest;
 use crate::oci::model::{
@@ -27,6 +26,7 @@ use crate::store::lock::Exclusive;
 use crate::transfer::layer::{check_diff_id, feed_layer, LayerSink};
 use crate::transfer::progress::{Phase, Progress};
 use crate::util::time;
+use crate::values::ImageHandle;
 
 /// Pins what a plan needs, brings it in and commits it.
 pub(super) fn ingest(

@@ -14,7 +14,6 @@
 use std::path::Path;
 use std::sync::Mutex;
 
-use crate::api::handle::ImageHandle;
 use crate::error::MicrosandboxResult;
 use crate::oci::platform;
 use crate::oci::reference::Reference;
@@ -23,6 +22,7 @@ use crate::transfer::layer::LayerSinks;
 pub use crate::transfer::layer::DEFAULT_MAX_LAYER_BYTES;
 use crate::transfer::progress::PullProgress;
 use crate::transfer::registry::{PullOptions, RegistryOrigin};
+use crate::values::ImageHandle;
 
 use commit::ingest;
 use plan::{check_sizes, plan, plan_image};

@@ -17,7 +17,6 @@
 use std::fs::File;
 use std::sync::Arc;
 
-use crate::api::handle::{ImageDisk, ImageDiskLayer};
 use crate::error::{IoContext, MicrosandboxError, MicrosandboxResult};
 use crate::oci::digest::Digest;
 use crate::oci::model::Descriptor;
@@ -28,6 +27,7 @@ use crate::store::lease::TransferPin;
 use crate::store::lock::{Exclusive, Shared};
 use crate::transfer::layer::DEFAULT_MAX_LAYER_BYTES;
 use crate::transfer::progress::{ProgressFn, PullProgress, PullProgressFn};
+use crate::values::{ImageDisk, ImageDiskLayer};
 use crate::vm::layer::{self, LayerSpec};
 use crate::vm::stitch::{self, DiskLayer};
 

@@ -3,7 +3,6 @@
 use std::time::Duration;
 
 use super::{not_found, LocalBackend};
-use crate::api::handle::ImageLease;
 use crate::error::{MicrosandboxError, MicrosandboxResult};
 use crate::oci::model::ANN_LAST_USED;
 use crate::oci::reference::Reference;
@@ -12,6 +11,7 @@ use crate::store::index::{self, IndexTxn};
 use crate::store::lease::{self, LeaseKind, LeaseRecord, Pins};
 use crate::store::lock::Exclusive;
 use crate::util::time;
+use crate::values::ImageLease;
 use crate::vm::materialize::MaterializeOptions;
 
 /// What a lease asks for.

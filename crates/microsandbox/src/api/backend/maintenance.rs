@@ -1,10 +1,10 @@
 //! The cache's upkeep: prune, orphans, purge, verify, disk usage.
 
 use super::LocalBackend;
-use crate::api::handle::{DiskUsage, ImagePruneReport};
 use crate::error::MicrosandboxResult;
 use crate::gc;
 use crate::gc::policy::PruneOptions;
+use crate::values::{DiskUsage, ImagePruneReport};
 
 impl LocalBackend {
     /// Runs the default prune. Blocking.

@@ -1,9 +1,6 @@
 //! Reading the catalog: list, get, inspect.
 
 use super::LocalBackend;
-use crate::api::handle::{
-    ImageConfigDetail, ImageDetail, ImageHandle, ImageHistory, ImageLayerDetail,
-};
 use crate::error::{MicrosandboxError, MicrosandboxResult};
 use crate::store::artifact::{self, ArtifactKind};
 use crate::store::catalog::Entry;
@@ -11,6 +8,7 @@ use crate::store::content;
 use crate::store::layout::Layout;
 use crate::store::lock::Shared;
 use crate::util::time;
+use crate::values::{ImageConfigDetail, ImageDetail, ImageHandle, ImageHistory, ImageLayerDetail};
 
 impl LocalBackend {
     /// Every reference, newest first. Blocking.

@@ -3,7 +3,6 @@
 use std::path::Path;
 
 use super::{not_found, LocalBackend};
-use crate::api::handle::ImageHandle;
 use crate::error::{ErrorKind, MicrosandboxError, MicrosandboxResult};
 use crate::oci::model::Platform;
 use crate::oci::platform;
@@ -12,6 +11,7 @@ use crate::store::catalog::{check_target_text, Entry, Target};
 use crate::store::lock::Shared;
 use crate::transfer::registry::{PullOptions, PullPolicy};
 use crate::transfer::{self, LoadOptions, SaveOptions};
+use crate::values::ImageHandle;
 use crate::vm::materialize::MaterializeOptions;
 
 impl LocalBackend {

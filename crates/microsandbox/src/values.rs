@@ -1,8 +1,11 @@
 //! The values the API hands out: image handles, details, leases, reports.
+//! Plain data, below every folder that builds them (store, transfer, gc,
+//! vm) and the api that returns them.
 
 use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
 
-use crate::store::lease::LeaseKind;
+use crate::error::{MicrosandboxError, MicrosandboxResult};
 
 /// One reference of the cache, as `list` shows it. Everything here comes
 /// from `index.json`; reading a handle opens no blob.
@@ -192,21 +195,6 @@ pub struct ImagePruneReport {
 }
 
 impl ImagePruneReport {
-    /// Counts one VM artifact (deleted, or to be) of `bytes` on disk.
-    pub(crate) fn count_artifact(
-        &mut self,
-        kind: crate::store::artifact::ArtifactKind,
-        bytes: u64,
-    ) {
-        use crate::store::artifact::ArtifactKind;
-        match kind {
-            ArtifactKind::Layer => self.layers_removed += 1,
-            ArtifactKind::Fsmeta => self.fsmeta_removed += 1,
-            ArtifactKind::Vmdk => self.vmdk_removed += 1,
-        }
-        self.reclaim(bytes);
-    }
-
     /// An empty report, measured: nothing reclaimed yet.
     pub(crate) fn measured(dry_run: bool) -> Self {
         ImagePruneReport {
@@ -339,4 +327,43 @@ pub struct ImageDiskLayer {
     pub path: std::path::PathBuf,
     /// Its size.
     pub size_bytes: u64,
+}
+
+/// What holds a lease.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LeaseKind {
+    /// A running sandbox.
+    Sandbox,
+    /// A snapshot built from the image.
+    Snapshot,
+    /// A load or pull in flight.
+    Ingest,
+}
+
+impl LeaseKind {
+    /// A kind a caller may ask for: `sandbox` or `snapshot` (`ingest`
+    /// leases are the cache's own, taken by loads and pulls in flight).
+    ///
+    /// # Errors
+    ///
+    /// [`crate::ErrorKind::InvalidArgument`] for any other text.
+    pub fn parse(text: &str) -> MicrosandboxResult<LeaseKind> {
+        match text {
+            "sandbox" => Ok(LeaseKind::Sandbox),
+            "snapshot" => Ok(LeaseKind::Snapshot),
+            other => Err(MicrosandboxError::invalid_argument(format!(
+                "lease kind must be 'sandbox' or 'snapshot', got {other:?}"
+            ))),
+        }
+    }
+
+    /// `sandbox`, `snapshot` or `ingest`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LeaseKind::Sandbox => "sandbox",
+            LeaseKind::Snapshot => "snapshot",
+            LeaseKind::Ingest => "ingest",
+        }
+    }
 }
