@@ -380,3 +380,40 @@ fn contradictory_or_malformed_options_are_refused_and_change_nothing() {
     assert_eq!(err.kind(), microsandbox::ErrorKind::InvalidArgument);
     assert_eq!(h.snapshot(), before);
 }
+
+/// The backend remembers its last listing of `blobs/sha256/` while the
+/// directory is unchanged; a blob another process adds or takes away (the
+/// directory's ctime moves) is seen by the next call, at once and after
+/// the listing has settled.
+#[test]
+fn a_remembered_blob_listing_sees_every_change() {
+    let h = four();
+    let blobs = h.oci().join("blobs/sha256");
+    let before = h.backend.disk_usage().unwrap().blobs_bytes;
+    assert_eq!(before, du_files(&blobs));
+    // At once: the listing just taken was racy and is not trusted.
+    let planted = blobs.join("ab".repeat(32));
+    fs::write(&planted, vec![1u8; 50_000]).unwrap();
+    let with = h.backend.disk_usage().unwrap().blobs_bytes;
+    assert_eq!(with, du_files(&blobs));
+    assert!(with > before, "{with} > {before}");
+    // Settled: the listing is remembered, and a change still shows.
+    std::thread::sleep(Duration::from_millis(250));
+    assert_eq!(h.backend.disk_usage().unwrap().blobs_bytes, with);
+    assert_eq!(h.backend.disk_usage().unwrap().blobs_bytes, with);
+    fs::remove_file(&planted).unwrap();
+    assert_eq!(h.backend.disk_usage().unwrap().blobs_bytes, before);
+    std::thread::sleep(Duration::from_millis(250));
+    assert_eq!(h.backend.disk_usage().unwrap().blobs_bytes, before);
+    fs::write(&planted, vec![1u8; 50_000]).unwrap();
+    assert_eq!(h.backend.disk_usage().unwrap().blobs_bytes, with);
+    // The dry run reads the same listing: the planted orphan is reclaimable.
+    let dry = h
+        .backend
+        .prune_images_with(&PruneOptions {
+            dry_run: true,
+            ..Default::default()
+        })
+        .unwrap();
+    assert!(dry.bytes_reclaimed.unwrap() >= with - before);
+}

@@ -30,17 +30,73 @@ use crate::store::lease::{self, LeaseRecord, Pins};
 pub struct CensusCache {
     /// Blob file -> (inode, allocated bytes).
     sizes: Mutex<HashMap<Digest, (u64, u64)>>,
+    /// The last listing of `blobs/sha256/`, while the directory is as it
+    /// was then.
+    listing: Mutex<Option<Listing>>,
     /// Image manifest -> its graph (manifest, config, layers).
     graphs: Mutex<HashMap<Digest, Graph>>,
     /// Config -> its diff_ids, for the VM artifacts.
     diff_ids: DiffIdCache,
 }
 
+/// A listing of `blobs/sha256/` and the directory's stamp before it.
+#[derive(Debug)]
+struct Listing {
+    stamp: DirStamp,
+    sizes: Arc<HashMap<Digest, u64>>,
+}
+
+/// A directory's identity and change times: a name added, removed or
+/// renamed in it changes its ctime, which no caller can set back.
+type DirStamp = (u64, u64, i64, i64, i64, i64);
+
+// The stat fields' types differ between architectures.
+#[allow(clippy::unnecessary_cast)]
+fn dir_stamp(s: &crate::store::fs::Stat) -> DirStamp {
+    (
+        s.st_dev as u64,
+        s.st_ino as u64,
+        s.st_mtime as i64,
+        s.st_mtime_nsec as i64,
+        s.st_ctime as i64,
+        s.st_ctime_nsec as i64,
+    )
+}
+
+/// How far a directory's ctime must lie before a listing for the listing
+/// to be trusted while the stamp holds: file systems take change times
+/// from a coarse clock (a few milliseconds per tick), so a change made in
+/// the same tick as the listing could leave the stamp as it was.
+const RACY_WINDOW: std::time::Duration = std::time::Duration::from_millis(100);
+
 impl CensusCache {
     /// Every regular file of `blobs/sha256/` named by a digest, with its
     /// allocated bytes. Other entries are not ours to judge and are left
-    /// out. Files seen before (same name, same inode) are not stat'ed again.
-    pub fn blob_sizes(&self, layout: &Layout) -> MicrosandboxResult<HashMap<Digest, u64>> {
+    /// out. Files seen before (same name, same inode) are not stat'ed again,
+    /// and while the directory's stamp is the one of the last listing (and
+    /// that listing was not racy), the directory is not listed again.
+    pub fn blob_sizes(&self, layout: &Layout) -> MicrosandboxResult<Arc<HashMap<Digest, u64>>> {
+        let blobs = layout.blobs_dir();
+        let started = std::time::SystemTime::now();
+        let before = blobs.stat_self()?;
+        let stamp = dir_stamp(&before);
+        if let Some(l) = &*lock(&self.listing) {
+            if l.stamp == stamp {
+                return Ok(l.sizes.clone());
+            }
+        }
+        let sizes = Arc::new(self.list_blob_sizes(layout)?);
+        let changed = crate::util::time::from_parts(stamp.4, stamp.5);
+        let settled = changed.is_some_and(|c| c + RACY_WINDOW < started);
+        *lock(&self.listing) = settled.then(|| Listing {
+            stamp,
+            sizes: sizes.clone(),
+        });
+        Ok(sizes)
+    }
+
+    /// [`CensusCache::blob_sizes`] from a fresh listing.
+    fn list_blob_sizes(&self, layout: &Layout) -> MicrosandboxResult<HashMap<Digest, u64>> {
         let known = std::mem::take(&mut *lock(&self.sizes));
         let mut current: HashMap<Digest, (u64, u64)> = HashMap::with_capacity(known.len());
         let mut todo: Vec<(Digest, String)> = Vec::new();
@@ -126,7 +182,7 @@ pub struct Snapshot {
     /// `index.json`.
     pub index: Arc<IndexFile>,
     /// Every blob file and its allocated bytes.
-    pub sizes: HashMap<Digest, u64>,
+    pub sizes: Arc<HashMap<Digest, u64>>,
     /// The graph of every reference and pinned manifest.
     pub graphs: HashMap<Digest, MicrosandboxResult<Graph>>,
     /// What `cache/vm/` holds.

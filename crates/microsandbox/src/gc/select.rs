@@ -239,9 +239,9 @@ fn node(id: &crate::gc::artifacts::ArtifactId) -> Digest {
 fn with_artifacts(snapshot: &Snapshot) -> WithArtifacts<'_> {
     let present = &snapshot.artifacts.present;
     let sizes = if present.is_empty() {
-        std::borrow::Cow::Borrowed(&snapshot.sizes)
+        std::borrow::Cow::Borrowed(&*snapshot.sizes)
     } else {
-        let mut sizes = snapshot.sizes.clone();
+        let mut sizes = (*snapshot.sizes).clone();
         sizes.extend(present.iter().map(|(id, bytes)| (node(id), *bytes)));
         std::borrow::Cow::Owned(sizes)
     };

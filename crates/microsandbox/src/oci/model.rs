@@ -221,13 +221,18 @@ mod entries {
     use serde::{Deserialize, Deserializer, Serializer};
 
     pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Entries, D::Error> {
-        let raw: Vec<Box<serde_json::value::RawValue>> = Vec::deserialize(d)?;
-        let mut out = Entries::default();
+        // Borrowed from the input (every index is parsed from bytes in
+        // memory): the first pass only finds where each entry ends.
+        let raw: Vec<&'de serde_json::value::RawValue> = Vec::deserialize(d)?;
+        let mut out = Entries {
+            good: Vec::with_capacity(raw.len()),
+            unreadable: Vec::new(),
+        };
         for (position, raw) in raw.into_iter().enumerate() {
             match serde_json::from_str::<Descriptor>(raw.get()) {
                 Ok(descriptor) => out.good.push(descriptor),
                 Err(e) => out.unreadable.push(Unreadable {
-                    raw,
+                    raw: raw.to_owned(),
                     why: e.to_string(),
                     position,
                 }),

@@ -55,18 +55,19 @@ impl Catalog {
             else {
                 continue;
             };
-            newest.insert(reference.canonical(), parsed.len());
-            parsed.push((reference, descriptor));
+            let canonical = reference.canonical();
+            newest.insert(canonical.clone(), parsed.len());
+            parsed.push((reference, canonical, descriptor));
         }
         let mut entries = Vec::with_capacity(newest.len());
         // Entries another tool wrote are summarized from their blobs, once
         // per manifest however many names it has.
         let mut summaries: HashMap<Digest, Option<content::Summary>> = HashMap::new();
-        for (i, (reference, descriptor)) in parsed.into_iter().enumerate() {
-            if newest.get(&reference.canonical()) != Some(&i) {
+        for (i, (reference, canonical, descriptor)) in parsed.into_iter().enumerate() {
+            if newest.get(&canonical) != Some(&i) {
                 continue;
             }
-            let handle = handle_with(&reference, &descriptor, |d| {
+            let handle = handle_with(&reference, canonical, &descriptor, |d| {
                 summaries
                     .entry(d.digest.clone())
                     .or_insert_with(|| content::summarize(layout, d).ok())
@@ -218,7 +219,7 @@ pub fn handle_of(
     reference: &Reference,
     d: &Descriptor,
 ) -> MicrosandboxResult<ImageHandle> {
-    Ok(handle_with(reference, d, |d| {
+    Ok(handle_with(reference, reference.canonical(), d, |d| {
         content::summarize(layout, d).ok()
     }))
 }
@@ -227,6 +228,7 @@ pub fn handle_of(
 /// from `summary`.
 fn handle_with(
     reference: &Reference,
+    canonical: String,
     d: &Descriptor,
     summary: impl FnOnce(&Descriptor) -> Option<content::Summary>,
 ) -> ImageHandle {
@@ -237,7 +239,7 @@ fn handle_with(
     let layers = ann(ANN_LAYERS).and_then(|s| s.parse::<usize>().ok());
     let mut handle = ImageHandle {
         reference: reference.familiar(),
-        canonical: reference.canonical(),
+        canonical,
         manifest_digest: d.digest.to_string(),
         size_bytes: size,
         architecture: d.platform.as_ref().map(|p| p.architecture.clone()),
