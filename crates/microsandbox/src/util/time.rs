@@ -45,6 +45,14 @@ pub fn parse(text: &str) -> Option<SystemTime> {
     Some(UNIX_EPOCH + Duration::new(secs, utc.timestamp_subsec_nanos()))
 }
 
+/// The time a file's `st_*time` and `st_*time_nsec` fields give; `None`
+/// before 1970 or for nanoseconds out of range.
+pub fn from_parts(secs: i64, nanos: i64) -> Option<SystemTime> {
+    let secs = u64::try_from(secs).ok()?;
+    let nanos = u32::try_from(nanos).ok().filter(|n| *n < 1_000_000_000)?;
+    UNIX_EPOCH.checked_add(Duration::new(secs, nanos))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -76,12 +84,4 @@ mod tests {
             "9999-12-31T23:59:59.999Z"
         );
     }
-}
-
-/// The time a file's `st_*time` and `st_*time_nsec` fields give; `None`
-/// before 1970 or for nanoseconds out of range.
-pub fn from_parts(secs: i64, nanos: i64) -> Option<SystemTime> {
-    let secs = u64::try_from(secs).ok()?;
-    let nanos = u32::try_from(nanos).ok().filter(|n| *n < 1_000_000_000)?;
-    UNIX_EPOCH.checked_add(Duration::new(secs, nanos))
 }
