@@ -74,5 +74,8 @@ pub use oci::reference::Reference;
 pub use store::lease::LeaseKind;
 pub use transfer::progress::{Phase, Progress, ProgressFn, PullProgress, PullProgressFn};
 pub use transfer::registry::{PullOptions, PullPolicy};
-pub use transfer::{LoadOptions, SaveFormat, SaveOptions, DEFAULT_MAX_LAYER_BYTES};
+pub use transfer::{
+    LoadOptions, PushOptions, PushProgress, PushProgressFn, PushReport, SaveFormat, SaveOptions,
+    DEFAULT_MAX_LAYER_BYTES,
+};
 pub use vm::materialize::MaterializeOptions;

@@ -6,4 +6,5 @@
 pub mod backend;
 pub mod handle;
 pub mod image;
+mod push;
 pub mod serving;
