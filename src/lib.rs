@@ -7,6 +7,7 @@
 mod args;
 mod backend;
 mod image;
+mod push;
 mod serve;
 mod task;
 mod types;
