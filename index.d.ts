@@ -173,6 +173,22 @@ export declare class Image {
   static leases(): Promise<Array<ImageLease>>
   /** `Image.leases` on a given backend. */
   static leasesLocal(backend: LocalBackend): Promise<Array<ImageLease>>
+  /**
+   * Pushes a cached image to a registry: to `to` (a reference), else
+   * to its own reference. Blobs the registry has are skipped, blobs of
+   * another repository of the same registry mounted, the rest uploaded
+   * six at a time, in resumable chunks of `chunkBytes` (64 MiB; 0 sends
+   * each blob in one request); then the manifest (for an index, its
+   * manifests, then the index). Credentials as pull takes them
+   * (`dockerConfig`); `mirrors` is checked as pull checks it, and never
+   * pushed to (pull-through caches are read-only). Nothing is recorded
+   * in the cache. Rejects `ImageNotFound`, `InvalidReference`,
+   * `InvalidArgument`, `Unauthorized`, `Unsupported` (a registry that
+   * takes no pushes), `DigestMismatch`, `RegistryError`, `CorruptCache`.
+   */
+  static push(reference: string, options?: { to?: string; insecure?: boolean; dockerConfig?: string; mirrors?: Record<string, string[]>; chunkBytes?: number; onProgress?: (event: PushProgress) => void }): Promise<PushReport>
+  /** `Image.push` on a given backend. */
+  static pushLocal(backend: LocalBackend, reference: string, options?: { to?: string; insecure?: boolean; dockerConfig?: string; mirrors?: Record<string, string[]>; chunkBytes?: number; onProgress?: (event: PushProgress) => void }): Promise<PushReport>
 }
 
 /** One cached reference. Reading it opens no blob. */
@@ -536,6 +552,34 @@ export type PullProgress =
   | { kind: 'stitchWritingVmdk' }
   | { kind: 'stitchComplete'; vmdkPath: string }
   | { kind: 'complete'; reference: string; layerCount: number }
+
+/**
+ * A push's progress (`onProgress`): `resolved`, then per blob
+ * `blobProgress` and `blobComplete` (`how`: `uploaded`, `mounted` or
+ * `exists`), `manifestPushed` for each manifest, `complete` last.
+ */
+export type PushProgress =
+  | { kind: 'resolved'; reference: string; manifestDigest: string; layerCount: number; totalBytes: number }
+  | { kind: 'blobProgress'; layerIndex: number | null; digest: string; uploadedBytes: number; totalBytes: number }
+  | { kind: 'blobComplete'; layerIndex: number | null; digest: string; how: string; totalBytes: number }
+  | { kind: 'manifestPushed'; digest: string }
+  | { kind: 'complete'; reference: string; manifestDigest: string }
+
+/** What a push did. */
+export interface PushReport {
+  /** The reference pushed to, familiar form. */
+  reference: string
+  /** The digest the reference names in the registry now. */
+  manifestDigest: string
+  /** Blobs uploaded. */
+  blobsUploaded: number
+  /** Blobs mounted from another repository of the registry. */
+  blobsMounted: number
+  /** Blobs the registry had already. */
+  blobsSkipped: number
+  /** Bytes sent in blob uploads (a resent chunk counts again). */
+  bytesUploaded: number
+}
 
 /** One reference a prune took. */
 export interface RemovedImage {

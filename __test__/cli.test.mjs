@@ -204,7 +204,7 @@ describe('cli: help', () => {
     const from = top.indexOf('Commands:');
     assert.ok(from > 0, top.join('\n'));
     const rows = top.slice(from + 1, top.indexOf('', from));
-    assert.deepEqual(rows.map((l) => l.trim().split(/\s+/)[0]), ['ls', 'inspect', 'rm', 'prune', 'gc', 'purge', 'df', 'pull', 'materialize', 'load', 'save', 'verify', 'leases']);
+    assert.deepEqual(rows.map((l) => l.trim().split(/\s+/)[0]), ['ls', 'inspect', 'rm', 'prune', 'gc', 'purge', 'df', 'pull', 'push', 'materialize', 'load', 'save', 'verify', 'leases']);
     for (const row of rows) {
       const [, name, summary] = /^ {2}(\S+) +(\S.*)$/.exec(row) ?? [];
       assert.ok(summary, `not a command line: ${row}`);

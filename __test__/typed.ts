@@ -26,6 +26,8 @@ import type {
   ImageDisk,
   ImageDiskLayer,
   PullProgress,
+  PushProgress,
+  PushReport,
 } from 'microsandbox';
 
 declare function log(...args: unknown[]): void;
@@ -118,6 +120,20 @@ async function ambient(): Promise<void> {
   await Image.pull('python:3.12', { mirrors: { 'docker.io': 'https://mirror.internal' } });
   // @ts-expect-error: policies are 'missing', 'always' and 'never'
   await Image.pull('alpine', { policy: 'sometimes' });
+  const pushed: PushReport = await Image.push('python:3.12', {
+    to: 'registry.example.com/base/python:3.12',
+    dockerConfig: '/etc/docker',
+    chunkBytes: 32 << 20,
+    onProgress: (e: PushProgress) => {
+      if (e.kind === 'blobProgress') log(e.layerIndex, e.uploadedBytes, e.totalBytes);
+      if (e.kind === 'blobComplete') log(e.digest, e.how);
+    },
+  });
+  const uploaded: number = pushed.bytesUploaded + pushed.blobsUploaded + pushed.blobsMounted + pushed.blobsSkipped;
+  log(pushed.reference, pushed.manifestDigest, uploaded);
+  await Image.pushLocal(new LocalBackend(), '127.0.0.1:5000/app:1', { insecure: true });
+  // @ts-expect-error: the destination is a reference string
+  await Image.push('alpine', { to: 5000 });
   await Image.save(['python:3.12', 'alpine'], './both.tar', { format: 'docker' });
   await Image.saveLocal(new LocalBackend({ home: '/tmp/h' }), ['alpine'], './a.tar', { format: 'oci' });
   // @ts-expect-error: formats are 'oci' and 'docker'

@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 'use strict';
 // The `microsandbox` command: `npx microsandbox image ls|inspect|rm|prune|
-// df|pull|load|save|verify|leases`, and `microsandbox serve`, on the addon. Exit codes: 0 success, 1 a
+// df|pull|push|load|save|verify|leases`, and `microsandbox serve`, on the addon. Exit codes: 0 success, 1 a
 // failed operation (`error: Code: message` on stderr), 2 a usage error
 // (printed with the command's help). A reader that goes away (`... | head
 // -1`) ends the command quietly, as git and docker do; no stack trace ever

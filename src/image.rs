@@ -17,18 +17,18 @@ use crate::types::{
     ProgressEvent, PullProgress, VerifyReport,
 };
 
-type Backend = MicrosandboxResult<core::LocalBackend>;
+pub(crate) type Backend = MicrosandboxResult<core::LocalBackend>;
 
-fn ambient() -> Backend {
+pub(crate) fn ambient() -> Backend {
     core::backend::default_backend()
 }
 
-fn local(v: Unknown) -> Backend {
+pub(crate) fn local(v: Unknown) -> Backend {
     args::instance::<LocalBackend>(Some(v), "backend", "LocalBackend").map(|b| b.inner.clone())
 }
 
 /// Checks arguments with `prepare`, then runs what it returns off the JS thread.
-fn spawn<J, F>(
+pub(crate) fn spawn<J, F>(
     backend: Backend,
     prepare: impl FnOnce(core::LocalBackend) -> MicrosandboxResult<F>,
 ) -> AsyncTask<CoreTask<J>>

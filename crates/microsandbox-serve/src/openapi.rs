@@ -41,6 +41,7 @@ mod tests {
             "/v1/images/purge:",
             "/v1/images/verify:",
             "/v1/images/pull:",
+            "/v1/images/push:",
             "/v1/images/load:",
             "/v1/images/save:",
             "/v1/leases:",

@@ -14,6 +14,7 @@
 //! | `POST /v1/images/purge` `{ force? }` | `purge` |
 //! | `POST /v1/images/verify` `{ repair? }` | `verify` |
 //! | `POST /v1/images/pull` `{ reference, platform?, policy? }` | `pull` |
+//! | `POST /v1/images/push` `{ reference, to?, insecure?, chunkBytes? }` (a token always) | `push` |
 //! | `POST /v1/images/load` `{ path, reference?, platform? }` | `load` |
 //! | `POST /v1/images/save` `{ references, path, format?, overwrite? }` | `save` |
 //! | `GET /v1/leases` | `leases` |
@@ -27,7 +28,7 @@ use hyper::body::Incoming;
 use hyper::{Method, Request, StatusCode};
 use microsandbox::{
     LeaseKind, LeaseOptions, LoadOptions, MicrosandboxResult, Platform, PruneOptions, PullOptions,
-    PullPolicy, PurgeOptions, Reference, SaveFormat, SaveOptions, VerifyOptions,
+    PullPolicy, PurgeOptions, PushOptions, Reference, SaveFormat, SaveOptions, VerifyOptions,
 };
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
@@ -35,7 +36,7 @@ use serde_json::{json, Value};
 
 use crate::json;
 use crate::limits::{body, parse_json, query};
-use crate::reply::{self, error_json, invalid, no_route, not_allowed, Reply};
+use crate::reply::{self, error_json, invalid, no_route, not_allowed, MapStatus, Reply};
 use crate::state::{blocking, App};
 
 #[derive(Deserialize)]
@@ -85,6 +86,18 @@ struct PullRequest {
     policy: Option<String>,
     #[serde(default)]
     materialize: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct PushRequest {
+    reference: String,
+    #[serde(default, deserialize_with = "present")]
+    to: Option<String>,
+    #[serde(default)]
+    insecure: bool,
+    #[serde(default, deserialize_with = "present")]
+    chunk_bytes: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -223,6 +236,7 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Reply {
         | "/v1/images/purge"
         | "/v1/images/verify"
         | "/v1/images/pull"
+        | "/v1/images/push"
         | "/v1/images/load"
         | "/v1/images/save"
         | "/v1/images/materialize" => "POST",
@@ -329,6 +343,45 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Reply {
                 })
                 .await?;
                 ok(json::handle(&handle))
+            })
+            .await
+        }
+        (_, "/v1/images/push") => {
+            // A push sends the cache's images out with this host's registry
+            // credentials: never without a token, even on a unix socket.
+            if app.auth.token.is_none() {
+                return error_json(&microsandbox::MicrosandboxError::new(
+                    microsandbox::ErrorKind::Unauthorized,
+                    "push needs the server to run with an API token (--token-file or MSB_API_TOKEN)",
+                ))
+                .map_status(StatusCode::UNAUTHORIZED);
+            }
+            let pulls = app.pulls.clone();
+            with_body(req, |r: PushRequest| async move {
+                Reference::parse(&r.reference)?;
+                if let Some(to) = &r.to {
+                    Reference::parse(to)?;
+                }
+                let options = PushOptions {
+                    to: r.to,
+                    insecure: r.insecure,
+                    chunk_bytes: r.chunk_bytes,
+                    ..Default::default()
+                };
+                let permit = pulls.start()?;
+                let report = blocking(move || {
+                    let _permit = permit;
+                    b.push_image(&r.reference, &options)
+                })
+                .await?;
+                ok(json!({
+                    "reference": report.reference,
+                    "manifestDigest": report.manifest_digest,
+                    "blobsUploaded": report.blobs_uploaded,
+                    "blobsMounted": report.blobs_mounted,
+                    "blobsSkipped": report.blobs_skipped,
+                    "bytesUploaded": report.bytes_uploaded,
+                }))
             })
             .await
         }

@@ -71,7 +71,10 @@ pub use oci::reference::Reference;
 pub use store::lease::LeaseKind;
 pub use transfer::progress::{Phase, Progress, ProgressFn, PullProgress, PullProgressFn};
 pub use transfer::registry::{PullOptions, PullPolicy};
-pub use transfer::{LoadOptions, SaveFormat, SaveOptions, DEFAULT_MAX_LAYER_BYTES};
+pub use transfer::{
+    LoadOptions, PushOptions, PushProgress, PushProgressFn, PushReport, SaveFormat, SaveOptions,
+    DEFAULT_MAX_LAYER_BYTES,
+};
 pub use values::{
     DiskUsage, ImageConfigDetail, ImageDetail, ImageDisk, ImageDiskLayer, ImageHandle,
     ImageHistory, ImageLayerDetail, ImageLease, ImagePruneReport, ImageUsage, RemovedImage,

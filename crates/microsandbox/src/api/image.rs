@@ -13,7 +13,7 @@ use crate::api::backend::{default_backend, LeaseOptions, LocalBackend};
 use crate::error::{MicrosandboxError, MicrosandboxResult};
 use crate::gc::policy::PruneOptions;
 use crate::transfer::registry::PullOptions;
-use crate::transfer::{LoadOptions, SaveOptions};
+use crate::transfer::{LoadOptions, PushOptions, PushReport, SaveOptions};
 use crate::values::{DiskUsage, ImageDetail, ImageHandle, ImageLease, ImagePruneReport};
 
 /// The image cache's operations.
@@ -272,6 +272,48 @@ impl Image {
     ) -> MicrosandboxResult<ImageHandle> {
         let reference = reference.to_owned();
         run(backend.clone(), move |b| b.pull_image(&reference, &options)).await
+    }
+
+    /// Pushes a cached image to a registry: to `options.to`, else to its
+    /// own reference. Blobs the registry has are skipped, blobs of another
+    /// repository of the same registry mounted, the rest uploaded six at a
+    /// time (in resumable chunks when large), then the manifest (and for an
+    /// index, its manifests, then the index). The cache is never changed.
+    ///
+    /// # Errors
+    ///
+    /// `ImageNotFound`, `InvalidReference`, `Unauthorized`, `Unsupported`
+    /// (a registry that takes no pushes), `DigestMismatch`,
+    /// `RegistryError`, `CorruptCache`.
+    ///
+    /// # Example
+    ///
+    /// ```no_run
+    /// # async fn f() -> microsandbox::MicrosandboxResult<()> {
+    /// use microsandbox::{Image, PushOptions};
+    /// let report = Image::push(
+    ///     "python:3.12",
+    ///     PushOptions {
+    ///         to: Some("registry.example.com/base/python:3.12".into()),
+    ///         ..Default::default()
+    ///     },
+    /// )
+    /// .await?;
+    /// println!("{} {}", report.reference, report.manifest_digest);
+    /// # Ok(()) }
+    /// ```
+    pub async fn push(reference: &str, options: PushOptions) -> MicrosandboxResult<PushReport> {
+        Self::push_local(&ambient().await?, reference, options).await
+    }
+
+    /// [`Image::push`] on `backend`.
+    pub async fn push_local(
+        backend: &LocalBackend,
+        reference: &str,
+        options: PushOptions,
+    ) -> MicrosandboxResult<PushReport> {
+        let reference = reference.to_owned();
+        run(backend.clone(), move |b| b.push_image(&reference, &options)).await
     }
 
     /// Pins the image a reference names and marks it used.

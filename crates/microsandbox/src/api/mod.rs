@@ -5,4 +5,5 @@
 
 pub mod backend;
 pub mod image;
+mod push;
 pub mod serving;

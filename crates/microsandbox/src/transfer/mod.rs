@@ -43,6 +43,7 @@ mod tarball;
 mod zstd_stream;
 
 pub use options::LoadOptions;
+pub use registry::push::{push, PushOptions, PushProgress, PushProgressFn, PushReport};
 pub use save::{save, SaveFormat, SaveOptions};
 
 /// Loads every named image of an OCI image layout directory, an OCI

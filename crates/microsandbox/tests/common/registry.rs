@@ -2,6 +2,7 @@
 //! on a free loopback port, filled by skopeo.
 
 use std::net::{TcpListener, TcpStream};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -61,6 +62,28 @@ pub fn start_registry(dir: tempfile::TempDir, extra: &str) -> Registry {
         addr,
         _dir: dir,
     }
+}
+
+/// A registry that asks for `user:password` (htpasswd, basic auth).
+pub fn registry_with(login: Option<(&str, &str)>) -> Registry {
+    let dir = tempfile::tempdir().unwrap();
+    let auth = match login {
+        None => String::new(),
+        Some((user, password)) => {
+            let file = dir.path().join("htpasswd");
+            let out = Command::new("htpasswd")
+                .args(["-Bbn", user, password])
+                .output()
+                .expect("htpasswd is required (apt-get install apache2-utils)");
+            assert!(out.status.success());
+            std::fs::write(&file, &out.stdout).unwrap();
+            format!(
+                "auth:\n  htpasswd:\n    realm: test\n    path: {}\n",
+                file.display()
+            )
+        }
+    };
+    start_registry(dir, &auth)
 }
 
 pub fn push(reg: &Registry, from: &str, to: &str, all: bool) {
@@ -180,4 +203,186 @@ pub fn logging_proxy(
         }
     });
     (addr, hits, log)
+}
+
+/// A token server for a registry with `auth: token`: it hands `user` (and
+/// nobody else) RS256 tokens signed by a key whose self-signed
+/// certificate the registry trusts. Returns its address and the
+/// registry's auth config.
+pub fn token_server(dir: &Path, user: &str, password: &str) -> (String, String) {
+    token_server_for(dir, user, password, Duration::from_secs(600))
+}
+
+/// [`token_server`] whose tokens last `lifetime`.
+pub fn token_server_for(
+    dir: &Path,
+    user: &str,
+    password: &str,
+    lifetime: Duration,
+) -> (String, String) {
+    use base64::Engine as _;
+    use std::io::{Read, Write};
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let key = dir.join("token.key");
+    let cert = dir.join("token.crt");
+    let out = Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
+        .args(["-subj", "/CN=test token issuer", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl is required (apt-get install openssl)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let pem = std::fs::read_to_string(&cert).unwrap();
+    let der_b64: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let expected_auth = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+    );
+    let user = user.to_owned();
+    std::thread::spawn(move || {
+        for client in listener.incoming().take(1000) {
+            let Ok(mut client) = client else { continue };
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") {
+                if client.read(&mut byte).unwrap_or(0) == 0 {
+                    break;
+                }
+                head.push(byte[0]);
+            }
+            let text = String::from_utf8_lossy(&head).into_owned();
+            let authorized = text.lines().any(|l| {
+                l.to_ascii_lowercase().starts_with("authorization:")
+                    && l["authorization:".len()..].trim() == expected_auth
+            });
+            let target = text.split_whitespace().nth(1).unwrap_or("").to_owned();
+            let query = target.split_once('?').map_or("", |(_, q)| q);
+            // Every scope asked for (several `scope=`, or several in one
+            // separated by spaces), each granted as asked.
+            let scopes: Vec<String> = query
+                .split('&')
+                .filter_map(|kv| kv.strip_prefix("scope="))
+                .flat_map(|s| {
+                    s.replace("%3A", ":")
+                        .replace("%2F", "/")
+                        .replace("%2C", ",")
+                        .replace("%20", " ")
+                        .replace('+', " ")
+                        .split(' ')
+                        .map(str::to_owned)
+                        .collect::<Vec<_>>()
+                })
+                .filter(|s| !s.is_empty())
+                .collect();
+            if !authorized {
+                let _ = client.write_all(
+                    b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                );
+                continue;
+            }
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs();
+            let header = format!(r#"{{"alg":"RS256","typ":"JWT","x5c":["{der_b64}"]}}"#);
+            // repository:<name>:<actions>
+            let access: Vec<String> = scopes
+                .iter()
+                .map(|scope| {
+                    let rest = scope.split_once(':').map_or("", |(_, r)| r);
+                    let (repo, actions) = rest.rsplit_once(':').unwrap_or((rest, "pull"));
+                    let actions: Vec<String> =
+                        actions.split(',').map(|a| format!("\"{a}\"")).collect();
+                    format!(
+                        r#"{{"type":"repository","name":"{repo}","actions":[{}]}}"#,
+                        actions.join(",")
+                    )
+                })
+                .collect();
+            let claims = format!(
+                r#"{{"iss":"test-issuer","sub":"{user}","aud":"test-registry","exp":{},"nbf":{},"iat":{now},"jti":"{now}-{}","access":[{}]}}"#,
+                now + lifetime.as_secs(),
+                now - 60,
+                rand_id(),
+                access.join(",")
+            );
+            let signing_input = format!("{}.{}", b64.encode(header), b64.encode(claims));
+            let mut sign = Command::new("openssl")
+                .args(["dgst", "-sha256", "-sign"])
+                .arg(&key)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap();
+            sign.stdin
+                .take()
+                .unwrap()
+                .write_all(signing_input.as_bytes())
+                .unwrap();
+            let signature = sign.wait_with_output().unwrap().stdout;
+            let token = format!("{signing_input}.{}", b64.encode(signature));
+            let body = format!(
+                r#"{{"token":"{token}","expires_in":{}}}"#,
+                lifetime.as_secs()
+            );
+            let _ = client.write_all(
+                format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                )
+                .as_bytes(),
+            );
+        }
+    });
+    let auth = format!(
+        "auth:\n  token:\n    realm: http://{addr}/token\n    service: test-registry\n    issuer: test-issuer\n    rootcertbundle: {}\n",
+        cert.display()
+    );
+    (addr, auth)
+}
+
+pub fn rand_id() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish()
+}
+
+impl Registry {
+    /// Kills the registry (as a crash would) and starts it again on the
+    /// same port with the same storage and config.
+    pub fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(self._dir.path().join("config.yml"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("docker-registry is required (apt-get install docker-registry)");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect(&self.addr).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "the registry did not start again"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Where its storage is.
+    pub fn data(&self) -> std::path::PathBuf {
+        self._dir.path().join("data")
+    }
 }

@@ -586,7 +586,7 @@ fn backoff(tries: u32) -> Duration {
 }
 
 /// Splits `a="x,y",b=z` at the commas outside quotes.
-fn split_params(s: &str) -> Vec<&str> {
+pub(super) fn split_params(s: &str) -> Vec<&str> {
     let mut out = Vec::new();
     let (mut start, mut quoted) = (0, false);
     for (i, c) in s.char_indices() {

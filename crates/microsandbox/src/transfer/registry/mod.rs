@@ -16,6 +16,7 @@ pub mod auth;
 mod client;
 mod hosts;
 pub mod mirrors;
+pub mod push;
 
 pub use client::{Fetched, RegistryOrigin};
 pub use mirrors::MirrorMap;
