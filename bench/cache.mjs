@@ -5,9 +5,9 @@
 //
 //   list     Image.listLocal on 10,000 references, cold (new backend) and
 //            warm, against the floor: JSON.parse(readFileSync(index.json))
-//            + one plain object per descriptor, in this same process. <= 3x
+//            + one plain object per descriptor, in this same process. <= 1.5x
 //   inspect  Image.inspectLocal of random references, sequential awaits:
-//            per-call median and p99.                                 < 1 ms
+//            per-call median < 0.15 ms and p99 < 0.3 ms
 //   remove   Image.removeLocal per call on 10,000 references over 30,000
 //            blobs, and over 3,000 blobs.          independent of blob count
 //   prune    Image.pruneLocal vs `umoci gc` on identical copies (flushed to
@@ -17,7 +17,7 @@
 //            (nothing left to delete), and the unlink floor.  umoci/ours >= 5x
 //   usage    Image.diskUsageLocal and Image.pruneLocal({ dryRun: true }) on
 //            the 10,000-reference cache, against `du -sB1` of its blobs.
-//                                                           both < 200 ms
+//                                                     both <= 1.2x du
 //   rss      process.resourceUsage().maxRSS at the end.
 //
 // Prints a table and writes bench/results.json. BENCH_QUICK=1 runs fewer
@@ -154,6 +154,22 @@ const results = {
   reps: REPS,
 }
 
+// `node bench/cache.mjs --child-rss HOME`: what one fresh process of ours
+// peaks at doing every read this benchmark times on a cache (the parent's
+// own RSS also holds the synthesized caches and every sample's backend).
+if (process.argv[2] === '--child-rss') {
+  const home = process.argv[3]
+  const b = new LocalBackend({ home })
+  const refs = (await Image.listLocal(b)).map((h) => h.reference)
+  await Image.listLocal(new LocalBackend({ home }))
+  for (let i = 0; i < 200; i++) await Image.inspectLocal(b, refs[(i * 7919) % refs.length])
+  await Image.diskUsageLocal(b)
+  await Image.pruneLocal(b, { dryRun: true })
+  await Image.diskUsageLocal(new LocalBackend({ home }))
+  console.log(JSON.stringify({ refs: refs.length, maxRssMiB: process.resourceUsage().maxRSS / 1024 }))
+  process.exit(0)
+}
+
 const tStart = now()
 const work = fs.mkdtempSync(path.join(os.tmpdir(), 'msb-bench-'))
 await runBenchmark(main, () => {
@@ -194,6 +210,7 @@ async function main() {
   await benchList(big)
   await benchInspect(big)
   await benchUsage(big)
+  benchChildRss(big)
   await benchRemove(big, small)
   await benchPrune(pruneBase)
 
@@ -263,8 +280,8 @@ async function benchList(cache) {
   s.ratioCold = s.cold.median / s.floor.median
   s.ratioWarm = s.warm.median / s.floor.median
   s.ratioWarmToJson = s.warmToJson.median / s.floor.median
-  s.target = 3
-  s.met = s.ratioCold <= 3 && s.ratioWarm <= 3
+  s.target = 1.5
+  s.met = s.ratioCold <= 1.5 && s.ratioWarm <= 1.5
   results.list = s
   log(`list: floor ${fmtMs(s.floor.median)}, cold ${fmtMs(s.cold.median)} (${fmtX(s.ratioCold)}), warm ${fmtMs(s.warm.median)} (${fmtX(s.ratioWarm)})`)
 }
@@ -290,8 +307,8 @@ async function benchInspect(cache) {
       assert.equal(d.layers.length, d.handle.layerCount)
     }
   }
-  const s = { firstCallMs: firstMs, ...stats(lat), targetMs: 1 }
-  s.met = s.p99 < 1 && s.median < 1
+  const s = { firstCallMs: firstMs, ...stats(lat), targetMedianMs: 0.15, targetP99Ms: 0.3 }
+  s.met = s.median < 0.15 && s.p99 < 0.3
   results.inspect = s
   log(`inspect: first ${fmtMs(firstMs)}, median ${fmtMs(s.median)}, p99 ${fmtMs(s.p99)}`)
 }
@@ -478,12 +495,22 @@ async function benchUsage(cache) {
   }
   const files = fs.readdirSync(blobsDir)
   assert.equal(files.length, cache.blobCount)
-  const s = { usage: stats(usage), dryRun: stats(dry), du: stats(du), coldUsage: stats(coldUsage), coldDryRun: stats(coldDry), target: 200 }
+  const s = { usage: stats(usage), dryRun: stats(dry), du: stats(du), coldUsage: stats(coldUsage), coldDryRun: stats(coldDry), target: 1.2 }
   s.usageOverDu = s.usage.median / s.du.median
   s.dryRunOverDu = s.dryRun.median / s.du.median
-  s.met = s.usage.median < 200 && s.dryRun.median < 200
+  s.met = s.usageOverDu <= 1.2 && s.dryRunOverDu <= 1.2
   results.usage = s
   log(`diskUsage ${fmtMs(s.usage.median)} (cold ${fmtMs(s.coldUsage.median)}), prune dry run ${fmtMs(s.dryRun.median)} (cold ${fmtMs(s.coldDryRun.median)}), du -s ${fmtMs(s.du.median)}`)
+}
+
+// --- a process of ours alone -------------------------------------------------
+function benchChildRss(cache) {
+  const r = spawnSync(process.execPath, [fileURLToPath(import.meta.url), '--child-rss', cache.home], { encoding: 'utf8' })
+  if (r.status !== 0) throw new Error(`child failed: ${r.stderr}`)
+  const out = JSON.parse(r.stdout.trim().split('\n').pop())
+  assert.equal(out.refs, cache.refs.length)
+  results.childRss = { ...out, target: 100, met: out.maxRssMiB < 100 }
+  log(`one process: list, inspect, diskUsage, dry run: peak RSS ${out.maxRssMiB.toFixed(0)} MiB`)
 }
 
 // --- output ------------------------------------------------------------------
@@ -491,15 +518,15 @@ function report() {
   const r = results
   const rows = [
     ['list, floor (parse + map)', fmtMs(r.list.floor.median), fmtMs(r.list.floor.min), '', ''],
-    ['list, cold (new backend)', fmtMs(r.list.cold.median), fmtMs(r.list.cold.min), fmtX(r.list.ratioCold) + ' floor', '<= 3x ' + (r.list.ratioCold <= 3 ? 'ok' : 'MISSED')],
-    ['list, warm', fmtMs(r.list.warm.median), fmtMs(r.list.warm.min), fmtX(r.list.ratioWarm) + ' floor', '<= 3x ' + (r.list.ratioWarm <= 3 ? 'ok' : 'MISSED')],
+    ['list, cold (new backend)', fmtMs(r.list.cold.median), fmtMs(r.list.cold.min), fmtX(r.list.ratioCold) + ' floor', '<= 1.5x ' + (r.list.ratioCold <= 1.5 ? 'ok' : 'MISSED')],
+    ['list, warm', fmtMs(r.list.warm.median), fmtMs(r.list.warm.min), fmtX(r.list.ratioWarm) + ' floor', '<= 1.5x ' + (r.list.ratioWarm <= 1.5 ? 'ok' : 'MISSED')],
     ['list, warm + toJSON each', fmtMs(r.list.warmToJson.median), fmtMs(r.list.warmToJson.min), fmtX(r.list.ratioWarmToJson) + ' floor', '(info)'],
-    ['inspect, per call', fmtMs(r.inspect.median), fmtMs(r.inspect.min), 'p99 ' + fmtMs(r.inspect.p99), '< 1 ms ' + (r.inspect.met ? 'ok' : 'MISSED')],
+    ['inspect, per call', fmtMs(r.inspect.median), fmtMs(r.inspect.min), 'p99 ' + fmtMs(r.inspect.p99), '< 0.15 / 0.3 ms ' + (r.inspect.met ? 'ok' : 'MISSED')],
     [`remove, ${r.remove.big.blobs} blobs`, fmtMs(r.remove.big.median), fmtMs(r.remove.big.min), 'p99 ' + fmtMs(r.remove.big.p99), ''],
     [`remove, ${r.remove.small.blobs} blobs`, fmtMs(r.remove.small.median), fmtMs(r.remove.small.min), 'p99 ' + fmtMs(r.remove.small.p99), ''],
     ['remove, 10x blobs / 1x', '', '', fmtX(r.remove.ratio), `<= ${r.remove.tolerance}x ` + (r.remove.met ? 'ok' : 'MISSED')],
-    ['diskUsage, 10,000 refs', fmtMs(r.usage.usage.median), fmtMs(r.usage.usage.min), fmtX(r.usage.usageOverDu) + ' du -s', '< 200 ms ' + (r.usage.usage.median < 200 ? 'ok' : 'MISSED')],
-    ['prune dry run, 10,000 refs', fmtMs(r.usage.dryRun.median), fmtMs(r.usage.dryRun.min), fmtX(r.usage.dryRunOverDu) + ' du -s', '< 200 ms ' + (r.usage.dryRun.median < 200 ? 'ok' : 'MISSED')],
+    ['diskUsage, 10,000 refs', fmtMs(r.usage.usage.median), fmtMs(r.usage.usage.min), fmtX(r.usage.usageOverDu) + ' du -s', '<= 1.2x ' + (r.usage.usageOverDu <= 1.2 ? 'ok' : 'MISSED')],
+    ['prune dry run, 10,000 refs', fmtMs(r.usage.dryRun.median), fmtMs(r.usage.dryRun.min), fmtX(r.usage.dryRunOverDu) + ' du -s', '<= 1.2x ' + (r.usage.dryRunOverDu <= 1.2 ? 'ok' : 'MISSED')],
     ['diskUsage, cold (new backend)', fmtMs(r.usage.coldUsage.median), fmtMs(r.usage.coldUsage.min), '', '(info)'],
     ['prune dry run, cold', fmtMs(r.usage.coldDryRun.median), fmtMs(r.usage.coldDryRun.min), '', '(info)'],
     ['du -sB1 blobs/sha256', fmtMs(r.usage.du.median), fmtMs(r.usage.du.min), '', '(info)'],
@@ -508,7 +535,8 @@ function report() {
     ['prune, unlink floor', fmtMs(r.prune.unlinkFloor.median), fmtMs(r.prune.unlinkFloor.min), `ours ${fmtX(r.prune.oursOverFloor)} floor`, '(info)'],
     ['prune again, ours', fmtMs(r.prune.oursNothingToDelete.median), fmtMs(r.prune.oursNothingToDelete.min), 'nothing to delete', ''],
     ['prune again, umoci gc', fmtMs(r.prune.umociNothingToDelete.median), fmtMs(r.prune.umociNothingToDelete.min), fmtX(r.prune.ratioNothingToDelete) + ' slower', '(info)'],
-    ['peak RSS', `${r.maxRssMiB} MiB`, '', '', ''],
+    ['peak RSS, one process of ours', `${r.childRss.maxRssMiB.toFixed(0)} MiB`, '', 'list, inspect, usage, dry run', '< 100 MiB ' + (r.childRss.met ? 'ok' : 'MISSED')],
+    ['peak RSS, this benchmark', `${r.maxRssMiB} MiB`, '', '', '(info)'],
   ]
   const head = ['measure', 'median', 'min', 'ratio / p99', 'target']
   const w = head.map((h, i) => Math.max(h.length, ...rows.map((row) => row[i].length)))
