@@ -28,7 +28,9 @@ use crate::values::ImageHandle;
 pub struct Entry {
     /// The parsed reference.
     pub reference: Reference,
-    /// Its descriptor in `index.json`.
+    /// Its descriptor in `index.json`, without its annotations: what they
+    /// say is in the handle, and 10,000 copies of the same five keys would
+    /// double the view's memory.
     pub descriptor: Descriptor,
     /// What `list` shows.
     pub handle: ImageHandle,
@@ -75,7 +77,10 @@ impl Catalog {
             });
             entries.push(Entry {
                 reference,
-                descriptor,
+                descriptor: Descriptor {
+                    annotations: Default::default(),
+                    ..descriptor
+                },
                 handle,
             });
         }
