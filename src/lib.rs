@@ -13,6 +13,7 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 mod args;
 mod backend;
 mod image;
+mod ops;
 mod push;
 mod serve;
 mod task;

@@ -8,7 +8,8 @@ use napi::threadsafe_function::ThreadsafeFunctionCallMode;
 use napi_derive::napi;
 
 use crate::args;
-use crate::image::{ambient, local, spawn, Backend, Image};
+use crate::image::Image;
+use crate::ops::{ambient, local, spawn, Backend};
 use crate::task::CoreTask;
 
 /// What a push did.
