@@ -228,8 +228,11 @@ mod entries {
             good: Vec::with_capacity(raw.len()),
             unreadable: Vec::new(),
         };
-        for (position, raw) in raw.into_iter().enumerate() {
-            match serde_json::from_str::<Descriptor>(raw.get()) {
+        // Each entry parses on its own: on all cores for a large index.
+        let parsed =
+            crate::util::par::on_cores(&raw, |r| serde_json::from_str::<Descriptor>(r.get()));
+        for (position, (raw, parsed)) in raw.into_iter().zip(parsed).enumerate() {
+            match parsed {
                 Ok(descriptor) => out.good.push(descriptor),
                 Err(e) => out.unreadable.push(Unreadable {
                     raw: raw.to_owned(),

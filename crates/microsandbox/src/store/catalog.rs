@@ -51,39 +51,56 @@ impl Catalog {
         // One entry per name: the newest spelling (the last in the file),
         // as every other operation resolves it (see [`index::resolve`]).
         let mut newest: HashMap<String, usize> = HashMap::new();
-        let mut parsed = Vec::with_capacity(index.manifests.len());
-        for descriptor in index.manifests.good {
-            let Some(reference) = descriptor.ref_name().and_then(|n| Reference::parse(n).ok())
-            else {
+        let good = index.manifests.good;
+        // Parsing 10,000 names and times is most of a cold list: on all
+        // cores.
+        let names = crate::util::par::on_cores(&good, |d| {
+            let r = Reference::parse(d.ref_name()?).ok()?;
+            let canonical = r.canonical();
+            Some((r, canonical))
+        });
+        let mut parsed = Vec::with_capacity(good.len());
+        for (descriptor, name) in good.into_iter().zip(names) {
+            let Some((reference, canonical)) = name else {
                 continue;
             };
-            let canonical = reference.canonical();
             newest.insert(canonical.clone(), parsed.len());
             parsed.push((reference, canonical, descriptor));
         }
-        let mut entries = Vec::with_capacity(newest.len());
+        let chosen: Vec<(Reference, String, Descriptor)> = parsed
+            .into_iter()
+            .enumerate()
+            .filter(|(i, (_, canonical, _))| newest.get(canonical) == Some(i))
+            .map(|(_, p)| p)
+            .collect();
+        let mut handles = crate::util::par::on_cores(&chosen, |(reference, canonical, d)| {
+            handle_with(reference, canonical.clone(), d, |_| None)
+        });
         // Entries another tool wrote are summarized from their blobs, once
         // per manifest however many names it has.
         let mut summaries: HashMap<Digest, Option<content::Summary>> = HashMap::new();
-        for (i, (reference, canonical, descriptor)) in parsed.into_iter().enumerate() {
-            if newest.get(&canonical) != Some(&i) {
-                continue;
+        for ((reference, canonical, descriptor), handle) in chosen.iter().zip(&mut handles) {
+            if needs_summary(descriptor) {
+                *handle = handle_with(reference, canonical.clone(), descriptor, |d| {
+                    summaries
+                        .entry(d.digest.clone())
+                        .or_insert_with(|| content::summarize(layout, d).ok())
+                        .clone()
+                });
             }
-            let handle = handle_with(&reference, canonical, &descriptor, |d| {
-                summaries
-                    .entry(d.digest.clone())
-                    .or_insert_with(|| content::summarize(layout, d).ok())
-                    .clone()
-            });
-            entries.push(Entry {
+        }
+        let mut entries: Vec<Entry> = chosen
+            .into_iter()
+            .zip(handles)
+            .map(|((reference, _, descriptor), handle)| Entry {
                 reference,
                 descriptor: Descriptor {
                     annotations: Default::default(),
                     ..descriptor
                 },
                 handle,
-            });
-        }
+            })
+            .collect();
         entries.sort_by_key(|e| std::cmp::Reverse(e.handle.created_at));
         let by_name = entries
             .iter()
@@ -255,7 +272,7 @@ fn handle_with(
         image_created_at: ann(ANN_IMAGE_CREATED).and_then(|t| time::parse_utc(t)),
         disk_ready: false,
     };
-    if size.is_none() || layers.is_none() || d.platform.is_none() {
+    if needs_summary(d) {
         // Another tool wrote this entry. What its blobs cannot tell (an
         // artifact, an index without this host's platform) stays as the
         // descriptor says, so one odd entry never hides the others.
@@ -269,6 +286,17 @@ fn handle_with(
         }
     }
     handle
+}
+
+/// Whether a descriptor lacks what this cache's annotations say (another
+/// tool wrote it), so its handle is summarized from its blobs.
+fn needs_summary(d: &Descriptor) -> bool {
+    let ann = |k: &str| d.annotations.get(k);
+    ann(ANN_SIZE).and_then(|s| s.parse::<u64>().ok()).is_none()
+        || ann(ANN_LAYERS)
+            .and_then(|s| s.parse::<usize>().ok())
+            .is_none()
+        || d.platform.is_none()
 }
 
 type Stamp = (u64, u64, i64, i64, u64, i64, u64);
