@@ -5,9 +5,11 @@
 //    (Image.listLocal) for the cost of HTTP and JSON;
 // 2. blob throughput of /v2 against Debian's docker-registry serving the
 //    same image (one 256 MiB gzip layer of random bytes), side by side: wrk with the
-//    same connections and duration on each.
+//    same connections on each, in rounds whose order swaps, with each server's
+//    CPU time per GiB sent.
 //
 //   node bench/serve.mjs            (needs wrk, skopeo, docker-registry; apt-get install wrk)
+//   BENCH_ONLY=blob node bench/serve.mjs   (the blob load alone)
 //
 // Prints a table and the ratios; writes bench/serve-results.json.
 import { spawn, spawnSync } from 'node:child_process'
