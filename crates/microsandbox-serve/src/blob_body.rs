@@ -117,7 +117,10 @@ fn finish(
         match check {
             Check::None => {}
             Check::Hash(want, stamp) => {
-                let got = Digest::from_hasher(hasher.take().expect("a hash for Check::Hash"));
+                let Some(h) = hasher.take() else {
+                    return Err(io::Error::other("the blob's hash was lost: not sent"));
+                };
+                let got = Digest::from_hasher(h);
                 if &got != want {
                     return Err(io::Error::other(format!(
                         "blob {want} hashes to {got}: not sent"
