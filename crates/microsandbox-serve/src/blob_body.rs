@@ -5,8 +5,7 @@
 //!   its last chunk is held back until the hash matches, and then the
 //!   blob is sealed (`microsandbox::blob_seal`), so the next answers
 //!   need no hash.
-//! - A sealed blob (whole, or a range of it) is sent in larger reads
-//!   without hashing; its stamp (one `fstat`) is checked again after the
+//! - A sealed blob (whole, or a range of it) is sent without hashing; its stamp (one `fstat`) is checked again after the
 //!   last read and before the last chunk is given, so a write to the file
 //!   during the send, or since the seal, cuts the answer short.
 //! - A range of a blob that is not sealed is sent as it is (only a whole
@@ -33,13 +32,10 @@ use sha2::Digest as _;
 
 use crate::reply::Body;
 
-/// The most bytes of a blob read at once while it is hashed: what one
+/// The most bytes of a blob read at once, sealed or not: what one
 /// connection pins while its client reads nothing (hyper's write buffer
 /// holds one more, see `server.rs`).
 pub const CHUNK: usize = 64 << 10;
-/// The same for a sealed blob, which is not hashed: fewer, larger reads
-/// and writes.
-pub const SEALED_CHUNK: usize = 256 << 10;
 
 /// What is checked of the bytes sent.
 #[derive(Clone, Debug)]
@@ -62,17 +58,12 @@ pub enum Check {
 /// one chunk, however large the blob. Such a client is cut off by the
 /// connection's write timeout (`server.rs`).
 pub fn stream_file(file: std::fs::File, start: u64, len: u64, check: Check) -> Body {
-    let chunk = match check {
-        Check::Sealed(_) => SEALED_CHUNK,
-        _ => CHUNK,
-    };
     FileBody {
         file: Arc::new(file),
         offset: start,
         left: len,
         hasher: matches!(check, Check::Hash(..)).then(sha2::Sha256::new),
         check: Arc::new(check),
-        chunk,
         reading: None,
         failed: false,
     }
@@ -90,7 +81,6 @@ struct FileBody {
     /// travels into each read and back.
     hasher: Option<sha2::Sha256>,
     check: Arc<Check>,
-    chunk: usize,
     /// The read in flight, on the blocking pool (a disk may be slow).
     reading: Option<tokio::task::JoinHandle<Read>>,
     failed: bool,
@@ -185,7 +175,7 @@ impl http_body::Body for FileBody {
             }
             None => {
                 let (offset, want) = (this.offset, this.left);
-                let mut buf = vec![0u8; this.chunk.min(want as usize)];
+                let mut buf = vec![0u8; CHUNK.min(want as usize)];
                 // Most blobs a mirror serves are in the page cache: read
                 // them here, and only a read that would wait for the disk
                 // goes to the blocking pool.

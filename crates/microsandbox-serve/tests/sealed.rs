@@ -1,6 +1,6 @@
 //! Blobs sent without hashing them again: the first whole GET of a blob
 //! hashes it and seals it in the server's process; the next ones are sent
-//! in large reads with one `fstat` against the seal. A blob whose bytes
+//! without a hash, with one `fstat` against the seal. A blob whose bytes
 //! are changed on disk, even with the same size and its modification time
 //! put back, is never sent whole again, and ranges of a sealed blob still
 //! come out right. Clients are curl, over TCP with the token.
@@ -16,7 +16,7 @@ use microsandbox_serve::{Config, Listen, Server, Token};
 use sha2::Digest as _;
 
 const TOKEN: &str = "test-token-0123456789abcdef";
-/// Four sealed reads and some: the check before the last one matters.
+/// Many reads and a short last one: the check before the last one matters.
 const DATA: usize = (1 << 20) + 12_345;
 
 fn hex(bytes: &[u8]) -> String {
