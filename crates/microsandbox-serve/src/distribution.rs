@@ -17,36 +17,26 @@
 //! `sha256:` and 64 hex digits) before the cache is asked, and the cache
 //! serves only what a reference or an unexpired lease of that repository
 //! keeps. A whole blob is hashed as it streams and its last chunk is held
-//! back until the hash is checked: a blob changed on disk behind the
-//! cache's back reaches the client cut short, never whole. Anything but
-//! `GET` and `HEAD` is `405 UNSUPPORTED`: this registry takes no pushes.
+//! back until the hash is checked, which seals it in this process; a
+//! sealed blob is sent without hashing, its stamp checked before its last
+//! chunk (`blob_body.rs`): a blob changed on disk behind the cache's back
+//! reaches the client cut short, never whole. Anything but `GET` and
+//! `HEAD` is `405 UNSUPPORTED`: this registry takes no pushes.
 
-use std::future::Future;
-use std::io;
-use std::pin::Pin;
-use std::sync::Arc;
-use std::task::{ready, Context, Poll};
-
-use bytes::Bytes;
-use http_body::{Frame, SizeHint};
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::header::{
     HeaderValue, ACCEPT_RANGES, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, ETAG, LINK, RANGE,
 };
 use hyper::{Method, Request, Response, StatusCode};
+use microsandbox::blob_seal;
 use microsandbox::{Digest, ErrorKind, MicrosandboxError, ServedBlob};
-use sha2::Digest as _;
 
+use crate::blob_body::{stream_file, Check};
 use crate::limits::query;
-use crate::reply::{self, header, Body, Reply};
+use crate::reply::{self, header, Reply};
 use crate::state::{blocking, App};
 
 const API_VERSION: &str = "registry/2.0";
-/// The most bytes of a blob read at once: what one connection pins while
-/// its client reads nothing (hyper's write buffer holds one more, see
-/// `server.rs`).
-pub const CHUNK: usize = 64 << 10;
 
 /// An OCI error answer: `{ "errors": [{ code, message }] }`.
 pub fn error(status: StatusCode, code: &str, message: &str) -> Reply {
@@ -259,8 +249,12 @@ pub async fn handle(app: &App, req: Request<Incoming>) -> Reply {
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned);
             let digest = digest.to_owned();
-            match blocking(move || b.served_blob(&repo, &digest)).await {
-                Ok(blob) => blob_reply(blob, range.as_deref(), head),
+            let prepared = blocking(move || {
+                b.served_blob(&repo, &digest)
+                    .map(|blob| prepare(blob, range.as_deref(), head))
+            });
+            match prepared.await {
+                Ok(p) => blob_reply(p, head),
                 Err(e) => cache_error(&e, "BLOB_UNKNOWN"),
             }
         }
@@ -371,10 +365,35 @@ fn parse_range(value: Option<&str>, size: u64) -> Result<Option<(u64, u64)>, ()>
     Ok(Some((start, end)))
 }
 
-fn blob_reply(blob: ServedBlob, range: Option<&str>, head: bool) -> Reply {
+/// A blob to answer with: the span asked for and what is checked of it.
+struct Prepared {
+    blob: ServedBlob,
+    /// As [`parse_range`] answers.
+    span: Result<Option<(u64, u64)>, ()>,
+    check: Check,
+}
+
+/// Works out the span and the check (blocking: the stamp of a blob to
+/// hash is taken after its pages are written back, see
+/// `microsandbox::blob_seal`).
+fn prepare(blob: ServedBlob, range: Option<&str>, head: bool) -> Prepared {
+    let span = parse_range(range, blob.size);
+    let sealed = blob_seal::sealed(&blob.file, &blob.digest).filter(|s| s.size() == blob.size);
+    let check = match (sealed, &span) {
+        _ if head => Check::None,
+        (Some(stamp), _) => Check::Sealed(stamp),
+        // Only a whole blob can be checked against its digest.
+        (None, Ok(None)) => Check::Hash(blob.digest.clone(), blob_seal::before_hash(&blob.file)),
+        (None, _) => Check::None,
+    };
+    Prepared { blob, span, check }
+}
+
+fn blob_reply(p: Prepared, head: bool) -> Reply {
+    let Prepared { blob, span, check } = p;
     let size = blob.size;
     let digest = blob.digest.to_string();
-    let (status, start, len) = match parse_range(range, size) {
+    let (status, start, len) = match span {
         Ok(None) => (StatusCode::OK, 0, size),
         Ok(Some((s, e))) => (StatusCode::PARTIAL_CONTENT, s, e - s + 1),
         Err(()) => {
@@ -391,8 +410,6 @@ fn blob_reply(blob: ServedBlob, range: Option<&str>, head: bool) -> Reply {
     let body = if head {
         reply::empty()
     } else {
-        // Only a whole blob can be checked against its digest.
-        let check = (status == StatusCode::OK).then(|| blob.digest.clone());
         stream_file(blob.file, start, len, check)
     };
     let mut r = Response::new(body);
@@ -412,157 +429,6 @@ fn blob_reply(blob: ServedBlob, range: Option<&str>, head: bool) -> Reply {
     }
     digest_headers(&mut r, &digest);
     r
-}
-
-/// Streams `len` bytes of `file` from `start`; with `check`, the bytes
-/// must hash to it, else the answer is cut before its last chunk.
-///
-/// The file is read one [`CHUNK`] at a time and only when hyper asks for
-/// the next frame, which it does once the bytes before have (nearly) gone
-/// to the socket: nothing is read ahead, so a client that reads nothing
-/// pins one chunk, however large the blob. Such a client is cut off by the
-/// connection's write timeout (`server.rs`).
-fn stream_file(file: std::fs::File, start: u64, len: u64, check: Option<Digest>) -> Body {
-    FileBody {
-        file: Arc::new(file),
-        offset: start,
-        left: len,
-        hasher: check.as_ref().map(|_| sha2::Sha256::new()),
-        check,
-        reading: None,
-        failed: false,
-    }
-    .boxed()
-}
-
-type Read = io::Result<(Bytes, Option<sha2::Sha256>)>;
-
-/// A blob's bytes, read as they are asked for (see [`stream_file`]).
-struct FileBody {
-    file: Arc<std::fs::File>,
-    offset: u64,
-    left: u64,
-    /// The hash of what was read so far (with `check`); it travels into
-    /// each read and back.
-    hasher: Option<sha2::Sha256>,
-    check: Option<Digest>,
-    /// The read in flight, on the blocking pool (a disk may be slow).
-    reading: Option<tokio::task::JoinHandle<Read>>,
-    failed: bool,
-}
-
-/// The chunk just read (`n` bytes of `buf`) into the hash; the last one
-/// (`n == want`) is given only if the whole hashes to `check`.
-fn finish(
-    mut buf: Vec<u8>,
-    n: usize,
-    want: u64,
-    mut hasher: Option<sha2::Sha256>,
-    check: Option<&Digest>,
-) -> Read {
-    if n == 0 {
-        return Err(io::Error::other("the blob shrank while it was read"));
-    }
-    buf.truncate(n);
-    if let Some(h) = hasher.as_mut() {
-        h.update(&buf);
-    }
-    if n as u64 == want {
-        if let (Some(h), Some(want)) = (hasher.take(), check) {
-            let got = Digest::from_hasher(h);
-            if &got != want {
-                return Err(io::Error::other(format!(
-                    "blob {want} hashes to {got}: not sent"
-                )));
-            }
-        }
-    }
-    Ok((Bytes::from(buf), hasher))
-}
-
-/// A read that may wait for the disk (on the blocking pool).
-fn read_blocking(file: &std::fs::File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
-    use std::os::unix::fs::FileExt;
-    loop {
-        match file.read_at(buf, offset) {
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            r => return r,
-        }
-    }
-}
-
-/// A read of what the page cache already holds, which never waits for
-/// the disk: `None` when it would (or the system cannot tell).
-fn read_cached(file: &std::fs::File, buf: &mut [u8], offset: u64) -> Option<io::Result<usize>> {
-    use rustix::io::{preadv2, Errno, ReadWriteFlags};
-    let mut bufs = [io::IoSliceMut::new(buf)];
-    match preadv2(file, &mut bufs, offset, ReadWriteFlags::NOWAIT) {
-        Ok(n) => Some(Ok(n)),
-        Err(Errno::AGAIN | Errno::OPNOTSUPP | Errno::INVAL | Errno::NOSYS | Errno::INTR) => None,
-        Err(e) => Some(Err(e.into())),
-    }
-}
-
-impl http_body::Body for FileBody {
-    type Data = Bytes;
-    type Error = io::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
-        let this = &mut *self;
-        if this.failed || (this.left == 0 && this.reading.is_none()) {
-            return Poll::Ready(None);
-        }
-        let read = match this.reading.as_mut() {
-            Some(reading) => {
-                let done = ready!(Pin::new(reading).poll(cx));
-                this.reading = None;
-                done.unwrap_or_else(|e| Err(io::Error::other(format!("the read failed: {e}"))))
-            }
-            None => {
-                let (offset, want) = (this.offset, this.left);
-                let mut buf = vec![0u8; CHUNK.min(want as usize)];
-                // Most blobs a mirror serves are in the page cache: read
-                // them here, and only a read that would wait for the disk
-                // goes to the blocking pool.
-                match read_cached(&this.file, &mut buf, offset) {
-                    Some(Ok(n)) => finish(buf, n, want, this.hasher.take(), this.check.as_ref()),
-                    Some(Err(e)) => Err(e),
-                    None => {
-                        let file = this.file.clone();
-                        let (hasher, check) = (this.hasher.take(), this.check.clone());
-                        this.reading = Some(tokio::task::spawn_blocking(move || {
-                            let n = read_blocking(&file, &mut buf, offset)?;
-                            finish(buf, n, want, hasher, check.as_ref())
-                        }));
-                        return self.poll_frame(cx);
-                    }
-                }
-            }
-        };
-        Poll::Ready(Some(match read {
-            Ok((chunk, hasher)) => {
-                this.offset += chunk.len() as u64;
-                this.left -= chunk.len() as u64;
-                this.hasher = hasher;
-                Ok(Frame::data(chunk))
-            }
-            Err(e) => {
-                this.failed = true;
-                Err(e)
-            }
-        }))
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.failed || (self.left == 0 && self.reading.is_none())
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        SizeHint::with_exact(self.left)
-    }
 }
 
 #[cfg(test)]

@@ -40,6 +40,7 @@
 
 mod app;
 mod auth;
+mod blob_body;
 mod distribution;
 mod json;
 mod limits;

@@ -57,6 +57,12 @@ pub mod backend {
     pub use crate::api::backend::{default_backend, default_home};
 }
 
+pub mod blob_seal {
+    //! Seals of blobs this process hashed in full, so that a server sends
+    //! an unchanged one without hashing it again (see [`sealed`]).
+    pub use crate::store::blob_seal::{before_hash, seal, sealed, BlobStamp, SETTLED};
+}
+
 pub use api::backend::{LeaseOptions, LocalBackend, LocalBackendBuilder};
 pub use api::image::Image;
 pub use api::serving::{ServedBlob, ServedManifest};

@@ -4,6 +4,7 @@
 
 pub mod artifact;
 pub mod blob;
+pub mod blob_seal;
 pub mod catalog;
 pub mod content;
 pub mod diffid;
@@ -13,3 +14,4 @@ pub mod layout;
 pub mod lease;
 pub mod lock;
 pub mod partial;
+pub mod verified;
