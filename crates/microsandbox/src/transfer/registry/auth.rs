@@ -13,6 +13,7 @@ use std::process::{Command, Stdio};
 use base64::Engine as _;
 use serde::Deserialize;
 
+use crate::error::{ErrorKind, MicrosandboxError, MicrosandboxResult};
 use crate::store::fs::read_outside_bounded;
 
 /// A user name and a secret.
@@ -209,6 +210,56 @@ fn run_helper(program: &str, server: &str, timeout: std::time::Duration) -> Opti
         username: a.username,
         secret: a.secret,
     })
+}
+
+/// A `RegistryError` saying `what`.
+pub(crate) fn registry_error(what: impl Into<String>) -> MicrosandboxError {
+    MicrosandboxError::new(ErrorKind::RegistryError, what.into())
+}
+
+/// The most a token answer may be.
+const TOKEN_LIMIT: u64 = 1 << 20;
+
+/// Sends a token request (built by the caller: realm, service, scopes,
+/// credentials) and reads the token from its answer, `token` else
+/// `access_token`; `shown` names the registry in errors.
+///
+/// # Errors
+///
+/// `Unauthorized` when the token service refuses the credentials;
+/// `RegistryError` for any other failure or an answer without a token.
+pub(crate) fn request_token(
+    request: ureq::RequestBuilder<ureq::typestate::WithoutBody>,
+    shown: &str,
+) -> MicrosandboxResult<String> {
+    let mut response = request
+        .call()
+        .map_err(|e| registry_error(format!("{shown}: token: {e}")))?;
+    if response.status() == 401 || response.status() == 403 {
+        return Err(MicrosandboxError::new(
+            ErrorKind::Unauthorized,
+            format!("{shown}: the token service refused the credentials"),
+        ));
+    }
+    if !response.status().is_success() {
+        return Err(registry_error(format!(
+            "{shown}: token service answered {}",
+            response.status()
+        )));
+    }
+    let body = response
+        .body_mut()
+        .with_config()
+        .limit(TOKEN_LIMIT)
+        .read_to_vec()
+        .map_err(|e| registry_error(format!("{shown}: token: {e}")))?;
+    let v: serde_json::Value = serde_json::from_slice(&body)
+        .map_err(|e| registry_error(format!("{shown}: token is not JSON: {e}")))?;
+    v.get("token")
+        .or_else(|| v.get("access_token"))
+        .and_then(|t| t.as_str())
+        .map(str::to_owned)
+        .ok_or_else(|| registry_error(format!("{shown}: token answer without a token")))
 }
 
 #[cfg(test)]

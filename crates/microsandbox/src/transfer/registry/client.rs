@@ -21,7 +21,7 @@ use crate::store::layout::Layout;
 use crate::store::partial::{self, Claim};
 use crate::transfer::layer::{LayerSink, LayerTap};
 use crate::transfer::progress::{Phase, Progress, ProgressFn, STEP};
-use crate::transfer::registry::auth::{self, Credentials};
+use crate::transfer::registry::auth::{self, registry_error, Credentials};
 use crate::transfer::registry::hosts::{is_loopback, ns_query, realm_policy, url_host};
 use crate::transfer::registry::mirrors::Mirror;
 
@@ -29,7 +29,6 @@ const ACCEPT: &str = "application/vnd.oci.image.index.v1+json, \
      application/vnd.oci.image.manifest.v1+json, \
      application/vnd.docker.distribution.manifest.list.v2+json, \
      application/vnd.docker.distribution.manifest.v2+json";
-const TOKEN_LIMIT: u64 = 1 << 20;
 /// What the cache says it is to registries: `microsandbox/<version>`.
 pub const USER_AGENT: &str = concat!("microsandbox/", env!("CARGO_PKG_VERSION"));
 
@@ -79,10 +78,6 @@ type PartialWriter = BlobWriter<Option<LayerTap>>;
 enum Download {
     Done,
     RangeIgnored,
-}
-
-fn registry_error(what: String) -> MicrosandboxError {
-    MicrosandboxError::new(ErrorKind::RegistryError, what)
 }
 
 impl RegistryOrigin {
@@ -329,37 +324,7 @@ impl RegistryOrigin {
         if let (Some(c), true) = (&endpoint.credentials, send_credentials) {
             request = request.header("Authorization", &c.basic_header());
         }
-        let mut response = request
-            .call()
-            .map_err(|e| registry_error(format!("{}: token: {e}", self.shown)))?;
-        if response.status() == 401 || response.status() == 403 {
-            return Err(MicrosandboxError::new(
-                ErrorKind::Unauthorized,
-                format!("{}: the token service refused the credentials", self.shown),
-            ));
-        }
-        if !response.status().is_success() {
-            return Err(registry_error(format!(
-                "{}: token service answered {}",
-                self.shown,
-                response.status()
-            )));
-        }
-        let body = response
-            .body_mut()
-            .with_config()
-            .limit(TOKEN_LIMIT)
-            .read_to_vec()
-            .map_err(|e| registry_error(format!("{}: token: {e}", self.shown)))?;
-        let v: serde_json::Value = serde_json::from_slice(&body)
-            .map_err(|e| registry_error(format!("{}: token is not JSON: {e}", self.shown)))?;
-        let token = v
-            .get("token")
-            .or_else(|| v.get("access_token"))
-            .and_then(|t| t.as_str())
-            .ok_or_else(|| {
-                registry_error(format!("{}: token answer without a token", self.shown))
-            })?;
+        let token = auth::request_token(request, &self.shown)?;
         set(format!("Bearer {token}"));
         Ok(true)
     }

@@ -26,6 +26,7 @@ use crate::oci::reference::Reference;
 use crate::store::content;
 use crate::store::layout::Layout;
 use crate::store::lease::TransferPin;
+use crate::transfer::registry::auth::registry_error;
 use crate::transfer::registry::mirrors::{self, MirrorMap};
 
 use session::{header, Payload, Session};
@@ -405,10 +406,6 @@ pub fn push(
             })
             .sum(),
     })
-}
-
-fn registry_error(what: &str) -> MicrosandboxError {
-    MicrosandboxError::new(ErrorKind::RegistryError, what)
 }
 
 /// `PUT /v2/<name>/manifests/<reference>`, the digest the registry

@@ -24,7 +24,6 @@ use crate::transfer::registry::auth::{self, Credentials};
 use crate::transfer::registry::client::{split_params, USER_AGENT};
 use crate::transfer::registry::hosts::{is_loopback, realm_policy, url_host};
 
-const TOKEN_LIMIT: u64 = 1 << 20;
 const ERROR_BODY_LIMIT: u64 = 64 << 10;
 
 /// What a request sends: nothing, a few bytes, or a stream made afresh
@@ -61,9 +60,7 @@ pub(super) struct Session {
     authorization: Mutex<(u64, Option<String>)>,
 }
 
-pub(super) fn registry_error(what: String) -> MicrosandboxError {
-    MicrosandboxError::new(ErrorKind::RegistryError, what)
-}
+pub(super) use crate::transfer::registry::auth::registry_error;
 
 impl Session {
     /// The repository `dest` names; `mount_from` is the repository path of
@@ -302,35 +299,7 @@ impl Session {
         if let (Some(c), true) = (&self.credentials, send_credentials) {
             request = request.header("Authorization", &c.basic_header());
         }
-        let mut response = request
-            .call()
-            .map_err(|e| registry_error(format!("{}: token: {e}", self.shown)))?;
-        if response.status() == 401 || response.status() == 403 {
-            return Err(MicrosandboxError::new(
-                ErrorKind::Unauthorized,
-                format!("{}: the token service refused the credentials", self.shown),
-            ));
-        }
-        if !response.status().is_success() {
-            return Err(registry_error(format!(
-                "{}: token service answered {}",
-                self.shown,
-                response.status()
-            )));
-        }
-        let body = response
-            .body_mut()
-            .with_config()
-            .limit(TOKEN_LIMIT)
-            .read_to_vec()
-            .map_err(|e| registry_error(format!("{}: token: {e}", self.shown)))?;
-        let v: serde_json::Value = serde_json::from_slice(&body)
-            .map_err(|e| registry_error(format!("{}: token is not JSON: {e}", self.shown)))?;
-        v.get("token")
-            .or_else(|| v.get("access_token"))
-            .and_then(|t| t.as_str())
-            .map(str::to_owned)
-            .ok_or_else(|| registry_error(format!("{}: token answer without a token", self.shown)))
+        auth::request_token(request, &self.shown)
     }
 
     /// The error a failing answer stands for, with the registry's own
