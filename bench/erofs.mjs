@@ -10,7 +10,8 @@
 //   floor       `erofs-anchor floor TAR OUT`: read the tar, write the same
 //               bytes, fsync
 //   ours        `tar2erofs TAR OUT` (the crate's example: stream the tar into
-//               an image, fsync it, rename it in)
+//               an image, its data handed to writeback as it goes, fsync it,
+//               rename it in)
 //   msb         `erofs-anchor msb TAR OUT SPOOL`: microsandbox's own writer,
 //               microsandbox-image 0.7.13 (`tar::ingest_compressed_tar`, then
 //               `erofs::write_erofs`), then an fsync
@@ -26,6 +27,14 @@
 // this machine's /usr/share, /usr/lib/python3*, /usr/lib/gcc under host/;
 // about 1 GiB and 60,000 entries. corpus-2g.tar adds /usr/lib/x86_64-linux-gnu
 // and /usr/lib/llvm-* under host2/ (about 2 GiB) for the memory target.
+//
+// EROFS_BEFORE=PATH adds `before`, another build of tar2erofs (an older
+// commit's), to the same rotation, and compares its image with ours byte for
+// byte. Builds and inputs go under CARGO_TARGET_DIR when it is set.
+//
+// Each tool's wall time and CPU time (user + system, from /usr/bin/time)
+// are reported: on a shared machine the CPU time is the steadier measure
+// of what a tool itself does.
 //
 // Once: sizes (ours against mkfs.erofs's image of the same tree), the fsmeta
 // of our image against the layer's size, fsck.erofs of ours, the peak RSS
@@ -45,11 +54,19 @@ import { MiB, fmtS, fmtX, log, machine, runner, stats } from './lib.mjs'
 const HERE = path.dirname(fileURLToPath(import.meta.url))
 const ROOT = path.resolve(HERE, '..')
 const REPS = Number(process.env.REPS ?? 3)
-const DATA = path.join(ROOT, 'target', 'bench-erofs')
+// Cargo's target directory: CARGO_TARGET_DIR when set (the anchor crate
+// builds there too), else each crate's own target/.
+const TARGET = path.resolve(ROOT, process.env.CARGO_TARGET_DIR ?? 'target')
+const DATA = path.join(TARGET, 'bench-erofs')
 const WORK = path.join(DATA, 'work')
-const OURS = path.join(ROOT, 'target', 'release', 'examples', 'tar2erofs')
-const MERGE = path.join(ROOT, 'target', 'release', 'examples', 'merge')
-const ANCHOR = path.join(HERE, 'erofs-anchor', 'target', 'release', 'erofs-anchor')
+const OURS = path.join(TARGET, 'release', 'examples', 'tar2erofs')
+const MERGE = path.join(TARGET, 'release', 'examples', 'merge')
+const ANCHOR = process.env.CARGO_TARGET_DIR
+  ? path.join(TARGET, 'release', 'erofs-anchor')
+  : path.join(HERE, 'erofs-anchor', 'target', 'release', 'erofs-anchor')
+// EROFS_BEFORE=PATH: another build of tar2erofs (an older commit's) run in
+// the same rotation as `before`, for a side-by-side comparison.
+const BEFORE = process.env.EROFS_BEFORE ? path.resolve(process.env.EROFS_BEFORE) : null
 
 function sh(cmd, args, opts = {}) {
   const r = spawnSync(cmd, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'], maxBuffer: 64 * MiB, ...opts })
@@ -64,7 +81,7 @@ function build() {
 }
 
 function debian() {
-  const cache = path.join(ROOT, 'target', 'erofs-tests', 'debian')
+  const cache = path.join(TARGET, 'erofs-tests', 'debian')
   const tar = path.join(cache, 'minbase.tar')
   if (fs.existsSync(tar)) return tar
   fs.mkdirSync(cache, { recursive: true })
@@ -169,6 +186,7 @@ function main() {
     floorNoSync: () => run(ANCHOR, ['floor', one, out, '--no-sync']),
     oursNoSync: () => run(ANCHOR, ['erofs', one, out, '--no-sync']),
   }
+  if (BEFORE) tools.before = () => run(BEFORE, [one, out])
   const names = Object.keys(tools)
   const samples = Object.fromEntries(names.map((n) => [n, []]))
   const sizes = {}
@@ -182,6 +200,7 @@ function main() {
         sh('fsck.erofs', [out])
         fs.copyFileSync(out, path.join(WORK, 'ours.erofs'))
       }
+      if (n === 'before' && r === 0) fs.copyFileSync(out, path.join(WORK, 'before.erofs'))
       samples[n].push(s)
       log(`   ${n.padEnd(11)} ${fmtS(s.ms)}  ${(s.rssKiB / 1024).toFixed(0)} MiB peak RSS`)
       discard(out)
@@ -212,20 +231,28 @@ function main() {
   const med = Object.fromEntries(names.map((n) => [n, stats(samples[n].map((s) => s.ms))]))
   const rss = Object.fromEntries(names.map((n) => [n, Math.max(...samples[n].map((s) => s.rssKiB)) / 1024]))
   const x = (n) => med[n].median / med.floor.median
+  // CPU time (user + system) of each command: what the tool itself does,
+  // far steadier than wall time on a shared machine.
+  const cpu = Object.fromEntries(names.map((n) => [n, stats(samples[n].map((s) => s.cpuMs))]))
+  const row = (label, n, ratio) => [label, `${fmtS(med[n].median)} (${fmtS(med[n].min)})`, ratio, `${fmtS(cpu[n].median)} (${fmtS(cpu[n].min)})`, `${rss[n].toFixed(0)} MiB`]
   const rows = [
-    ['floor (copy + fsync)', `${fmtS(med.floor.median)} (${fmtS(med.floor.min)})`, '1.00x', `${rss.floor.toFixed(0)} MiB`],
-    ['ours (tar2erofs)', `${fmtS(med.ours.median)} (${fmtS(med.ours.min)})`, fmtX(x('ours')), `${rss.ours.toFixed(0)} MiB`],
-    ['microsandbox-image 0.7.13', `${fmtS(med.msb.median)} (${fmtS(med.msb.min)})`, fmtX(x('msb')), `${rss.msb.toFixed(0)} MiB`],
-    ['tar -x + mkfs.erofs -E noinline_data', `${fmtS(med.mkfs.median)} (${fmtS(med.mkfs.min)})`, fmtX(x('mkfs')), `${rss.mkfs.toFixed(0)} MiB`],
-    ['floor without fsync', `${fmtS(med.floorNoSync.median)} (${fmtS(med.floorNoSync.min)})`, '(1.00x)', `${rss.floorNoSync.toFixed(0)} MiB`],
-    ['ours without fsync', `${fmtS(med.oursNoSync.median)} (${fmtS(med.oursNoSync.min)})`, `(${fmtX(med.oursNoSync.median / med.floorNoSync.median)})`, `${rss.oursNoSync.toFixed(0)} MiB`],
+    row('floor (copy + fsync)', 'floor', '1.00x'),
+    row('ours (tar2erofs)', 'ours', fmtX(x('ours'))),
+    row('microsandbox-image 0.7.13', 'msb', fmtX(x('msb'))),
+    row('tar -x + mkfs.erofs -E noinline_data', 'mkfs', fmtX(x('mkfs'))),
+    row('floor without fsync', 'floorNoSync', '(1.00x)'),
+    row('ours without fsync', 'oursNoSync', `(${fmtX(med.oursNoSync.median / med.floorNoSync.median)})`),
   ]
+  if (BEFORE) rows.push(row(`before (${path.basename(BEFORE)})`, 'before', fmtX(x('before'))))
   console.log(`\ncorpus.tar: ${tarBytes} bytes, ${tarEntries} entries; medians of ${REPS} (min)\n`)
-  console.log('| tool | time | / floor | peak RSS |\n|---|---|---|---|')
+  console.log('| tool | time | / floor | CPU (user + sys) | peak RSS |\n|---|---|---|---|---|')
   for (const r of rows) console.log(`| ${r.join(' | ')} |`)
+  console.log(`\nCPU: msb / ours ${fmtX(cpu.msb.median / cpu.ours.median)}, ours / floor ${fmtX(cpu.ours.median / cpu.floor.median)}`)
   const checks = {
     'ours / floor <= 1.3x': x('ours') <= 1.3,
+    'ours / floor <= 2x (issue 24)': x('ours') <= 2,
     'msb / ours >= 4x': med.msb.median / med.ours.median >= 4,
+    'msb / ours >= 3.5x (issue 24)': med.msb.median / med.ours.median >= 3.5,
     'size <= mkfs.erofs + 0.1%': sizes.ours <= sizes.mkfs * 1.001,
     'fsmeta <= 0.5% of the layer': fsmetaBytes <= layerBytes * 0.005,
     'peak RSS < 100 MiB on 2 GiB': big.ours.rssMiB < 100,
@@ -234,8 +261,12 @@ function main() {
   console.log(`sizes: ours ${sizes.ours}, mkfs.erofs ${sizes.mkfs} (${((sizes.ours / sizes.mkfs - 1) * 100).toFixed(3)}%), msb ${sizes.msb}, tar ${tarBytes}`)
   console.log(`fsmeta: ${fsmetaBytes} bytes for a ${layerBytes}-byte layer (${((fsmetaBytes / layerBytes) * 100).toFixed(3)}%)`)
   console.log(`2 GiB tar (${two2.bytes} bytes, ${two2.entries} entries): ours ${fmtS(big.ours.ms)} ${big.ours.rssMiB.toFixed(0)} MiB peak RSS; msb ${fmtS(big.msb.ms)} ${big.msb.rssMiB.toFixed(0)} MiB`)
+  if (BEFORE) {
+    const same = spawnSync('cmp', ['-s', path.join(WORK, 'before.erofs'), path.join(WORK, 'ours.erofs')]).status === 0
+    console.log(`before: msb / before ${fmtX(med.msb.median / med.before.median)}, before / ours ${fmtX(med.before.median / med.ours.median)} (CPU ${fmtX(cpu.before.median / cpu.ours.median)}); images ${same ? 'byte-identical' : 'DIFFER'}`)
+  }
   for (const [k, ok] of Object.entries(checks)) console.log(`${ok ? 'met   ' : 'MISSED'} ${k}`)
-  const results = { machine: machine(), reps: REPS, tarBytes, tarEntries, medians: med, rss, sizes, layerBytes, fsmetaBytes, big, two: two2, checks }
+  const results = { machine: machine(), reps: REPS, tarBytes, tarEntries, medians: med, cpu, rss, sizes, layerBytes, fsmetaBytes, big, two: two2, checks }
   fs.writeFileSync(path.join(HERE, 'erofs-results.json'), JSON.stringify(results, null, 2))
   fs.rmSync(WORK, { recursive: true, force: true })
 }
