@@ -393,32 +393,8 @@ pub struct ArtifactWriter {
 pub struct ArtifactOut {
     file: File,
     pos: u64,
-    /// Where the bytes not yet handed to the disk start ([`WRITEBACK`]).
-    kicked: u64,
     stream: Arc<Mutex<seal::Stream>>,
 }
-
-/// Bytes written before the kernel is asked to start writing them out, so
-/// the fsync of a large artifact (a layer image) has little left to wait
-/// for and the disk works while the maker does.
-const WRITEBACK: u64 = 8 << 20;
-
-/// Asks the kernel to start writing `len` bytes from `offset` to disk
-/// without waiting.
-#[cfg(target_os = "linux")]
-fn start_writeback(file: &File, offset: u64, len: u64) {
-    use std::os::unix::io::AsRawFd;
-    let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
-        return;
-    };
-    // SAFETY: a hint on a descriptor this File owns; failure is harmless.
-    unsafe {
-        libc::sync_file_range(file.as_raw_fd(), offset, len, libc::SYNC_FILE_RANGE_WRITE);
-    }
-}
-
-#[cfg(not(target_os = "linux"))]
-fn start_writeback(_file: &File, _offset: u64, _len: u64) {}
 
 impl std::io::Write for ArtifactOut {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
@@ -428,12 +404,6 @@ impl std::io::Write for ArtifactOut {
             .unwrap_or_else(|e| e.into_inner())
             .wrote(self.pos, buf);
         self.pos += buf.len() as u64;
-        if self.pos < self.kicked {
-            self.kicked = self.pos;
-        } else if self.pos - self.kicked >= WRITEBACK {
-            start_writeback(&self.file, self.kicked, self.pos - self.kicked);
-            self.kicked = self.pos;
-        }
         Ok(buf.len())
     }
 
@@ -476,7 +446,6 @@ impl ArtifactWriter {
         Ok(ArtifactOut {
             file: self.tmp.file.try_clone().at("reopen", &self.path())?,
             pos: 0,
-            kicked: 0,
             stream: self.stream.clone(),
         })
     }
