@@ -27,6 +27,13 @@
 // <= 1.25x a plain pull; shared ~ the top layer alone; peak RSS < 100 MiB.
 // Prints a table and writes bench/vm-results.json (git-ignored). REPS=1 for
 // a quick run. `node bench/vm.mjs --child OP HOME REF` is the child mode.
+//
+// ANCHOR=DIR (another checkout of this repository, built with `npm run
+// build`) measures that build too, each measure of ours and the anchor's
+// in turn in the same run (each build with a home of its own), and prints
+// the ratios of both: a before-and-after pair. The CPU time (user +
+// system) of the second image, its layer alone and the pulls is printed
+// too: on a machine whose disk is shared it moves less than wall time.
 
 import { spawnSync } from 'node:child_process'
 import crypto from 'node:crypto'
@@ -39,12 +46,15 @@ import { MiB, fmtS, fmtX, log, machine, runner, startRegistry, stats, writeLayou
 const HERE = path.dirname(fileURLToPath(import.meta.url))
 const ROOT = path.resolve(HERE, '..')
 const REPS = Number(process.env.REPS ?? 3)
-const DATA = path.join(ROOT, 'target', 'bench-vm')
+const TARGET = path.resolve(ROOT, process.env.CARGO_TARGET_DIR ?? 'target')
+const DATA = path.join(TARGET, 'bench-vm')
+const ANCHOR = process.env.ANCHOR ? path.resolve(process.env.ANCHOR) : null
 const GZ = 'application/vnd.oci.image.layer.v1.tar+gzip'
 
 if (process.argv[2] === '--child') {
   const [op, home, ref] = process.argv.slice(3)
-  const { Image, LocalBackend } = createRequire(import.meta.url)(path.join(ROOT, 'index.js'))
+  const addon = path.join(process.env.VM_BENCH_ADDON ?? ROOT, 'index.js')
+  const { Image, LocalBackend } = createRequire(import.meta.url)(addon)
   const backend = new LocalBackend({ home })
   if (op === 'materialize') await Image.materializeLocal(backend, ref)
   else if (op === 'pull') await Image.pullLocal(backend, ref, { insecure: true, policy: 'always' })
@@ -71,7 +81,7 @@ function sha256File(file) {
 }
 
 function debianTar() {
-  const tar = path.join(ROOT, 'target', 'erofs-tests', 'debian', 'minbase.tar')
+  const tar = path.join(TARGET, 'erofs-tests', 'debian', 'minbase.tar')
   if (fs.existsSync(tar)) return tar
   const root = path.join(DATA, 'rootfs')
   fs.rmSync(root, { recursive: true, force: true })
@@ -133,26 +143,29 @@ const work = path.join(DATA, 'work')
 fs.rmSync(work, { recursive: true, force: true })
 fs.mkdirSync(work, { recursive: true })
 const { run, syncAll, discard } = runner(work)
-const child = (op, home, ref) => run(process.execPath, [fileURLToPath(import.meta.url), '--child', op, home, ref])
+// The builds measured: ours, and the anchor's when one is given.
+const builds = [{ name: 'ours', root: ROOT }, ...(ANCHOR ? [{ name: 'anchor', root: ANCHOR }] : [])]
+for (const b of builds) {
+  const r = runner(work, { VM_BENCH_ADDON: b.root })
+  b.child = (op, home, ref) => r.run(process.execPath, [fileURLToPath(import.meta.url), '--child', op, home, ref])
+  b.home = path.join(work, `home-${b.name}`)
+}
+const rotate = (xs, k) => xs.map((_, i) => xs[(i + k) % xs.length])
 let registry = null
 
 try {
   results.machine.umoci = sh('umoci', ['--version']).trim()
   results.machine.mkfsErofs = (spawnSync('mkfs.erofs', ['--version'], { encoding: 'utf8' }).stdout || '').split('\n')[0].trim()
+  if (ANCHOR) results.anchor = { dir: ANCHOR, commit: spawnSync('git', ['-C', ANCHOR, 'rev-parse', 'HEAD'], { encoding: 'utf8' }).stdout.trim() }
+  results.commit = spawnSync('git', ['-C', ROOT, 'rev-parse', 'HEAD'], { encoding: 'utf8' }).stdout.trim()
   const images = layouts()
   const bytes = (ls) => ls.reduce((a, l) => a + l.size, 0)
   results.image = { layers: images.big.layers.length, compressedBytes: bytes(images.big.layers) }
   log(`image: ${(results.image.compressedBytes / MiB).toFixed(0)} MiB in ${results.image.layers} gzip layers`)
 
-  // A home that holds all three images.
-  const home = path.join(work, 'home')
-  for (const name of ['big', 'big2', 'top']) child('load', home, images[name].dir)
+  // Each build's home holds all three images.
+  for (const b of builds) for (const name of ['big', 'big2', 'top']) b.child('load', b.home, images[name].dir)
   const tools = {
-    ours: () => {
-      child('drop-disks', home, '-')
-      syncAll()
-      return child('materialize', home, 'big')
-    },
     floor: () => {
       const out = path.join(work, 'floor')
       fs.mkdirSync(out, { recursive: true })
@@ -172,32 +185,45 @@ try {
       return r
     },
   }
-  const samples = { ours: [], floor: [], umoci: [] }
-  const rss = { ours: [] }
+  for (const b of builds) {
+    tools[b.name] = () => {
+      b.child('drop-disks', b.home, '-')
+      syncAll()
+      return b.child('materialize', b.home, 'big')
+    }
+  }
+  const samples = Object.fromEntries(Object.keys(tools).map((k) => [k, []]))
+  const rss = Object.fromEntries(builds.map((b) => [b.name, []]))
   const order = Object.keys(tools)
   for (let rep = 0; rep < REPS; rep++) {
-    for (let k = 0; k < order.length; k++) {
-      const name = order[(rep + k) % order.length]
+    for (const name of rotate(order, rep)) {
       syncAll()
       const r = tools[name]()
       samples[name].push(r.ms)
-      if (name === 'ours') rss.ours.push(r.rssKiB)
+      if (rss[name]) rss[name].push(r.rssKiB)
       log(`rep ${rep + 1} ${name}: ${fmtS(r.ms)}`)
     }
   }
   // Shared layers: big2 after big (only its top layer is new) against top alone.
-  const shared = { big2: [], top: [] }
+  const shared = Object.fromEntries(builds.map((b) => [b.name, { big2: [], top: [], cpuBig2: [], cpuTop: [] }]))
   for (let rep = 0; rep < REPS; rep++) {
-    child('drop-disks', home, '-')
-    child('materialize', home, 'big')
-    syncAll()
-    shared.big2.push(child('materialize', home, 'big2').ms)
-    child('drop-disks', home, '-')
-    syncAll()
-    shared.top.push(child('materialize', home, 'top').ms)
-    log(`rep ${rep + 1} shared: big2 ${fmtS(shared.big2.at(-1))}, top ${fmtS(shared.top.at(-1))}`)
+    for (const b of rotate(builds, rep)) {
+      const s = shared[b.name]
+      b.child('drop-disks', b.home, '-')
+      b.child('materialize', b.home, 'big')
+      syncAll()
+      const r2 = b.child('materialize', b.home, 'big2')
+      s.big2.push(r2.ms)
+      s.cpuBig2.push(r2.cpuMs)
+      b.child('drop-disks', b.home, '-')
+      syncAll()
+      const rt = b.child('materialize', b.home, 'top')
+      s.top.push(rt.ms)
+      s.cpuTop.push(rt.cpuMs)
+      log(`rep ${rep + 1} shared ${b.name}: big2 ${fmtS(s.big2.at(-1))}, top ${fmtS(s.top.at(-1))}`)
+    }
   }
-  const du = JSON.parse(sh(process.execPath, ['-e', `const {Image,LocalBackend}=require(${JSON.stringify(path.join(ROOT, 'index.js'))});Image.diskUsageLocal(new LocalBackend({home:${JSON.stringify(home)}})).then(u=>console.log(JSON.stringify(u)))`]))
+  const du = JSON.parse(sh(process.execPath, ['-e', `const {Image,LocalBackend}=require(${JSON.stringify(path.join(ROOT, 'index.js'))});Image.diskUsageLocal(new LocalBackend({home:${JSON.stringify(builds[0].home)}})).then(u=>console.log(JSON.stringify(u)))`]))
   results.vmBytesBigAndTop = du.vmBytes
 
   // Pulls: plain and materializing, each into an empty home.
@@ -205,43 +231,71 @@ try {
   registry = await startRegistry(path.join(work, 'registry'))
   sh('skopeo', ['copy', '-q', '--insecure-policy', '--dest-tls-verify=false', `oci:${images.big.dir}:big`, `docker://${registry.addr}/big:1`])
   const ref = `${registry.addr}/big:1`
-  const pulls = { plain: [], materialize: [] }
-  const pullRss = []
+  const pulls = Object.fromEntries(builds.map((b) => [b.name, { plain: [], materialize: [], rss: [], cpu: { plain: [], materialize: [] } }]))
+  const kinds = builds.flatMap((b) => ['plain', 'materialize'].map((kind) => ({ b, kind })))
   for (let rep = 0; rep < REPS; rep++) {
-    for (const kind of rep % 2 ? ['materialize', 'plain'] : ['plain', 'materialize']) {
-      const h = path.join(work, `pull-${kind}`)
+    for (const { b, kind } of rotate(kinds, rep)) {
+      const h = path.join(work, `pull-${b.name}-${kind}`)
       syncAll()
-      const r = child(kind === 'plain' ? 'pull' : 'pull-materialize', h, ref)
-      pulls[kind].push(r.ms)
-      if (kind === 'materialize') pullRss.push(r.rssKiB)
-      log(`rep ${rep + 1} pull ${kind}: ${fmtS(r.ms)}`)
+      const r = b.child(kind === 'plain' ? 'pull' : 'pull-materialize', h, ref)
+      pulls[b.name][kind].push(r.ms)
+      pulls[b.name].cpu[kind].push(r.cpuMs)
+      if (kind === 'materialize') pulls[b.name].rss.push(r.rssKiB)
+      log(`rep ${rep + 1} pull ${b.name} ${kind}: ${fmtS(r.ms)}`)
       discard(h)
     }
   }
 
   const s = Object.fromEntries(Object.entries(samples).map(([k, v]) => [k, stats(v)]))
   results.materialize = s
-  results.shared = { big2: stats(shared.big2), top: stats(shared.top) }
-  results.pull = { plain: stats(pulls.plain), materialize: stats(pulls.materialize) }
-  results.peakRssMiB = { materialize: Math.max(...rss.ours) / 1024, pullMaterialize: Math.max(...pullRss) / 1024 }
-  const ratio = {
-    oursOverFloor: s.ours.median / s.floor.median,
-    umociOverOurs: s.umoci.median / s.ours.median,
-    materializingPullOverPlain: results.pull.materialize.median / results.pull.plain.median,
-    sharedOverTopAlone: results.shared.big2.median / results.shared.top.median,
+  results.builds = {}
+  for (const b of builds) {
+    const own = {
+      materialize: s[b.name],
+      shared: { big2: stats(shared[b.name].big2), top: stats(shared[b.name].top) },
+      pull: { plain: stats(pulls[b.name].plain), materialize: stats(pulls[b.name].materialize) },
+      peakRssMiB: { materialize: Math.max(...rss[b.name]) / 1024, pullMaterialize: Math.max(...pulls[b.name].rss) / 1024 },
+      // User + system CPU time of the children: steadier than wall time
+      // on a machine whose disk is shared.
+      cpu: {
+        big2: stats(shared[b.name].cpuBig2),
+        top: stats(shared[b.name].cpuTop),
+        pull: stats(pulls[b.name].cpu.plain),
+        pullMaterialize: stats(pulls[b.name].cpu.materialize),
+      },
+    }
+    own.ratios = {
+      oursOverFloor: own.materialize.median / s.floor.median,
+      umociOverOurs: s.umoci.median / own.materialize.median,
+      materializingPullOverPlain: own.pull.materialize.median / own.pull.plain.median,
+      sharedOverTopAlone: own.shared.big2.median / own.shared.top.median,
+      cpuSharedOverTopAlone: own.cpu.big2.median / own.cpu.top.median,
+      cpuMaterializingPullOverPlain: own.cpu.pullMaterialize.median / own.cpu.pull.median,
+    }
+    results.builds[b.name] = own
   }
-  results.ratios = ratio
-  const rows = [
-    ['materialize (ours)', fmtS(s.ours.median), `${fmtX(ratio.oursOverFloor)} the floor`, '<= 1.3x'],
-    ['floor (gzip -dc + sync)', fmtS(s.floor.median), '', ''],
-    ['umoci unpack + mkfs.erofs', fmtS(s.umoci.median), `${fmtX(ratio.umociOverOurs)} ours`, '>= 4x'],
-    ['second image, 1 new layer', fmtS(results.shared.big2.median), `${fmtX(ratio.sharedOverTopAlone)} that layer alone`, '~1x'],
-    ['that layer alone', fmtS(results.shared.top.median), '', ''],
-    ['pull', fmtS(results.pull.plain.median), '', ''],
-    ['pull { materialize }', fmtS(results.pull.materialize.median), `${fmtX(ratio.materializingPullOverPlain)} a plain pull`, '<= 1.25x'],
-    ['peak RSS materialize / pull', `${results.peakRssMiB.materialize.toFixed(0)} / ${results.peakRssMiB.pullMaterialize.toFixed(0)} MiB`, '', '< 100 MiB'],
-  ]
-  console.log(rows.map((r) => r.map((c, i) => String(c).padEnd([30, 12, 28, 10][i])).join(' ')).join('\n'))
+  const o = results.builds.ours
+  // The fields of a run without an anchor, as before.
+  Object.assign(results, { shared: o.shared, pull: o.pull, peakRssMiB: o.peakRssMiB, ratios: o.ratios })
+  const mins = (st) => `${fmtS(st.median)} (min ${fmtS(st.min)})`
+  const rows = []
+  for (const b of builds) {
+    const r = results.builds[b.name]
+    const tag = builds.length > 1 ? ` [${b.name}]` : ''
+    rows.push(
+      [`materialize${tag}`, mins(r.materialize), `${fmtX(r.ratios.oursOverFloor)} the floor`, '<= 1.3x'],
+      [`umoci unpack + mkfs.erofs`, mins(s.umoci), `${fmtX(r.ratios.umociOverOurs)} ours`, '>= 4x'],
+      [`second image, 1 new layer${tag}`, mins(r.shared.big2), `${fmtX(r.ratios.sharedOverTopAlone)} that layer alone`, '<= 1.2x'],
+      [`that layer alone${tag}`, mins(r.shared.top), '', ''],
+      [`pull${tag}`, mins(r.pull.plain), '', ''],
+      [`pull { materialize }${tag}`, mins(r.pull.materialize), `${fmtX(r.ratios.materializingPullOverPlain)} a plain pull`, '<= 1.25x'],
+      [`  cpu: second image / layer alone${tag}`, `${fmtS(r.cpu.big2.median)} / ${fmtS(r.cpu.top.median)}`, fmtX(r.ratios.cpuSharedOverTopAlone), ''],
+      [`  cpu: pull { materialize } / pull${tag}`, `${fmtS(r.cpu.pullMaterialize.median)} / ${fmtS(r.cpu.pull.median)}`, fmtX(r.ratios.cpuMaterializingPullOverPlain), ''],
+      [`peak RSS materialize / pull${tag}`, `${r.peakRssMiB.materialize.toFixed(0)} / ${r.peakRssMiB.pullMaterialize.toFixed(0)} MiB`, '', '< 100 MiB'],
+    )
+  }
+  rows.splice(1, 0, ['floor (gzip -dc + sync)', mins(s.floor), '', ''])
+  console.log(rows.map((r) => r.map((c, i) => String(c).padEnd([38, 22, 28, 10][i])).join(' ')).join('\n'))
   fs.writeFileSync(path.join(HERE, 'vm-results.json'), JSON.stringify(results, null, 2))
 } finally {
   registry?.child.kill()

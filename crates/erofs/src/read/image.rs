@@ -57,9 +57,26 @@ impl Budget {
 /// and file type.
 pub(crate) type DirentFn<'f> = dyn FnMut(&[u8], u64, u8) -> Result<()> + 'f;
 
+/// Bytes of the image read at once into the window cache: a walk reads
+/// inodes and directory blocks mostly in the order they lie, so one read
+/// serves many (a metadata walk of a layer image is thousands of inodes).
+const WINDOW: u64 = 64 * 1024;
+/// Windows kept (1 MiB in all), the least recently used replaced.
+const WINDOWS: usize = 16;
+
+/// The window cache of an [`Image`]'s reads: each window is the aligned
+/// `WINDOW` bytes around a read (cut at the image's end).
+#[derive(Default)]
+struct Windows {
+    /// (start, bytes, last use), unordered.
+    held: Vec<(u64, Vec<u8>, u64)>,
+    clock: u64,
+}
+
 /// An opened image.
 pub(crate) struct Image<'a> {
     src: &'a dyn ReadAt,
+    windows: std::cell::RefCell<Windows>,
     pub sb: Superblock,
     pub devices: Vec<DeviceSlot>,
     /// The image's size in bytes (`blocks * 4096`).
@@ -124,6 +141,7 @@ impl<'a> Image<'a> {
         }
         let mut img = Image {
             src,
+            windows: Default::default(),
             sb,
             devices: Vec::new(),
             len,
@@ -161,11 +179,40 @@ impl<'a> Image<'a> {
                     "a read of {len} bytes at {at} runs past the image's end"
                 ))
             })?;
-        let mut buf = vec![0u8; (end - at) as usize];
-        self.src
-            .read_exact_at(&mut buf, at)
-            .map_err(|e| Error::io("reading the image failed", e))?;
-        Ok(buf)
+        let start = at - at % WINDOW;
+        if end > start + WINDOW {
+            // Larger than a window, or across two: read as it is.
+            let mut buf = vec![0u8; (end - at) as usize];
+            self.src
+                .read_exact_at(&mut buf, at)
+                .map_err(|e| Error::io("reading the image failed", e))?;
+            return Ok(buf);
+        }
+        let mut w = self.windows.borrow_mut();
+        w.clock += 1;
+        let clock = w.clock;
+        let k = match w.held.iter().position(|(s, _, _)| *s == start) {
+            Some(k) => k,
+            None => {
+                let mut bytes = vec![0u8; (self.len.min(start + WINDOW) - start) as usize];
+                self.src
+                    .read_exact_at(&mut bytes, start)
+                    .map_err(|e| Error::io("reading the image failed", e))?;
+                if w.held.len() < WINDOWS {
+                    w.held.push((start, bytes, clock));
+                    w.held.len() - 1
+                } else {
+                    let k = (0..w.held.len())
+                        .min_by_key(|&k| w.held[k].2)
+                        .expect("windows are held");
+                    w.held[k] = (start, bytes, clock);
+                    k
+                }
+            }
+        };
+        w.held[k].2 = clock;
+        let from = (at - start) as usize;
+        Ok(w.held[k].1[from..from + (end - at) as usize].to_vec())
     }
 
     fn nid_pos(&self, nid: u64) -> Result<u64> {

@@ -6,7 +6,6 @@
 //! so the same pass serves a blob read from the cache and one streaming
 //! in from a registry.
 
-use std::fs::File;
 use std::io::{self, Write};
 use std::sync::{Arc, Mutex};
 
@@ -14,7 +13,9 @@ use sha2::{Digest as _, Sha256};
 
 use crate::error::{ErrorKind, IoContext, MicrosandboxError, MicrosandboxResult};
 use crate::oci::digest::Digest;
-use crate::store::artifact::{self, ArtifactKind, ArtifactWriter, Claim, SealedArtifact};
+use crate::store::artifact::{
+    self, ArtifactKind, ArtifactOut, ArtifactWriter, Claim, SealedArtifact,
+};
 use crate::store::blob::ReadAt;
 use crate::store::fs::read_full;
 use crate::store::layout::Layout;
@@ -42,21 +43,20 @@ pub struct LayerSpec {
 pub struct ErofsSink(Arc<Mutex<SinkState>>);
 
 struct SinkState {
-    writer: Option<erofs::LayerWriter<File>>,
+    writer: Option<erofs::LayerWriter<ArtifactOut>>,
     error: Option<erofs::Error>,
 }
 
 impl ErofsSink {
-    /// A sink writing an image into `file` (a claimed artifact's).
+    /// A sink writing an image into a claimed artifact.
     ///
     /// # Errors
     ///
     /// `Io` when the file cannot be used.
-    pub fn new(file: &File, path: &std::path::Path) -> MicrosandboxResult<ErofsSink> {
-        let out = file.try_clone().at("reopen", path)?;
+    pub fn new(artifact: &ArtifactWriter) -> MicrosandboxResult<ErofsSink> {
         let writer = erofs::Builder::new()
-            .writer(out)
-            .map_err(|e| erofs_error(e, "start", path))?;
+            .writer(artifact.out()?)
+            .map_err(|e| erofs_error(e, "start", &artifact.path()))?;
         Ok(ErofsSink(Arc::new(Mutex::new(SinkState {
             writer: Some(writer),
             error: None,
@@ -130,7 +130,7 @@ impl LayerSink for InPassImage {
         let InPassImage { writer, erofs } = *self;
         let info = erofs.finish(what)?;
         let path = writer.path();
-        let len = writer.file().metadata().at("stat", &path)?.len();
+        let len = writer.len()?;
         if len != info.size_bytes() {
             return Err(MicrosandboxError::corrupt(format!(
                 "{}: {len} bytes written for an image of {}",
@@ -158,7 +158,7 @@ pub fn sinks(layout: Arc<Layout>) -> LayerSinks {
         else {
             return None;
         };
-        let erofs = ErofsSink::new(writer.file(), &writer.path()).ok()?;
+        let erofs = ErofsSink::new(&writer).ok()?;
         Some(Box::new(InPassImage { writer, erofs }) as Box<dyn LayerSink>)
     })
 }
@@ -202,7 +202,7 @@ pub fn build(
     let blob = layout.open_blob(&layer.blob)?.ok_or_else(|| {
         MicrosandboxError::corrupt(format!("{what}: blob {} is missing", layer.blob))
     })?;
-    let sink = ErofsSink::new(writer.file(), &writer.path())?;
+    let sink = ErofsSink::new(writer)?;
     let mut digester = LayerDigester::new(&layer.media_type, limit).forwarding(sink.forward());
     let mut reader = ProgressReader::new(
         ReadAt::new(&blob),
@@ -254,7 +254,7 @@ pub fn build(
     }
     check_diff_id(Some(&uncompressed), &layer.diff_id, what)?;
     let info = sink.finish(what)?;
-    let len = writer.file().metadata().at("stat", &writer.path())?.len();
+    let len = writer.len()?;
     if len != info.size_bytes() {
         return Err(MicrosandboxError::corrupt(format!(
             "{}: {len} bytes written for an image of {}",

@@ -274,7 +274,7 @@ pub fn materialize(
         },
         |w| {
             report(PullProgress::StitchWritingVmdk);
-            std::io::Write::write_all(&mut w.file(), text.as_bytes()).at("write", &w.path())
+            std::io::Write::write_all(&mut w.out()?, text.as_bytes()).at("write", &w.path())
         },
     )?;
     let vmdk_path = artifact::path(layout, ArtifactKind::Vmdk, &plan.manifest);

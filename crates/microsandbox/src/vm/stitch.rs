@@ -6,7 +6,7 @@
 
 use std::fs::File;
 
-use crate::error::{ErrorKind, IoContext, MicrosandboxError, MicrosandboxResult};
+use crate::error::{ErrorKind, MicrosandboxError, MicrosandboxResult};
 use crate::oci::digest::Digest;
 use crate::store::artifact::{ArtifactKind, ArtifactWriter};
 
@@ -47,8 +47,7 @@ pub fn write_fsmeta(
             .add_layer(layer.file, layer.diff_id.hex().as_bytes())
             .map_err(|e| format_error(e, what))?;
     }
-    let out = writer.file().try_clone().at("reopen", &writer.path())?;
-    merger.finish(out).map_err(|e| {
+    merger.finish(writer.out()?).map_err(|e| {
         if e.kind() == erofs::ErrorKind::Io {
             MicrosandboxError::io(
                 "write fsmeta",
@@ -62,20 +61,24 @@ pub fn write_fsmeta(
 }
 
 /// Checks an fsmeta in the cache against the layer images it was made
-/// over: its device table lists each, with its size, in order.
+/// over, each of which the caller has checked already ([`crate::vm::check`]):
+/// the fsmeta is a sound image (every inode, every chunk inside its device),
+/// and its device table lists each layer, by its diff_id, with its size, one
+/// after the other on the disk after the fsmeta. (What
+/// [`erofs::check_fsmeta`] checks, without walking the layer images again.)
 pub fn fsmeta_matches(fsmeta: &File, layers: &[DiskLayer<'_>]) -> bool {
-    let files: Vec<&dyn erofs::ReadAt> = layers
-        .iter()
-        .map(|l| l.file as &dyn erofs::ReadAt)
-        .collect();
-    erofs::check_fsmeta(fsmeta, &files).is_ok_and(|info| {
-        info.devices.len() == layers.len()
-            && info
-                .devices
-                .iter()
-                .zip(layers)
-                .all(|(d, l)| d.tag == l.diff_id.hex().as_bytes())
-    })
+    let Ok(info) = erofs::check_image(fsmeta) else {
+        return false;
+    };
+    let mut next = info.blocks;
+    info.devices.len() == layers.len()
+        && info.devices.iter().zip(layers).all(|(d, l)| {
+            let at = next;
+            next += d.blocks;
+            d.tag == l.diff_id.hex().as_bytes()
+                && d.blocks.checked_mul(erofs::BLOCK_SIZE) == Some(l.size)
+                && d.mapped_blkaddr == at
+        })
 }
 
 /// The descriptor of the disk: the fsmeta of `manifest` (`fsmeta_size`

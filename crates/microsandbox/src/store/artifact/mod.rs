@@ -24,6 +24,7 @@ pub mod seal;
 use std::fs::File;
 use std::io::{Seek, SeekFrom};
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::error::{ErrorKind, IoContext, MicrosandboxResult};
@@ -371,16 +372,61 @@ fn claim_with(
             tmp: tmp_file,
             kind,
             key: key.clone(),
+            stream: Default::default(),
         })));
     }
 }
 
 /// A claimed artifact being written in `tmp/`; dropped uncommitted, its
-/// file goes.
+/// file goes. Its bytes are written through [`ArtifactWriter::out`], which
+/// hashes them on the way for the seal.
 pub struct ArtifactWriter {
     tmp: TmpFile,
     kind: ArtifactKind,
     key: Digest,
+    stream: Arc<Mutex<seal::Stream>>,
+}
+
+/// Where an artifact's maker writes it: positioned writes to the claimed
+/// file, each hashed for the seal as it goes ([`seal::Stream`]). A `Write`
+/// and `Seek` of its own position.
+pub struct ArtifactOut {
+    file: File,
+    pos: u64,
+    stream: Arc<Mutex<seal::Stream>>,
+}
+
+impl std::io::Write for ArtifactOut {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        std::os::unix::fs::FileExt::write_all_at(&self.file, buf, self.pos)?;
+        self.stream
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .wrote(self.pos, buf);
+        self.pos += buf.len() as u64;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Seek for ArtifactOut {
+    fn seek(&mut self, to: SeekFrom) -> std::io::Result<u64> {
+        let base = match to {
+            SeekFrom::Start(n) => {
+                self.pos = n;
+                return Ok(n);
+            }
+            SeekFrom::Current(d) => (self.pos, d),
+            SeekFrom::End(d) => (self.file.metadata()?.len(), d),
+        };
+        self.pos = base.0.checked_add_signed(base.1).ok_or_else(|| {
+            std::io::Error::new(std::io::ErrorKind::InvalidInput, "a seek before the start")
+        })?;
+        Ok(self.pos)
+    }
 }
 
 impl std::fmt::Debug for ArtifactWriter {
@@ -390,9 +436,27 @@ impl std::fmt::Debug for ArtifactWriter {
 }
 
 impl ArtifactWriter {
-    /// The open file to write.
-    pub fn file(&self) -> &File {
-        &self.tmp.file
+    /// Where to write the artifact, from its start (every write through it
+    /// is hashed for the seal; nothing else writes the file).
+    ///
+    /// # Errors
+    ///
+    /// `Io` when the file cannot be reopened.
+    pub fn out(&self) -> MicrosandboxResult<ArtifactOut> {
+        Ok(ArtifactOut {
+            file: self.tmp.file.try_clone().at("reopen", &self.path())?,
+            pos: 0,
+            stream: self.stream.clone(),
+        })
+    }
+
+    /// The bytes written so far (the file's size).
+    ///
+    /// # Errors
+    ///
+    /// `Io`.
+    pub fn len(&self) -> MicrosandboxResult<u64> {
+        Ok(self.tmp.file.metadata().at("stat", &self.path())?.len())
     }
 
     /// The file's path in `tmp/`, for messages.
@@ -400,16 +464,17 @@ impl ArtifactWriter {
         self.tmp.path()
     }
 
-    /// Seals the finished file ([`seal::seal`]) and fsyncs it; only a
-    /// sealed artifact can be committed. Made before any cache lock is
-    /// taken: it reads the whole file.
+    /// Seals the finished file ([`seal::seal`], with what its writes
+    /// hashed) and fsyncs it; only a sealed artifact can be committed.
+    /// Made before any cache lock is taken: it may read the whole file.
     ///
     /// # Errors
     ///
     /// `Io`.
     pub fn seal(self) -> MicrosandboxResult<SealedArtifact> {
         let path = self.tmp.path();
-        seal::seal(&self.tmp.file, &path)?;
+        let stream = std::mem::take(&mut *self.stream.lock().unwrap_or_else(|e| e.into_inner()));
+        seal::seal(&self.tmp.file, &path, Some(stream))?;
         self.tmp.file.sync_all().at("fsync", &path)?;
         Ok(SealedArtifact(self))
     }
@@ -490,7 +555,7 @@ mod tests {
         .unwrap();
         assert_eq!(err.to_string(), "stop");
         assert_eq!(looks, 1);
-        w.file().write_all(b"image").unwrap();
+        w.out().unwrap().write_all(b"image").unwrap();
         let guard = layout.lock::<Shared>().unwrap();
         let committed = w.seal().unwrap().commit(&layout, &guard).unwrap();
         assert_eq!(committed.metadata().unwrap().len(), 5);

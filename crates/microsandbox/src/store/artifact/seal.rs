@@ -4,8 +4,17 @@
 //! artifact is committed, so no artifact is ever in place without one.
 //!
 //! ```text
-//! user.microsandbox.seal = sha256:<hex> <size> <mtime seconds>.<nanoseconds>
+//! user.microsandbox.seal = split sha256:<hex> <size> <mtime seconds>.<nanoseconds>
 //! ```
+//!
+//! The digest is of the bytes on disk, in two parts: `sha256(sha256(head)
+//! || sha256(rest))`, where the head is the first 4 KiB (an EROFS image's
+//! block 0, which its writer fills last) and the rest is everything after
+//! it. So the maker hashes the rest as it writes it, in order
+//! ([`Stream`]), and reads back only the head when it seals; a maker whose
+//! writes did not come in order reads the whole file back instead. A seal
+//! of three fields (`sha256:<hex> <size> <time>`, by an older version) is
+//! the digest of the whole file, and is checked as such.
 //!
 //! Two checks read it. [`check_quick`], made by materialize before it hands
 //! an artifact out, costs one `fstat` and one `fgetxattr`: any write to the
@@ -35,11 +44,26 @@ pub const XATTR: &str = "user.microsandbox.seal";
 const MAX_LEN: usize = 128;
 /// How much of an artifact is hashed per read.
 const CHUNK: usize = 1 << 20;
+/// The head of a split digest: what is hashed apart, and read back at the
+/// seal (an EROFS image's block 0).
+pub const HEAD: u64 = 4096;
+
+/// How a seal's digest is made.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scheme {
+    /// The sha256 of the whole file (seals of older versions).
+    Whole,
+    /// `sha256(sha256(head) || sha256(rest))`, the head the first
+    /// [`HEAD`] bytes.
+    Split,
+}
 
 /// What an artifact was when it was made.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Seal {
-    /// The sha256 of its bytes.
+    /// How its digest is made.
+    pub scheme: Scheme,
+    /// The digest of its bytes.
     pub digest: Digest,
     /// Its size.
     pub size: u64,
@@ -49,13 +73,21 @@ pub struct Seal {
 
 impl Seal {
     fn text(&self) -> String {
+        let scheme = match self.scheme {
+            Scheme::Whole => "",
+            Scheme::Split => "split ",
+        };
         format!(
-            "{} {} {}.{:09}",
+            "{scheme}{} {} {}.{:09}",
             self.digest, self.size, self.mtime.0, self.mtime.1
         )
     }
 
     fn parse(text: &str) -> Option<Seal> {
+        let (scheme, text) = match text.strip_prefix("split ") {
+            Some(rest) => (Scheme::Split, rest),
+            None => (Scheme::Whole, text),
+        };
         let mut parts = text.split(' ');
         let digest = parts.next()?.parse().ok()?;
         let size = parts.next()?.parse().ok()?;
@@ -64,6 +96,7 @@ impl Seal {
             return None;
         }
         Some(Seal {
+            scheme,
             digest,
             size,
             mtime: (secs.parse().ok()?, nanos.parse().ok()?),
@@ -91,11 +124,9 @@ fn now(file: &File) -> Result<(u64, (i64, i64)), String> {
     Ok((st.st_size as u64, (st.st_mtime, st.st_mtime_nsec as i64)))
 }
 
-/// The sha256 of every byte of `file`, and how many there were.
-fn hash(file: &File) -> std::io::Result<(Digest, u64)> {
-    let mut hasher = Sha256::new();
+/// The sha256 of `file`'s bytes from `at` to its end, and that end.
+fn hash_from(file: &File, mut at: u64, mut hasher: Sha256) -> std::io::Result<(Sha256, u64)> {
     let mut buf = vec![0u8; CHUNK];
-    let mut at = 0u64;
     loop {
         let n = match file.read_at(&mut buf, at) {
             Ok(0) => break,
@@ -106,22 +137,129 @@ fn hash(file: &File) -> std::io::Result<(Digest, u64)> {
         hasher.update(&buf[..n]);
         at += n as u64;
     }
-    Ok((Digest::from_hasher(hasher), at))
+    Ok((hasher, at))
 }
 
-/// Seals a finished artifact (its maker's, not yet committed): hashes it
-/// and records the seal on it. `false` when the file system keeps no user
-/// attributes, so nothing could be recorded.
+/// The sha256 of `file`'s first `len` bytes (fewer if it is shorter), and
+/// how many there were.
+fn hash_head(file: &File, len: u64) -> std::io::Result<(Sha256, u64)> {
+    let mut buf = vec![0u8; len as usize];
+    let mut got = 0;
+    while got < buf.len() {
+        match file.read_at(&mut buf[got..], got as u64) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok((Sha256::new_with_prefix(&buf[..got]), got as u64))
+}
+
+/// The split digest of a head's and a rest's hashers.
+fn split_digest(head: Sha256, rest: Sha256) -> Digest {
+    let mut h = Sha256::new();
+    h.update(head.finalize());
+    h.update(rest.finalize());
+    Digest::from_hasher(h)
+}
+
+/// The digest of every byte of `file` by `scheme`, and how many there were.
+fn hash(file: &File, scheme: Scheme) -> std::io::Result<(Digest, u64)> {
+    match scheme {
+        Scheme::Whole => {
+            let (h, len) = hash_from(file, 0, Sha256::new())?;
+            Ok((Digest::from_hasher(h), len))
+        }
+        Scheme::Split => {
+            let (head, got) = hash_head(file, HEAD)?;
+            let (rest, end) = hash_from(file, HEAD, Sha256::new())?;
+            Ok((split_digest(head, rest), if got < HEAD { got } else { end }))
+        }
+    }
+}
+
+/// The hash of an artifact's bytes past its head as its maker writes them
+/// ([`Stream::wrote`]): in order, each write starting where the last one
+/// past the head ended (or after it: what lies between is never written,
+/// so it reads as zeros). A write anywhere else past the head breaks it,
+/// and the seal reads the whole file back.
+#[derive(Clone, Debug)]
+pub struct Stream {
+    rest: Sha256,
+    /// The end of what is hashed (from [`HEAD`]).
+    next: u64,
+    broken: bool,
+}
+
+impl Default for Stream {
+    fn default() -> Stream {
+        Stream {
+            rest: Sha256::new(),
+            next: HEAD,
+            broken: false,
+        }
+    }
+}
+
+impl Stream {
+    /// `bytes` were written at `at`.
+    pub fn wrote(&mut self, at: u64, bytes: &[u8]) {
+        let end = at + bytes.len() as u64;
+        if self.broken || end <= HEAD {
+            return;
+        }
+        let (at, bytes) = if at < HEAD {
+            (HEAD, &bytes[(HEAD - at) as usize..])
+        } else {
+            (at, bytes)
+        };
+        if at < self.next {
+            self.broken = true;
+            return;
+        }
+        let zeros = [0u8; 4096];
+        let mut gap = at - self.next;
+        while gap > 0 {
+            let n = gap.min(zeros.len() as u64);
+            self.rest.update(&zeros[..n as usize]);
+            gap -= n;
+        }
+        self.rest.update(bytes);
+        self.next = end;
+    }
+
+    /// The split digest of a file of `size` bytes whose head `head` is,
+    /// when every byte past the head was hashed here.
+    fn digest(self, size: u64, head: Sha256) -> Option<Digest> {
+        let whole = !self.broken && self.next == size.max(HEAD);
+        whole.then(|| split_digest(head, self.rest))
+    }
+}
+
+/// Seals a finished artifact (its maker's, not yet committed): hashes it,
+/// by what `stream` hashed as it was written and its head read back (or,
+/// without a whole stream, every byte read back), and records the seal on
+/// it. `false` when the file system keeps no user attributes, so nothing
+/// could be recorded.
 ///
 /// # Errors
 ///
 /// `Io` when the file cannot be read or the attribute set for another
 /// reason.
-pub fn seal(file: &File, path: &Path) -> MicrosandboxResult<bool> {
-    let (digest, size) = hash(file).at("read", path)?;
-    let (_, mtime) =
+pub fn seal(file: &File, path: &Path, stream: Option<Stream>) -> MicrosandboxResult<bool> {
+    let (size, mtime) =
         now(file).map_err(|why| MicrosandboxError::io("stat", path, std::io::Error::other(why)))?;
+    let streamed = match stream {
+        Some(s) => s.digest(size, hash_head(file, HEAD).at("read", path)?.0),
+        None => None,
+    };
+    let digest = match streamed {
+        Some(d) => d,
+        None => hash(file, Scheme::Split).at("read", path)?.0,
+    };
     let seal = Seal {
+        scheme: Scheme::Split,
         digest,
         size,
         mtime,
@@ -186,7 +324,7 @@ pub fn check_full(file: &File) -> Result<u64, String> {
     let Some(seal) = quick(file)? else {
         return Ok(0);
     };
-    let (digest, size) = hash(file).map_err(|e| format!("cannot read it: {e}"))?;
+    let (digest, size) = hash(file, seal.scheme).map_err(|e| format!("cannot read it: {e}"))?;
     if digest != seal.digest || size != seal.size {
         return Err(format!(
             "its bytes hash to {digest}, not to {} as when it was made",
@@ -213,7 +351,7 @@ mod tests {
             .unwrap();
         f.write_all(bytes).unwrap();
         assert!(
-            seal(&f, &path).unwrap(),
+            seal(&f, &path, None).unwrap(),
             "this file system keeps user attributes"
         );
         (dir, f)
@@ -225,7 +363,11 @@ mod tests {
         let Found::Sealed(s) = read(&f) else {
             panic!("no seal")
         };
-        assert_eq!(s.digest, Digest::of(b"an artifact"));
+        assert_eq!(s.scheme, Scheme::Split);
+        assert_eq!(
+            s.digest,
+            split_digest(Sha256::new_with_prefix(b"an artifact"), Sha256::new())
+        );
         assert_eq!(s.size, 11);
         assert_eq!(Seal::parse(&s.text()), Some(s));
         check_quick(&f).unwrap();
@@ -257,10 +399,94 @@ mod tests {
         assert!(check_quick(&f).unwrap_err().contains("no seal"));
         rustix::fs::fremovexattr(&f, XATTR).unwrap();
         assert!(check_full(&f).unwrap_err().contains("no seal"));
-        seal(&f, &path).unwrap();
+        seal(&f, &path, None).unwrap();
         // As a maker killed after linking it in leaves it.
         std::fs::hard_link(&path, dir.path().join("b")).unwrap();
         check_quick(&f).unwrap();
         assert_eq!(check_full(&f).unwrap(), 1);
+    }
+
+    /// Writes `parts` (offset, bytes) to a new file through a [`Stream`]
+    /// and seals it with the stream; the seal and the file.
+    fn streamed(parts: &[(u64, Vec<u8>)]) -> (tempfile::TempDir, File, Seal) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a");
+        let f = File::options()
+            .create(true)
+            .truncate(true)
+            .read(true)
+            .write(true)
+            .open(&path)
+            .unwrap();
+        let mut stream = Stream::default();
+        for (at, bytes) in parts {
+            f.write_all_at(bytes, *at).unwrap();
+            stream.wrote(*at, bytes);
+        }
+        assert!(seal(&f, &path, Some(stream)).unwrap());
+        let Found::Sealed(s) = read(&f) else {
+            panic!("no seal")
+        };
+        (dir, f, s)
+    }
+
+    #[test]
+    fn a_streamed_seal_is_the_digest_of_the_bytes_on_disk() {
+        let data: Vec<u8> = (0..20_000u32).map(|i| (i % 251) as u8).collect();
+        // As an EROFS writer: the data from block 1, a jump over bytes
+        // never written, the metadata, then block 0 last.
+        let parts = [
+            (HEAD, data[..9000].to_vec()),
+            (HEAD + 9000, data[9000..].to_vec()),
+            (HEAD + 30_000, b"metadata".to_vec()),
+            (100, b"superblock".to_vec()),
+        ];
+        let (_d, f, s) = streamed(&parts);
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut &f, &mut bytes).unwrap();
+        let want = split_digest(
+            Sha256::new_with_prefix(&bytes[..HEAD as usize]),
+            Sha256::new_with_prefix(&bytes[HEAD as usize..]),
+        );
+        assert_eq!(s.digest, want);
+        assert_eq!(s.size, bytes.len() as u64);
+        assert_eq!(check_full(&f).unwrap(), bytes.len() as u64);
+        // Writes behind the stream, or a file smaller than the head: the
+        // same digest as the bytes on disk, read back.
+        let (_d, f, _) = streamed(&[
+            (HEAD, data.clone()),
+            (HEAD + 10, b"over".to_vec()),
+            (0, b"head".to_vec()),
+        ]);
+        check_full(&f).unwrap();
+        let (_d, f, s) = streamed(&[(0, b"a descriptor".to_vec())]);
+        assert_eq!(s.size, 12);
+        check_full(&f).unwrap();
+    }
+
+    #[test]
+    fn an_older_whole_file_seal_is_checked_as_one() {
+        let (_d, f) = sealed(b"an artifact");
+        let (size, mtime) = now(&f).unwrap();
+        let old = format!(
+            "{} {size} {}.{:09}",
+            Digest::of(b"an artifact"),
+            mtime.0,
+            mtime.1
+        );
+        fsetxattr(&f, XATTR, old.as_bytes(), XattrFlags::empty()).unwrap();
+        let Found::Sealed(s) = read(&f) else {
+            panic!("no seal")
+        };
+        assert_eq!(s.scheme, Scheme::Whole);
+        assert_eq!(check_full(&f).unwrap(), 11);
+        let wrong = format!(
+            "{} {size} {}.{:09}",
+            Digest::of(b"another"),
+            mtime.0,
+            mtime.1
+        );
+        fsetxattr(&f, XATTR, wrong.as_bytes(), XattrFlags::empty()).unwrap();
+        assert!(check_full(&f).unwrap_err().contains("hash to"));
     }
 }
