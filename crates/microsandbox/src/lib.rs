@@ -29,11 +29,11 @@
 //!
 //! Everything a program needs is at the crate root; the process default
 //! backend is in [`backend`]. The code behind it is in layers, each using
-//! only those below it: `api` (the backend, the async calls, the values
-//! they return), `transfer` (load, save, pull) and `gc` (prune, disk
-//! usage, verify), `store` (the cache on disk), `oci` (references,
-//! digests, models); `util` and `error` serve them all. The README's code
-//! map says what each folder owns.
+//! only those below it: `api` (the backend and the async calls), `gc`
+//! (prune, disk usage, verify), `vm` (VM disks), `transfer` (load, save,
+//! pull, push), `store` (the cache on disk), `oci` (references, digests,
+//! models); `values` (what the API returns), `util` and `error` serve them
+//! all. The README's code map says what each folder owns.
 
 #![deny(missing_docs)]
 

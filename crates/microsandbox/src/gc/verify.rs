@@ -242,7 +242,8 @@ pub fn verify(layout: &Layout, options: &VerifyOptions) -> MicrosandboxResult<Ve
 
     // Invariant 7: every VM artifact whole, sealed, and made over what
     // exists; and nothing else where cache/vm/ or its directories belong.
-    let checked = crate::vm::check::check_all(layout, &ArtifactFiles::list(layout)?)?;
+    let files = ArtifactFiles::list(layout)?;
+    let checked = crate::vm::check::check_all(layout, files.present.keys().cloned(), &files.bad)?;
     report.artifacts_checked = checked.count;
     report.bytes_checked += checked.bytes;
     report.corrupt_artifacts = layout

@@ -11,7 +11,6 @@ use std::collections::HashMap;
 use std::fs::File;
 
 use crate::error::MicrosandboxResult;
-use crate::gc::artifacts::ArtifactFiles;
 use crate::oci::digest::Digest;
 use crate::store::artifact::{self, ArtifactKind};
 use crate::store::layout::Layout;
@@ -40,16 +39,22 @@ pub struct Checked {
     pub bad: Vec<Bad>,
 }
 
-/// Checks every artifact `files` lists, hashing them on a few threads.
+/// Checks every artifact `present` names, hashing them on a few threads;
+/// `bad` (entries of `cache/vm/` that are no regular file, with why) are
+/// reported with them.
 ///
 /// # Errors
 ///
 /// `Io`.
-pub fn check_all(layout: &Layout, files: &ArtifactFiles) -> MicrosandboxResult<Checked> {
+pub fn check_all(
+    layout: &Layout,
+    present: impl IntoIterator<Item = (ArtifactKind, Digest)>,
+    bad: &[(ArtifactKind, String, String)],
+) -> MicrosandboxResult<Checked> {
     let mut out = Checked::default();
     let mut layers: HashMap<Digest, u64> = HashMap::new();
     let mut fsmeta: HashMap<Digest, u64> = HashMap::new();
-    let mut ids: Vec<_> = files.present.keys().cloned().collect();
+    let mut ids: Vec<_> = present.into_iter().collect();
     // What others name first: layers, then fsmeta, then VMDKs, each held
     // against the sound ones before it.
     ids.sort_by_key(|(k, d)| (std::cmp::Reverse(k.dependents_first()), d.clone()));
@@ -91,12 +96,11 @@ pub fn check_all(layout: &Layout, files: &ArtifactFiles) -> MicrosandboxResult<C
             });
         }
     }
-    out.bad
-        .extend(files.bad.iter().map(|(kind, name, why)| Bad {
-            kind: *kind,
-            name: name.clone(),
-            why: why.clone(),
-        }));
+    out.bad.extend(bad.iter().map(|(kind, name, why)| Bad {
+        kind: *kind,
+        name: name.clone(),
+        why: why.clone(),
+    }));
     Ok(out)
 }
 
