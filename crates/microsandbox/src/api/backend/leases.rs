@@ -34,7 +34,7 @@ impl LocalBackend {
     ///
     /// # Errors
     ///
-    /// [`ErrorKind::ImageNotFound`]; [`ErrorKind::InvalidArgument`] for a
+    /// [`ErrorKind::ImageNotFound`](crate::ErrorKind::ImageNotFound); [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) for a
     /// bad id, an expiry of zero, or an id that an unexpired lease on
     /// another manifest holds.
     pub fn acquire_lease(

@@ -41,7 +41,7 @@ impl LocalBackend {
     ///
     /// # Errors
     ///
-    /// [`ErrorKind::ImageInUse`] naming the holders while a lease is live,
+    /// [`ErrorKind::ImageInUse`](crate::ErrorKind::ImageInUse) naming the holders while a lease is live,
     /// unless `options.force` ends the leases first.
     pub fn purge(
         &self,

@@ -68,7 +68,7 @@ impl LocalBackendBuilder {
     ///
     /// # Errors
     ///
-    /// [`ErrorKind::InvalidArgument`] for an empty home, [`ErrorKind::Io`]
+    /// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) for an empty home, [`ErrorKind::Io`](crate::ErrorKind::Io)
     /// when a relative home cannot be made absolute.
     pub async fn build(self) -> MicrosandboxResult<LocalBackend> {
         self.build_blocking()
@@ -123,7 +123,7 @@ fn raise_fd_limit() {
 ///
 /// # Errors
 ///
-/// [`ErrorKind::InvalidArgument`] when neither is set.
+/// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when neither is set.
 pub fn default_home() -> MicrosandboxResult<PathBuf> {
     if let Some(h) = std::env::var_os("MSB_HOME").filter(|h| !h.is_empty()) {
         return Ok(PathBuf::from(h));
