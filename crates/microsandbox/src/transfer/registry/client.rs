@@ -22,7 +22,9 @@ use crate::store::partial::{self, Claim};
 use crate::transfer::layer::{LayerSink, LayerTap};
 use crate::transfer::progress::{Phase, Progress, ProgressFn, STEP};
 use crate::transfer::registry::auth::{self, registry_error, Credentials};
-use crate::transfer::registry::hosts::{is_loopback, ns_query, realm_policy, url_host};
+use crate::transfer::registry::hosts::{
+    api_host, is_loopback, ns_query, origin_base, realm_policy, url_host,
+};
 use crate::transfer::registry::mirrors::Mirror;
 
 const ACCEPT: &str = "application/vnd.oci.image.index.v1+json, \
@@ -91,16 +93,7 @@ impl RegistryOrigin {
         docker_config: Option<&Path>,
     ) -> RegistryOrigin {
         let domain = reference.domain();
-        let host = if domain == "docker.io" {
-            "registry-1.docker.io"
-        } else {
-            domain
-        };
-        let scheme = if insecure || is_loopback(domain) {
-            "http"
-        } else {
-            "https"
-        };
+        let origin = origin_base(domain, insecure);
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_connect(Some(Duration::from_secs(30)))
@@ -126,12 +119,7 @@ impl RegistryOrigin {
             .iter()
             .map(|m| endpoint(m.base(), m.host(), m.host(), ns_query(domain)))
             .collect();
-        endpoints.push(endpoint(
-            format!("{scheme}://{host}"),
-            host,
-            domain,
-            String::new(),
-        ));
+        endpoints.push(endpoint(origin, api_host(domain), domain, String::new()));
         RegistryOrigin {
             agent,
             endpoints,

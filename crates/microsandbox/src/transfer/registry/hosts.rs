@@ -67,6 +67,27 @@ pub(super) fn url_host(url: &str) -> Option<(bool, &str)> {
     Some((tls, host))
 }
 
+/// The host a registry's API answers on: Docker Hub's for `docker.io`.
+pub(crate) fn api_host(domain: &str) -> &str {
+    if domain == "docker.io" {
+        "registry-1.docker.io"
+    } else {
+        domain
+    }
+}
+
+/// `scheme://host` of a registry's own endpoint ([`api_host`]), plain HTTP
+/// for a loopback host or when `insecure`.
+pub(crate) fn origin_base(domain: &str, insecure: bool) -> String {
+    let host = api_host(domain);
+    let scheme = if insecure || is_loopback(domain) {
+        "http"
+    } else {
+        "https"
+    };
+    format!("{scheme}://{host}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

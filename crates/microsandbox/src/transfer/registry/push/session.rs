@@ -22,7 +22,9 @@ use crate::error::{ErrorKind, MicrosandboxError, MicrosandboxResult};
 use crate::oci::reference::Reference;
 use crate::transfer::registry::auth::{self, Credentials};
 use crate::transfer::registry::client::{split_params, USER_AGENT};
-use crate::transfer::registry::hosts::{is_loopback, realm_policy, url_host};
+use crate::transfer::registry::hosts::{
+    api_host, is_loopback, origin_base, realm_policy, url_host,
+};
 
 const ERROR_BODY_LIMIT: u64 = 64 << 10;
 
@@ -72,16 +74,6 @@ impl Session {
         mount_from: Option<&str>,
     ) -> Session {
         let domain = dest.domain();
-        let host = if domain == "docker.io" {
-            "registry-1.docker.io"
-        } else {
-            domain
-        };
-        let scheme = if insecure || is_loopback(domain) {
-            "http"
-        } else {
-            "https"
-        };
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_connect(Some(Duration::from_secs(30)))
@@ -93,14 +85,14 @@ impl Session {
             .user_agent(USER_AGENT)
             .build()
             .into();
-        let base = format!("{scheme}://{host}");
+        let base = origin_base(domain, insecure);
         let mut scopes = vec![format!("repository:{}:pull,push", dest.path())];
         if let Some(from) = mount_from {
             scopes.push(format!("repository:{from}:pull"));
         }
         Session {
             agent,
-            authority: host.to_ascii_lowercase(),
+            authority: api_host(domain).to_ascii_lowercase(),
             base,
             repository: dest.path().to_owned(),
             shown: dest.repository(),
