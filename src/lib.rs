@@ -4,12 +4,6 @@
 
 #![deny(clippy::all)]
 
-// Listing and inspecting a large cache build and drop many small strings;
-// mimalloc serves them several times faster than glibc's malloc
-// (bench/README.md, "Before and after (issue 24)").
-#[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 mod args;
 mod backend;
 mod image;
