@@ -2,6 +2,8 @@
 //! Plain data, below every folder that builds them (store, transfer, gc,
 //! vm) and the api that returns them.
 
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -11,12 +13,13 @@ use crate::error::{MicrosandboxError, MicrosandboxResult};
 /// from `index.json`; reading a handle opens no blob.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ImageHandle {
-    pub(crate) reference: String,
-    pub(crate) canonical: String,
-    pub(crate) manifest_digest: String,
+    // Shared text: a list hands out a copy of each of 10,000 handles.
+    pub(crate) reference: Arc<str>,
+    pub(crate) canonical: Arc<str>,
+    pub(crate) manifest_digest: Arc<str>,
     pub(crate) size_bytes: Option<u64>,
-    pub(crate) architecture: Option<String>,
-    pub(crate) os: Option<String>,
+    pub(crate) architecture: Option<Arc<str>>,
+    pub(crate) os: Option<Arc<str>>,
     pub(crate) layer_count: usize,
     pub(crate) created_at: Option<DateTime<Utc>>,
     pub(crate) last_used_at: Option<DateTime<Utc>>,
@@ -44,7 +47,7 @@ impl ImageHandle {
 
     /// `sha256:...` of the (platform) manifest.
     pub fn manifest_digest(&self) -> Option<&str> {
-        Some(&self.manifest_digest)
+        Some(&*self.manifest_digest)
     }
 
     /// CPU architecture (`amd64`).

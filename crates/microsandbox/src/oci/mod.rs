@@ -2,6 +2,7 @@
 //! digests, platforms, and the descriptor, index and manifest models.
 
 pub mod digest;
+pub mod listed;
 pub mod model;
 pub mod platform;
 pub mod reference;

@@ -371,8 +371,9 @@ impl Serialize for Digest {
 
 impl<'de> Deserialize<'de> for Digest {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Digest, D::Error> {
-        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
-        s.parse().map_err(serde::de::Error::custom)
+        // Borrowed when the string has no escapes: one copy, the digest's.
+        let s = crate::oci::listed::Text::deserialize(d)?;
+        s.0.parse().map_err(serde::de::Error::custom)
     }
 }
 

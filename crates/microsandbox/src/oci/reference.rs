@@ -77,12 +77,19 @@ impl Reference {
 
     /// The full form stored in `index.json`: `docker.io/library/python:3.12`.
     pub fn canonical(&self) -> String {
-        self.render(self.repository())
+        let mut name =
+            String::with_capacity(self.domain.len() + 1 + self.path.len() + self.suffix_len());
+        name.push_str(&self.domain);
+        name.push('/');
+        name.push_str(&self.path);
+        self.render(name)
     }
 
     /// The short form people type: `python:3.12`, `ghcr.io/org/app:1`.
     pub fn familiar(&self) -> String {
-        self.render(self.familiar_name())
+        let mut name = self.familiar_name();
+        name.reserve_exact(self.suffix_len());
+        self.render(name)
     }
 
     /// The short repository name, with neither tag nor digest: `python`,
@@ -92,6 +99,12 @@ impl Reference {
             Some(short) if self.domain == DEFAULT_DOMAIN => short.to_owned(),
             _ => self.repository(),
         }
+    }
+
+    /// The length of `:tag@digest`, as far as the reference has them.
+    fn suffix_len(&self) -> usize {
+        self.tag.as_ref().map_or(0, |t| 1 + t.len())
+            + self.digest.as_ref().map_or(0, |d| 1 + d.as_str().len())
     }
 
     fn render(&self, mut name: String) -> String {

@@ -11,10 +11,8 @@ use std::sync::{Arc, Mutex};
 
 use crate::error::{IoContext, MicrosandboxError, MicrosandboxResult};
 use crate::oci::digest::Digest;
-use crate::oci::model::{
-    Descriptor, IndexFile, ANN_CREATED, ANN_IMAGE_CREATED, ANN_LAST_USED, ANN_LAYERS, ANN_REF_NAME,
-    ANN_SIZE,
-};
+use crate::oci::listed::{Listed, Said};
+use crate::oci::model::{Descriptor, IndexFile, ANN_REF_NAME};
 use crate::oci::reference::Reference;
 use crate::store::content;
 use crate::store::fs::Stat;
@@ -36,96 +34,136 @@ pub struct Entry {
     pub handle: ImageHandle,
 }
 
-/// The parsed index, newest reference first.
+/// A map keyed by reference names, hashed with a key drawn at random once
+/// per process (names come from a file anyone who can write the home can
+/// plant), faster than SipHash over 40-odd characters.
+type NameMap<K> = HashMap<K, usize, foldhash::quality::RandomState>;
+
+fn names() -> foldhash::quality::RandomState {
+    foldhash::quality::RandomState::default()
+}
+
+/// The parsed index.
 #[derive(Debug, Default)]
 pub struct Catalog {
-    entries: Vec<Entry>,
-    by_name: HashMap<String, usize>,
+    /// The entries where the file has them: `None` for one that is no
+    /// reference, or a spelling of a name a later entry replaces. They
+    /// stay in place (10,000 entries of a few hundred bytes each moved
+    /// into a new order cost a cold list several milliseconds).
+    slots: Vec<Option<Slot>>,
+    /// The positions of the entries, newest first.
+    order: Vec<usize>,
+    by_name: NameMap<Arc<str>>,
+}
+
+#[derive(Debug)]
+struct Slot {
+    entry: Entry,
+    /// Another tool wrote it: its handle is completed from its blobs.
+    from_blobs: bool,
 }
 
 impl Catalog {
-    /// Builds the view. Entries without a parsable `ref.name` are not
-    /// references and are left out; entries another tool wrote without this
-    /// cache's annotations are summarized from their blobs.
-    pub fn build(layout: &Layout, index: IndexFile) -> MicrosandboxResult<Catalog> {
+    /// Builds the view from the bytes of `index.json`. Entries without a
+    /// parsable `ref.name` are not references and are left out; entries
+    /// another tool wrote without this cache's annotations are summarized
+    /// from their blobs.
+    ///
+    /// # Errors
+    ///
+    /// [`crate::ErrorKind::CorruptCache`] for bytes that are not an index
+    /// (as [`index::parse`] says it).
+    pub fn build(layout: &Layout, bytes: &[u8]) -> MicrosandboxResult<Catalog> {
+        let raw = crate::oci::listed::entries(bytes).map_err(|e| index::unparsable(layout, e))?;
+        // Reading 10,000 entries, names and times is most of a cold list:
+        // on all cores, each entry read once, its annotations borrowed.
+        let mut slots = crate::util::par::on_cores(&raw, |r| {
+            let (descriptor, said) = serde_json::from_str::<Listed<'_>>(r.get()).ok()?.split();
+            let reference = Reference::parse(said.ref_name.as_deref()?).ok()?;
+            let from_blobs = needs_summary(&said, &descriptor);
+            let handle = handle_from(&reference, &descriptor, &said);
+            Some(Slot {
+                entry: Entry {
+                    reference,
+                    descriptor,
+                    handle,
+                },
+                from_blobs,
+            })
+        });
+        drop(raw);
         // One entry per name: the newest spelling (the last in the file),
         // as every other operation resolves it (see [`index::resolve`]).
-        let mut newest: HashMap<String, usize> = HashMap::new();
-        let good = index.manifests.good;
-        // Parsing 10,000 names and times is most of a cold list: on all
-        // cores.
-        let names = crate::util::par::on_cores(&good, |d| {
-            let r = Reference::parse(d.ref_name()?).ok()?;
-            let canonical = r.canonical();
-            Some((r, canonical))
-        });
-        let mut parsed = Vec::with_capacity(good.len());
-        for (descriptor, name) in good.into_iter().zip(names) {
-            let Some((reference, canonical)) = name else {
-                continue;
-            };
-            newest.insert(canonical.clone(), parsed.len());
-            parsed.push((reference, canonical, descriptor));
+        let mut by_name: NameMap<Arc<str>> =
+            NameMap::with_capacity_and_hasher(slots.len(), names());
+        for (i, slot) in slots.iter().enumerate() {
+            if let Some(slot) = slot {
+                by_name.insert(slot.entry.handle.canonical.clone(), i);
+            }
         }
-        let chosen: Vec<(Reference, String, Descriptor)> = parsed
-            .into_iter()
-            .enumerate()
-            .filter(|(i, (_, canonical, _))| newest.get(canonical) == Some(i))
-            .map(|(_, p)| p)
-            .collect();
-        let mut handles = crate::util::par::on_cores(&chosen, |(reference, canonical, d)| {
-            handle_with(reference, canonical.clone(), d, |_| None)
-        });
         // Entries another tool wrote are summarized from their blobs, once
         // per manifest however many names it has.
         let mut summaries: HashMap<Digest, Option<content::Summary>> = HashMap::new();
-        for ((reference, canonical, descriptor), handle) in chosen.iter().zip(&mut handles) {
-            if needs_summary(descriptor) {
-                *handle = handle_with(reference, canonical.clone(), descriptor, |d| {
-                    summaries
-                        .entry(d.digest.clone())
-                        .or_insert_with(|| content::summarize(layout, d).ok())
-                        .clone()
-                });
+        for (i, place) in slots.iter_mut().enumerate() {
+            let Some(slot) = place else {
+                continue;
+            };
+            if by_name.get(&*slot.entry.handle.canonical) != Some(&i) {
+                *place = None;
+                continue;
+            }
+            if slot.from_blobs {
+                let d = &slot.entry.descriptor;
+                let summary = summaries
+                    .entry(d.digest.clone())
+                    .or_insert_with(|| content::summarize(layout, d).ok())
+                    .clone();
+                if let Some(s) = summary {
+                    summarized(&mut slot.entry.handle, s);
+                }
             }
         }
-        let mut entries: Vec<Entry> = chosen
-            .into_iter()
-            .zip(handles)
-            .map(|((reference, _, descriptor), handle)| Entry {
-                reference,
-                descriptor: Descriptor {
-                    annotations: Default::default(),
-                    ..descriptor
-                },
-                handle,
-            })
-            .collect();
-        entries.sort_by_key(|e| std::cmp::Reverse(e.handle.created_at));
-        let by_name = entries
+        // Newest first, entries of one time in file order.
+        let mut order: Vec<(
+            std::cmp::Reverse<Option<chrono::DateTime<chrono::Utc>>>,
+            usize,
+        )> = slots
             .iter()
             .enumerate()
-            .map(|(i, e)| (e.handle.canonical.clone(), i))
+            .filter_map(|(i, s)| Some((std::cmp::Reverse(s.as_ref()?.entry.handle.created_at), i)))
             .collect();
-        Ok(Catalog { entries, by_name })
+        order.sort_unstable();
+        let order = order.into_iter().map(|(_, i)| i).collect();
+        Ok(Catalog {
+            slots,
+            order,
+            by_name,
+        })
+    }
+
+    fn at(&self, i: usize) -> Option<&Entry> {
+        self.slots.get(i)?.as_ref().map(|s| &s.entry)
     }
 
     /// Every reference, newest first.
-    pub fn entries(&self) -> &[Entry] {
-        &self.entries
+    pub fn entries(&self) -> impl Iterator<Item = &Entry> + '_ {
+        self.order.iter().filter_map(|&i| self.at(i))
     }
 
     /// The entries a reference names: the one of its canonical name, or
     /// for a bare `name@sha256:...`, every tag of that repository on that
     /// manifest.
     pub fn find(&self, reference: &Reference) -> Vec<&Entry> {
-        if let Some(&i) = self.by_name.get(&reference.canonical()) {
-            return vec![&self.entries[i]];
+        if let Some(entry) = self
+            .by_name
+            .get(&*reference.canonical())
+            .and_then(|&i| self.at(i))
+        {
+            return vec![entry];
         }
         match (reference.tag(), reference.digest()) {
             (None, Some(digest)) => self
-                .entries
-                .iter()
+                .entries()
                 .filter(|e| same_image(&e.reference, &e.descriptor.digest, reference, digest))
                 .collect(),
             _ => Vec::new(),
@@ -201,8 +239,7 @@ impl Catalog {
         }
         if let Some(prefix) = digest_prefix(input) {
             let hits: std::collections::BTreeSet<&Digest> = self
-                .entries
-                .iter()
+                .entries()
                 .map(|e| &e.descriptor.digest)
                 .filter(|d| d.hex().starts_with(prefix))
                 .collect();
@@ -226,8 +263,7 @@ impl Catalog {
         match target {
             Target::Name(r) => self.find(r),
             Target::Manifest(d) => self
-                .entries
-                .iter()
+                .entries()
                 .filter(|e| &e.descriptor.digest == d)
                 .collect(),
         }
@@ -241,59 +277,84 @@ pub fn handle_of(
     reference: &Reference,
     d: &Descriptor,
 ) -> MicrosandboxResult<ImageHandle> {
-    Ok(handle_with(reference, reference.canonical(), d, |d| {
-        content::summarize(layout, d).ok()
-    }))
-}
-
-/// [`handle_of`] with the summary of an entry another tool wrote coming
-/// from `summary`.
-fn handle_with(
-    reference: &Reference,
-    canonical: String,
-    d: &Descriptor,
-    summary: impl FnOnce(&Descriptor) -> Option<content::Summary>,
-) -> ImageHandle {
-    let ann = |k: &str| d.annotations.get(k);
-    let created_at = ann(ANN_CREATED).and_then(|t| time::parse_utc(t));
-    let last_used_at = ann(ANN_LAST_USED).and_then(|t| time::parse_utc(t));
-    let size = ann(ANN_SIZE).and_then(|s| s.parse::<u64>().ok());
-    let layers = ann(ANN_LAYERS).and_then(|s| s.parse::<usize>().ok());
-    let mut handle = ImageHandle {
-        reference: reference.familiar(),
-        canonical,
-        manifest_digest: d.digest.to_string(),
-        size_bytes: size,
-        architecture: d.platform.as_ref().map(|p| p.architecture.clone()),
-        os: d.platform.as_ref().map(|p| p.os.clone()),
-        layer_count: layers.unwrap_or(0),
-        created_at,
-        last_used_at,
-        image_created_at: ann(ANN_IMAGE_CREATED).and_then(|t| time::parse_utc(t)),
-        disk_ready: false,
-    };
-    if needs_summary(d) {
-        // Another tool wrote this entry. What its blobs cannot tell (an
-        // artifact, an index without this host's platform) stays as the
-        // descriptor says, so one odd entry never hides the others.
-        if let Some(s) = summary(d) {
-            handle.manifest_digest = s.manifest.digest.to_string();
-            handle.size_bytes = Some(s.size);
-            handle.layer_count = s.layers;
-            handle.architecture = handle.architecture.or(s.architecture);
-            handle.os = handle.os.or(s.os);
-            handle.image_created_at = handle.image_created_at.or(s.created.map(time::utc));
+    let said = Said::of(&d.annotations);
+    let mut handle = handle_from(reference, d, &said);
+    if needs_summary(&said, d) {
+        if let Ok(s) = content::summarize(layout, d) {
+            summarized(&mut handle, s);
         }
     }
-    handle
+    Ok(handle)
+}
+
+/// The handle of a descriptor as its annotations describe it.
+fn handle_from(reference: &Reference, d: &Descriptor, said: &Said<'_>) -> ImageHandle {
+    let time = |t: &Option<std::borrow::Cow<'_, str>>| t.as_deref().and_then(time::parse_utc);
+    ImageHandle {
+        reference: reference.familiar().into(),
+        canonical: reference.canonical().into(),
+        manifest_digest: d.digest.as_str().into(),
+        size_bytes: said.size.as_deref().and_then(|s| s.parse::<u64>().ok()),
+        architecture: d.platform.as_ref().map(|p| shared(&p.architecture)),
+        os: d.platform.as_ref().map(|p| shared(&p.os)),
+        layer_count: said
+            .layers
+            .as_deref()
+            .and_then(|s| s.parse::<usize>().ok())
+            .unwrap_or(0),
+        created_at: time(&said.created),
+        last_used_at: time(&said.last_used),
+        image_created_at: time(&said.image_created),
+        disk_ready: false,
+    }
+}
+
+/// One copy of each of the few architectures and systems a thread sees,
+/// instead of one per handle.
+fn shared(text: &str) -> Arc<str> {
+    thread_local! {
+        static SEEN: std::cell::RefCell<Vec<Arc<str>>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    SEEN.with(|seen| {
+        let mut seen = seen.borrow_mut();
+        if let Some(t) = seen.iter().find(|t| ***t == *text) {
+            return t.clone();
+        }
+        let t: Arc<str> = text.into();
+        // A bound, so a hostile index of a million platforms costs no more.
+        if seen.len() < 16 {
+            seen.push(t.clone());
+        }
+        t
+    })
+}
+
+/// Completes the handle of an entry another tool wrote from its blobs.
+/// What they cannot tell (an artifact, an index without this host's
+/// platform) stays as the descriptor says, so one odd entry never hides
+/// the others.
+fn summarized(handle: &mut ImageHandle, s: content::Summary) {
+    handle.manifest_digest = s.manifest.digest.as_str().into();
+    handle.size_bytes = Some(s.size);
+    handle.layer_count = s.layers;
+    handle.architecture = handle
+        .architecture
+        .take()
+        .or(s.architecture.map(Into::into));
+    handle.os = handle.os.take().or(s.os.map(Into::into));
+    handle.image_created_at = handle.image_created_at.or(s.created.map(time::utc));
 }
 
 /// Whether a descriptor lacks what this cache's annotations say (another
 /// tool wrote it), so its handle is summarized from its blobs.
-fn needs_summary(d: &Descriptor) -> bool {
-    let ann = |k: &str| d.annotations.get(k);
-    ann(ANN_SIZE).and_then(|s| s.parse::<u64>().ok()).is_none()
-        || ann(ANN_LAYERS)
+fn needs_summary(said: &Said<'_>, d: &Descriptor) -> bool {
+    said.size
+        .as_deref()
+        .and_then(|s| s.parse::<u64>().ok())
+        .is_none()
+        || said
+            .layers
+            .as_deref()
             .and_then(|s| s.parse::<usize>().ok())
             .is_none()
         || d.platform.is_none()
@@ -340,8 +401,8 @@ impl CatalogCache {
         self.view(
             layout,
             |c| c.catalog.clone(),
-            |index, c| {
-                let catalog = Arc::new(Catalog::build(layout, index)?);
+            |bytes, c| {
+                let catalog = Arc::new(Catalog::build(layout, &bytes)?);
                 c.catalog = Some(catalog.clone());
                 Ok(catalog)
             },
@@ -354,8 +415,8 @@ impl CatalogCache {
         self.view(
             layout,
             |c| c.index.clone(),
-            |index, c| {
-                let index = Arc::new(index);
+            |bytes, c| {
+                let index = Arc::new(index::parse(layout, bytes)?);
                 c.index = Some(index.clone());
                 Ok(index)
             },
@@ -368,7 +429,7 @@ impl CatalogCache {
         &self,
         layout: &Layout,
         kept: impl Fn(&Cached) -> Option<T>,
-        make: impl FnOnce(IndexFile, &mut Cached) -> MicrosandboxResult<T>,
+        make: impl FnOnce(Vec<u8>, &mut Cached) -> MicrosandboxResult<T>,
     ) -> MicrosandboxResult<T> {
         let oci = layout.oci_dir();
         let path = oci.join(INDEX);
@@ -393,14 +454,13 @@ impl CatalogCache {
         );
         let reader = file.try_clone().at("open", &path)?;
         let bytes = crate::store::fs::read_file_bounded(reader, index::INDEX_LIMIT, &path)?;
-        let index = index::parse(layout, bytes)?;
         let mut fresh = Cached {
             stamp: read_stamp,
             _file: file,
             catalog: None,
             index: None,
         };
-        let value = make(index, &mut fresh)?;
+        let value = make(bytes, &mut fresh)?;
         if current().ok().flatten() == Some(read_stamp) {
             let mut slot = self.slot.lock().expect("catalog lock");
             match slot.as_mut() {

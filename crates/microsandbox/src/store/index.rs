@@ -50,12 +50,15 @@ pub fn read_bytes(layout: &Layout) -> MicrosandboxResult<Vec<u8>> {
 
 /// Parses the bytes of `index.json`.
 pub fn parse(layout: &Layout, bytes: Vec<u8>) -> MicrosandboxResult<IndexFile> {
-    serde_json::from_slice(&bytes).map_err(|e| {
-        MicrosandboxError::corrupt(format!(
-            "{} does not parse: {e}",
-            layout.oci_dir().join(INDEX).display()
-        ))
-    })
+    serde_json::from_slice(&bytes).map_err(|e| unparsable(layout, e))
+}
+
+/// The error for bytes of `index.json` that are not an index.
+pub fn unparsable(layout: &Layout, e: serde_json::Error) -> MicrosandboxError {
+    MicrosandboxError::corrupt(format!(
+        "{} does not parse: {e}",
+        layout.oci_dir().join(INDEX).display()
+    ))
 }
 
 /// Replaces `index.json` atomically: the one function that writes it.

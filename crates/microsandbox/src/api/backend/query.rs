@@ -18,8 +18,7 @@ impl LocalBackend {
         };
         let _guard = layout.lock::<Shared>()?;
         let catalog = self.inner.catalog.current(&layout)?;
-        let mut handles: Vec<ImageHandle> =
-            catalog.entries().iter().map(|e| e.handle.clone()).collect();
+        let mut handles: Vec<ImageHandle> = catalog.entries().map(|e| e.handle.clone()).collect();
         mark_disks(&layout, &mut handles)?;
         Ok(handles)
     }
