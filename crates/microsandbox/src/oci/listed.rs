@@ -24,8 +24,7 @@ use crate::oci::model::{
 };
 
 /// Text from the file: borrowed when the JSON string has no escapes.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Text<'a>(pub Cow<'a, str>);
+struct Text<'a>(Cow<'a, str>);
 
 impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -90,17 +89,16 @@ pub struct Said<'a> {
 impl<'a> Said<'a> {
     /// The same values out of a parsed map.
     pub fn of(annotations: &'a BTreeMap<String, String>) -> Said<'a> {
-        let get = |k: &str| annotations.get(k).map(|v| Cow::Borrowed(v.as_str()));
-        Said {
-            ref_name: get(ANN_REF_NAME),
-            created: get(ANN_CREATED),
-            last_used: get(ANN_LAST_USED),
-            image_created: get(ANN_IMAGE_CREATED),
-            size: get(ANN_SIZE),
-            layers: get(ANN_LAYERS),
+        let mut said = Said::default();
+        for (key, value) in annotations {
+            if let Some(slot) = said.slot(key) {
+                *slot = Some(Cow::Borrowed(value));
+            }
         }
+        said
     }
 
+    /// Where the value of `key` goes, if a handle shows it.
     fn slot(&mut self, key: &str) -> Option<&mut Option<Cow<'a, str>>> {
         Some(match key {
             ANN_REF_NAME => &mut self.ref_name,
@@ -160,12 +158,17 @@ pub struct Listed<'a> {
 impl<'a> Listed<'a> {
     /// The descriptor (with no annotations) and what its annotations say.
     pub fn split(self) -> (Descriptor, Said<'a>) {
-        let mut d = Descriptor::new("", self.digest, self.size);
-        d.media_type = self.media_type;
-        d.platform = self.platform;
-        d.artifact_type = self.artifact_type;
-        d.urls = self.urls;
-        (d, self.annotations)
+        // Every field named: a field `Descriptor` gains must be read here too.
+        let descriptor = Descriptor {
+            media_type: self.media_type,
+            digest: self.digest,
+            size: self.size,
+            platform: self.platform,
+            annotations: BTreeMap::new(),
+            artifact_type: self.artifact_type,
+            urls: self.urls,
+        };
+        (descriptor, self.annotations)
     }
 }
 
@@ -178,7 +181,7 @@ struct Top<'a> {
     schema_version: u32,
     #[serde(default)]
     #[allow(dead_code)]
-    media_type: Option<Text<'a>>,
+    media_type: Option<AnyString>,
     #[serde(default, borrow)]
     manifests: Vec<&'a RawValue>,
     #[serde(default)]

@@ -371,9 +371,18 @@ impl Serialize for Digest {
 
 impl<'de> Deserialize<'de> for Digest {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Digest, D::Error> {
-        // Borrowed when the string has no escapes: one copy, the digest's.
-        let s = crate::oci::listed::Text::deserialize(d)?;
-        s.0.parse().map_err(serde::de::Error::custom)
+        // Parsed from the deserializer's own text: no copy but the digest.
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Digest;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a sha256 digest")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Digest, E> {
+                s.parse().map_err(E::custom)
+            }
+        }
+        d.deserialize_str(V)
     }
 }
 

@@ -72,17 +72,21 @@ impl Reference {
 
     /// `domain/path`, with neither tag nor digest.
     pub fn repository(&self) -> String {
-        format!("{}/{}", self.domain, self.path)
+        self.repository_with_room(0)
+    }
+
+    /// [`Reference::repository`] with room for `more` bytes after it.
+    fn repository_with_room(&self, more: usize) -> String {
+        let mut name = String::with_capacity(self.domain.len() + 1 + self.path.len() + more);
+        name.push_str(&self.domain);
+        name.push('/');
+        name.push_str(&self.path);
+        name
     }
 
     /// The full form stored in `index.json`: `docker.io/library/python:3.12`.
     pub fn canonical(&self) -> String {
-        let mut name =
-            String::with_capacity(self.domain.len() + 1 + self.path.len() + self.suffix_len());
-        name.push_str(&self.domain);
-        name.push('/');
-        name.push_str(&self.path);
-        self.render(name)
+        self.render(self.repository_with_room(self.suffix_len()))
     }
 
     /// The short form people type: `python:3.12`, `ghcr.io/org/app:1`.
