@@ -12,3 +12,8 @@ mod push;
 mod serve;
 mod task;
 mod types;
+
+/// Large blocks go back to the kernel when freed (a list or disk usage on a
+/// big cache leaves no resident heap behind).
+#[global_allocator]
+static ALLOCATOR: microsandbox::alloc::LargeInPages = microsandbox::alloc::LargeInPages;

@@ -38,15 +38,17 @@ impl<J: ToNapiValue + TypeName + Send + 'static> Task for CoreTask<J> {
 
     fn compute(&mut self) -> napi::Result<Self::Output> {
         let op = self.op.take().expect("a task runs once");
+        let started = std::time::Instant::now();
         // A panic must not take the Node process down with it.
-        Ok(
+        let result =
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(op)).unwrap_or_else(|_| {
                 Err(MicrosandboxError::new(
                     microsandbox::ErrorKind::Io,
                     "internal error: the cache operation panicked",
                 ))
-            }),
-        )
+            });
+        microsandbox::alloc::after_operation(started.elapsed());
+        Ok(result)
     }
 
     fn resolve(&mut self, env: Env, output: Self::Output) -> napi::Result<J> {

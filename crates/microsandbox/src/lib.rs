@@ -57,6 +57,12 @@ pub mod backend {
     pub use crate::api::backend::{default_backend, default_home};
 }
 
+pub mod alloc {
+    //! The allocator the Node addon installs: large blocks as pages of
+    //! their own, given back when freed (see [`LargeInPages`]).
+    pub use crate::util::pages::{after_operation, LargeInPages, LARGE, TRIM_AFTER};
+}
+
 pub mod blob_seal {
     //! Seals of blobs this process hashed in full, so that a server sends
     //! an unchanged one without hashing it again (see [`sealed`]).

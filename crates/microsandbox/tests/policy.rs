@@ -62,13 +62,15 @@ fn set_times(h: &Home, times: &[(&str, Duration, Option<Duration>)]) {
             .find(|d| d.ref_name() == Some(canonical.as_str()))
             .unwrap_or_else(|| panic!("{name} is not in the index"));
         d.annotations
-            .insert("dev.microsandbox.created".into(), stamp(*created));
+            .insert("dev.microsandbox.created", stamp(*created));
         match used {
             Some(u) => d
                 .annotations
-                .insert("dev.microsandbox.last-used".into(), stamp(*u)),
-            None => d.annotations.remove("dev.microsandbox.last-used"),
-        };
+                .insert("dev.microsandbox.last-used", stamp(*u)),
+            None => {
+                d.annotations.remove("dev.microsandbox.last-used");
+            }
+        }
     }
     fs::write(&path, serde_json::to_vec(&index).unwrap()).unwrap();
 }

@@ -18,6 +18,7 @@ use rustix::fs::FileType;
 use crate::error::{MicrosandboxError, MicrosandboxResult};
 use crate::gc::artifacts::{ArtifactFiles, DiffIdCache, Disks};
 use crate::gc::graph::{Graph, Kind};
+use crate::gc::sizes::BlobSizes;
 use crate::oci::digest::Digest;
 use crate::oci::model::{IndexFile, Shape};
 use crate::store::content;
@@ -28,10 +29,8 @@ use crate::store::lease::{self, LeaseRecord, Pins};
 /// What stays true about immutable blobs, remembered between censuses.
 #[derive(Debug, Default)]
 pub struct CensusCache {
-    /// Blob file -> (inode, allocated bytes).
-    sizes: Mutex<HashMap<Digest, (u64, u64)>>,
-    /// The last listing of `blobs/sha256/`, while the directory is as it
-    /// was then.
+    /// The last listing of `blobs/sha256/`: what later listings need not
+    /// stat again, and while the directory is as it was then, the answer.
     listing: Mutex<Option<Listing>>,
     /// Image manifest -> its graph (manifest, config, layers).
     graphs: Mutex<HashMap<Digest, Graph>>,
@@ -43,7 +42,10 @@ pub struct CensusCache {
 #[derive(Debug)]
 struct Listing {
     stamp: DirStamp,
-    sizes: Arc<HashMap<Digest, u64>>,
+    /// Whether the stamp can be trusted to tell this listing is current
+    /// (the directory's last change was well before it).
+    settled: bool,
+    sizes: Arc<BlobSizes>,
 }
 
 /// A directory's identity and change times: a name added, removed or
@@ -75,56 +77,24 @@ impl CensusCache {
     /// out. Files seen before (same name, same inode) are not stat'ed again,
     /// and while the directory's stamp is the one of the last listing (and
     /// that listing was not racy), the directory is not listed again.
-    pub fn blob_sizes(&self, layout: &Layout) -> MicrosandboxResult<Arc<HashMap<Digest, u64>>> {
+    pub fn blob_sizes(&self, layout: &Layout) -> MicrosandboxResult<Arc<BlobSizes>> {
         let blobs = layout.blobs_dir();
         let started = std::time::SystemTime::now();
         let before = blobs.stat_self()?;
         let stamp = dir_stamp(&before);
-        if let Some(l) = &*lock(&self.listing) {
-            if l.stamp == stamp {
-                return Ok(l.sizes.clone());
-            }
-        }
-        let sizes = Arc::new(self.list_blob_sizes(layout)?);
+        let known = match &*lock(&self.listing) {
+            Some(l) if l.settled && l.stamp == stamp => return Ok(l.sizes.clone()),
+            Some(l) => Some(l.sizes.clone()),
+            None => None,
+        };
+        let sizes = Arc::new(list_blob_sizes(layout, known.as_deref())?);
         let changed = crate::util::time::from_parts(stamp.4, stamp.5);
         let settled = changed.is_some_and(|c| c + RACY_WINDOW < started);
-        *lock(&self.listing) = settled.then(|| Listing {
+        *lock(&self.listing) = Some(Listing {
             stamp,
+            settled,
             sizes: sizes.clone(),
         });
-        Ok(sizes)
-    }
-
-    /// [`CensusCache::blob_sizes`] from a fresh listing.
-    fn list_blob_sizes(&self, layout: &Layout) -> MicrosandboxResult<HashMap<Digest, u64>> {
-        let known = std::mem::take(&mut *lock(&self.sizes));
-        let mut current: HashMap<Digest, (u64, u64)> = HashMap::with_capacity(known.len());
-        let mut todo: Vec<(Digest, String)> = Vec::new();
-        let blobs = layout.blobs_dir();
-        for entry in blobs.entries()? {
-            let Ok(digest) = Digest::from_hex(&entry.name) else {
-                continue;
-            };
-            match known.get(&digest) {
-                Some(&(ino, size)) if ino == entry.ino => {
-                    current.insert(digest, (ino, size));
-                }
-                _ => todo.push((digest, entry.name)),
-            }
-        }
-        let stats = crate::util::par::in_parallel(&todo, |(_, name)| {
-            Ok(blobs
-                .stat(name)?
-                .filter(|s| kind(s) == FileType::RegularFile)
-                .map(|s| (s.st_ino, allocated(&s))))
-        })?;
-        for ((digest, _), stat) in todo.into_iter().zip(stats) {
-            if let Some(s) = stat {
-                current.insert(digest, s);
-            }
-        }
-        let sizes = current.iter().map(|(d, (_, s))| (d.clone(), *s)).collect();
-        *lock(&self.sizes) = current;
         Ok(sizes)
     }
 
@@ -172,6 +142,35 @@ impl CensusCache {
     }
 }
 
+/// [`CensusCache::blob_sizes`] from a fresh listing, stat'ing only the
+/// files `known` does not hold with the same inode.
+fn list_blob_sizes(layout: &Layout, known: Option<&BlobSizes>) -> MicrosandboxResult<BlobSizes> {
+    let blobs = layout.blobs_dir();
+    let mut current = BlobSizes::with_capacity(known.map_or(0, BlobSizes::len));
+    let mut todo: Vec<Digest> = Vec::new();
+    blobs.each_entry(|name, ino, _| {
+        let Ok(digest) = Digest::from_hex(name) else {
+            return;
+        };
+        match known.and_then(|k| k.seen(&digest, ino)) {
+            Some(bytes) => current.insert_file(digest, ino, bytes),
+            None => todo.push(digest),
+        }
+    })?;
+    let stats = crate::util::par::in_parallel(&todo, |digest| {
+        Ok(blobs
+            .stat(digest.hex())?
+            .filter(|s| kind(s) == FileType::RegularFile)
+            .map(|s| (s.st_ino, allocated(&s))))
+    })?;
+    for (digest, stat) in todo.into_iter().zip(stats) {
+        if let Some((ino, bytes)) = stat {
+            current.insert_file(digest, ino, bytes);
+        }
+    }
+    Ok(current)
+}
+
 /// One look at the cache, taken under a cache lock: its leases, its
 /// index, every blob's allocated bytes and every root's graph.
 pub struct Snapshot {
@@ -182,7 +181,7 @@ pub struct Snapshot {
     /// `index.json`.
     pub index: Arc<IndexFile>,
     /// Every blob file and its allocated bytes.
-    pub sizes: Arc<HashMap<Digest, u64>>,
+    pub sizes: Arc<BlobSizes>,
     /// The graph of every reference and pinned manifest.
     pub graphs: HashMap<Digest, MicrosandboxResult<Graph>>,
     /// What `cache/vm/` holds.

@@ -19,6 +19,7 @@ pub mod orphans;
 pub mod policy;
 pub mod purge;
 pub mod select;
+pub mod sizes;
 pub mod sweep;
 pub mod usage;
 pub mod verify;
@@ -33,6 +34,7 @@ use crate::gc::graph::Kind;
 use crate::gc::mark::mark;
 use crate::gc::policy::PruneOptions;
 use crate::gc::select::{select, vm_keeps, Selection};
+use crate::gc::sizes::BlobSizes;
 use crate::gc::sweep::{atomic_leftovers, execute, stale_tmp, Leftover};
 use crate::oci::digest::Digest;
 use crate::oci::model::{IndexFile, ManifestDoc};
@@ -288,18 +290,18 @@ pub(crate) fn plan_with(
     }
 
     let mut blobs = Vec::new();
-    for (digest, size) in sizes.iter().filter(|(d, _)| !keep.contains(*d)) {
+    for (digest, size) in sizes.iter().filter(|(d, _)| !keep.contains(d)) {
         let kind = gone_kinds
-            .get(digest)
+            .get(&digest)
             .copied()
-            .unwrap_or_else(|| sniff(layout, digest));
-        report.reclaim(*size);
+            .unwrap_or_else(|| sniff(layout, &digest));
+        report.reclaim(size);
         match kind {
             Kind::Manifest => report.manifests_removed += 1,
             Kind::Config => report.configs_removed += 1,
             Kind::Layer => report.layers_removed += 1,
         }
-        blobs.push((digest.clone(), kind));
+        blobs.push((digest, kind));
     }
     let pinned_blobs: HashSet<&Digest> = pins.blobs.iter().collect();
     let tmp = stale_tmp(layout, &pinned_blobs)?;
@@ -353,7 +355,7 @@ fn unique_to_each(
     removed: &mut [RemovedImage],
     graphs: &[&[(Digest, Kind)]],
     keep: &HashSet<&Digest>,
-    sizes: &HashMap<Digest, u64>,
+    sizes: &BlobSizes,
 ) {
     let mut seen: HashSet<&Digest> = HashSet::new();
     let mut users: HashMap<&Digest, u32> = HashMap::new();

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use crate::error::{ErrorKind, MicrosandboxError, MicrosandboxResult};
 use crate::gc::graph::Graph;
+use crate::gc::sizes::BlobSizes;
 use crate::oci::digest::Digest;
 
 /// How to prune.
@@ -135,7 +136,7 @@ pub struct Eviction {
 /// from `sizes` counts nothing.
 pub fn evict_to_budget(
     budget: u64,
-    sizes: &HashMap<Digest, u64>,
+    sizes: &BlobSizes,
     fixed: &[Graph],
     pinned: &HashSet<Digest>,
     candidates: &[Graph],
@@ -149,7 +150,7 @@ pub fn evict_to_budget(
             *users.entry(d).or_default() += 1;
         }
     }
-    let mut total: u64 = users.keys().filter_map(|d| sizes.get(*d)).sum();
+    let mut total: u64 = users.keys().filter_map(|d| sizes.get(d)).sum();
     let mut evicted = Vec::new();
     for (i, g) in candidates.iter().enumerate() {
         if total <= budget {
@@ -159,7 +160,7 @@ pub fn evict_to_budget(
             let n = users.get_mut(d).expect("counted above");
             *n -= 1;
             if *n == 0 {
-                total -= sizes.get(d).copied().unwrap_or(0);
+                total -= sizes.get(d).unwrap_or(0);
             }
         }
         evicted.push(i);
@@ -218,7 +219,7 @@ mod tests {
 
     #[test]
     fn eviction_counts_shared_blobs_once_and_stops_at_the_budget() {
-        let sizes: HashMap<Digest, u64> = [("base", 100), ("a", 10), ("b", 20), ("c", 40)]
+        let sizes: BlobSizes = [("base", 100), ("a", 10), ("b", 20), ("c", 40)]
             .iter()
             .map(|(n, s)| (Digest::of(n.as_bytes()), *s))
             .collect();

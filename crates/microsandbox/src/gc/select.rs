@@ -12,6 +12,7 @@ use crate::error::MicrosandboxResult;
 use crate::gc::census::{foreign_roots, graph_of, Snapshot};
 use crate::gc::graph::Graph;
 use crate::gc::policy::{evict_to_budget, PruneOptions};
+use crate::gc::sizes::BlobSizes;
 use crate::oci::digest::Digest;
 use crate::oci::model::{Descriptor, ANN_CREATED, ANN_LAST_USED};
 use crate::store::index::is_pin_record;
@@ -30,7 +31,7 @@ pub struct Selection {
 /// When a reference was last used: its last lease, else its entry into
 /// the cache, else (an entry another tool wrote) its manifest file's time.
 pub fn last_use(layout: &Layout, d: &Descriptor) -> SystemTime {
-    let ann = |k: &str| d.annotations.get(k).and_then(|t| time::parse(t));
+    let ann = |k: &str| d.annotations.get(k).and_then(time::parse);
     ann(ANN_LAST_USED)
         .or_else(|| ann(ANN_CREATED))
         .or_else(|| {
@@ -202,8 +203,8 @@ pub fn vm_keeps<'a>(
             *users.entry(id).or_default() += 1;
         }
     }
-    let mut total = sizes.values().sum::<u64>() + artifacts.bytes()
-        - artifacts.strays.iter().map(|s| s.2).sum::<u64>();
+    let mut total =
+        sizes.total() + artifacts.bytes() - artifacts.strays.iter().map(|s| s.2).sum::<u64>();
     let mut kept_candidates: Vec<&Digest> = Vec::new();
     for (_, m) in &candidates {
         if total <= budget {
@@ -227,7 +228,7 @@ pub fn vm_keeps<'a>(
 /// its kind and key (no blob can share it), in the graph of every image
 /// whose disk it belongs to.
 struct WithArtifacts<'a> {
-    sizes: std::borrow::Cow<'a, std::collections::HashMap<Digest, u64>>,
+    sizes: std::borrow::Cow<'a, BlobSizes>,
     disks: &'a crate::gc::artifacts::Disks,
     present: &'a std::collections::HashMap<crate::gc::artifacts::ArtifactId, u64>,
 }
@@ -242,7 +243,9 @@ fn with_artifacts(snapshot: &Snapshot) -> WithArtifacts<'_> {
         std::borrow::Cow::Borrowed(&*snapshot.sizes)
     } else {
         let mut sizes = (*snapshot.sizes).clone();
-        sizes.extend(present.iter().map(|(id, bytes)| (node(id), *bytes)));
+        for (id, bytes) in present {
+            sizes.insert(node(id), *bytes);
+        }
         std::borrow::Cow::Owned(sizes)
     };
     WithArtifacts {

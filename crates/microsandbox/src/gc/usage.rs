@@ -104,7 +104,7 @@ pub fn disk_usage(
             let (size, unique) = *measured.entry(&d.digest).or_insert_with(|| {
                 let (mut size, mut unique) = (0, 0);
                 for (b, _) in g.iter() {
-                    let bytes = sizes.get(b).copied().unwrap_or(0);
+                    let bytes = sizes.get(b).unwrap_or(0);
                     size += bytes;
                     // Needed by this reference alone (a lease on the same
                     // manifest counts as another user).
@@ -121,7 +121,7 @@ pub fn disk_usage(
                 }
                 (size, unique)
             });
-            let ann = |k: &str| d.annotations.get(k).and_then(|t| time::parse(t));
+            let ann = |k: &str| d.annotations.get(k).and_then(time::parse);
             (
                 ann(ANN_CREATED),
                 ImageUsage {
@@ -141,7 +141,7 @@ pub fn disk_usage(
             .then_with(|| a.1.reference.cmp(&b.1.reference))
     });
 
-    let blobs_bytes: u64 = sizes.values().sum();
+    let blobs_bytes: u64 = sizes.total();
     let tmp_bytes = files_bytes(layout.tmp_dir())?;
     let other = files_bytes(layout.oci_dir())?
         + files_bytes(layout.cache_dir())?

@@ -63,14 +63,33 @@ impl Digest {
 
     /// The digest a finished hasher holds.
     pub fn from_hasher(hasher: Sha256) -> Digest {
+        Digest::from_bytes(hasher.finalize().into())
+    }
+
+    /// The digest of a 32-byte hash.
+    pub fn from_bytes(hash: [u8; 32]) -> Digest {
         const DIGITS: &[u8; 16] = b"0123456789abcdef";
         let mut text = [0u8; LEN];
         text[..PREFIX.len()].copy_from_slice(PREFIX.as_bytes());
-        for (i, b) in hasher.finalize().iter().enumerate() {
+        for (i, b) in hash.iter().enumerate() {
             text[PREFIX.len() + 2 * i] = DIGITS[usize::from(b >> 4)];
             text[PREFIX.len() + 2 * i + 1] = DIGITS[usize::from(b & 15)];
         }
         Digest(text)
+    }
+
+    /// The 32 bytes of the hash: half the room of the text, for tables
+    /// of many digests.
+    pub fn to_bytes(&self) -> [u8; 32] {
+        fn nibble(c: u8) -> u8 {
+            // Every constructor checks for lowercase hex digits.
+            match c {
+                b'0'..=b'9' => c - b'0',
+                _ => c - b'a' + 10,
+            }
+        }
+        let hex = &self.0[PREFIX.len()..];
+        std::array::from_fn(|i| nibble(hex[2 * i]) << 4 | nibble(hex[2 * i + 1]))
     }
 
     /// The 64 hex characters: the file name under `blobs/sha256/`.

@@ -10,13 +10,13 @@
 //! operation.
 
 use std::borrow::Cow;
-use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::de::{self, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 use serde_json::value::RawValue;
 
+use crate::oci::annotations::Annotations;
 use crate::oci::digest::Digest;
 use crate::oci::model::{
     Descriptor, Platform, ANN_CREATED, ANN_IMAGE_CREATED, ANN_LAST_USED, ANN_LAYERS, ANN_REF_NAME,
@@ -88,7 +88,7 @@ pub struct Said<'a> {
 
 impl<'a> Said<'a> {
     /// The same values out of a parsed map.
-    pub fn of(annotations: &'a BTreeMap<String, String>) -> Said<'a> {
+    pub fn of(annotations: &'a Annotations) -> Said<'a> {
         let mut said = Said::default();
         for (key, value) in annotations {
             if let Some(slot) = said.slot(key) {
@@ -164,7 +164,7 @@ impl<'a> Listed<'a> {
             digest: self.digest,
             size: self.size,
             platform: self.platform,
-            annotations: BTreeMap::new(),
+            annotations: Annotations::new(),
             artifact_type: self.artifact_type,
             urls: self.urls,
         };
@@ -275,7 +275,7 @@ mod tests {
                 let (d, said) = listed.split();
                 assert_eq!(said, Said::of(&full.annotations), "{json}");
                 let bare = Descriptor {
-                    annotations: BTreeMap::new(),
+                    annotations: Annotations::new(),
                     ..full.clone()
                 };
                 assert_eq!(d, bare, "{json}");

@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use crate::oci::annotations::Annotations;
 use crate::oci::digest::Digest;
 
 /// `org.opencontainers.image.ref.name`: the canonical reference.
@@ -90,8 +91,8 @@ pub struct Descriptor {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub platform: Option<Platform>,
     /// Annotations, ordered.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub annotations: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Annotations::is_empty")]
+    pub annotations: Annotations,
     /// The artifact type, kept when another tool wrote it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub artifact_type: Option<String>,
@@ -108,7 +109,7 @@ impl Descriptor {
             digest,
             size,
             platform: None,
-            annotations: BTreeMap::new(),
+            annotations: Annotations::new(),
             artifact_type: None,
             urls: None,
         }
@@ -116,7 +117,7 @@ impl Descriptor {
 
     /// The `org.opencontainers.image.ref.name` annotation.
     pub fn ref_name(&self) -> Option<&str> {
-        self.annotations.get(ANN_REF_NAME).map(String::as_str)
+        self.annotations.get(ANN_REF_NAME)
     }
 }
 

@@ -94,7 +94,7 @@ pub fn matches(want: &Platform, have: &Platform) -> bool {
 
 /// Whether a descriptor of an index is an attestation, not an image.
 pub fn is_attestation(d: &Descriptor) -> bool {
-    d.annotations.get(ATTESTATION_KEY).map(String::as_str) == Some("attestation-manifest")
+    d.annotations.get(ATTESTATION_KEY) == Some("attestation-manifest")
         || d.platform
             .as_ref()
             .is_some_and(|p| p.os == "unknown" && p.architecture == "unknown")
@@ -178,7 +178,7 @@ mod tests {
     fn chooses_the_requested_platform_and_skips_attestations() {
         let mut att = desc("unknown", "unknown", None);
         att.annotations
-            .insert(ATTESTATION_KEY.into(), "attestation-manifest".into());
+            .insert(ATTESTATION_KEY, "attestation-manifest");
         let list = vec![
             att,
             desc("linux", "amd64", None),

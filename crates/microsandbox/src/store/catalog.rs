@@ -478,6 +478,5 @@ impl CatalogCache {
 
 /// Keeps `ref.name` set on a descriptor about to be written.
 pub fn name_descriptor(d: &mut Descriptor, reference: &Reference) {
-    d.annotations
-        .insert(ANN_REF_NAME.to_owned(), reference.canonical());
+    d.annotations.insert(ANN_REF_NAME, reference.canonical());
 }

@@ -373,15 +373,29 @@ impl Dir {
 
     /// Every entry but `.` and `..`, in no particular order.
     pub fn entries(&self) -> MicrosandboxResult<Vec<Entry>> {
+        let mut out = Vec::new();
+        self.each_entry(|name, ino, kind| {
+            out.push(Entry {
+                name: name.to_owned(),
+                ino,
+                kind,
+            })
+        })?;
+        Ok(out)
+    }
+
+    /// Calls `f` with the name, inode and type of every entry but `.` and
+    /// `..`, in no particular order, without collecting the names (a
+    /// census reads 30,000 of them).
+    pub fn each_entry(&self, mut f: impl FnMut(&str, u64, FileType)) -> MicrosandboxResult<()> {
         if self.fd.is_none() {
-            return Ok(Vec::new());
+            return Ok(());
         }
         let reader = self
             .fd()
             .and_then(rfs::Dir::read_from)
             .map_err(io_err)
             .at("read directory", &self.path)?;
-        let mut out = Vec::new();
         for entry in reader {
             let entry = entry.map_err(io_err).at("read directory", &self.path)?;
             let Ok(name) = entry.file_name().to_str() else {
@@ -390,13 +404,9 @@ impl Dir {
             if name == "." || name == ".." {
                 continue;
             }
-            out.push(Entry {
-                name: name.to_owned(),
-                ino: entry.ino(),
-                kind: entry.file_type(),
-            });
+            f(name, entry.ino(), entry.file_type());
         }
-        Ok(out)
+        Ok(())
     }
 
     /// Fsyncs the directory so renames and unlinks in it are durable.

@@ -196,8 +196,7 @@ pub fn ensure_pin_record(index: &mut IndexFile, manifest: &Descriptor) {
     }
     let mut d = Descriptor::new(&manifest.media_type, manifest.digest.clone(), manifest.size);
     d.platform = manifest.platform.clone();
-    d.annotations
-        .insert(ANN_PINNED.to_owned(), "true".to_owned());
+    d.annotations.insert(ANN_PINNED, "true");
     index.manifests.push(d);
 }
 
@@ -238,7 +237,7 @@ mod tests {
 
     fn entry(name: &str, digest: &Digest) -> Descriptor {
         let mut d = Descriptor::new(MEDIA_OCI_MANIFEST, digest.clone(), 1);
-        d.annotations.insert(ANN_REF_NAME.into(), name.into());
+        d.annotations.insert(ANN_REF_NAME, name);
         d
     }
 

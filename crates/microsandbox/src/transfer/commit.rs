@@ -257,21 +257,20 @@ pub(super) fn ingest_and_commit(
         };
         name_descriptor(&mut d, &p.reference);
         let same = previous.as_ref().filter(|prev| prev.digest == d.digest);
-        let keep = |k: &str| same.and_then(|prev| prev.annotations.get(k).cloned());
+        let keep = |k: &str| same.and_then(|prev| prev.annotations.get(k).map(str::to_owned));
         d.annotations.insert(
-            ANN_CREATED.into(),
+            ANN_CREATED,
             keep(ANN_CREATED).unwrap_or_else(|| now.clone()),
         );
         if let Some(used) = keep(ANN_LAST_USED) {
-            d.annotations.insert(ANN_LAST_USED.into(), used);
+            d.annotations.insert(ANN_LAST_USED, used);
         }
         if let Some(created) = p.created.as_deref().and_then(time::parse) {
             d.annotations
-                .insert(ANN_IMAGE_CREATED.into(), time::format(created));
+                .insert(ANN_IMAGE_CREATED, time::format(created));
         }
-        d.annotations.insert(ANN_SIZE.into(), p.size().to_string());
-        d.annotations
-            .insert(ANN_LAYERS.into(), p.layers.len().to_string());
+        d.annotations.insert(ANN_SIZE, p.size().to_string());
+        d.annotations.insert(ANN_LAYERS, p.layers.len().to_string());
         index.manifests.push(d.clone());
         descriptors.push((p.reference.clone(), d));
     }

@@ -167,11 +167,7 @@ pub(super) fn plan_oci(source: &Source, options: &LoadOptions) -> MicrosandboxRe
     let mut memo: HashMap<Digest, Arc<PlannedImage>> = HashMap::new();
     let mut layers_named = 0usize;
     for d in &index.manifests {
-        let name = d
-            .annotations
-            .get(ANN_CONTAINERD_NAME)
-            .map(String::as_str)
-            .or(d.ref_name());
+        let name = d.annotations.get(ANN_CONTAINERD_NAME).or(d.ref_name());
         let reference = match (name, &options.reference) {
             (Some(name), _) => Reference::parse(name).map_err(|e| {
                 source.invalid(format!("index.json names an invalid reference: {e}"))

@@ -352,8 +352,8 @@ fn write_archive(
     for c in chosen {
         let mut d = c.manifest.clone();
         let name = c.reference.canonical();
-        d.annotations.insert(ANN_REF_NAME.to_owned(), name.clone());
-        d.annotations.insert(ANN_CONTAINERD_NAME.to_owned(), name);
+        d.annotations.insert(ANN_REF_NAME, &name);
+        d.annotations.insert(ANN_CONTAINERD_NAME, name);
         index.manifests.push(d);
     }
     index.media_type = Some(MEDIA_OCI_INDEX.to_owned());

@@ -2,5 +2,6 @@
 //! points for tests.
 
 pub mod fault;
+pub mod pages;
 pub mod par;
 pub mod time;

@@ -43,19 +43,36 @@ pub fn on_cores<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Ve
         return items.iter().map(&f).collect();
     }
     let chunk = items.len().div_ceil(threads);
+    // Each thread writes its results straight into its own stretch of the
+    // output: no per-thread vectors to allocate and copy.
+    let mut out: Vec<R> = Vec::with_capacity(items.len());
     std::thread::scope(|scope| {
-        let mut parts = items.chunks(chunk);
-        let first = parts.next().unwrap_or(&[]);
+        let slots = &mut out.spare_capacity_mut()[..items.len()];
+        let mut parts = items.chunks(chunk).zip(slots.chunks_mut(chunk));
+        let first = parts.next();
+        let f = &f;
         let workers: Vec<_> = parts
-            .map(|part| scope.spawn(|| part.iter().map(&f).collect::<Vec<R>>()))
+            .map(|(part, slots)| scope.spawn(move || fill(part, slots, f)))
             .collect();
-        let mut out: Vec<R> = first.iter().map(&f).collect();
-        out.reserve(items.len() - out.len());
-        for w in workers {
-            out.extend(w.join().expect("a parsing thread panicked"));
+        if let Some((part, slots)) = first {
+            fill(part, slots, f);
         }
-        out
-    })
+        for w in workers {
+            w.join().expect("a parsing thread panicked");
+        }
+    });
+    // SAFETY: the chunks of `items` and of the first `items.len()` slots
+    // pair up one to one, and every chunk was filled whole: a panic in any
+    // thread leaves the scope (and this function) before this line, the
+    // results written so far leaked, never read.
+    unsafe { out.set_len(items.len()) };
+    out
+}
+
+fn fill<T, R>(items: &[T], slots: &mut [std::mem::MaybeUninit<R>], f: &impl Fn(&T) -> R) {
+    for (item, slot) in items.iter().zip(slots) {
+        slot.write(f(item));
+    }
 }
 
 /// Runs `f` over `items` on `threads` threads that take the next item as
@@ -116,6 +133,21 @@ pub fn queue<T: Sync, R: Send>(
 mod tests {
     use super::*;
     use crate::error::{ErrorKind, MicrosandboxError};
+
+    #[test]
+    fn on_cores_keeps_the_order_of_every_length() {
+        // Around the thread threshold and an uneven last chunk; owned
+        // results, so a slot written twice or never would show.
+        for n in [0, 1, 1023, 1024, 2048, 2049, 5001] {
+            let items: Vec<usize> = (0..n).collect();
+            let out = on_cores(&items, |i| format!("item {i}"));
+            assert_eq!(out.len(), n);
+            assert!(out
+                .iter()
+                .enumerate()
+                .all(|(i, s)| *s == format!("item {i}")));
+        }
+    }
 
     #[test]
     fn a_queue_keeps_the_order_and_stops_at_an_error() {

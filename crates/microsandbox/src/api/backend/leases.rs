@@ -104,7 +104,7 @@ impl LocalBackend {
         let r = match target_by_name(&txn.index, reference) {
             Some(Target::Name(r)) => r,
             _ => {
-                let catalog = self.inner.catalog.current(&layout)?;
+                let catalog = self.inner.views.catalog.current(&layout)?;
                 let target = catalog.target(reference)?;
                 match &target {
                     Target::Name(r) => r.clone(),
@@ -145,7 +145,7 @@ impl LocalBackend {
             if txn.index.manifests[i].digest == digest {
                 txn.index.manifests[i]
                     .annotations
-                    .insert(ANN_LAST_USED.into(), stamp.clone());
+                    .insert(ANN_LAST_USED, &stamp);
             }
         }
         let pinned = txn.index.manifests[chosen].clone();

@@ -22,16 +22,23 @@ impl LocalBackend {
         let Some(layout) = self.existing()? else {
             return Ok(ImagePruneReport::measured(options.dry_run));
         };
-        gc::prune(&layout, &self.inner.census, &self.inner.catalog, options)
+        gc::prune(
+            &layout,
+            &self.inner.views.census,
+            &self.inner.views.catalog,
+            options,
+        )
     }
 
     /// The blobs no reference and no lease reaches (what a dangling prune
     /// takes), largest first. Blocking.
     pub fn orphans(&self) -> MicrosandboxResult<Vec<crate::gc::orphans::OrphanBlob>> {
         match self.existing()? {
-            Some(layout) => {
-                crate::gc::orphans::orphans(&layout, &self.inner.census, &self.inner.catalog)
-            }
+            Some(layout) => crate::gc::orphans::orphans(
+                &layout,
+                &self.inner.views.census,
+                &self.inner.views.catalog,
+            ),
             None => Ok(Vec::new()),
         }
     }
@@ -48,9 +55,12 @@ impl LocalBackend {
         options: &crate::gc::purge::PurgeOptions,
     ) -> MicrosandboxResult<ImagePruneReport> {
         match self.existing()? {
-            Some(layout) => {
-                crate::gc::purge::purge(&layout, &self.inner.census, &self.inner.catalog, options)
-            }
+            Some(layout) => crate::gc::purge::purge(
+                &layout,
+                &self.inner.views.census,
+                &self.inner.views.catalog,
+                options,
+            ),
             None => Ok(ImagePruneReport::measured(false)),
         }
     }
@@ -71,9 +81,11 @@ impl LocalBackend {
     /// not exist takes nothing, and is not made.
     pub fn disk_usage(&self) -> MicrosandboxResult<DiskUsage> {
         match self.existing()? {
-            Some(layout) => {
-                crate::gc::usage::disk_usage(&layout, &self.inner.census, &self.inner.catalog)
-            }
+            Some(layout) => crate::gc::usage::disk_usage(
+                &layout,
+                &self.inner.views.census,
+                &self.inner.views.catalog,
+            ),
             None => Ok(Default::default()),
         }
     }

@@ -2,7 +2,8 @@
 //!
 //! [`LocalBackend`] names a `$MSB_HOME`; every operation here blocks on
 //! file I/O and locks, so the async [`crate::Image`] API runs them on
-//! tokio's blocking pool. Clones share one in-memory view of `index.json`.
+//! tokio's blocking pool. Every backend of one home in a process shares one
+//! in-memory view of `index.json` and of the blobs (`views.rs`).
 //!
 //! One file per family of operations: `query.rs` (list, get, inspect),
 //! `remove.rs`, `maintenance.rs` (prune, orphans, purge, verify, disk
@@ -13,6 +14,7 @@ mod maintenance;
 mod query;
 mod remove;
 mod transfer;
+mod views;
 
 pub use leases::LeaseOptions;
 
@@ -40,8 +42,8 @@ pub struct LocalBackend {
 #[derive(Debug)]
 struct Inner {
     home: Home,
-    catalog: CatalogCache,
-    census: CensusCache,
+    /// Shared with every backend of the same home (`views.rs`).
+    views: Arc<views::Views>,
 }
 
 /// Builds a [`LocalBackend`].
@@ -91,9 +93,8 @@ impl LocalBackendBuilder {
         raise_fd_limit();
         Ok(LocalBackend {
             inner: Arc::new(Inner {
+                views: views::of(&home),
                 home: Home::new(home, timeout),
-                catalog: CatalogCache::default(),
-                census: CensusCache::default(),
             }),
         })
     }
@@ -194,12 +195,12 @@ impl LocalBackend {
 
     /// The backend's parsed view of `index.json`.
     pub(crate) fn catalog_cache(&self) -> &CatalogCache {
-        &self.inner.catalog
+        &self.inner.views.catalog
     }
 
     /// The backend's remembered blob graphs.
     pub(crate) fn census_cache(&self) -> &CensusCache {
-        &self.inner.census
+        &self.inner.views.census
     }
 
     /// Runs `f` on the entry a reference names, under the shared lock.
@@ -215,7 +216,7 @@ impl LocalBackend {
             return Err(not_found(reference));
         };
         let _guard = layout.lock::<Shared>()?;
-        let catalog = self.inner.catalog.current(&layout)?;
+        let catalog = self.inner.views.catalog.current(&layout)?;
         let target = catalog.target(reference)?;
         let found = catalog.entries_of(&target);
         let entry = found.first().ok_or_else(|| not_found(reference))?;

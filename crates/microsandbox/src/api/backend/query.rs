@@ -17,7 +17,7 @@ impl LocalBackend {
             return Ok(Vec::new());
         };
         let _guard = layout.lock::<Shared>()?;
-        let catalog = self.inner.catalog.current(&layout)?;
+        let catalog = self.inner.views.catalog.current(&layout)?;
         let mut handles: Vec<ImageHandle> = catalog.entries().map(|e| e.handle.clone()).collect();
         mark_disks(&layout, &mut handles)?;
         Ok(handles)

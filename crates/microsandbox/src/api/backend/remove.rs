@@ -27,7 +27,12 @@ impl LocalBackend {
         let mut txn = IndexTxn::begin(&layout, &guard)?;
         let target = match target_by_name(&txn.index, reference) {
             Some(t) => t,
-            None => self.inner.catalog.current(&layout)?.target(reference)?,
+            None => self
+                .inner
+                .views
+                .catalog
+                .current(&layout)?
+                .target(reference)?,
         };
         let shown = match &target {
             Target::Name(r) => r.familiar(),

@@ -149,7 +149,7 @@ impl LocalBackend {
         // Digest prefixes become the names they stand for.
         let named = {
             let _shared = layout.lock::<Shared>()?;
-            let catalog = self.inner.catalog.current(&layout)?;
+            let catalog = self.inner.views.catalog.current(&layout)?;
             let mut named = Vec::with_capacity(references.len());
             for input in references {
                 let target = catalog.target(input)?;
