@@ -11,7 +11,7 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use serde::de::{Error as _, MapAccess, Visitor};
+use serde::de::{MapAccess, Visitor};
 use serde::ser::SerializeMap;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -158,10 +158,11 @@ impl Serialize for Annotations {
     }
 }
 
-/// A JSON string, borrowed from the input when it has no escapes.
-struct Text<'de>(Cow<'de, str>);
+/// A JSON string, borrowed from the input when it has no escapes (the
+/// annotations here and the entries `oci::listed` reads).
+pub(crate) struct Text<'a>(pub(crate) Cow<'a, str>);
 
-impl<'de> Deserialize<'de> for Text<'de> {
+impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct V;
         impl<'de> Visitor<'de> for V {
@@ -194,9 +195,6 @@ impl<'de> Deserialize<'de> for Annotations {
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Annotations, A::Error> {
                 let mut pairs: Vec<(Text<'de>, Text<'de>)> = Vec::new();
                 while let Some(pair) = map.next_entry::<Text<'de>, Text<'de>>()? {
-                    if pairs.len() == u32::MAX as usize {
-                        return Err(A::Error::custom("too many annotations"));
-                    }
                     pairs.push(pair);
                 }
                 Ok(Annotations::from_pairs(
