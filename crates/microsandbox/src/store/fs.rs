@@ -67,8 +67,6 @@ pub struct Entry {
     /// Its name (entries whose names are not UTF-8 are never the cache's,
     /// and are left out).
     pub name: String,
-    /// Its inode number.
-    pub ino: u64,
     /// What it is, as the directory says (`Unknown` on some file systems).
     pub kind: FileType,
 }
@@ -374,10 +372,9 @@ impl Dir {
     /// Every entry but `.` and `..`, in no particular order.
     pub fn entries(&self) -> MicrosandboxResult<Vec<Entry>> {
         let mut out = Vec::new();
-        self.each_entry(|name, ino, kind| {
+        self.each_entry(|name, _, kind| {
             out.push(Entry {
                 name: name.to_owned(),
-                ino,
                 kind,
             })
         })?;
