@@ -469,7 +469,13 @@ impl CatalogCache {
                     c.catalog = c.catalog.take().or(fresh.catalog);
                     c.index = c.index.take().or(fresh.index);
                 }
-                _ => *slot = Some(fresh),
+                // The replaced view (10,000 entries) is freed off this
+                // caller's path.
+                _ => {
+                    if let Some(old) = slot.replace(fresh) {
+                        crate::util::tidy::drop_later(old);
+                    }
+                }
             }
         }
         Ok(value)

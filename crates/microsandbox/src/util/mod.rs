@@ -4,4 +4,5 @@
 pub mod fault;
 pub mod pages;
 pub mod par;
+pub mod tidy;
 pub mod time;

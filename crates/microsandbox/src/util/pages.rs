@@ -138,19 +138,15 @@ unsafe impl GlobalAlloc for LargeInPages {
 /// small part of them.
 pub const TRIM_AFTER: std::time::Duration = std::time::Duration::from_millis(10);
 
-/// Called when an operation of `took` has ended: after a long one, hands
-/// the free pages of every malloc heap back to the kernel. glibc keeps a
-/// heap per thread and keeps the pages a thread freed; the thread pool's
-/// threads take turns, so each heap would hold its own copy of the last
-/// large operation's garbage.
+/// Called when an operation of `took` has ended: after a long one, has
+/// the free pages of every malloc heap handed back to the kernel (off the
+/// caller's path, see [`crate::util::tidy`]). glibc keeps a heap per
+/// thread and keeps the pages a thread freed; the thread pool's threads
+/// take turns, so each heap would hold its own copy of the last large
+/// operation's garbage.
 pub fn after_operation(took: std::time::Duration) {
-    if took < TRIM_AFTER {
-        return;
-    }
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only walks glibc's own heaps, under their locks.
-    unsafe {
-        libc::malloc_trim(0);
+    if took >= TRIM_AFTER {
+        crate::util::tidy::trim_later();
     }
 }
 
