@@ -86,7 +86,7 @@ mod tests {
         let (tx, rx) = channel();
         let shared = Arc::new(());
         let held = shared.clone();
-        drop_later(Tells(tx.clone()));
+        drop_later(Tells(tx));
         drop_later(held);
         trim_later();
         let (done, finished) = channel();
