@@ -8,8 +8,8 @@ use napi_derive::napi;
 use crate::ops::*;
 use crate::task::CoreTask;
 use crate::types::{
-    DiskUsage, ImageDetail, ImageDisk, ImageHandle, ImageLease, ImagePruneReport, OrphanBlob,
-    VerifyReport,
+    DiskUsage, Handles, ImageDetail, ImageDisk, ImageHandle, ImageLease, ImagePruneReport,
+    OrphanBlob, VerifyReport,
 };
 
 /// The image cache. Every method is static and async; the plain ones use
@@ -43,7 +43,7 @@ impl Image {
 
     /// Every cached reference, newest first. Reads `index.json` only.
     #[napi(ts_return_type = "Promise<Array<ImageHandle>>")]
-    pub fn list() -> AsyncTask<CoreTask<Vec<ImageHandle>>> {
+    pub fn list() -> AsyncTask<CoreTask<Handles>> {
         list_with(ambient())
     }
 
@@ -52,7 +52,7 @@ impl Image {
         ts_args_type = "backend: LocalBackend",
         ts_return_type = "Promise<Array<ImageHandle>>"
     )]
-    pub fn list_local(backend: Unknown) -> AsyncTask<CoreTask<Vec<ImageHandle>>> {
+    pub fn list_local(backend: Unknown) -> AsyncTask<CoreTask<Handles>> {
         list_with(local(backend))
     }
 
@@ -254,7 +254,7 @@ impl Image {
         ts_args_type = "path: string, options?: { platform?: string; reference?: string; tag?: string; maxLayerBytes?: number; materialize?: boolean; onProgress?: (event: ProgressEvent) => void }",
         ts_return_type = "Promise<Array<ImageHandle>>"
     )]
-    pub fn load(path: Unknown, options: Unknown) -> AsyncTask<CoreTask<Vec<ImageHandle>>> {
+    pub fn load(path: Unknown, options: Unknown) -> AsyncTask<CoreTask<Handles>> {
         load_with(ambient(), path, options)
     }
 
@@ -267,7 +267,7 @@ impl Image {
         backend: Unknown,
         path: Unknown,
         options: Unknown,
-    ) -> AsyncTask<CoreTask<Vec<ImageHandle>>> {
+    ) -> AsyncTask<CoreTask<Handles>> {
         load_with(local(backend), path, options)
     }
 

@@ -12,8 +12,8 @@ use crate::args::NumberOrString;
 use crate::backend::LocalBackend;
 use crate::task::CoreTask;
 use crate::types::{
-    DiskUsage, ImageDetail, ImageDisk, ImageHandle, ImageLease, ImagePruneReport, OrphanBlob,
-    ProgressEvent, PullProgress, VerifyReport,
+    DiskUsage, Handles, ImageDetail, ImageDisk, ImageHandle, ImageLease, ImagePruneReport,
+    OrphanBlob, ProgressEvent, PullProgress, VerifyReport,
 };
 
 pub(crate) type Backend = MicrosandboxResult<core::LocalBackend>;
@@ -42,8 +42,8 @@ where
     AsyncTask::new(task)
 }
 
-fn handles(v: Vec<core::ImageHandle>) -> Vec<ImageHandle> {
-    v.into_iter().map(ImageHandle::from).collect()
+fn handles(v: Vec<core::ImageHandle>) -> Handles {
+    Handles(v)
 }
 
 pub(crate) fn get_with(b: Backend, reference: Unknown) -> AsyncTask<CoreTask<ImageHandle>> {
@@ -53,7 +53,7 @@ pub(crate) fn get_with(b: Backend, reference: Unknown) -> AsyncTask<CoreTask<Ima
     })
 }
 
-pub(crate) fn list_with(b: Backend) -> AsyncTask<CoreTask<Vec<ImageHandle>>> {
+pub(crate) fn list_with(b: Backend) -> AsyncTask<CoreTask<Handles>> {
     spawn(b, |b| Ok(move || b.list_images().map(handles)))
 }
 
@@ -159,7 +159,7 @@ pub(crate) fn load_with(
     b: Backend,
     path: Unknown,
     options: Unknown,
-) -> AsyncTask<CoreTask<Vec<ImageHandle>>> {
+) -> AsyncTask<CoreTask<Handles>> {
     spawn(b, |b| {
         let path = args::string(Some(path), "path")?;
         let opts = args::options(Some(options), "options")?;

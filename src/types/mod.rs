@@ -13,12 +13,14 @@ use crate::task::CoreTask;
 
 mod disk;
 mod handle;
+mod handles;
 mod lease;
 mod progress;
 mod reports;
 
 pub use disk::*;
 pub use handle::*;
+pub use handles::*;
 pub use lease::*;
 pub use progress::*;
 pub use reports::*;
