@@ -13,9 +13,11 @@ use crate::error::{MicrosandboxError, MicrosandboxResult};
 /// from `index.json`; reading a handle opens no blob.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ImageHandle {
-    // Shared text: a list hands out a copy of each of 10,000 handles.
-    pub(crate) reference: Arc<str>,
+    // Shared text: a list hands out a copy of each of 10,000 handles. The
+    // familiar form is the canonical one less a prefix: one string, and
+    // where the familiar form starts in it.
     pub(crate) canonical: Arc<str>,
+    pub(crate) familiar_at: u16,
     pub(crate) manifest_digest: Arc<str>,
     pub(crate) size_bytes: Option<u64>,
     pub(crate) architecture: Option<Arc<str>>,
@@ -30,7 +32,9 @@ pub struct ImageHandle {
 impl ImageHandle {
     /// The familiar form: `python:3.12`, `ghcr.io/org/app:1`.
     pub fn reference(&self) -> &str {
-        &self.reference
+        self.canonical
+            .get(usize::from(self.familiar_at)..)
+            .unwrap_or(&self.canonical)
     }
 
     /// The canonical form stored on disk: `docker.io/library/python:3.12`.

@@ -291,8 +291,9 @@ pub fn handle_of(
 fn handle_from(reference: &Reference, d: &Descriptor, said: &Said<'_>) -> ImageHandle {
     let time = |t: &Option<std::borrow::Cow<'_, str>>| t.as_deref().and_then(time::parse_utc);
     ImageHandle {
-        reference: reference.familiar().into(),
         canonical: reference.canonical().into(),
+        // A name is under NAME_MAX: its offsets fit.
+        familiar_at: u16::try_from(reference.familiar_start()).unwrap_or(0),
         manifest_digest: d.digest.as_str().into(),
         size_bytes: said.size.as_deref().and_then(|s| s.parse::<u64>().ok()),
         architecture: d.platform.as_ref().map(|p| shared(&p.architecture)),
