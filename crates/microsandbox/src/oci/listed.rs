@@ -125,9 +125,9 @@ pub struct Listed<'a> {
     #[serde(default, borrow)]
     annotations: Said<'a>,
     #[serde(default)]
-    artifact_type: Option<String>,
+    artifact_type: Option<Box<str>>,
     #[serde(default)]
-    urls: Option<Vec<String>>,
+    urls: Option<Box<[String]>>,
 }
 
 impl<'a> Listed<'a> {

@@ -7,3 +7,4 @@ pub mod listed;
 pub mod model;
 pub mod platform;
 pub mod reference;
+pub mod word;

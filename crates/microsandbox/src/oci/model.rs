@@ -12,6 +12,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::oci::annotations::Annotations;
 use crate::oci::digest::Digest;
+use crate::oci::word::Word;
 
 /// `org.opencontainers.image.ref.name`: the canonical reference.
 pub const ANN_REF_NAME: &str = "org.opencontainers.image.ref.name";
@@ -55,26 +56,26 @@ pub fn is_manifest_media_type(media_type: &str) -> bool {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Platform {
     /// CPU architecture (`amd64`, `arm64`).
-    pub architecture: String,
+    pub architecture: Word,
     /// Operating system (`linux`).
-    pub os: String,
+    pub os: Word,
     /// Operating system version.
     #[serde(
         rename = "os.version",
         default,
         skip_serializing_if = "Option::is_none"
     )]
-    pub os_version: Option<String>,
+    pub os_version: Option<Box<str>>,
     /// Operating system features.
     #[serde(
         rename = "os.features",
         default,
         skip_serializing_if = "Option::is_none"
     )]
-    pub os_features: Option<Vec<String>>,
+    pub os_features: Option<Box<[String]>>,
     /// CPU variant (`v7`, `v8`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub variant: Option<String>,
+    pub variant: Option<Word>,
 }
 
 /// An OCI content descriptor.
@@ -95,10 +96,10 @@ pub struct Descriptor {
     pub annotations: Annotations,
     /// The artifact type, kept when another tool wrote it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub artifact_type: Option<String>,
+    pub artifact_type: Option<Box<str>>,
     /// Download locations, kept when another tool wrote them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub urls: Option<Vec<String>>,
+    pub urls: Option<Box<[String]>>,
 }
 
 impl Descriptor {

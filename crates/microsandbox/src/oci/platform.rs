@@ -24,9 +24,9 @@ pub fn host() -> Platform {
         other => (other, None),
     };
     Platform {
-        architecture: architecture.to_owned(),
-        os: std::env::consts::OS.to_owned(),
-        variant: variant.map(str::to_owned),
+        architecture: architecture.into(),
+        os: std::env::consts::OS.into(),
+        variant: variant.map(Into::into),
         ..Platform::default()
     }
 }
@@ -55,9 +55,9 @@ pub(crate) fn parse(text: &str) -> MicrosandboxResult<Platform> {
         )));
     }
     Ok(Platform {
-        os: parts[0].to_owned(),
-        architecture: parts[1].to_owned(),
-        variant: parts.get(2).map(|v| (*v).to_owned()),
+        os: parts[0].into(),
+        architecture: parts[1].into(),
+        variant: parts.get(2).map(|v| (*v).into()),
         ..Platform::default()
     })
 }

@@ -296,8 +296,8 @@ fn handle_from(reference: &Reference, d: &Descriptor, said: &Said<'_>) -> ImageH
         familiar_at: u16::try_from(reference.familiar_start()).unwrap_or(0),
         manifest_digest: d.digest.as_str().into(),
         size_bytes: said.size.as_deref().and_then(|s| s.parse::<u64>().ok()),
-        architecture: d.platform.as_ref().map(|p| shared(&p.architecture)),
-        os: d.platform.as_ref().map(|p| shared(&p.os)),
+        architecture: d.platform.as_ref().map(|p| p.architecture.shared()),
+        os: d.platform.as_ref().map(|p| p.os.shared()),
         layer_count: said
             .layers
             .as_deref()
@@ -308,26 +308,6 @@ fn handle_from(reference: &Reference, d: &Descriptor, said: &Said<'_>) -> ImageH
         image_created_at: time(&said.image_created),
         disk_ready: false,
     }
-}
-
-/// One copy of each of the few architectures and systems a thread sees,
-/// instead of one per handle.
-fn shared(text: &str) -> Arc<str> {
-    thread_local! {
-        static SEEN: std::cell::RefCell<Vec<Arc<str>>> = const { std::cell::RefCell::new(Vec::new()) };
-    }
-    SEEN.with(|seen| {
-        let mut seen = seen.borrow_mut();
-        if let Some(t) = seen.iter().find(|t| ***t == *text) {
-            return t.clone();
-        }
-        let t: Arc<str> = text.into();
-        // A bound, so a hostile index of a million platforms costs no more.
-        if seen.len() < 16 {
-            seen.push(t.clone());
-        }
-        t
-    })
 }
 
 /// Completes the handle of an entry another tool wrote from its blobs.

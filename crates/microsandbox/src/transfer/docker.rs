@@ -180,9 +180,9 @@ fn plan_item(source: &Source, stage: &TarStage, item: &Item) -> MicrosandboxResu
             diff_ids: parse_diff_ids(source, diff_ids, &what)?,
             top: top_digest,
             platform: Platform {
-                architecture: cfg.architecture().to_string(),
-                os: cfg.os().to_string(),
-                variant: cfg.variant().clone(),
+                architecture: cfg.architecture().to_string().into(),
+                os: cfg.os().to_string().into(),
+                variant: cfg.variant().clone().map(Into::into),
                 ..Platform::default()
             },
             created: cfg.created().clone(),

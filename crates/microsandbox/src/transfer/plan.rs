@@ -254,9 +254,9 @@ pub(super) fn plan_image(
         )));
     }
     let platform = Platform {
-        architecture: cfg.architecture().to_string(),
-        os: cfg.os().to_string(),
-        variant: cfg.variant().clone(),
+        architecture: cfg.architecture().to_string().into(),
+        os: cfg.os().to_string().into(),
+        variant: cfg.variant().clone().map(Into::into),
         ..Platform::default()
     };
     Ok(Planned {

@@ -173,8 +173,8 @@ impl LocalBackend {
 fn entry_platform(e: &Entry) -> Option<Platform> {
     e.descriptor.platform.clone().or_else(|| {
         Some(Platform {
-            os: e.handle.os()?.to_owned(),
-            architecture: e.handle.architecture()?.to_owned(),
+            os: e.handle.os()?.into(),
+            architecture: e.handle.architecture()?.into(),
             ..Platform::default()
         })
     })
