@@ -11,9 +11,8 @@
 //! napi-rs calls it, flagged as a factory call), `napi_wrap` of the boxed
 //! handle with a finalizer that frees it, and the class's type tag, which
 //! is what every class argument is checked by (napi8): a handle passed
-//! where a `LocalBackend` belongs is refused, never read as one. A warm
-//! list of 10,000 takes 35-40% less time (bench/README, "The cold list",
-//! fourth pass).
+//! where a `LocalBackend` belongs is refused, never read as one. The
+//! figures are in bench/README, "The cold list, fourth pass".
 
 use std::ffi::c_void;
 use std::ptr;
