@@ -45,8 +45,7 @@ describe('the instances a list makes', () => {
       assert.ok(h.createdAt instanceof Date);
       assert.equal(typeof h.sizeBytes, 'number');
     }
-    // Distinct objects, newest first.
-    assert.equal(new Set(list).size, 2000);
+    // Newest first.
     for (let i = 1; i < list.length; i++) {
       assert.ok(list[i - 1].createdAt.getTime() >= list[i].createdAt.getTime(), `order at ${i}`);
     }
@@ -63,11 +62,15 @@ describe('the instances a list makes', () => {
       const home = Object.getOwnPropertyDescriptor(LocalBackend.prototype, 'home').get;
       assert.throws(() => home.call(handle));
     }
+    // Instances of the other classes wrap Rust values too: only the tag
+    // tells them apart from a handle.
     const reference = Object.getOwnPropertyDescriptor(ImageHandle.prototype, 'reference').get;
-    for (const other of [backend, {}, Object.create(ImageHandle.prototype)]) {
-      assert.throws(() => reference.call(other));
-      assert.throws(() => ImageHandle.prototype.toJSON.call(other));
+    const lease = await Image.acquireLocal(backend, listed.reference);
+    t.after(() => lease.release());
+    for (const other of [backend, lease]) {
+      assert.throws(() => reference.call(other), /ImageHandle/);
     }
+    // The factory flag set for the list's constructor calls is off again.
     assert.throws(() => new ImageHandle(), /constructor/);
     // The handles still read after all that.
     assert.equal(reference.call(listed), listed.reference);

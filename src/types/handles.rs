@@ -17,7 +17,9 @@
 use std::ffi::c_void;
 use std::ptr;
 
-use napi::bindgen_prelude::{get_class_constructor, tag_object, ToNapiValue, TypeName, TypeTag};
+use napi::bindgen_prelude::{
+    get_class_constructor, tag_object, MaybeTypeTag, ToNapiValue, TypeName,
+};
 use napi::{sys, Error, Status, ValueType};
 
 use super::*;
@@ -108,8 +110,16 @@ unsafe fn instance(
     // stamping fails the object stays wrapped (the finalizer frees the
     // handle) and is never handed out.
     // SAFETY: `object` is live and not tagged yet.
-    unsafe { tag_object(env, object, &<ImageHandle as TypeTag>::type_tag()) }?;
+    unsafe { tag_object(env, object, &type_tag::<ImageHandle>()) }?;
     Ok(object)
+}
+
+/// A class's type tag. `MaybeTypeTag` has `type_tag` only where napi-rs
+/// checks classes by tag (napi8, not wasm): anywhere else `tag_object`
+/// does nothing, every class check would take these instances for any
+/// class, and this does not compile.
+fn type_tag<T: MaybeTypeTag>() -> sys::napi_type_tag {
+    T::type_tag()
 }
 
 /// Frees the handle a collected instance wrapped.

@@ -125,7 +125,7 @@ impl CensusCache {
                 }
             }
         }
-        let threads = crate::util::par::cores().min(8);
+        let threads = crate::util::par::cores().map_or(2, |n| n.min(8));
         let walked = crate::util::par::queue(&todo, threads, |d| Ok(walk(layout, d)))
             .expect("the walk itself never fails the queue");
         let mut known = lock(&self.graphs);

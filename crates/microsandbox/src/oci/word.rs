@@ -8,7 +8,7 @@ use std::fmt;
 use std::ops::Deref;
 use std::sync::Arc;
 
-use serde::de::{Error as _, Visitor};
+use serde::de::Visitor;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// A short shared text. Compares, hashes, prints and (de)serializes as the
@@ -126,7 +126,7 @@ impl<'de> Deserialize<'de> for Word {
                     .map_err(|_| E::custom("a string that is not UTF-8"))
             }
         }
-        d.deserialize_str(Text).map_err(D::Error::custom)
+        d.deserialize_str(Text)
     }
 }
 

@@ -200,7 +200,7 @@ impl Source<'_> {
     pub(super) fn parallelism(&self) -> usize {
         match self.origin {
             Origin::Registry(_) => DOWNLOADS,
-            Origin::Dir(_) | Origin::Tar(_) => crate::util::par::cores().min(8),
+            Origin::Dir(_) | Origin::Tar(_) => crate::util::par::cores().map_or(2, |n| n.min(8)),
         }
     }
 }

@@ -34,10 +34,12 @@ pub fn in_parallel<T: Sync, R: Send>(
 
 /// How many threads this process may run at once, as the system said
 /// the first time it was asked (it reads `/sys` and the cgroup's quota:
-/// three system calls that every inspect paid).
-pub fn cores() -> usize {
-    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+/// three system calls that every inspect paid); `None` if it could not
+/// tell. Kept for the life of the process: a later change of the CPU
+/// quota or affinity is not seen.
+pub fn cores() -> Option<usize> {
+    static CORES: std::sync::OnceLock<Option<usize>> = std::sync::OnceLock::new();
+    *CORES.get_or_init(|| std::thread::available_parallelism().ok().map(|n| n.get()))
 }
 
 /// Runs `f` over `items` on the machine's cores (up to 8), in order of
@@ -45,7 +47,7 @@ pub fn cores() -> usize {
 /// entries); fewer than 1,024 items per core run on the caller's thread.
 pub fn on_cores<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
     const MIN_PER_THREAD: usize = 1024;
-    let cores = cores().min(8);
+    let cores = cores().map_or(1, |n| n.min(8));
     let threads = (items.len() / MIN_PER_THREAD).clamp(1, cores);
     if threads == 1 {
         return items.iter().map(&f).collect();

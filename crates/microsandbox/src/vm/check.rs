@@ -65,7 +65,7 @@ pub fn check_all(
             Some((kind, key, file))
         })
         .collect();
-    let threads = crate::util::par::cores().min(4);
+    let threads = crate::util::par::cores().map_or(2, |n| n.min(4));
     let sealed = crate::util::par::queue(&opened, threads, |(_, _, file)| {
         Ok(artifact::seal::check_full(file))
     })?;
