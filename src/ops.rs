@@ -42,10 +42,6 @@ where
     AsyncTask::new(task)
 }
 
-fn handles(v: Vec<core::ImageHandle>) -> Handles {
-    Handles(v)
-}
-
 pub(crate) fn get_with(b: Backend, reference: Unknown) -> AsyncTask<CoreTask<ImageHandle>> {
     spawn(b, |b| {
         let r = args::string(Some(reference), "reference")?;
@@ -54,7 +50,7 @@ pub(crate) fn get_with(b: Backend, reference: Unknown) -> AsyncTask<CoreTask<Ima
 }
 
 pub(crate) fn list_with(b: Backend) -> AsyncTask<CoreTask<Handles>> {
-    spawn(b, |b| Ok(move || b.list_images().map(handles)))
+    spawn(b, |b| Ok(move || b.list_images().map(Handles)))
 }
 
 pub(crate) fn inspect_with(b: Backend, reference: Unknown) -> AsyncTask<CoreTask<ImageDetail>> {
@@ -183,7 +179,7 @@ pub(crate) fn load_with(
             max_layer_bytes: args::opt_number(&opts, "maxLayerBytes")?.map(|n| n as u64),
             materialize: args::opt_bool(&opts, "materialize")?.unwrap_or(false),
         };
-        Ok(move || b.load_images(path.as_ref(), &options).map(handles))
+        Ok(move || b.load_images(path.as_ref(), &options).map(Handles))
     })
 }
 

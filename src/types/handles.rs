@@ -20,7 +20,7 @@ use std::ptr;
 use napi::bindgen_prelude::{
     get_class_constructor, tag_object, MaybeTypeTag, ToNapiValue, TypeName,
 };
-use napi::{sys, Error, Status, ValueType};
+use napi::{check_status, sys, Error, Status, ValueType};
 
 use super::*;
 
@@ -49,15 +49,25 @@ impl ToNapiValue for Handles {
         let mut ctor = ptr::null_mut();
         // SAFETY: `env` is the JS thread's live environment (napi-rs calls
         // this from a task's resolve); `ctor_ref` is the class's reference.
-        check(unsafe { sys::napi_get_reference_value(env, ctor_ref, &mut ctor) })?;
+        check_status!(
+            unsafe { sys::napi_get_reference_value(env, ctor_ref, &mut ctor) },
+            "the ImageHandle constructor"
+        )?;
         let mut array = ptr::null_mut();
-        check(unsafe { sys::napi_create_array_with_length(env, val.0.len(), &mut array) })?;
+        check_status!(
+            unsafe { sys::napi_create_array_with_length(env, val.0.len(), &mut array) },
+            "an array of {} handles",
+            val.0.len()
+        )?;
         for (i, handle) in val.0.into_iter().enumerate() {
             let index = u32::try_from(i)
                 .map_err(|_| Error::new(Status::GenericFailure, "too many handles for an array"))?;
             // SAFETY: as above; `ctor` is the class constructor just read.
             let object = unsafe { instance(env, ctor, ImageHandle::from(handle)) }?;
-            check(unsafe { sys::napi_set_element(env, array, index, object) })?;
+            check_status!(
+                unsafe { sys::napi_set_element(env, array, index, object) },
+                "handle {index} of the array"
+            )?;
         }
         Ok(array)
     }
@@ -82,7 +92,7 @@ unsafe fn instance(
     // SAFETY: the caller's contract.
     let status = unsafe { sys::napi_new_instance(env, ctor, 0, ptr::null_mut(), &mut object) };
     factory.with(|f| f.set(false));
-    check(status)?;
+    check_status!(status, "an ImageHandle instance")?;
     let data = Box::into_raw(Box::new(value));
     // SAFETY: `object` was just made; the finalizer owns `data` from here
     // on, and nothing else frees it.
@@ -126,12 +136,4 @@ fn type_tag<T: MaybeTypeTag>() -> sys::napi_type_tag {
 unsafe extern "C" fn finalize(_env: sys::napi_env, data: *mut c_void, _hint: *mut c_void) {
     // SAFETY: `data` is the box `instance` handed to napi_wrap, finalized once.
     drop(unsafe { Box::from_raw(data.cast::<ImageHandle>()) });
-}
-
-fn check(status: sys::napi_status) -> napi::Result<()> {
-    if status == sys::Status::napi_ok {
-        Ok(())
-    } else {
-        Err(Error::new(Status::from(status), "N-API call failed"))
-    }
 }

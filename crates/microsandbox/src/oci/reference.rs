@@ -84,23 +84,12 @@ impl Reference {
 
     /// The full form stored in `index.json`: `docker.io/library/python:3.12`.
     pub fn canonical(&self) -> String {
-        let mut name = String::with_capacity(self.text.len() + self.digest_len());
-        name.push_str(&self.text);
-        self.add_digest(name)
+        self.written_from(0)
     }
 
     /// The short form people type: `python:3.12`, `ghcr.io/org/app:1`.
     pub fn familiar(&self) -> String {
-        let repository = &self.text[..usize::from(self.tag_at)];
-        let head = match familiar_hub_path(self.path()) {
-            Some(short) if self.domain() == DEFAULT_DOMAIN => short,
-            _ => repository,
-        };
-        let tag = &self.text[usize::from(self.tag_at)..];
-        let mut name = String::with_capacity(head.len() + tag.len() + self.digest_len());
-        name.push_str(head);
-        name.push_str(tag);
-        self.add_digest(name)
+        self.written_from(self.familiar_start())
     }
 
     /// Where [`Reference::familiar`] starts within
@@ -118,21 +107,18 @@ impl Reference {
     /// The short repository name, with neither tag nor digest: `python`,
     /// `ghcr.io/org/app`.
     pub fn familiar_name(&self) -> String {
-        match familiar_hub_path(self.path()) {
-            Some(short) if self.domain() == DEFAULT_DOMAIN => short.to_owned(),
-            _ => self.repository(),
-        }
+        self.text[self.familiar_start()..usize::from(self.tag_at)].to_owned()
     }
 
-    /// The length of `@digest`, if pinned.
-    fn digest_len(&self) -> usize {
-        self.digest.as_ref().map_or(0, |d| 1 + d.as_str().len())
-    }
-
-    fn add_digest(&self, mut name: String) -> String {
-        if let Some(digest) = &self.digest {
+    /// The text from `start` on, with `@digest` if pinned.
+    fn written_from(&self, start: usize) -> String {
+        let text = &self.text[start..];
+        let digest = self.digest.as_deref().map(Digest::as_str);
+        let mut name = String::with_capacity(text.len() + digest.map_or(0, |d| 1 + d.len()));
+        name.push_str(text);
+        if let Some(digest) = digest {
             name.push('@');
-            name.push_str(digest.as_str());
+            name.push_str(digest);
         }
         name
     }

@@ -7,7 +7,7 @@
 //! already has its answer (on two cores, while Node converts it).
 
 use std::sync::mpsc::{channel, Sender};
-use std::sync::{Mutex, OnceLock};
+use std::sync::OnceLock;
 
 enum Job {
     Drop(Box<dyn Send>),
@@ -30,17 +30,17 @@ fn run(job: Job) {
 /// Hands `job` to the tidying thread, or does it here when that thread
 /// cannot be started (the process is out of threads).
 fn submit(job: Job) {
-    static QUEUE: OnceLock<Option<Mutex<Sender<Job>>>> = OnceLock::new();
+    static QUEUE: OnceLock<Option<Sender<Job>>> = OnceLock::new();
     let queue = QUEUE.get_or_init(|| {
         let (tx, rx) = channel::<Job>();
         std::thread::Builder::new()
             .name("microsandbox-tidy".into())
             .spawn(move || rx.into_iter().for_each(run))
             .ok()
-            .map(|_| Mutex::new(tx))
+            .map(|_| tx)
     });
     let job = match queue {
-        Some(tx) => match tx.lock().unwrap_or_else(|e| e.into_inner()).send(job) {
+        Some(tx) => match tx.send(job) {
             Ok(()) => return,
             Err(back) => back.0,
         },
